@@ -1,0 +1,242 @@
+//! Wires a `mep` process together: store, registry, notifier, the liveness sweeper and the Mp1 and
+//! Mm5 listeners; and takes it apart again on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::http::header_case::spelling_template;
+use crate::http::middleware::{
+    limit_uri_length, problem_for_routing_errors, record_metrics, MetricsContext,
+};
+use crate::http::serve::serve;
+use crate::links::Links;
+use crate::metrics::Metrics;
+use crate::mm5::{ops_router, OpsState};
+use crate::model::ids::new_id;
+use crate::model::service::{EndPointInfo, SecurityInfo, TransportInfo, TransportType};
+use crate::notify::Notifier;
+use crate::registry::{run_liveness_sweeper, Registry, RegistryError, RegistryParts};
+use crate::store::{Store, StoreError, Table, Write};
+use crate::{mp1, problem};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot load state: {0}")]
+    Registry(#[from] RegistryError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the notification client: {0}")]
+    Notifier(#[from] reqwest::Error),
+}
+
+/// A running `mep`.
+pub struct Mep {
+    pub mp1_addr: SocketAddr,
+    pub mm5_addr: SocketAddr,
+    registry: Arc<Registry>,
+    store: Store,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Mep {
+    /// Starts with the host clock.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Starts with the given clock (tests move time with a `ManualClock`).
+    pub async fn start_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
+        let store = Store::open(&config.data_dir)?;
+        let mp1_listener = bind(config.mp1_addr).await?;
+        let mm5_listener = bind(config.mm5_addr).await?;
+        let mp1_addr = local_addr(&mp1_listener, config.mp1_addr)?;
+        let mm5_addr = local_addr(&mm5_listener, config.mm5_addr)?;
+        let links = Links::new(&config.api_root.clone().unwrap_or_else(|| {
+            let host = if mp1_addr.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                match mp1_addr {
+                    SocketAddr::V4(a) => a.ip().to_string(),
+                    SocketAddr::V6(a) => format!("[{}]", a.ip()),
+                }
+            };
+            let scheme = "http";
+            format!("{scheme}://{host}:{}", mp1_addr.port())
+        }));
+        if !config.insecure_http {
+            tracing::warn!("TLS on Mp1 is not implemented yet: Mp1 is served as plain HTTP");
+        }
+
+        let shutdown = CancellationToken::new();
+        let metrics = Arc::new(Metrics::new());
+        let notifier = Notifier::new(config.notify.clone(), metrics.clone(), shutdown.clone())?;
+        let transports = vec![platform_transport(&store, &links).await?];
+        let registry = Arc::new(Registry::load(RegistryParts {
+            store: store.clone(),
+            clock,
+            links: links.clone(),
+            notifier,
+            limits: config.limits.clone(),
+            liveness: config.liveness,
+            transports,
+        })?);
+
+        let spelling = spelling_template().await;
+        let mp1_router = with_common_layers(
+            mp1::service_mgmt::router(registry.clone()),
+            &config,
+            MetricsContext {
+                metrics: metrics.clone(),
+                listener: "mp1",
+            },
+        );
+        let mm5_router = with_common_layers(
+            ops_router(OpsState {
+                metrics: metrics.clone(),
+                registry: registry.clone(),
+                store: store.clone(),
+            }),
+            &config,
+            MetricsContext {
+                metrics: metrics.clone(),
+                listener: "mm5",
+            },
+        );
+
+        let mut tasks = JoinSet::new();
+        tasks.spawn(serve(
+            "mp1",
+            mp1_listener,
+            mp1_router,
+            spelling.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(serve(
+            "mm5",
+            mm5_listener,
+            mm5_router,
+            spelling,
+            shutdown.clone(),
+        ));
+        tasks.spawn(run_liveness_sweeper(
+            registry.clone(),
+            config.liveness_sweep,
+            shutdown.clone(),
+        ));
+        tracing::info!(
+            %mp1_addr, %mm5_addr, api_root = links.api_root(),
+            data_dir = %config.data_dir.display(),
+            "mep is serving"
+        );
+        Ok(Mep {
+            mp1_addr,
+            mm5_addr,
+            registry,
+            store,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The registry, for in-process tests that drive liveness directly.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Stops accepting, lets in-flight requests finish, stops background work and closes the
+    /// store.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        drop(self.registry);
+        self.store.close().await;
+        tracing::info!("mep stopped");
+    }
+}
+
+fn with_common_layers(router: Router, config: &Config, metrics: MetricsContext) -> Router {
+    router
+        .fallback(|| async {
+            problem::problem_response(
+                http::StatusCode::NOT_FOUND,
+                "no resource at this URI".into(),
+            )
+        })
+        .layer(axum::middleware::from_fn(problem_for_routing_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            config.max_uri_bytes,
+            limit_uri_length,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            record_metrics,
+        ))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// The REST transport the platform offers, with an id allocated at first start and kept.
+async fn platform_transport(store: &Store, links: &Links) -> Result<TransportInfo, StartError> {
+    const KEY: &str = "platform_transport_id";
+    let id = match store
+        .load(Table::Meta)?
+        .into_iter()
+        .find(|(k, _)| k == KEY)
+        .and_then(|(_, v)| String::from_utf8(v).ok())
+    {
+        Some(id) => id,
+        None => {
+            let id = new_id();
+            store
+                .commit(vec![Write::Put {
+                    table: Table::Meta,
+                    key: KEY.into(),
+                    value: id.clone().into_bytes(),
+                }])
+                .await?;
+            id
+        }
+    };
+    Ok(TransportInfo {
+        id,
+        name: "REST".into(),
+        description: Some("REST over HTTP/1.1 through the MEC platform (mep Mp1)".into()),
+        transport_type: TransportType::RestHttp,
+        protocol: "HTTP".into(),
+        version: "1.1".into(),
+        endpoint: EndPointInfo {
+            uris: Some(vec![format!("{}/mep", links.api_root())]),
+            ..Default::default()
+        },
+        security: SecurityInfo::default(),
+        impl_specific_info: None,
+    })
+}

@@ -1,0 +1,22 @@
+//! mep's control plane: the Mp1 API for MEC applications (ETSI GS MEC 011), the Mm5 listener for the
+//! platform manager and operators, the embedded store, and notification delivery.
+//!
+//! [`app::Mep`] starts a complete process; the modules below are its parts.
+
+pub mod app;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod links;
+pub mod metrics;
+pub mod mm5;
+pub mod model;
+pub mod mp1;
+pub mod notify;
+pub mod problem;
+pub mod registry;
+pub mod store;
+
+pub use app::Mep;
+pub use config::Config;

@@ -1,0 +1,45 @@
+//! The absolute URIs of mep's Mp1 resources. Every `_links` href and `Location` header is built here,
+//! from the configured API root, so they always dereference.
+
+/// Path prefix of the service management API (EdgeGallery-compatible).
+pub const SERVICE_MGMT: &str = "/mep/mec_service_mgmt/v1";
+
+/// Builds resource URIs under an API root such as `https://mep.example:8443`.
+#[derive(Debug, Clone)]
+pub struct Links {
+    root: String,
+}
+
+impl Links {
+    pub fn new(api_root: &str) -> Self {
+        Self {
+            root: api_root.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    pub fn api_root(&self) -> &str {
+        &self.root
+    }
+
+    pub fn app_service(&self, app: &str, service: &str) -> String {
+        format!(
+            "{}{SERVICE_MGMT}/applications/{app}/services/{service}",
+            self.root
+        )
+    }
+
+    pub fn liveness(&self, app: &str, service: &str) -> String {
+        format!("{}/liveness", self.app_service(app, service))
+    }
+
+    pub fn ser_subscriptions(&self, app: &str) -> String {
+        format!(
+            "{}{SERVICE_MGMT}/applications/{app}/subscriptions",
+            self.root
+        )
+    }
+
+    pub fn ser_subscription(&self, app: &str, subscription: &str) -> String {
+        format!("{}/{subscription}", self.ser_subscriptions(app))
+    }
+}

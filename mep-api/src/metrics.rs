@@ -1,0 +1,129 @@
+//! Prometheus metrics, exposed in text format at `GET /metrics` on the Mm5 listener.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of the HTTP request metrics. `route` is the matched route template, never the raw path,
+/// so ids do not explode the label space.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub listener: &'static str,
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+/// Labels of the request latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub listener: &'static str,
+    pub method: String,
+    pub route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// All metrics of the process.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub notifications_delivered: Counter,
+    pub notifications_failed: Counter,
+    pub notification_attempts_failed: Counter,
+    pub notifications_dropped: Counter,
+    pub store_bytes: Gauge,
+    pub services: Gauge,
+    pub subscriptions: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mep");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by listener, method, route and status",
+            http_requests.clone(),
+        );
+        let http_latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request to response headers, by listener, method and route",
+            http_latency.clone(),
+        );
+        let notifications_delivered = Counter::default();
+        registry.register(
+            "notifications_delivered",
+            "Notifications a subscriber acknowledged with 2xx",
+            notifications_delivered.clone(),
+        );
+        let notifications_failed = Counter::default();
+        registry.register(
+            "notifications_failed",
+            "Notifications given up after every retry",
+            notifications_failed.clone(),
+        );
+        let notification_attempts_failed = Counter::default();
+        registry.register(
+            "notification_attempts_failed",
+            "Delivery attempts that failed (each retry counts)",
+            notification_attempts_failed.clone(),
+        );
+        let notifications_dropped = Counter::default();
+        registry.register(
+            "notifications_dropped",
+            "Notifications dropped because the subscriber's queue was full",
+            notifications_dropped.clone(),
+        );
+        let store_bytes = Gauge::default();
+        registry.register(
+            "store_bytes",
+            "Size of the embedded store file",
+            store_bytes.clone(),
+        );
+        let services = Gauge::default();
+        registry.register("services", "Registered MEC services", services.clone());
+        let subscriptions = Gauge::default();
+        registry.register(
+            "ser_availability_subscriptions",
+            "Service availability subscriptions",
+            subscriptions.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_latency,
+            notifications_delivered,
+            notifications_failed,
+            notification_attempts_failed,
+            notifications_dropped,
+            store_bytes,
+            services,
+            subscriptions,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}

@@ -1,0 +1,92 @@
+//! Types shared by the MEC 011 APIs.
+
+use serde::{Deserialize, Serialize};
+
+/// `LinkType`: a hyperlink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkType {
+    pub href: String,
+}
+
+impl LinkType {
+    pub fn new(href: String) -> Self {
+        Self { href }
+    }
+}
+
+/// `CategoryRef`: a reference to a service category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CategoryRef {
+    pub href: String,
+    pub id: String,
+    pub name: String,
+    pub version: String,
+}
+
+impl CategoryRef {
+    pub fn validate(&self, what: &str) -> Result<(), String> {
+        require_uri(&format!("{what}.href"), &self.href)?;
+        require_text(&format!("{what}.id"), &self.id, 128)?;
+        require_text(&format!("{what}.name"), &self.name, 128)?;
+        require_text(&format!("{what}.version"), &self.version, 32)?;
+        Ok(())
+    }
+}
+
+/// `ServiceState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServiceState {
+    Active,
+    Inactive,
+    Suspended,
+}
+
+/// Parses a value of a string enum the way a JSON body would, so that query parameters and bodies
+/// accept exactly the same spellings.
+pub fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, raw: &str) -> Result<T, String> {
+    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(raw))
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// A non-empty string of at most `max` characters.
+pub fn require_text(what: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err(format!("{what} must not be empty"));
+    }
+    if value.chars().count() > max {
+        return Err(format!("{what} must be at most {max} characters"));
+    }
+    Ok(())
+}
+
+/// An absolute URI with a scheme and, for http(s), a host.
+pub fn require_uri(what: &str, value: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(value).map_err(|e| format!("{what} is not an absolute URI: {e}"))?;
+    if matches!(url.scheme(), "http" | "https") && url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{what} has no host"));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_parse_like_json() {
+        assert_eq!(
+            parse_enum::<ServiceState>("state", "SUSPENDED").unwrap(),
+            ServiceState::Suspended
+        );
+        let err = parse_enum::<ServiceState>("state", "active").unwrap_err();
+        assert!(err.contains("unknown variant"), "{err}");
+    }
+
+    #[test]
+    fn uris_must_be_absolute() {
+        assert!(require_uri("u", "http://10.0.0.1:8080/cb").is_ok());
+        assert!(require_uri("u", "/relative").is_err());
+        assert!(require_uri("u", "http://").is_err());
+    }
+}

@@ -1,0 +1,218 @@
+//! Service liveness (MEC 011 v2.2.1 clause 8.2.10): services registered with a heartbeat interval
+//! that stop sending heartbeats turn SUSPENDED, and a heartbeat revives them.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::{if_match_holds, Liveness, Registry, RegistryError, Rendered};
+use crate::clock::unix_parts;
+use crate::model::common::ServiceState;
+use crate::model::ids::AppInstanceId;
+use crate::model::service::{ServiceLivenessInfo, TimeStamp};
+use crate::model::subscription::ChangeType;
+
+/// How the platform chooses heartbeat intervals.
+#[derive(Debug, Clone, Copy)]
+pub struct LivenessPolicy {
+    /// Shortest interval granted, in seconds; shorter requests are raised to it.
+    pub min_interval: u32,
+    /// Longest interval granted, in seconds; longer requests are lowered to it.
+    pub max_interval: u32,
+}
+
+impl LivenessPolicy {
+    /// The interval granted for a requested one; 0 (no heartbeats) stays 0.
+    pub fn choose_interval(&self, requested: u32) -> u32 {
+        if requested == 0 {
+            0
+        } else {
+            requested.clamp(self.min_interval.max(1), self.max_interval.max(1))
+        }
+    }
+
+    /// How long after the last heartbeat a service is suspended: the interval plus 5% of it,
+    /// at least one second and at most five.
+    pub fn deadline(interval: u32) -> Duration {
+        let grace = interval.div_ceil(20).clamp(1, 5);
+        Duration::from_secs(u64::from(interval) + u64::from(grace))
+    }
+}
+
+impl Registry {
+    /// `GET` on the liveness resource of a service of `app`.
+    pub fn liveness_info(&self, app: &AppInstanceId, id: &str) -> Result<Rendered, RegistryError> {
+        let index = self.index.read();
+        let entry = match index.services.get(id) {
+            Some(e) if e.service.owner == *app => e,
+            _ => return Err(RegistryError::ServiceNotFound(id.to_owned())),
+        };
+        let Some(liveness) = entry.liveness else {
+            return Err(RegistryError::ServiceNotFound(format!(
+                "{id} has no liveness resource (it was registered without livenessInterval)"
+            )));
+        };
+        Ok(render_liveness(
+            entry.effective_state(),
+            liveness.last_heartbeat,
+            entry.service.liveness_interval,
+        ))
+    }
+
+    /// A heartbeat (`PATCH` with `{"state":"ACTIVE"}`) for a service of `app`.
+    pub fn heartbeat(
+        &self,
+        app: &AppInstanceId,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        let now = self.clock.now();
+        let mut index = self.index.write();
+        let entry = match index.services.get(id) {
+            None => return Err(RegistryError::ServiceNotFound(id.to_owned())),
+            Some(e) if e.service.owner != *app => {
+                return Err(RegistryError::NotOwner {
+                    service: id.to_owned(),
+                })
+            }
+            Some(e) => e,
+        };
+        let Some(liveness) = entry.liveness else {
+            return Err(RegistryError::ServiceNotFound(format!(
+                "{id} has no liveness resource (it was registered without livenessInterval)"
+            )));
+        };
+        if if_match.is_some() {
+            let current = render_liveness(
+                entry.effective_state(),
+                liveness.last_heartbeat,
+                entry.service.liveness_interval,
+            );
+            if !if_match_holds(if_match, &current.etag) {
+                return Err(RegistryError::PreconditionFailed);
+            }
+        }
+        let revived = liveness.suspended;
+        let new_liveness = Some(Liveness {
+            last_heartbeat: now,
+            suspended: false,
+        });
+        let rendered = revived.then(|| self.render(&entry.service, new_liveness));
+        let Some(entry) = index.services.get_mut(id) else {
+            return Err(RegistryError::ServiceNotFound(id.to_owned()));
+        };
+        entry.liveness = new_liveness;
+        if let Some(rendered) = rendered {
+            entry.rendered = rendered;
+            let index = &*index;
+            if let Some(entry) = index.services.get(id) {
+                self.emit(index, entry, ChangeType::StateChanged);
+            }
+        }
+        Ok(())
+    }
+
+    /// Suspends every ACTIVE service whose heartbeat is overdue at `now`; answers how many.
+    pub fn sweep_liveness(&self, now: SystemTime) -> usize {
+        let overdue = |l: &Liveness, interval: u32| {
+            !l.suspended
+                && now
+                    .duration_since(l.last_heartbeat)
+                    .is_ok_and(|since| since > LivenessPolicy::deadline(interval))
+        };
+        let candidates: Vec<String> = {
+            let index = self.index.read();
+            index
+                .services
+                .values()
+                .filter(|e| e.service.state == ServiceState::Active)
+                .filter(|e| {
+                    e.liveness
+                        .is_some_and(|l| overdue(&l, e.service.liveness_interval))
+                })
+                .map(|e| e.service.ser_instance_id.clone())
+                .collect()
+        };
+        if candidates.is_empty() {
+            return 0;
+        }
+        let mut index = self.index.write();
+        let mut suspended = 0;
+        for id in candidates {
+            let Some(entry) = index.services.get_mut(&id) else {
+                continue;
+            };
+            // A heartbeat may have arrived between the two locks.
+            let Some(mut liveness) = entry.liveness.filter(|l| {
+                entry.service.state == ServiceState::Active
+                    && overdue(l, entry.service.liveness_interval)
+            }) else {
+                continue;
+            };
+            liveness.suspended = true;
+            entry.liveness = Some(liveness);
+            entry.rendered = self.render(&entry.service, entry.liveness);
+            tracing::info!(service = %id, "missed heartbeats: service SUSPENDED");
+            suspended += 1;
+            let index = &*index;
+            if let Some(entry) = index.services.get(&id) {
+                self.emit(index, entry, ChangeType::StateChanged);
+            }
+        }
+        suspended
+    }
+}
+
+fn render_liveness(state: ServiceState, last: SystemTime, interval: u32) -> Rendered {
+    let (seconds, nano_seconds) = unix_parts(last);
+    let info = ServiceLivenessInfo {
+        state,
+        time_stamp: TimeStamp {
+            seconds,
+            nano_seconds,
+        },
+        interval,
+    };
+    Rendered::of(serde_json::to_vec(&info).unwrap_or_default())
+}
+
+/// Checks liveness every `period` until `shutdown` fires.
+pub async fn run_liveness_sweeper(
+    registry: Arc<Registry>,
+    period: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                registry.sweep_liveness(registry.clock.now());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_are_clamped_and_zero_means_none() {
+        let p = LivenessPolicy {
+            min_interval: 5,
+            max_interval: 600,
+        };
+        assert_eq!(p.choose_interval(0), 0);
+        assert_eq!(p.choose_interval(1), 5);
+        assert_eq!(p.choose_interval(60), 60);
+        assert_eq!(p.choose_interval(100_000), 600);
+    }
+
+    #[test]
+    fn grace_is_five_percent_bounded() {
+        assert_eq!(LivenessPolicy::deadline(1), Duration::from_secs(2));
+        assert_eq!(LivenessPolicy::deadline(60), Duration::from_secs(63));
+        assert_eq!(LivenessPolicy::deadline(1000), Duration::from_secs(1005));
+    }
+}

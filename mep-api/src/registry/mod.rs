@@ -1,0 +1,359 @@
+//! The service registry: registered MEC services and service availability subscriptions.
+//!
+//! State lives in memory (an index kept in step with the store) so that reads never touch disk.
+//! Every change follows one order: check against memory, commit to the store, then apply to memory
+//! and emit notifications. Changes are serialized per application instance by striped async locks,
+//! so checks and commits of one app never interleave while different apps proceed in parallel and
+//! share group commits.
+
+mod discovery;
+mod liveness;
+mod services;
+mod subscriptions;
+
+pub use discovery::{DiscoveryQuery, Selector};
+pub use liveness::{run_liveness_sweeper, LivenessPolicy};
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+use crate::clock::Clock;
+use crate::links::Links;
+use crate::model::common::{LinkType, ServiceState};
+use crate::model::ids::AppInstanceId;
+use crate::model::service::{Service, ServiceInfoView, ServiceLinks, TransportInfo};
+use crate::model::subscription::{
+    ChangeType, NotificationLinks, SerAvailabilitySubscription, ServiceAvailabilityNotification,
+    ServiceFacts, ServiceReference, SER_AVAILABILITY_NOTIFICATION_TYPE,
+};
+use crate::notify::Notifier;
+use crate::store::{Store, StoreError, Table};
+
+/// Why a registry operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("service {0} not found")]
+    ServiceNotFound(String),
+    #[error("subscription {0} not found")]
+    SubscriptionNotFound(String),
+    #[error("service {service} belongs to another application instance")]
+    NotOwner { service: String },
+    #[error("If-Match does not match the current ETag of the resource")]
+    PreconditionFailed,
+    #[error("{0}")]
+    Quota(String),
+    #[error("the store failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Per-application limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub services_per_app: usize,
+    pub subscriptions_per_app: usize,
+}
+
+/// A resource representation rendered once per change: reads hand out the bytes as they are.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub json: Bytes,
+    pub etag: String,
+}
+
+impl Rendered {
+    fn of(json: Vec<u8>) -> Self {
+        let mut h = DefaultHasher::new();
+        json.hash(&mut h);
+        Self {
+            etag: format!("\"{:016x}\"", h.finish()),
+            json: Bytes::from(json),
+        }
+    }
+}
+
+/// Heartbeat bookkeeping of a service with `livenessInterval > 0`; never persisted, so a restart
+/// starts every timer afresh.
+#[derive(Debug, Clone, Copy)]
+struct Liveness {
+    last_heartbeat: SystemTime,
+    suspended: bool,
+}
+
+struct Entry {
+    service: Service,
+    liveness: Option<Liveness>,
+    rendered: Rendered,
+}
+
+impl Entry {
+    fn effective_state(&self) -> ServiceState {
+        match self.liveness {
+            Some(Liveness {
+                suspended: true, ..
+            }) => ServiceState::Suspended,
+            _ => self.service.state,
+        }
+    }
+
+    fn facts(&self) -> ServiceFacts<'_> {
+        ServiceFacts {
+            ser_instance_id: &self.service.ser_instance_id,
+            ser_name: &self.service.ser_name,
+            ser_category: self.service.ser_category.as_ref(),
+            state: self.effective_state(),
+            is_local: self.service.is_local,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Index {
+    services: HashMap<String, Entry>,
+    by_name: HashMap<String, BTreeSet<String>>,
+    by_app: HashMap<AppInstanceId, BTreeSet<String>>,
+    subscriptions: BTreeMap<String, SerAvailabilitySubscription>,
+}
+
+impl Index {
+    fn insert(&mut self, entry: Entry) {
+        let id = entry.service.ser_instance_id.clone();
+        self.by_name
+            .entry(entry.service.ser_name.clone())
+            .or_default()
+            .insert(id.clone());
+        self.by_app
+            .entry(entry.service.owner.clone())
+            .or_default()
+            .insert(id.clone());
+        self.services.insert(id, entry);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Entry> {
+        let entry = self.services.remove(id)?;
+        if let Some(ids) = self.by_name.get_mut(&entry.service.ser_name) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_name.remove(&entry.service.ser_name);
+            }
+        }
+        if let Some(ids) = self.by_app.get_mut(&entry.service.owner) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_app.remove(&entry.service.owner);
+            }
+        }
+        Some(entry)
+    }
+}
+
+/// Number of striped per-app locks.
+const APP_LOCK_STRIPES: usize = 64;
+
+/// Counts for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryCounts {
+    pub services: usize,
+    pub subscriptions: usize,
+}
+
+/// The registry. Share it in an `Arc`.
+pub struct Registry {
+    index: RwLock<Index>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    links: Links,
+    notifier: Notifier,
+    limits: Limits,
+    liveness: LivenessPolicy,
+    transports: Vec<TransportInfo>,
+    app_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// What the registry is built from.
+pub struct RegistryParts {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub links: Links,
+    pub notifier: Notifier,
+    pub limits: Limits,
+    pub liveness: LivenessPolicy,
+    pub transports: Vec<TransportInfo>,
+}
+
+impl Registry {
+    /// Builds the registry from what the store holds. Liveness timers start now.
+    pub fn load(parts: RegistryParts) -> Result<Self, RegistryError> {
+        let registry = Registry {
+            index: RwLock::new(Index::default()),
+            store: parts.store,
+            clock: parts.clock,
+            links: parts.links,
+            notifier: parts.notifier,
+            limits: parts.limits,
+            liveness: parts.liveness,
+            transports: parts.transports,
+            app_locks: (0..APP_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        };
+        let now = registry.clock.now();
+        let mut index = Index::default();
+        for (key, value) in registry.store.load(Table::Services)? {
+            match serde_json::from_slice::<Service>(&value) {
+                Ok(service) => {
+                    let liveness = (service.liveness_interval > 0).then_some(Liveness {
+                        last_heartbeat: now,
+                        suspended: false,
+                    });
+                    let rendered = registry.render(&service, liveness);
+                    index.insert(Entry {
+                        service,
+                        liveness,
+                        rendered,
+                    });
+                }
+                Err(e) => tracing::error!(key, error = %e, "skipping unreadable service record"),
+            }
+        }
+        for (key, value) in registry.store.load(Table::SerAvailabilitySubscriptions)? {
+            match serde_json::from_slice::<SerAvailabilitySubscription>(&value) {
+                Ok(sub) => {
+                    index.subscriptions.insert(sub.id.clone(), sub);
+                }
+                Err(e) => {
+                    tracing::error!(key, error = %e, "skipping unreadable subscription record")
+                }
+            }
+        }
+        *registry.index.write() = index;
+        Ok(registry)
+    }
+
+    /// The transports the platform offers (`GET /transports`).
+    pub fn transports(&self) -> &[TransportInfo] {
+        &self.transports
+    }
+
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
+    pub fn counts(&self) -> RegistryCounts {
+        let index = self.index.read();
+        RegistryCounts {
+            services: index.services.len(),
+            subscriptions: index.subscriptions.len(),
+        }
+    }
+
+    /// Serializes changes of one application instance.
+    async fn lock_app(&self, app: &AppInstanceId) -> tokio::sync::MutexGuard<'_, ()> {
+        let mut h = DefaultHasher::new();
+        app.hash(&mut h);
+        self.app_locks[(h.finish() as usize) % APP_LOCK_STRIPES]
+            .lock()
+            .await
+    }
+
+    fn render(&self, service: &Service, liveness: Option<Liveness>) -> Rendered {
+        let owner = service.owner.as_str();
+        let id = service.ser_instance_id.as_str();
+        let state = match liveness {
+            Some(Liveness {
+                suspended: true, ..
+            }) => ServiceState::Suspended,
+            _ => service.state,
+        };
+        let view = ServiceInfoView {
+            ser_instance_id: id,
+            ser_name: &service.ser_name,
+            ser_category: service.ser_category.as_ref(),
+            version: &service.version,
+            state,
+            transport_info: &service.transport_info,
+            serializer: service.serializer,
+            scope_of_locality: service.scope_of_locality,
+            consumed_local_only: service.consumed_local_only,
+            is_local: service.is_local,
+            liveness_interval: (service.liveness_interval > 0).then_some(service.liveness_interval),
+            links: ServiceLinks {
+                self_link: LinkType::new(self.links.app_service(owner, id)),
+                liveness: (service.liveness_interval > 0)
+                    .then(|| LinkType::new(self.links.liveness(owner, id))),
+            },
+        };
+        Rendered::of(serde_json::to_vec(&view).unwrap_or_default())
+    }
+
+    /// Sends a service availability notification to every subscription whose filter matches.
+    /// Called with the index lock held so that notifications of one service leave in order.
+    fn emit(&self, index: &Index, entry: &Entry, change: ChangeType) {
+        let facts = entry.facts();
+        let reference = [ServiceReference {
+            link: (change != ChangeType::Removed).then(|| {
+                LinkType::new(
+                    self.links
+                        .app_service(entry.service.owner.as_str(), facts.ser_instance_id),
+                )
+            }),
+            ser_name: facts.ser_name.to_owned(),
+            ser_instance_id: facts.ser_instance_id.to_owned(),
+            state: facts.state,
+            change_type: change,
+        }];
+        for sub in index.subscriptions.values() {
+            if !sub.filtering_criteria.matches(&facts) {
+                continue;
+            }
+            let notification = ServiceAvailabilityNotification {
+                notification_type: SER_AVAILABILITY_NOTIFICATION_TYPE,
+                service_references: &reference,
+                links: NotificationLinks {
+                    subscription: LinkType::new(
+                        self.links.ser_subscription(sub.app.as_str(), &sub.id),
+                    ),
+                },
+            };
+            match serde_json::to_vec(&notification) {
+                Ok(body) => {
+                    self.notifier
+                        .deliver(&sub.id, &sub.callback_reference, Bytes::from(body))
+                }
+                Err(e) => tracing::error!(error = %e, "cannot serialize notification"),
+            }
+        }
+    }
+}
+
+/// Checks an `If-Match` header value against the current ETag with the strong comparison of
+/// RFC 9110 section 13.1.1: weak tags never match.
+pub fn if_match_holds(if_match: Option<&str>, current_etag: &str) -> bool {
+    let Some(header) = if_match else {
+        return true;
+    };
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag == current_etag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_match_lists_and_wildcards() {
+        assert!(if_match_holds(None, "\"a\""));
+        assert!(if_match_holds(Some("*"), "\"a\""));
+        assert!(if_match_holds(Some("\"b\", \"a\""), "\"a\""));
+        assert!(!if_match_holds(Some("\"b\""), "\"a\""));
+        assert!(!if_match_holds(Some("W/\"a\""), "\"a\""));
+    }
+}
