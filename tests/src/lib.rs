@@ -1,1 +1,238 @@
-//! Helpers for the end-to-end tests in `tests/tests/`.
+//! Helpers for the end-to-end tests in `tests/tests/`: a real `mep` on ephemeral loopback ports with
+//! a controllable clock, and a real HTTP callback receiver for notifications.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use mep_api::clock::ManualClock;
+use mep_api::{Config, Mep};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+pub const SERVICE_MGMT: &str = "/mep/mec_service_mgmt/v1";
+
+/// A running mep and a client for it.
+pub struct TestMep {
+    pub mep: Mep,
+    pub clock: ManualClock,
+    pub http: reqwest::Client,
+    /// `http://127.0.0.1:PORT` of Mp1.
+    pub mp1: String,
+    /// `http://127.0.0.1:PORT` of Mm5.
+    pub mm5: String,
+}
+
+/// The configuration tests use: ephemeral loopback ports, plain HTTP, fast liveness sweeps and
+/// quick notification retries.
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config::with_data_dir(data_dir);
+    config.mp1_addr = "127.0.0.1:0".parse().unwrap();
+    config.mm5_addr = "127.0.0.1:0".parse().unwrap();
+    config.insecure_http = true;
+    config.liveness_sweep = Duration::from_millis(20);
+    config.notify.timeout = Duration::from_secs(2);
+    config.notify.retries = 3;
+    config.notify.initial_backoff = Duration::from_millis(50);
+    config.notify.max_backoff = Duration::from_millis(200);
+    config
+}
+
+impl TestMep {
+    pub async fn start(data_dir: &Path) -> Self {
+        Self::start_with(test_config(data_dir)).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let clock = ManualClock::new();
+        let mep = Mep::start_with_clock(config, Arc::new(clock.clone()))
+            .await
+            .expect("mep starts");
+        Self {
+            mp1: format!("http://{}", mep.mp1_addr),
+            mm5: format!("http://{}", mep.mm5_addr),
+            mep,
+            clock,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn stop(self) {
+        self.mep.shutdown().await;
+    }
+
+    /// Absolute URL of a service management path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{SERVICE_MGMT}{path}", self.mp1)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .put(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.http.delete(self.url(path)).send().await.unwrap()
+    }
+
+    /// Registers `body` for `app`, asserts 201 and returns the representation.
+    pub async fn register(&self, app: &str, body: &Value) -> Value {
+        let r = self
+            .post(&format!("/applications/{app}/services"), body)
+            .await;
+        assert_eq!(
+            r.status(),
+            201,
+            "registration refused: {}",
+            r.text().await.unwrap()
+        );
+        r.json().await.unwrap()
+    }
+
+    /// Waits until the liveness sweeper has run at least once more.
+    pub async fn let_sweeper_run(&self) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A valid POST body for a service named `name`.
+pub fn service_body(name: &str) -> Value {
+    json!({
+        "serName": name,
+        "version": "2.1.1",
+        "state": "ACTIVE",
+        "serializer": "JSON",
+        "transportInfo": {
+            "id": "transport-1",
+            "name": "REST",
+            "type": "REST_HTTP",
+            "protocol": "HTTP",
+            "version": "2.0",
+            "endpoint": {"uris": [format!("http://10.0.0.5:8080/{name}/v1")]},
+            "security": {"oAuth2Info": {
+                "grantTypes": ["OAUTH2_CLIENT_CREDENTIALS"],
+                "tokenEndpoint": "https://mep.example/mep/token"
+            }}
+        }
+    })
+}
+
+/// Asserts a `ProblemDetails` response with `status` and returns its body.
+pub async fn assert_problem(r: reqwest::Response, status: u16) -> Value {
+    assert_eq!(r.status(), status);
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], status, "status member equals HTTP status");
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    body
+}
+
+/// A real HTTP server that receives notifications. It can be told to refuse the first N
+/// deliveries with 500.
+pub struct CallbackReceiver {
+    pub url: String,
+    pub received: mpsc::UnboundedReceiver<Value>,
+    failures_left: Arc<AtomicUsize>,
+    attempts: Arc<AtomicUsize>,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    tx: mpsc::UnboundedSender<Value>,
+    failures_left: Arc<AtomicUsize>,
+    attempts: Arc<AtomicUsize>,
+}
+
+impl CallbackReceiver {
+    pub async fn start() -> Self {
+        let (tx, received) = mpsc::unbounded_channel();
+        let failures_left = Arc::new(AtomicUsize::new(0));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let state = ReceiverState {
+            tx,
+            failures_left: failures_left.clone(),
+            attempts: attempts.clone(),
+        };
+        let app = Router::new()
+            .route("/notify", post(receive))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url: format!("http://{addr}/notify"),
+            received,
+            failures_left,
+            attempts,
+        }
+    }
+
+    /// The next 'n' deliveries get 500.
+    pub fn fail_next(&self, n: usize) {
+        self.failures_left.store(n, Ordering::SeqCst);
+    }
+
+    /// Delivery attempts seen, successful or not.
+    pub fn attempts(&self) -> usize {
+        self.attempts.load(Ordering::SeqCst)
+    }
+
+    /// The next accepted notification, or a panic after five seconds.
+    pub async fn next(&mut self) -> Value {
+        tokio::time::timeout(Duration::from_secs(5), self.received.recv())
+            .await
+            .expect("a notification within 5 s")
+            .expect("receiver open")
+    }
+
+    /// Asserts that nothing more arrives within `wait`.
+    pub async fn assert_quiet(&mut self, wait: Duration) {
+        if let Ok(Some(v)) = tokio::time::timeout(wait, self.received.recv()).await {
+            panic!("unexpected notification: {v}");
+        }
+    }
+}
+
+async fn receive(State(state): State<ReceiverState>, body: String) -> StatusCode {
+    state.attempts.fetch_add(1, Ordering::SeqCst);
+    let fail = state
+        .failures_left
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if fail {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let _ = state
+        .tx
+        .send(serde_json::from_str(&body).unwrap_or(Value::String(body)));
+    StatusCode::NO_CONTENT
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what building, testing and benchmarking mep needs on a fresh Debian machine with a Rust
+# toolchain. Idempotent: a second run only checks.
+set -euo pipefail
+
+need_apt=()
+for tool in curl:curl wrk:wrk; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
+done
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    else
+        echo "setup: please install: ${need_apt[*]} (apt-get, as root)" >&2
+        exit 1
+    fi
+fi
