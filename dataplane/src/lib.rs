@@ -1,3 +1,33 @@
-//! The rule model of mep (traffic rules, DNS rules), immutable rule snapshots and the `DataPlane`
-//! trait that receives every rule change. Filled by the application-support issue; the control
-//! plane's service registry does not depend on it yet.
+//! The rule model of mep (MEC 011 traffic rules and DNS rules), the immutable [`Snapshot`] of every
+//! ACTIVE rule that the control plane publishes after each committed change, and the
+//! [`DataPlane`] trait that receives every rule change before it is committed.
+//!
+//! The wire types keep the spec's JSON names so that the control plane stores and returns them as
+//! they came; [`TrafficRule::compile`] and [`DnsRule::validate`] turn them into the checked forms
+//! that data planes and the DNS server use.
+
+mod dns;
+mod plane;
+mod snapshot;
+mod traffic;
+
+pub mod none;
+
+pub use dns::{DnsAnswer, DnsRule, IpAddressType};
+pub use plane::{AppInfo, DataPlane, DataPlaneError};
+pub use snapshot::{ActiveTrafficRule, Snapshot, SnapshotCell};
+pub use traffic::{
+    Action, CompiledFilter, DestinationInterface, FilterType, InterfaceType, IpPrefix, PortRange,
+    RuleError, TrafficFilter, TrafficRule, TunnelInfo, TunnelType,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// `state` of a traffic or DNS rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RuleState {
+    #[default]
+    Active,
+    Inactive,
+}

@@ -1,0 +1,640 @@
+//! `TrafficRule` and its parts (MEC 011 clauses 7.1.2.2, 7.1.2.3, 7.1.2.5), and their compiled,
+//! checked form.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::RuleState;
+
+/// Why a rule was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RuleError(pub String);
+
+impl RuleError {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self(reason.into())
+    }
+}
+
+/// `filterType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FilterType {
+    Flow,
+    Packet,
+}
+
+/// `action`. EdgeGallery's `FORWARD_AS_IS`/`DUPLICATE_AS_IS` are accepted for the spec's
+/// `FORWARD_ENCAPSULATED`/`DUPLICATE_ENCAPSULATED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Action {
+    Drop,
+    ForwardDecapsulated,
+    #[serde(alias = "FORWARD_AS_IS")]
+    ForwardEncapsulated,
+    Passthrough,
+    DuplicateDecapsulated,
+    #[serde(alias = "DUPLICATE_AS_IS")]
+    DuplicateEncapsulated,
+}
+
+/// `interfaceType` of a destination interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InterfaceType {
+    Tunnel,
+    Mac,
+    Ip,
+}
+
+/// `tunnelType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TunnelType {
+    GtpU,
+    Gre,
+}
+
+/// `TunnelInfo`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelInfo {
+    pub tunnel_type: TunnelType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_dst_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_src_address: Option<String>,
+}
+
+/// `DestinationInterface`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationInterface {
+    pub interface_type: InterfaceType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_info: Option<TunnelInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_mac_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_mac_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_ip_address: Option<String>,
+}
+
+impl DestinationInterface {
+    fn validate(&self) -> Result<(), RuleError> {
+        for mac in [&self.src_mac_address, &self.dst_mac_address]
+            .into_iter()
+            .flatten()
+        {
+            parse_mac(mac)?;
+        }
+        if let Some(ip) = &self.dst_ip_address {
+            parse_ip("dstInterface.dstIpAddress", ip)?;
+        }
+        if let Some(t) = &self.tunnel_info {
+            for ip in [&t.tunnel_dst_address, &t.tunnel_src_address]
+                .into_iter()
+                .flatten()
+            {
+                parse_ip("dstInterface.tunnelInfo address", ip)?;
+            }
+        }
+        match self.interface_type {
+            InterfaceType::Tunnel if self.tunnel_info.is_none() => Err(RuleError::new(
+                "dstInterface of type TUNNEL needs tunnelInfo",
+            )),
+            InterfaceType::Mac if self.dst_mac_address.is_none() => Err(RuleError::new(
+                "dstInterface of type MAC needs dstMacAddress",
+            )),
+            InterfaceType::Ip if self.dst_ip_address.is_none() => {
+                Err(RuleError::new("dstInterface of type IP needs dstIpAddress"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The destination MAC address, if the interface names one.
+    pub fn dst_mac(&self) -> Option<[u8; 6]> {
+        self.dst_mac_address
+            .as_deref()
+            .and_then(|m| parse_mac(m).ok())
+    }
+
+    /// The source MAC address, if the interface names one.
+    pub fn src_mac(&self) -> Option<[u8; 6]> {
+        self.src_mac_address
+            .as_deref()
+            .and_then(|m| parse_mac(m).ok())
+    }
+
+    /// The next-hop IP address, if the interface names one.
+    pub fn dst_ip(&self) -> Option<IpAddr> {
+        self.dst_ip_address.as_deref().and_then(|a| a.parse().ok())
+    }
+}
+
+/// `TrafficFilter`: every member is optional; a packet matches when every present member does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficFilter {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub src_address: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst_address: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub src_port: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst_port: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protocol: Vec<String>,
+    /// GTP-U TEIDs (v3 `tag`, v2 `token`).
+    #[serde(default, alias = "token", skip_serializing_if = "Vec::is_empty")]
+    pub tag: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub src_tunnel_address: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tgt_tunnel_address: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub src_tunnel_port: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst_tunnel_port: Vec<String>,
+    #[serde(default, rename = "qCI", skip_serializing_if = "Option::is_none")]
+    pub qci: Option<u32>,
+    #[serde(default, rename = "dSCP", skip_serializing_if = "Option::is_none")]
+    pub dscp: Option<u32>,
+    #[serde(default, rename = "tC", skip_serializing_if = "Option::is_none")]
+    pub tc: Option<u32>,
+}
+
+/// `TrafficRule`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficRule {
+    pub traffic_rule_id: String,
+    pub filter_type: FilterType,
+    /// 0..=255, 0 is the highest priority.
+    pub priority: u32,
+    pub traffic_filter: Vec<TrafficFilter>,
+    pub action: Action,
+    /// 0..2 destinations. v2.1.1 models one object, v3 and EdgeGallery a list: both are read,
+    /// a list is written.
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub dst_interface: Vec<DestinationInterface>,
+    #[serde(default)]
+    pub state: RuleState,
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<DestinationInterface>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(Box<DestinationInterface>),
+        Many(Vec<DestinationInterface>),
+        Null(()),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(one) => vec![*one],
+        OneOrMany::Many(many) => many,
+        OneOrMany::Null(()) => Vec::new(),
+    })
+}
+
+/// An IP prefix (`addr/len`); a plain address is a full-length prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpPrefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl IpPrefix {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An inclusive port range; a single port is a range of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        (self.start..=self.end).contains(&port)
+    }
+}
+
+/// A `TrafficFilter` with every member parsed and checked. Empty lists match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct CompiledFilter {
+    pub src_address: Vec<IpPrefix>,
+    pub dst_address: Vec<IpPrefix>,
+    pub src_port: Vec<PortRange>,
+    pub dst_port: Vec<PortRange>,
+    /// IANA protocol numbers.
+    pub protocol: Vec<u8>,
+    /// GTP-U TEIDs.
+    pub tag: Vec<u32>,
+    pub src_tunnel_address: Vec<IpPrefix>,
+    pub tgt_tunnel_address: Vec<IpPrefix>,
+    pub src_tunnel_port: Vec<PortRange>,
+    pub dst_tunnel_port: Vec<PortRange>,
+    pub qci: Option<u8>,
+    /// 0..=63.
+    pub dscp: Option<u8>,
+    /// IPv6 traffic class, 0..=255.
+    pub tc: Option<u8>,
+}
+
+impl CompiledFilter {
+    /// Whether the filter looks at GTP-U tunnel fields (and so applies to tunnelled traffic).
+    pub fn uses_tunnel(&self) -> bool {
+        !self.tag.is_empty()
+            || !self.src_tunnel_address.is_empty()
+            || !self.tgt_tunnel_address.is_empty()
+            || !self.src_tunnel_port.is_empty()
+            || !self.dst_tunnel_port.is_empty()
+    }
+}
+
+/// Longest rule id accepted.
+const MAX_RULE_ID: usize = 63;
+
+pub(crate) fn validate_rule_id(what: &str, id: &str) -> Result<(), RuleError> {
+    if id.is_empty() || id.len() > MAX_RULE_ID {
+        return Err(RuleError::new(format!(
+            "{what} must be 1 to {MAX_RULE_ID} characters"
+        )));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+    {
+        return Err(RuleError::new(format!(
+            "{what} may only contain letters, digits and '-', '_', '.', '~'"
+        )));
+    }
+    Ok(())
+}
+
+impl TrafficRule {
+    /// Checks the rule and parses every filter.
+    pub fn compile(&self) -> Result<Vec<CompiledFilter>, RuleError> {
+        validate_rule_id("trafficRuleId", &self.traffic_rule_id)?;
+        if self.priority > 255 {
+            return Err(RuleError::new("priority must be 0..255"));
+        }
+        if self.traffic_filter.is_empty() {
+            return Err(RuleError::new("trafficFilter needs at least one filter"));
+        }
+        let wanted = match self.action {
+            Action::Drop => 0..=0,
+            Action::Passthrough => 0..=1,
+            Action::ForwardDecapsulated | Action::ForwardEncapsulated => 1..=1,
+            Action::DuplicateDecapsulated | Action::DuplicateEncapsulated => 1..=2,
+        };
+        if !wanted.contains(&self.dst_interface.len()) {
+            return Err(RuleError::new(format!(
+                "action {:?} takes {} to {} dstInterface values, not {}",
+                self.action,
+                wanted.start(),
+                wanted.end(),
+                self.dst_interface.len()
+            )));
+        }
+        for d in &self.dst_interface {
+            d.validate()?;
+        }
+        self.traffic_filter.iter().map(compile_filter).collect()
+    }
+}
+
+fn compile_filter(f: &TrafficFilter) -> Result<CompiledFilter, RuleError> {
+    let prefixes = |what: &str, v: &[String]| -> Result<Vec<IpPrefix>, RuleError> {
+        let mut out = Vec::new();
+        for s in v {
+            out.extend(parse_address(what, s)?);
+        }
+        Ok(out)
+    };
+    let ports = |what: &str, v: &[String]| -> Result<Vec<PortRange>, RuleError> {
+        v.iter().map(|s| parse_port_range(what, s)).collect()
+    };
+    let small = |what: &str, v: Option<u32>, max: u32| -> Result<Option<u8>, RuleError> {
+        match v {
+            Some(x) if x > max => Err(RuleError::new(format!("{what} must be 0..{max}"))),
+            Some(x) => Ok(Some(x as u8)),
+            None => Ok(None),
+        }
+    };
+    Ok(CompiledFilter {
+        src_address: prefixes("srcAddress", &f.src_address)?,
+        dst_address: prefixes("dstAddress", &f.dst_address)?,
+        src_port: ports("srcPort", &f.src_port)?,
+        dst_port: ports("dstPort", &f.dst_port)?,
+        protocol: f
+            .protocol
+            .iter()
+            .map(|p| parse_protocol(p))
+            .collect::<Result<_, _>>()?,
+        tag: f
+            .tag
+            .iter()
+            .map(|t| parse_teid(t))
+            .collect::<Result<_, _>>()?,
+        src_tunnel_address: prefixes("srcTunnelAddress", &f.src_tunnel_address)?,
+        tgt_tunnel_address: prefixes("tgtTunnelAddress", &f.tgt_tunnel_address)?,
+        src_tunnel_port: ports("srcTunnelPort", &f.src_tunnel_port)?,
+        dst_tunnel_port: ports("dstTunnelPort", &f.dst_tunnel_port)?,
+        qci: small("qCI", f.qci, 255)?,
+        dscp: small("dSCP", f.dscp, 63)?,
+        tc: small("tC", f.tc, 255)?,
+    })
+}
+
+fn parse_ip(what: &str, s: &str) -> Result<IpAddr, RuleError> {
+    s.trim()
+        .parse()
+        .map_err(|_| RuleError::new(format!("{what}: {s:?} is not an IP address")))
+}
+
+/// An address, `addr/len`, `addr/dotted-mask` or a range `first-last` (turned into prefixes).
+fn parse_address(what: &str, s: &str) -> Result<Vec<IpPrefix>, RuleError> {
+    let s = s.trim();
+    if let Some((first, last)) = s.split_once('-') {
+        let (first, last) = (parse_ip(what, first)?, parse_ip(what, last)?);
+        return range_to_prefixes(first, last)
+            .ok_or_else(|| RuleError::new(format!("{what}: {s:?} is not an address range")));
+    }
+    let (addr, len) = match s.split_once('/') {
+        None => {
+            let addr = parse_ip(what, s)?;
+            (addr, if addr.is_ipv4() { 32 } else { 128 })
+        }
+        Some((addr, len)) => {
+            let addr = parse_ip(what, addr)?;
+            let len = match (len.parse::<u8>(), addr, len.parse::<Ipv4Addr>()) {
+                (Ok(len), _, _) => len,
+                (_, IpAddr::V4(_), Ok(mask)) => {
+                    let m = u32::from(mask);
+                    if m.leading_ones() + m.trailing_zeros() != 32 {
+                        return Err(RuleError::new(format!(
+                            "{what}: {s:?} has a non-contiguous mask"
+                        )));
+                    }
+                    m.leading_ones() as u8
+                }
+                _ => {
+                    return Err(RuleError::new(format!(
+                        "{what}: {s:?} has a bad prefix length"
+                    )))
+                }
+            };
+            (addr, len)
+        }
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        return Err(RuleError::new(format!(
+            "{what}: {s:?} has a prefix longer than {max}"
+        )));
+    }
+    Ok(vec![IpPrefix { addr, len }])
+}
+
+/// The smallest set of prefixes covering `first..=last` (same family, first <= last).
+fn range_to_prefixes(first: IpAddr, last: IpAddr) -> Option<Vec<IpPrefix>> {
+    let (mut lo, hi, bits, v4) = match (first, last) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (
+            u128::from(u32::from(a)),
+            u128::from(u32::from(b)),
+            32u32,
+            true,
+        ),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128u32, false),
+        _ => return None,
+    };
+    if lo > hi {
+        return None;
+    }
+    let mut out = Vec::new();
+    loop {
+        // Largest aligned block starting at lo that does not pass hi.
+        let mut size_bits = if lo == 0 {
+            bits
+        } else {
+            lo.trailing_zeros().min(bits)
+        };
+        while size_bits > 0
+            && lo
+                .checked_add((1u128 << size_bits) - 1)
+                .is_none_or(|end| end > hi)
+        {
+            size_bits -= 1;
+        }
+        let addr = if v4 {
+            IpAddr::V4(Ipv4Addr::from(lo as u32))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(lo))
+        };
+        out.push(IpPrefix {
+            addr,
+            len: (bits - size_bits) as u8,
+        });
+        if out.len() > 256 {
+            return None;
+        }
+        match lo.checked_add(1u128.checked_shl(size_bits).unwrap_or(0)) {
+            Some(next) if size_bits < 128 && next <= hi && next != 0 => lo = next,
+            _ => return Some(out),
+        }
+    }
+}
+
+fn parse_port_range(what: &str, s: &str) -> Result<PortRange, RuleError> {
+    let bad = || RuleError::new(format!("{what}: {s:?} is not a port or port range"));
+    let port = |p: &str| p.trim().parse::<u16>().map_err(|_| bad());
+    let (start, end) = match s.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => {
+            let p = port(s)?;
+            (p, p)
+        }
+    };
+    if start > end {
+        return Err(bad());
+    }
+    Ok(PortRange { start, end })
+}
+
+fn parse_protocol(s: &str) -> Result<u8, RuleError> {
+    let number = match s.trim().to_ascii_uppercase().as_str() {
+        "ICMP" => 1,
+        "TCP" => 6,
+        "UDP" => 17,
+        "GRE" => 47,
+        "ESP" => 50,
+        "ICMPV6" => 58,
+        "SCTP" => 132,
+        other => other.parse::<u8>().map_err(|_| {
+            RuleError::new(format!(
+                "protocol {s:?} is neither a known name nor a number 0..255"
+            ))
+        })?,
+    };
+    Ok(number)
+}
+
+fn parse_teid(s: &str) -> Result<u32, RuleError> {
+    let s = s.trim();
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| RuleError::new(format!("tag {s:?} is not a GTP-U TEID (32-bit number)")))
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6], RuleError> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    let bad = || RuleError::new(format!("{s:?} is not a MAC address"));
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    Ok(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(json: serde_json::Value) -> TrafficRule {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "trafficRuleId": "tr1", "filterType": "FLOW", "priority": 1, "action": "DROP",
+            "state": "ACTIVE",
+            "trafficFilter": [{"srcAddress": ["10.0.0.0/24", "192.168.1.1"], "dstPort": ["80", "8000-8080"],
+                               "protocol": ["TCP", "17"], "tag": ["0x10"], "dSCP": 46}]
+        })
+    }
+
+    #[test]
+    fn filters_compile() {
+        let c = rule(base()).compile().unwrap();
+        let f = &c[0];
+        assert_eq!(f.src_address.len(), 2);
+        assert!(f.src_address[0].contains("10.0.0.200".parse().unwrap()));
+        assert!(!f.src_address[0].contains("10.0.1.1".parse().unwrap()));
+        assert_eq!(
+            f.dst_port[1],
+            PortRange {
+                start: 8000,
+                end: 8080
+            }
+        );
+        assert_eq!(f.protocol, vec![6, 17]);
+        assert_eq!(f.tag, vec![16]);
+        assert_eq!(f.dscp, Some(46));
+        assert!(f.uses_tunnel());
+    }
+
+    #[test]
+    fn masks_and_ranges() {
+        let p = parse_address("a", "10.1.0.0/255.255.0.0").unwrap();
+        assert_eq!(
+            p,
+            vec![IpPrefix {
+                addr: "10.1.0.0".parse().unwrap(),
+                len: 16
+            }]
+        );
+        assert!(parse_address("a", "10.1.0.0/255.0.255.0").is_err());
+        let r = parse_address("a", "10.0.0.1-10.0.0.6").unwrap();
+        let lens: Vec<u8> = r.iter().map(|p| p.len).collect();
+        assert_eq!(lens, vec![32, 31, 31, 32]); // .1, .2-.3, .4-.5, .6
+        for i in 1..=6 {
+            let ip: IpAddr = format!("10.0.0.{i}").parse().unwrap();
+            assert!(r.iter().any(|p| p.contains(ip)));
+        }
+        assert!(!r.iter().any(|p| p.contains("10.0.0.7".parse().unwrap())));
+        let v6 = parse_address("a", "2001:db8::/32").unwrap();
+        assert!(v6[0].contains("2001:db8:1::1".parse().unwrap()));
+        assert!(parse_address("a", "10.0.0.0/33").is_err());
+        assert!(parse_address("a", "nonsense").is_err());
+        assert!(parse_address("a", "0.0.0.0-255.255.255.255").unwrap()[0].len == 0);
+    }
+
+    #[test]
+    fn bad_rules_are_refused() {
+        let mut r = base();
+        r["priority"] = 256.into();
+        assert!(rule(r).compile().is_err());
+        let mut r = base();
+        r["trafficFilter"][0]["dstPort"] = serde_json::json!(["9-1"]);
+        assert!(rule(r).compile().is_err());
+        let mut r = base();
+        r["trafficFilter"][0]["protocol"] = serde_json::json!(["QUIC"]);
+        assert!(rule(r).compile().is_err());
+        let mut r = base();
+        r["action"] = "FORWARD_DECAPSULATED".into();
+        assert!(rule(r.clone())
+            .compile()
+            .unwrap_err()
+            .0
+            .contains("dstInterface"));
+        r["dstInterface"] =
+            serde_json::json!({"interfaceType": "MAC", "dstMacAddress": "02:00:00:00:00:01"});
+        assert!(rule(r.clone()).compile().is_ok());
+        r["dstInterface"] = serde_json::json!([{"interfaceType": "MAC", "dstMacAddress": "zz"}]);
+        assert!(rule(r).compile().is_err());
+        let mut r = base();
+        r["trafficFilter"] = serde_json::json!([]);
+        assert!(rule(r).compile().is_err());
+    }
+
+    #[test]
+    fn aliases_are_read_and_spec_names_written() {
+        let mut r = base();
+        r["action"] = "FORWARD_AS_IS".into();
+        r["dstInterface"] =
+            serde_json::json!([{"interfaceType": "IP", "dstIpAddress": "10.9.9.9"}]);
+        r["trafficFilter"] = serde_json::json!([{"token": ["7"]}]);
+        let parsed = rule(r);
+        assert_eq!(parsed.action, Action::ForwardEncapsulated);
+        assert_eq!(parsed.traffic_filter[0].tag, vec!["7".to_string()]);
+        let back = serde_json::to_value(&parsed).unwrap();
+        assert_eq!(back["action"], "FORWARD_ENCAPSULATED");
+        assert_eq!(back["trafficFilter"][0]["tag"][0], "7");
+        assert_eq!(back["dstInterface"][0]["dstIpAddress"], "10.9.9.9");
+    }
+}
