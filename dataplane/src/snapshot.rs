@@ -22,6 +22,13 @@ pub struct ActiveTrafficRule {
     pub filters: Vec<CompiledFilter>,
 }
 
+/// An ACTIVE DNS rule with its owner, kept whole for data planes that forward rules (`upf-http`).
+#[derive(Debug, Clone)]
+pub struct ActiveDnsRule {
+    pub app_instance_id: String,
+    pub rule: DnsRule,
+}
+
 /// Every ACTIVE rule at one point in time.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -31,6 +38,10 @@ pub struct Snapshot {
     pub traffic_rules: Vec<ActiveTrafficRule>,
     /// Lower-case names without the trailing dot, to their answers in rule order.
     dns: HashMap<Box<str>, Box<[DnsAnswer]>>,
+    /// The ACTIVE DNS rules themselves, sorted by owner then id.
+    dns_rules: Vec<ActiveDnsRule>,
+    /// `appInstanceId` to `appName`, where the control plane supplied it.
+    app_names: HashMap<String, String>,
 }
 
 impl Snapshot {
@@ -69,20 +80,31 @@ impl Snapshot {
             ))
         });
         let mut names: HashMap<Box<str>, Vec<DnsAnswer>> = HashMap::new();
+        let mut dns_rules = Vec::new();
         for (app, rule) in dns {
             if rule.state != RuleState::Active {
                 continue;
             }
             match rule.validate() {
-                Ok(answer) => names
-                    .entry(normalize_name(&rule.domain_name).into_boxed_str())
-                    .or_default()
-                    .push(answer),
+                Ok(answer) => {
+                    names
+                        .entry(normalize_name(&rule.domain_name).into_boxed_str())
+                        .or_default()
+                        .push(answer);
+                    dns_rules.push(ActiveDnsRule {
+                        app_instance_id: app.to_owned(),
+                        rule: rule.clone(),
+                    });
+                }
                 Err(e) => {
                     tracing::error!(app, rule = %rule.dns_rule_id, error = %e, "invalid DNS rule left out of the snapshot")
                 }
             }
         }
+        dns_rules.sort_by(|a, b| {
+            (&a.app_instance_id, &a.rule.dns_rule_id)
+                .cmp(&(&b.app_instance_id, &b.rule.dns_rule_id))
+        });
         Snapshot {
             version,
             traffic_rules,
@@ -90,7 +112,33 @@ impl Snapshot {
                 .into_iter()
                 .map(|(k, v)| (k, v.into_boxed_slice()))
                 .collect(),
+            dns_rules,
+            app_names: HashMap::new(),
         }
+    }
+
+    /// Records the `appName` of app instances, so that data planes forwarding a full state can
+    /// name the owner of each rule as the per-rule calls do.
+    pub fn with_app_names<'a>(
+        mut self,
+        names: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
+        self.app_names.extend(
+            names
+                .into_iter()
+                .map(|(id, name)| (id.to_owned(), name.to_owned())),
+        );
+        self
+    }
+
+    /// The `appName` of an app instance, if the control plane supplied it.
+    pub fn app_name(&self, app_instance_id: &str) -> Option<&str> {
+        self.app_names.get(app_instance_id).map(String::as_str)
+    }
+
+    /// Every ACTIVE DNS rule with its owner, sorted by owner then `dnsRuleId`.
+    pub fn dns_rules(&self) -> &[ActiveDnsRule] {
+        &self.dns_rules
     }
 
     /// The local answers for `name`, which must be lower case without the trailing dot.
@@ -158,6 +206,15 @@ mod tests {
         assert_eq!(s.dns_answers("edge.example").unwrap().len(), 2);
         assert!(s.dns_answers("off.example").is_none());
         assert_eq!(s.dns_name_count(), 1);
+        let active: Vec<&str> = s
+            .dns_rules()
+            .iter()
+            .map(|r| r.rule.dns_rule_id.as_str())
+            .collect();
+        assert_eq!(active, vec!["a", "b"]);
+        let s = s.with_app_names([("app", "edge-app")]);
+        assert_eq!(s.app_name("app"), Some("edge-app"));
+        assert_eq!(s.app_name("other"), None);
         let ids: Vec<&str> = s
             .traffic_rules
             .iter()
