@@ -12,14 +12,16 @@ mod snapshot;
 mod traffic;
 
 pub mod none;
+pub mod upf_http;
 
 pub use dns::{DnsAnswer, DnsRule, IpAddressType};
 pub use plane::{AppInfo, DataPlane, DataPlaneError};
-pub use snapshot::{ActiveTrafficRule, Snapshot, SnapshotCell};
+pub use snapshot::{ActiveDnsRule, ActiveTrafficRule, Snapshot, SnapshotCell};
 pub use traffic::{
     Action, CompiledFilter, DestinationInterface, FilterType, InterfaceType, IpPrefix, PortRange,
     RuleError, TrafficFilter, TrafficRule, TunnelInfo, TunnelType,
 };
+pub use upf_http::{UpfHttpConfig, UpfHttpDataPlane, UpfHttpError};
 
 use serde::{Deserialize, Serialize};
 
