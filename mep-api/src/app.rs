@@ -10,6 +10,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use mep_dataplane::{DataPlane, SnapshotCell};
+
+use crate::apps::{Apps, AppsError, AppsParts};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::http::header_case::spelling_template;
@@ -22,10 +25,12 @@ use crate::metrics::Metrics;
 use crate::mm5::{ops_router, OpsState};
 use crate::model::ids::new_id;
 use crate::model::service::{EndPointInfo, SecurityInfo, TransportInfo, TransportType};
+use crate::mp1::app_support::AppSupportState;
+use crate::mp1::timing::NtpServer;
 use crate::notify::Notifier;
 use crate::registry::{run_liveness_sweeper, Registry, RegistryError, RegistryParts};
 use crate::store::{Store, StoreError, Table, Write};
-use crate::{mp1, problem};
+use crate::{dataplanes, mm5, mp1, problem};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -40,6 +45,18 @@ pub enum StartError {
     },
     #[error("cannot build the notification client: {0}")]
     Notifier(#[from] reqwest::Error),
+    #[error("cannot load application state: {0}")]
+    Apps(#[from] AppsError),
+    #[error("cannot set up the data plane: {0}")]
+    DataPlane(String),
+}
+
+/// Parts a caller may provide instead of those the configuration describes (tests use a manual
+/// clock and data planes that fail on purpose).
+#[derive(Default)]
+pub struct Substitutes {
+    pub clock: Option<Arc<dyn Clock>>,
+    pub dataplane: Option<Arc<dyn DataPlane>>,
 }
 
 /// A running `mep`.
@@ -47,6 +64,7 @@ pub struct Mep {
     pub mp1_addr: SocketAddr,
     pub mm5_addr: SocketAddr,
     registry: Arc<Registry>,
+    apps: Arc<Apps>,
     store: Store,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
@@ -63,6 +81,19 @@ impl Mep {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
+        Self::start_with(
+            config,
+            Substitutes {
+                clock: Some(clock),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts with some parts substituted.
+    pub async fn start_with(config: Config, substitutes: Substitutes) -> Result<Self, StartError> {
+        let clock = substitutes.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let store = Store::open(&config.data_dir)?;
         let mp1_listener = bind(config.mp1_addr).await?;
         let mm5_listener = bind(config.mm5_addr).await?;
@@ -90,17 +121,43 @@ impl Mep {
         let transports = vec![platform_transport(&store, &links).await?];
         let registry = Arc::new(Registry::load(RegistryParts {
             store: store.clone(),
-            clock,
+            clock: clock.clone(),
             links: links.clone(),
-            notifier,
+            notifier: notifier.clone(),
             limits: config.limits.clone(),
             liveness: config.liveness,
             transports,
         })?);
+        let dataplane = match substitutes.dataplane {
+            Some(dataplane) => dataplane,
+            None => dataplanes::build(&config.dataplane).map_err(StartError::DataPlane)?,
+        };
+        let apps = Arc::new(
+            Apps::load(AppsParts {
+                store: store.clone(),
+                clock: clock.clone(),
+                links: links.clone(),
+                notifier,
+                dataplane,
+                registry: registry.clone(),
+                config: config.apps.clone(),
+            })
+            .await?,
+        );
 
         let spelling = spelling_template().await;
         let mp1_router = with_common_layers(
-            mp1::service_mgmt::router(registry.clone()),
+            mp1::service_mgmt::router(registry.clone()).merge(mp1::app_support::router(
+                AppSupportState {
+                    apps: apps.clone(),
+                    clock,
+                    ntp_servers: config
+                        .ntp_servers
+                        .iter()
+                        .map(|s| NtpServer::named(s))
+                        .collect(),
+                },
+            )),
             &config,
             MetricsContext {
                 metrics: metrics.clone(),
@@ -112,7 +169,10 @@ impl Mep {
                 metrics: metrics.clone(),
                 registry: registry.clone(),
                 store: store.clone(),
-            }),
+            })
+            .merge(mm5::appd::router(apps.clone()))
+            .merge(mm5::capabilities::router(registry.clone()))
+            .merge(mm5::termination::router(apps.clone())),
             &config,
             MetricsContext {
                 metrics: metrics.clone(),
@@ -135,6 +195,11 @@ impl Mep {
             spelling,
             shutdown.clone(),
         ));
+        {
+            let apps = apps.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { apps.sync_dataplane(shutdown).await });
+        }
         tasks.spawn(run_liveness_sweeper(
             registry.clone(),
             config.liveness_sweep,
@@ -149,6 +214,7 @@ impl Mep {
             mp1_addr,
             mm5_addr,
             registry,
+            apps,
             store,
             shutdown,
             tasks,
@@ -160,11 +226,23 @@ impl Mep {
         &self.registry
     }
 
-    /// Stops accepting, lets in-flight requests finish, stops background work and closes the
-    /// store.
+    /// Application support: rules, snapshots, termination.
+    pub fn apps(&self) -> &Arc<Apps> {
+        &self.apps
+    }
+
+    /// Where the newest rule snapshot is published.
+    pub fn snapshot_cell(&self) -> SnapshotCell {
+        self.apps.snapshot_cell()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, stops background work, releases the data
+    /// plane and closes the store.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
+        self.apps.dataplane().shutdown().await;
+        drop(self.apps);
         drop(self.registry);
         self.store.close().await;
         tracing::info!("mep stopped");

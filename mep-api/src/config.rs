@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::apps::AppsConfig;
 use crate::notify::NotifyConfig;
 use crate::registry::{Limits, LivenessPolicy};
 
@@ -60,6 +61,27 @@ pub struct ServeArgs {
     /// Notifications queued per subscription before new ones are dropped [default: 1024].
     #[arg(long, env = "MEP_NOTIFY_QUEUE")]
     pub notify_queue: Option<usize>,
+    /// Data plane that receives rule changes: none, upf-http [default: none].
+    #[arg(long, env = "MEP_DATAPLANE")]
+    pub dataplane: Option<String>,
+    /// Base URL of the UPF controller for the upf-http data plane.
+    #[arg(long, env = "MEP_UPF_ENDPOINT")]
+    pub upf_endpoint: Option<String>,
+    /// PEM file of a CA that signs the UPF controller's certificate (besides the public roots).
+    #[arg(long, env = "MEP_UPF_CA_CERT")]
+    pub upf_ca_cert: Option<PathBuf>,
+    /// Bearer token sent to the UPF controller.
+    #[arg(long, env = "MEP_UPF_TOKEN")]
+    pub upf_token: Option<String>,
+    /// Traffic plus DNS rules per application instance [default: 64].
+    #[arg(long, env = "MEP_RULES_PER_APP")]
+    pub rules_per_app: Option<usize>,
+    /// Seconds app termination waits for confirm_termination [default: 10].
+    #[arg(long, env = "MEP_MAX_GRACEFUL_TIMEOUT")]
+    pub max_graceful_timeout: Option<u64>,
+    /// NTP server advertised in timing_caps (repeatable).
+    #[arg(long = "ntp-server", env = "MEP_NTP_SERVERS", value_delimiter = ',')]
+    pub ntp_servers: Option<Vec<String>>,
 }
 
 /// The same keys, read from the TOML file. Unknown keys are errors, so typos do not pass silently.
@@ -80,6 +102,13 @@ struct FileConfig {
     notify_timeout_ms: Option<u64>,
     notify_retries: Option<u32>,
     notify_queue: Option<usize>,
+    dataplane: Option<String>,
+    upf_endpoint: Option<String>,
+    upf_ca_cert: Option<PathBuf>,
+    upf_token: Option<String>,
+    rules_per_app: Option<usize>,
+    max_graceful_timeout: Option<u64>,
+    ntp_servers: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +144,44 @@ pub struct Config {
     /// How often overdue heartbeats are looked for.
     pub liveness_sweep: Duration,
     pub notify: NotifyConfig,
+    pub dataplane: DataPlaneChoice,
+    pub apps: AppsConfig,
+    pub ntp_servers: Vec<String>,
+}
+
+/// Which data plane receives rule changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataPlaneChoice {
+    None,
+    UpfHttp {
+        endpoint: String,
+        ca_cert: Option<PathBuf>,
+        token: Option<String>,
+    },
+}
+
+impl DataPlaneChoice {
+    fn parse(
+        kind: Option<String>,
+        upf_endpoint: Option<String>,
+        ca_cert: Option<PathBuf>,
+        token: Option<String>,
+    ) -> Result<Self, ConfigError> {
+        match kind.as_deref().unwrap_or("none") {
+            "none" => Ok(DataPlaneChoice::None),
+            "upf-http" => match upf_endpoint {
+                Some(endpoint) => Ok(DataPlaneChoice::UpfHttp {
+                    endpoint,
+                    ca_cert,
+                    token,
+                }),
+                None => Err(ConfigError::Invalid(
+                    "the upf-http data plane needs upf_endpoint",
+                )),
+            },
+            _ => Err(ConfigError::Invalid("dataplane must be none or upf-http")),
+        }
+    }
 }
 
 impl Config {
@@ -138,6 +205,9 @@ impl Config {
             },
             liveness_sweep: Duration::from_millis(250),
             notify: NotifyConfig::default(),
+            dataplane: DataPlaneChoice::None,
+            apps: AppsConfig::default(),
+            ntp_servers: Vec::new(),
         }
     }
 
@@ -203,6 +273,24 @@ impl Config {
                     .unwrap_or(d.notify.queue_capacity),
                 ..d.notify.clone()
             },
+            dataplane: DataPlaneChoice::parse(
+                args.dataplane.or(file.dataplane),
+                args.upf_endpoint.or(file.upf_endpoint),
+                args.upf_ca_cert.or(file.upf_ca_cert),
+                args.upf_token.or(file.upf_token),
+            )?,
+            apps: AppsConfig {
+                rules_per_app: args
+                    .rules_per_app
+                    .or(file.rules_per_app)
+                    .unwrap_or(d.apps.rules_per_app),
+                max_graceful_timeout: args
+                    .max_graceful_timeout
+                    .or(file.max_graceful_timeout)
+                    .map_or(d.apps.max_graceful_timeout, Duration::from_secs),
+                ..d.apps.clone()
+            },
+            ntp_servers: args.ntp_servers.or(file.ntp_servers).unwrap_or_default(),
             ..d
         };
         config.validate()?;
@@ -221,6 +309,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "liveness_min_interval must be at least 1 and at most liveness_max_interval",
+            ));
+        }
+        if self.apps.max_graceful_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "max_graceful_timeout must be at least one second",
             ));
         }
         if self.max_body_bytes == 0 || self.max_uri_bytes < 64 {

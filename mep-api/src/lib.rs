@@ -4,9 +4,11 @@
 //! [`app::Mep`] starts a complete process; the modules below are its parts.
 
 pub mod app;
+pub mod apps;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod dataplanes;
 pub mod http;
 pub mod links;
 pub mod metrics;

@@ -4,6 +4,9 @@
 /// Path prefix of the service management API (EdgeGallery-compatible).
 pub const SERVICE_MGMT: &str = "/mep/mec_service_mgmt/v1";
 
+/// Path prefix of the application support API.
+pub const APP_SUPPORT: &str = "/mep/mec_app_support/v1";
+
 /// Builds resource URIs under an API root such as `https://mep.example:8443`.
 #[derive(Debug, Clone)]
 pub struct Links {
@@ -41,5 +44,41 @@ impl Links {
 
     pub fn ser_subscription(&self, app: &str, subscription: &str) -> String {
         format!("{}/{subscription}", self.ser_subscriptions(app))
+    }
+
+    pub fn termination_subscriptions(&self, app: &str) -> String {
+        format!(
+            "{}{APP_SUPPORT}/applications/{app}/subscriptions",
+            self.root
+        )
+    }
+
+    pub fn termination_subscription(&self, app: &str, subscription: &str) -> String {
+        format!("{}/{subscription}", self.termination_subscriptions(app))
+    }
+
+    pub fn confirm_termination(&self, app: &str) -> String {
+        format!(
+            "{}{APP_SUPPORT}/applications/{app}/confirm_termination",
+            self.root
+        )
+    }
+
+    pub fn traffic_rule(&self, app: &str, rule: &str) -> String {
+        format!(
+            "{}{APP_SUPPORT}/applications/{app}/traffic_rules/{rule}",
+            self.root
+        )
+    }
+
+    pub fn dns_rule(&self, app: &str, rule: &str) -> String {
+        format!(
+            "{}{APP_SUPPORT}/applications/{app}/dns_rules/{rule}",
+            self.root
+        )
+    }
+
+    pub fn registration(&self, app: &str) -> String {
+        format!("{}{APP_SUPPORT}/registrations/{app}", self.root)
     }
 }

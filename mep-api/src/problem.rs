@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 use serde::Serialize;
 
+use crate::apps::{AppsError, RuleChangeError};
 use crate::registry::RegistryError;
 
 /// RFC 7807 problem details, as MEC 011 defines them.
@@ -41,6 +42,8 @@ pub enum ApiError {
     #[error("{0}")]
     TooManyRequests(String),
     #[error("{0}")]
+    ServiceUnavailable(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,6 +78,32 @@ impl From<RegistryError> for ApiError {
             RegistryError::PreconditionFailed => ApiError::PreconditionFailed(detail),
             RegistryError::Quota(_) => ApiError::Forbidden(detail),
             RegistryError::Store(_) => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl From<AppsError> for ApiError {
+    fn from(e: AppsError) -> Self {
+        let detail = e.to_string();
+        match e {
+            AppsError::Invalid(_) => ApiError::BadRequest(detail),
+            AppsError::NotFound(_) => ApiError::NotFound(detail),
+            AppsError::Conflict(_) => ApiError::Conflict(detail),
+            AppsError::Quota(_) => ApiError::Forbidden(detail),
+            AppsError::Store(_) => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl From<RuleChangeError> for ApiError {
+    fn from(e: RuleChangeError) -> Self {
+        let detail = e.to_string();
+        match e {
+            RuleChangeError::Invalid(_) => ApiError::BadRequest(detail),
+            RuleChangeError::Conflict(_) => ApiError::Conflict(detail),
+            RuleChangeError::NotFound(_) => ApiError::NotFound(detail),
+            RuleChangeError::PreconditionFailed => ApiError::PreconditionFailed(detail),
+            RuleChangeError::Store(_) => ApiError::Internal(detail),
         }
     }
 }

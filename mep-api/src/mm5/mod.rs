@@ -1,5 +1,9 @@
 //! The Mm5 listener: the platform manager's interface, plus health and metrics for operators.
 
+pub mod appd;
+pub mod capabilities;
+pub mod termination;
+
 use std::sync::Arc;
 
 use axum::extract::State;

@@ -1,6 +1,8 @@
 //! The Mp1 reference point (ETSI GS MEC 011) served to MEC applications.
 
+pub mod app_support;
 pub mod service_mgmt;
+pub mod timing;
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;

@@ -6,11 +6,13 @@
 //! so checks and commits of one app never interleave while different apps proceed in parallel and
 //! share group commits.
 
+mod capabilities;
 mod discovery;
 mod liveness;
 mod services;
 mod subscriptions;
 
+pub use capabilities::PlatformCapability;
 pub use discovery::{DiscoveryQuery, Selector};
 pub use liveness::{run_liveness_sweeper, LivenessPolicy};
 
@@ -23,6 +25,8 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 
 use crate::clock::Clock;
+use crate::http::etag::etag_of;
+pub(crate) use crate::http::etag::if_match_holds;
 use crate::links::Links;
 use crate::model::common::{LinkType, ServiceState};
 use crate::model::ids::AppInstanceId;
@@ -68,11 +72,9 @@ pub struct Rendered {
 }
 
 impl Rendered {
-    fn of(json: Vec<u8>) -> Self {
-        let mut h = DefaultHasher::new();
-        json.hash(&mut h);
+    pub(crate) fn of(json: Vec<u8>) -> Self {
         Self {
-            etag: format!("\"{:016x}\"", h.finish()),
+            etag: etag_of(&json),
             json: Bytes::from(json),
         }
     }
@@ -329,31 +331,5 @@ impl Registry {
                 Err(e) => tracing::error!(error = %e, "cannot serialize notification"),
             }
         }
-    }
-}
-
-/// Checks an `If-Match` header value against the current ETag with the strong comparison of
-/// RFC 9110 section 13.1.1: weak tags never match.
-pub fn if_match_holds(if_match: Option<&str>, current_etag: &str) -> bool {
-    let Some(header) = if_match else {
-        return true;
-    };
-    header
-        .split(',')
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag == current_etag)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn if_match_lists_and_wildcards() {
-        assert!(if_match_holds(None, "\"a\""));
-        assert!(if_match_holds(Some("*"), "\"a\""));
-        assert!(if_match_holds(Some("\"b\", \"a\""), "\"a\""));
-        assert!(!if_match_holds(Some("\"b\""), "\"a\""));
-        assert!(!if_match_holds(Some("W/\"a\""), "\"a\""));
     }
 }

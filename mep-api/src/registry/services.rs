@@ -179,6 +179,38 @@ impl Registry {
         Ok(())
     }
 
+    /// Deregisters every service of `app` (app termination); answers how many.
+    pub async fn deregister_all(&self, app: &AppInstanceId) -> Result<usize, RegistryError> {
+        let _serial = self.lock_app(app).await;
+        let ids: Vec<String> = self
+            .index
+            .read()
+            .by_app
+            .get(app)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.store
+            .commit(
+                ids.iter()
+                    .map(|id| Write::Delete {
+                        table: Table::Services,
+                        key: id.clone(),
+                    })
+                    .collect(),
+            )
+            .await?;
+        let mut index = self.index.write();
+        for id in &ids {
+            if let Some(entry) = index.remove(id) {
+                self.emit(&index, &entry, ChangeType::Removed);
+            }
+        }
+        Ok(ids.len())
+    }
+
     /// The entry `id`, which must belong to `app`: 404 when it does not exist, 403 when another
     /// application instance registered it.
     fn owned_entry<'i>(

@@ -91,6 +91,38 @@ impl Registry {
         Ok(())
     }
 
+    /// Deletes every subscription of `app` (app termination); answers how many.
+    pub async fn unsubscribe_all(&self, app: &AppInstanceId) -> Result<usize, RegistryError> {
+        let _serial = self.lock_app(app).await;
+        let ids: Vec<String> = self
+            .index
+            .read()
+            .subscriptions
+            .values()
+            .filter(|s| s.app == *app)
+            .map(|s| s.id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.store
+            .commit(
+                ids.iter()
+                    .map(|id| Write::Delete {
+                        table: Table::SerAvailabilitySubscriptions,
+                        key: id.clone(),
+                    })
+                    .collect(),
+            )
+            .await?;
+        let mut index = self.index.write();
+        for id in &ids {
+            index.subscriptions.remove(id);
+            self.notifier.forget(id);
+        }
+        Ok(ids.len())
+    }
+
     fn render_subscription(&self, sub: &SerAvailabilitySubscription) -> Vec<u8> {
         let view = SerAvailabilitySubscriptionView {
             subscription_type: SER_AVAILABILITY_SUBSCRIPTION_TYPE,

@@ -19,13 +19,25 @@ pub enum Table {
     Meta,
     Services,
     SerAvailabilitySubscriptions,
+    /// Committed rule configuration per application instance.
+    AppConfigs,
+    /// Rule-change tasks (the journal of interrupted ones, the results of finished ones).
+    Tasks,
+    TerminationSubscriptions,
+    Readiness,
+    Registrations,
 }
 
 impl Table {
-    pub const ALL: [Table; 3] = [
+    pub const ALL: [Table; 8] = [
         Table::Meta,
         Table::Services,
         Table::SerAvailabilitySubscriptions,
+        Table::AppConfigs,
+        Table::Tasks,
+        Table::TerminationSubscriptions,
+        Table::Readiness,
+        Table::Registrations,
     ];
 
     fn definition(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -35,6 +47,11 @@ impl Table {
             Table::SerAvailabilitySubscriptions => {
                 TableDefinition::new("ser_availability_subscriptions")
             }
+            Table::AppConfigs => TableDefinition::new("app_configs"),
+            Table::Tasks => TableDefinition::new("tasks"),
+            Table::TerminationSubscriptions => TableDefinition::new("termination_subscriptions"),
+            Table::Readiness => TableDefinition::new("readiness"),
+            Table::Registrations => TableDefinition::new("registrations"),
         }
     }
 }

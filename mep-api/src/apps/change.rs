@@ -1,0 +1,466 @@
+//! Rule changes as tasks: diff, journal, data-plane calls with revert, commit, publish.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use mep_dataplane::{AppInfo, DataPlaneError, DnsRule, RuleState, TrafficRule};
+
+use super::{Apps, AppsError, TaskRecord};
+use crate::model::appd::{AppDConfig, ConfigResult, TaskProgress};
+use crate::model::ids::{new_id, AppInstanceId};
+use crate::store::{StoreError, Table, Write};
+
+/// Why a rule change was not even started.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleChangeError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("If-Match does not match the current ETag of the rule")]
+    PreconditionFailed,
+    #[error("the store failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// How a started rule change ended.
+#[derive(Debug, Clone)]
+pub struct ChangeOutcome {
+    pub progress: TaskProgress,
+}
+
+impl ChangeOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.progress.config_result == ConfigResult::Success
+    }
+}
+
+/// One data-plane call.
+#[derive(Debug, Clone)]
+enum Op {
+    AddDns(DnsRule),
+    SetDns { old: DnsRule, new: DnsRule },
+    DeleteDns(DnsRule),
+    AddTraffic(TrafficRule),
+    SetTraffic { old: TrafficRule, new: TrafficRule },
+    DeleteTraffic(TrafficRule),
+}
+
+impl Op {
+    /// The call that undoes this one.
+    fn inverse(&self) -> Op {
+        match self {
+            Op::AddDns(r) => Op::DeleteDns(r.clone()),
+            Op::DeleteDns(r) => Op::AddDns(r.clone()),
+            Op::SetDns { old, new } => Op::SetDns {
+                old: new.clone(),
+                new: old.clone(),
+            },
+            Op::AddTraffic(r) => Op::DeleteTraffic(r.clone()),
+            Op::DeleteTraffic(r) => Op::AddTraffic(r.clone()),
+            Op::SetTraffic { old, new } => Op::SetTraffic {
+                old: new.clone(),
+                new: old.clone(),
+            },
+        }
+    }
+}
+
+/// Which data-plane calls turn `old` into `new`: DNS rules first, then traffic rules; only
+/// ACTIVE rules live in the data plane.
+fn diff(old: Option<&AppDConfig>, new: Option<&AppDConfig>) -> Vec<Op> {
+    fn pairs<'a, R, K: Eq + std::hash::Hash + Ord + Clone>(
+        old: &'a [R],
+        new: &'a [R],
+        key: impl Fn(&R) -> K,
+    ) -> Vec<(Option<&'a R>, Option<&'a R>)> {
+        let old_by: HashMap<K, &R> = old.iter().map(|r| (key(r), r)).collect();
+        let new_by: HashMap<K, &R> = new.iter().map(|r| (key(r), r)).collect();
+        let mut keys: Vec<K> = old_by.keys().chain(new_by.keys()).cloned().collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .map(|k| (old_by.get(&k).copied(), new_by.get(&k).copied()))
+            .collect()
+    }
+    let empty = AppDConfig {
+        app_traffic_rule: vec![],
+        app_dns_rule: vec![],
+        app_support_mp1: false,
+        app_name: String::new(),
+    };
+    let (old, new) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
+    let mut ops = Vec::new();
+    for (o, n) in pairs(&old.app_dns_rule, &new.app_dns_rule, |r| {
+        r.dns_rule_id.clone()
+    }) {
+        let o = o.filter(|r| r.state == RuleState::Active);
+        let n = n.filter(|r| r.state == RuleState::Active);
+        match (o, n) {
+            (None, Some(n)) => ops.push(Op::AddDns(n.clone())),
+            (Some(o), None) => ops.push(Op::DeleteDns(o.clone())),
+            (Some(o), Some(n)) if o != n => ops.push(Op::SetDns {
+                old: o.clone(),
+                new: n.clone(),
+            }),
+            _ => {}
+        }
+    }
+    for (o, n) in pairs(&old.app_traffic_rule, &new.app_traffic_rule, |r| {
+        r.traffic_rule_id.clone()
+    }) {
+        let o = o.filter(|r| r.state == RuleState::Active);
+        let n = n.filter(|r| r.state == RuleState::Active);
+        match (o, n) {
+            (None, Some(n)) => ops.push(Op::AddTraffic(n.clone())),
+            (Some(o), None) => ops.push(Op::DeleteTraffic(o.clone())),
+            (Some(o), Some(n)) if o != n => ops.push(Op::SetTraffic {
+                old: o.clone(),
+                new: n.clone(),
+            }),
+            _ => {}
+        }
+    }
+    ops
+}
+
+pub(super) fn put_task(task: &TaskRecord) -> Result<Write, StoreError> {
+    Ok(Write::Put {
+        table: Table::Tasks,
+        key: task.task_id.clone(),
+        value: serde_json::to_vec(task).unwrap_or_default(),
+    })
+}
+
+impl Apps {
+    async fn call(&self, app: &AppInfo, op: &Op) -> Result<(), DataPlaneError> {
+        let dp = &self.dataplane;
+        match op {
+            Op::AddDns(r) => dp.add_dns_rule(app, r).await,
+            Op::SetDns { new, .. } => dp.set_dns_rule(app, new).await,
+            Op::DeleteDns(r) => dp.delete_dns_rule(app, r).await,
+            Op::AddTraffic(r) => dp.add_traffic_rule(app, r).await,
+            Op::SetTraffic { new, .. } => dp.set_traffic_rule(app, new).await,
+            Op::DeleteTraffic(r) => dp.delete_traffic_rule(app, r).await,
+        }
+    }
+
+    /// Checks what a single configuration cannot: a domain name belongs to one application, and
+    /// every ACTIVE traffic rule is one the data plane can honour.
+    fn check_target(
+        &self,
+        app: &AppInstanceId,
+        target: &AppDConfig,
+    ) -> Result<(), RuleChangeError> {
+        target
+            .validate(self.config.rules_per_app)
+            .map_err(RuleChangeError::Invalid)?;
+        let index = self.index.read();
+        for rule in &target.app_dns_rule {
+            let name = rule.lookup_key();
+            let owner = index.configs.iter().find(|(other, c)| {
+                *other != app && c.app_dns_rule.iter().any(|r| r.lookup_key() == name)
+            });
+            if let Some((other, _)) = owner {
+                return Err(RuleChangeError::Conflict(format!(
+                    "domainName {} belongs to application instance {other}",
+                    rule.domain_name
+                )));
+            }
+        }
+        for rule in target
+            .app_traffic_rule
+            .iter()
+            .filter(|r| r.state == RuleState::Active)
+        {
+            let filters = rule
+                .compile()
+                .map_err(|e| RuleChangeError::Invalid(e.to_string()))?;
+            self.dataplane
+                .check_traffic_rule(rule, &filters)
+                .map_err(|e| {
+                    RuleChangeError::Invalid(format!(
+                        "trafficRule {}: the {} data plane cannot apply it: {e}",
+                        rule.traffic_rule_id,
+                        self.dataplane.kind()
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Replaces (`Some`) or removes (`None`) the configuration of `app` as one task.
+    pub async fn change(
+        &self,
+        app: &AppInstanceId,
+        target: Option<AppDConfig>,
+    ) -> Result<ChangeOutcome, RuleChangeError> {
+        let _serial = self.changes.lock().await;
+        let previous = self.index.read().configs.get(app).cloned();
+        if let Some(target) = &target {
+            self.check_target(app, target)?;
+        }
+        self.run_task(app, previous, target).await
+    }
+
+    /// Like [`Apps::change`], but derives the target from the current configuration under the
+    /// change lock, so concurrent edits of one application never lose each other.
+    pub async fn edit(
+        &self,
+        app: &AppInstanceId,
+        edit: impl FnOnce(Option<&AppDConfig>) -> Result<Option<AppDConfig>, RuleChangeError>,
+    ) -> Result<(ChangeOutcome, Option<AppDConfig>), RuleChangeError> {
+        let _serial = self.changes.lock().await;
+        let previous = self.index.read().configs.get(app).cloned();
+        let target = edit(previous.as_ref())?;
+        if let Some(target) = &target {
+            self.check_target(app, target)?;
+        }
+        let outcome = self.run_task(app, previous, target.clone()).await?;
+        Ok((outcome, target))
+    }
+
+    async fn run_task(
+        &self,
+        app: &AppInstanceId,
+        previous: Option<AppDConfig>,
+        target: Option<AppDConfig>,
+    ) -> Result<ChangeOutcome, RuleChangeError> {
+        let ops = diff(previous.as_ref(), target.as_ref());
+        let mut task = TaskRecord {
+            task_id: new_id(),
+            app_instance_id: app.clone(),
+            seq: self.task_seq.fetch_add(1, Ordering::SeqCst) + 1,
+            result: ConfigResult::Processing,
+            done: 0,
+            total: ops.len(),
+            detail: String::new(),
+        };
+        // The journal entry: if mep stops before the end, the next start finds it PROCESSING.
+        self.store.commit(vec![put_task(&task)?]).await?;
+        self.index
+            .write()
+            .tasks
+            .insert(task.task_id.clone(), task.clone());
+
+        let name = target
+            .as_ref()
+            .or(previous.as_ref())
+            .map(|c| c.app_name.clone())
+            .unwrap_or_default();
+        let info = AppInfo {
+            app_instance_id: app.to_string(),
+            app_name: name,
+        };
+        let mut failure = None;
+        for op in &ops {
+            match self.call(&info, op).await {
+                Ok(()) => task.done += 1,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+
+        let mut writes = Vec::new();
+        match &failure {
+            None => {
+                task.result = ConfigResult::Success;
+                writes.push(match &target {
+                    Some(config) => Write::Put {
+                        table: Table::AppConfigs,
+                        key: app.to_string(),
+                        value: serde_json::to_vec(config)
+                            .map_err(|e| RuleChangeError::Invalid(e.to_string()))?,
+                    },
+                    None => Write::Delete {
+                        table: Table::AppConfigs,
+                        key: app.to_string(),
+                    },
+                });
+            }
+            Some(e) => {
+                for op in ops[..task.done].iter().rev() {
+                    if let Err(undo) = self.call(&info, &op.inverse()).await {
+                        tracing::error!(app = %app, error = %undo, "revert failed; resynchronizing the data plane");
+                        let snapshot = self.snapshot.load_full();
+                        if let Err(e) = self.dataplane.resync(&snapshot).await {
+                            tracing::error!(error = %e, "data plane resync failed");
+                        }
+                        break;
+                    }
+                }
+                task.result = ConfigResult::Failure;
+                task.detail = e.to_string();
+                tracing::warn!(app = %app, task = %task.task_id, reason = %e, "rule change failed and was reverted");
+            }
+        }
+        writes.push(put_task(&task)?);
+        writes.extend(self.expired_tasks());
+        self.store.commit(writes).await?;
+        {
+            let mut index = self.index.write();
+            if failure.is_none() {
+                match &target {
+                    Some(config) => {
+                        index.configs.insert(app.clone(), config.clone());
+                    }
+                    None => {
+                        index.configs.remove(app);
+                    }
+                }
+            }
+            index.tasks.insert(task.task_id.clone(), task.clone());
+        }
+        if failure.is_none() && !ops.is_empty() {
+            self.publish();
+        }
+        Ok(ChangeOutcome {
+            progress: task.progress(),
+        })
+    }
+
+    /// Deletes of the oldest finished tasks beyond the number kept; applied to memory at once
+    /// (the caller commits them with its own writes).
+    fn expired_tasks(&self) -> Vec<Write> {
+        let mut index = self.index.write();
+        let finished: Vec<(u64, String)> = index
+            .tasks
+            .values()
+            .filter(|t| t.result != ConfigResult::Processing)
+            .map(|t| (t.seq, t.task_id.clone()))
+            .collect();
+        if finished.len() <= self.config.finished_tasks_kept {
+            return Vec::new();
+        }
+        let mut finished = finished;
+        finished.sort();
+        let excess = finished.len() - self.config.finished_tasks_kept;
+        finished
+            .into_iter()
+            .take(excess)
+            .map(|(_, id)| {
+                index.tasks.remove(&id);
+                Write::Delete {
+                    table: Table::Tasks,
+                    key: id,
+                }
+            })
+            .collect()
+    }
+}
+
+impl From<AppsError> for RuleChangeError {
+    fn from(e: AppsError) -> Self {
+        match e {
+            AppsError::Invalid(m) | AppsError::Quota(m) => RuleChangeError::Invalid(m),
+            AppsError::NotFound(m) => RuleChangeError::NotFound(m),
+            AppsError::Conflict(m) => RuleChangeError::Conflict(m),
+            AppsError::Store(s) => RuleChangeError::Store(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mep_dataplane::{Action, FilterType, IpAddressType, TrafficFilter};
+
+    fn dns(id: &str, ip: &str, state: RuleState) -> DnsRule {
+        DnsRule {
+            dns_rule_id: id.into(),
+            domain_name: "a.example".into(),
+            ip_address_type: IpAddressType::IpV4,
+            ip_address: ip.into(),
+            ttl: None,
+            state,
+        }
+    }
+
+    fn traffic(id: &str, state: RuleState) -> TrafficRule {
+        TrafficRule {
+            traffic_rule_id: id.into(),
+            filter_type: FilterType::Flow,
+            priority: 1,
+            traffic_filter: vec![TrafficFilter::default()],
+            action: Action::Drop,
+            dst_interface: vec![],
+            state,
+        }
+    }
+
+    fn config(dns: Vec<DnsRule>, traffic: Vec<TrafficRule>) -> AppDConfig {
+        AppDConfig {
+            app_traffic_rule: traffic,
+            app_dns_rule: dns,
+            app_support_mp1: true,
+            app_name: "a".into(),
+        }
+    }
+
+    fn kinds(ops: &[Op]) -> Vec<&'static str> {
+        ops.iter()
+            .map(|o| match o {
+                Op::AddDns(_) => "add-dns",
+                Op::SetDns { .. } => "set-dns",
+                Op::DeleteDns(_) => "del-dns",
+                Op::AddTraffic(_) => "add-traffic",
+                Op::SetTraffic { .. } => "set-traffic",
+                Op::DeleteTraffic(_) => "del-traffic",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn diff_touches_only_active_rules_dns_first() {
+        let new = config(
+            vec![
+                dns("d1", "192.0.2.1", RuleState::Active),
+                dns("d2", "192.0.2.2", RuleState::Inactive),
+            ],
+            vec![traffic("t1", RuleState::Active)],
+        );
+        assert_eq!(
+            kinds(&diff(None, Some(&new))),
+            vec!["add-dns", "add-traffic"]
+        );
+        let changed = config(
+            vec![
+                dns("d1", "192.0.2.9", RuleState::Active),
+                dns("d2", "192.0.2.2", RuleState::Active),
+            ],
+            vec![traffic("t1", RuleState::Inactive)],
+        );
+        assert_eq!(
+            kinds(&diff(Some(&new), Some(&changed))),
+            vec!["set-dns", "add-dns", "del-traffic"]
+        );
+        assert_eq!(
+            kinds(&diff(Some(&changed), None)),
+            vec!["del-dns", "del-dns"]
+        );
+        assert!(diff(Some(&new), Some(&new)).is_empty());
+    }
+
+    #[test]
+    fn inverses_undo() {
+        let a = dns("d1", "192.0.2.1", RuleState::Active);
+        let b = dns("d1", "192.0.2.2", RuleState::Active);
+        match (Op::SetDns {
+            old: a.clone(),
+            new: b.clone(),
+        })
+        .inverse()
+        {
+            Op::SetDns { old, new } => assert_eq!((old, new), (b, a)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            Op::AddTraffic(traffic("t", RuleState::Active)).inverse(),
+            Op::DeleteTraffic(_)
+        ));
+    }
+}

@@ -1,0 +1,364 @@
+//! Application instances: their traffic and DNS rules (configured over Mm5, read and switched over
+//! Mp1), the rule snapshot every reader uses, readiness, termination and v3 registrations.
+//!
+//! Every rule change runs as a task: the task is journalled, the data plane is called rule by rule,
+//! and only when every call succeeded is the new configuration committed (with the task's result,
+//! in one store transaction) and a new [`Snapshot`] published. On a data-plane failure what was
+//! applied is reverted and the task records the reason. A task interrupted by a crash is found
+//! PROCESSING at the next start, marked FAILURE, and the data plane is resynchronized from the last
+//! committed state, so nothing is ever left half-applied or locked.
+
+mod change;
+mod registrations;
+mod termination;
+
+pub use change::{ChangeOutcome, RuleChangeError};
+pub use registrations::AppRegistration;
+pub use termination::{TerminationReport, TERMINATION_SUBSCRIPTION_TYPE};
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mep_dataplane::{DataPlane, Snapshot, SnapshotCell};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
+use crate::links::Links;
+use crate::model::appd::{AppDConfig, ConfigResult, TaskProgress};
+use crate::model::ids::AppInstanceId;
+use crate::notify::Notifier;
+use crate::registry::Registry;
+use crate::store::{Store, StoreError, Table};
+
+/// Limits and timings of application support.
+#[derive(Debug, Clone)]
+pub struct AppsConfig {
+    /// Traffic plus DNS rules one application instance may have.
+    pub rules_per_app: usize,
+    /// Termination subscriptions per application instance.
+    pub subscriptions_per_app: usize,
+    /// How long termination waits for `confirm_termination` (sent as `maxGracefulTimeout`).
+    pub max_graceful_timeout: Duration,
+    /// Finished task records kept for the platform manager to query.
+    pub finished_tasks_kept: usize,
+}
+
+impl Default for AppsConfig {
+    fn default() -> Self {
+        Self {
+            rules_per_app: 64,
+            subscriptions_per_app: 16,
+            max_graceful_timeout: Duration::from_secs(10),
+            finished_tasks_kept: 1024,
+        }
+    }
+}
+
+/// A task record as stored: what was asked, what it found, how it ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskRecord {
+    task_id: String,
+    app_instance_id: AppInstanceId,
+    /// Order of creation, to keep only the newest finished tasks.
+    seq: u64,
+    result: ConfigResult,
+    /// Rule operations done of `total`.
+    done: usize,
+    total: usize,
+    detail: String,
+}
+
+impl TaskRecord {
+    fn progress(&self) -> TaskProgress {
+        let phase = if self.result == ConfigResult::Success || self.total == 0 {
+            if self.result == ConfigResult::Success {
+                100
+            } else {
+                0
+            }
+        } else {
+            self.done * 100 / self.total
+        };
+        TaskProgress {
+            task_id: self.task_id.clone(),
+            app_instance_id: self.app_instance_id.to_string(),
+            config_result: self.result,
+            config_phase: phase.to_string(),
+            detailed: self.detail.clone(),
+        }
+    }
+}
+
+/// A termination subscription (`AppTerminationNotificationSubscription`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TerminationSubscription {
+    id: String,
+    app: AppInstanceId,
+    callback_reference: String,
+}
+
+/// When an application confirmed it is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Readiness {
+    pub seconds: u64,
+    pub nano_seconds: u32,
+}
+
+#[derive(Default)]
+struct AppsIndex {
+    configs: HashMap<AppInstanceId, AppDConfig>,
+    tasks: HashMap<String, TaskRecord>,
+    subscriptions: BTreeMap<String, TerminationSubscription>,
+    readiness: HashMap<AppInstanceId, Readiness>,
+    registrations: HashMap<AppInstanceId, AppRegistration>,
+}
+
+/// Errors of application support outside rule changes.
+#[derive(Debug, thiserror::Error)]
+pub enum AppsError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Quota(String),
+    #[error("the store failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What the application-support part of the control plane is built from.
+pub struct AppsParts {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub links: Links,
+    pub notifier: Notifier,
+    pub dataplane: Arc<dyn DataPlane>,
+    pub registry: Arc<Registry>,
+    pub config: AppsConfig,
+}
+
+/// Application support state. Share it in an `Arc`.
+pub struct Apps {
+    index: RwLock<AppsIndex>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    links: Links,
+    notifier: Notifier,
+    dataplane: Arc<dyn DataPlane>,
+    registry: Arc<Registry>,
+    config: AppsConfig,
+    snapshot: SnapshotCell,
+    snapshot_version: AtomicU64,
+    task_seq: AtomicU64,
+    /// Serializes rule changes: they are rare, and one at a time keeps domain ownership checks,
+    /// data-plane calls and snapshot versions in one order.
+    changes: tokio::sync::Mutex<()>,
+    terminations: termination::Terminations,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(table: &str, key: &str, value: &[u8]) -> Option<T> {
+    match serde_json::from_slice(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(table, key, error = %e, "skipping unreadable record");
+            None
+        }
+    }
+}
+
+impl Apps {
+    /// Loads the committed state, finishes interrupted tasks (as FAILURE: their changes were never
+    /// committed) and publishes the first snapshot. The data plane is brought in line by
+    /// [`Apps::sync_dataplane`].
+    pub async fn load(parts: AppsParts) -> Result<Self, AppsError> {
+        let mut index = AppsIndex::default();
+        for (key, value) in parts.store.load(Table::AppConfigs)? {
+            if let (Ok(app), Some(config)) = (
+                AppInstanceId::parse(&key),
+                decode::<AppDConfig>("app_configs", &key, &value),
+            ) {
+                index.configs.insert(app, config);
+            }
+        }
+        let mut interrupted = Vec::new();
+        let mut max_seq = 0;
+        for (key, value) in parts.store.load(Table::Tasks)? {
+            if let Some(mut task) = decode::<TaskRecord>("tasks", &key, &value) {
+                max_seq = max_seq.max(task.seq);
+                if task.result == ConfigResult::Processing {
+                    task.result = ConfigResult::Failure;
+                    task.detail = "interrupted by a stop of mep before it finished; the configuration was rolled back to the last committed state".into();
+                    interrupted.push(task.clone());
+                }
+                index.tasks.insert(task.task_id.clone(), task);
+            }
+        }
+        for (key, value) in parts.store.load(Table::TerminationSubscriptions)? {
+            if let Some(sub) =
+                decode::<TerminationSubscription>("termination_subscriptions", &key, &value)
+            {
+                index.subscriptions.insert(sub.id.clone(), sub);
+            }
+        }
+        for (key, value) in parts.store.load(Table::Readiness)? {
+            if let (Ok(app), Some(r)) = (
+                AppInstanceId::parse(&key),
+                decode::<Readiness>("readiness", &key, &value),
+            ) {
+                index.readiness.insert(app, r);
+            }
+        }
+        for (key, value) in parts.store.load(Table::Registrations)? {
+            if let (Ok(app), Some(r)) = (
+                AppInstanceId::parse(&key),
+                decode::<AppRegistration>("registrations", &key, &value),
+            ) {
+                index.registrations.insert(app, r);
+            }
+        }
+        if !interrupted.is_empty() {
+            tracing::warn!(
+                tasks = interrupted.len(),
+                "rolled back tasks interrupted by the last stop"
+            );
+            parts
+                .store
+                .commit(
+                    interrupted
+                        .iter()
+                        .map(change::put_task)
+                        .collect::<Result<_, _>>()?,
+                )
+                .await?;
+        }
+        let apps = Apps {
+            index: RwLock::new(index),
+            store: parts.store,
+            clock: parts.clock,
+            links: parts.links,
+            notifier: parts.notifier,
+            dataplane: parts.dataplane,
+            registry: parts.registry,
+            config: parts.config,
+            snapshot: Snapshot::new_cell(),
+            snapshot_version: AtomicU64::new(0),
+            task_seq: AtomicU64::new(max_seq),
+            changes: tokio::sync::Mutex::new(()),
+            terminations: termination::Terminations::default(),
+        };
+        apps.publish();
+        Ok(apps)
+    }
+
+    /// Brings the data plane in line with the committed rules, retrying until it succeeds or
+    /// `shutdown` fires. Rule changes wait meanwhile, so the data plane never misses one.
+    pub async fn sync_dataplane(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut wait = Duration::from_millis(500);
+        loop {
+            let result = {
+                let _serial = self.changes.lock().await;
+                let snapshot = self.snapshot.load_full();
+                self.dataplane.init(&snapshot).await
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(kind = self.dataplane.kind(), "data plane in sync");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?wait, "data plane initialisation failed")
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// The cell readers load the newest rule snapshot from.
+    pub fn snapshot_cell(&self) -> SnapshotCell {
+        self.snapshot.clone()
+    }
+
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
+    pub fn dataplane(&self) -> &Arc<dyn DataPlane> {
+        &self.dataplane
+    }
+
+    /// Builds a snapshot of every ACTIVE rule of every application and publishes it.
+    fn publish(&self) {
+        let version = self.snapshot_version.fetch_add(1, Ordering::SeqCst) + 1;
+        let snapshot = {
+            let index = self.index.read();
+            Snapshot::build(
+                version,
+                index
+                    .configs
+                    .iter()
+                    .flat_map(|(app, c)| c.app_traffic_rule.iter().map(move |r| (app.as_str(), r))),
+                index
+                    .configs
+                    .iter()
+                    .flat_map(|(app, c)| c.app_dns_rule.iter().map(move |r| (app.as_str(), r))),
+            )
+            .with_app_names(
+                index
+                    .configs
+                    .iter()
+                    .map(|(app, c)| (app.as_str(), c.app_name.as_str())),
+            )
+        };
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// The stored configuration of an application instance.
+    pub fn config(&self, app: &AppInstanceId) -> Option<AppDConfig> {
+        self.index.read().configs.get(app).cloned()
+    }
+
+    /// The progress of a task.
+    pub fn task(&self, task_id: &str) -> Option<TaskProgress> {
+        self.index
+            .read()
+            .tasks
+            .get(task_id)
+            .map(TaskRecord::progress)
+    }
+
+    /// Records `confirm_ready`.
+    pub async fn confirm_ready(&self, app: &AppInstanceId) -> Result<Readiness, AppsError> {
+        let (seconds, nano_seconds) = crate::clock::unix_parts(self.clock.now());
+        let readiness = Readiness {
+            seconds,
+            nano_seconds,
+        };
+        self.store
+            .commit(vec![crate::store::Write::Put {
+                table: Table::Readiness,
+                key: app.to_string(),
+                value: serde_json::to_vec(&readiness)
+                    .map_err(|e| AppsError::Invalid(e.to_string()))?,
+            }])
+            .await?;
+        self.index.write().readiness.insert(app.clone(), readiness);
+        Ok(readiness)
+    }
+
+    /// When `app` confirmed readiness, if it did.
+    pub fn readiness(&self, app: &AppInstanceId) -> Option<Readiness> {
+        self.index.read().readiness.get(app).copied()
+    }
+}

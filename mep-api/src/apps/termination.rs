@@ -1,0 +1,341 @@
+//! App termination: termination subscriptions, the notification, the wait for
+//! `confirm_termination`, and the removal of everything the application instance had.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::{Apps, AppsError, TerminationSubscription};
+use crate::model::common::{require_uri, LinkType};
+use crate::model::ids::{new_id, AppInstanceId};
+use crate::model::subscription::{
+    SelfLinks, SubscriptionLink, SubscriptionLinkList, SubscriptionLinkListLinks,
+};
+use crate::store::{Table, Write};
+
+pub const TERMINATION_SUBSCRIPTION_TYPE: &str = "AppTerminationNotificationSubscription";
+const TERMINATION_NOTIFICATION_TYPE: &str = "AppTerminationNotification";
+/// The only operation mep's termination performs.
+const TERMINATING: &str = "TERMINATING";
+
+/// Terminations in progress, each with the signal `confirm_termination` raises.
+#[derive(Default)]
+pub(super) struct Terminations {
+    in_progress: parking_lot::Mutex<HashMap<AppInstanceId, Arc<tokio::sync::Notify>>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscriptionView<'a> {
+    subscription_type: &'static str,
+    callback_reference: &'a str,
+    #[serde(rename = "_links")]
+    links: SelfLinks,
+    app_instance_id: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NotificationLinks {
+    subscription: LinkType,
+    confirm_termination: LinkType,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppTerminationNotification {
+    notification_type: &'static str,
+    operation_action: &'static str,
+    max_graceful_timeout: u64,
+    #[serde(rename = "_links")]
+    links: NotificationLinks,
+}
+
+/// What a termination did.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminationReport {
+    pub app_instance_id: String,
+    /// Termination subscriptions notified.
+    pub notified: usize,
+    /// Whether the application confirmed before `maxGracefulTimeout`.
+    pub confirmed: bool,
+    /// Whether its traffic and DNS rules were removed (false: the data plane refused, see `detail`).
+    pub rules_removed: bool,
+    pub services_removed: usize,
+    pub subscriptions_removed: usize,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+impl Apps {
+    fn render_termination_subscription(&self, sub: &TerminationSubscription) -> Vec<u8> {
+        serde_json::to_vec(&SubscriptionView {
+            subscription_type: TERMINATION_SUBSCRIPTION_TYPE,
+            callback_reference: &sub.callback_reference,
+            links: SelfLinks {
+                self_link: LinkType::new(
+                    self.links
+                        .termination_subscription(sub.app.as_str(), &sub.id),
+                ),
+            },
+            app_instance_id: sub.app.as_str(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// Creates a termination subscription; answers its id and representation.
+    pub async fn subscribe_termination(
+        &self,
+        app: &AppInstanceId,
+        subscription_type: &str,
+        callback_reference: String,
+        app_instance_id: &str,
+    ) -> Result<(String, Vec<u8>), AppsError> {
+        if subscription_type != TERMINATION_SUBSCRIPTION_TYPE {
+            return Err(AppsError::Invalid(format!(
+                "subscriptionType must be \"{TERMINATION_SUBSCRIPTION_TYPE}\""
+            )));
+        }
+        if app_instance_id != app.as_str() {
+            return Err(AppsError::Invalid(
+                "appInstanceId in the body must be the application instance of the URI".into(),
+            ));
+        }
+        let url =
+            require_uri("callbackReference", &callback_reference).map_err(AppsError::Invalid)?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(AppsError::Invalid(
+                "callbackReference must be an http or https URI".into(),
+            ));
+        }
+        let sub = TerminationSubscription {
+            id: new_id(),
+            app: app.clone(),
+            callback_reference,
+        };
+        let _serial = self.changes.lock().await;
+        let owned = self
+            .index
+            .read()
+            .subscriptions
+            .values()
+            .filter(|s| s.app == *app)
+            .count();
+        if owned >= self.config.subscriptions_per_app {
+            return Err(AppsError::Quota(format!(
+                "application instance {app} already has {owned} termination subscriptions, the limit"
+            )));
+        }
+        self.store
+            .commit(vec![Write::Put {
+                table: Table::TerminationSubscriptions,
+                key: sub.id.clone(),
+                value: serde_json::to_vec(&sub).map_err(|e| AppsError::Invalid(e.to_string()))?,
+            }])
+            .await?;
+        let body = self.render_termination_subscription(&sub);
+        let id = sub.id.clone();
+        self.index.write().subscriptions.insert(id.clone(), sub);
+        Ok((id, body))
+    }
+
+    /// The link list of `app`'s termination subscriptions.
+    pub fn termination_subscription_list(&self, app: &AppInstanceId) -> SubscriptionLinkList {
+        let index = self.index.read();
+        SubscriptionLinkList {
+            links: SubscriptionLinkListLinks {
+                self_link: LinkType::new(self.links.termination_subscriptions(app.as_str())),
+                subscriptions: index
+                    .subscriptions
+                    .values()
+                    .filter(|s| s.app == *app)
+                    .map(|s| SubscriptionLink {
+                        href: self.links.termination_subscription(app.as_str(), &s.id),
+                        subscription_type: TERMINATION_SUBSCRIPTION_TYPE,
+                        rel: TERMINATION_SUBSCRIPTION_TYPE,
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    pub fn termination_subscription(
+        &self,
+        app: &AppInstanceId,
+        id: &str,
+    ) -> Result<Vec<u8>, AppsError> {
+        match self.index.read().subscriptions.get(id) {
+            Some(s) if s.app == *app => Ok(self.render_termination_subscription(s)),
+            _ => Err(AppsError::NotFound(format!("subscription {id} not found"))),
+        }
+    }
+
+    pub async fn unsubscribe_termination(
+        &self,
+        app: &AppInstanceId,
+        id: &str,
+    ) -> Result<(), AppsError> {
+        let _serial = self.changes.lock().await;
+        match self.index.read().subscriptions.get(id) {
+            Some(s) if s.app == *app => {}
+            _ => return Err(AppsError::NotFound(format!("subscription {id} not found"))),
+        }
+        self.store
+            .commit(vec![Write::Delete {
+                table: Table::TerminationSubscriptions,
+                key: id.to_owned(),
+            }])
+            .await?;
+        self.index.write().subscriptions.remove(id);
+        self.notifier.forget(id);
+        Ok(())
+    }
+
+    /// `confirm_termination`: 409 when no termination of `app` is in progress, 400 when the
+    /// operation does not match the notified one.
+    pub fn confirm_termination(
+        &self,
+        app: &AppInstanceId,
+        operation_action: &str,
+    ) -> Result<(), AppsError> {
+        let in_progress = self.terminations.in_progress.lock();
+        let Some(confirmed) = in_progress.get(app) else {
+            return Err(AppsError::Conflict(format!(
+                "no termination of application instance {app} is in progress"
+            )));
+        };
+        if operation_action != TERMINATING {
+            return Err(AppsError::Invalid(format!(
+                "operationAction {operation_action} does not match the notified {TERMINATING}"
+            )));
+        }
+        confirmed.notify_one();
+        Ok(())
+    }
+
+    /// Terminates `app`: notifies its termination subscriptions, waits for confirmation up to
+    /// `maxGracefulTimeout`, then removes its rules, services, subscriptions, readiness and
+    /// registration.
+    pub async fn terminate(&self, app: &AppInstanceId) -> Result<TerminationReport, AppsError> {
+        let confirmed_signal = {
+            let mut in_progress = self.terminations.in_progress.lock();
+            if in_progress.contains_key(app) {
+                return Err(AppsError::Conflict(format!(
+                    "a termination of application instance {app} is already in progress"
+                )));
+            }
+            let signal = Arc::new(tokio::sync::Notify::new());
+            in_progress.insert(app.clone(), signal.clone());
+            signal
+        };
+        let result = self.terminate_in_progress(app, &confirmed_signal).await;
+        self.terminations.in_progress.lock().remove(app);
+        result
+    }
+
+    async fn terminate_in_progress(
+        &self,
+        app: &AppInstanceId,
+        confirmed_signal: &tokio::sync::Notify,
+    ) -> Result<TerminationReport, AppsError> {
+        let subscriptions: Vec<TerminationSubscription> = self
+            .index
+            .read()
+            .subscriptions
+            .values()
+            .filter(|s| s.app == *app)
+            .cloned()
+            .collect();
+        let timeout = self.config.max_graceful_timeout;
+        for sub in &subscriptions {
+            let notification = AppTerminationNotification {
+                notification_type: TERMINATION_NOTIFICATION_TYPE,
+                operation_action: TERMINATING,
+                max_graceful_timeout: timeout.as_secs(),
+                links: NotificationLinks {
+                    subscription: LinkType::new(
+                        self.links.termination_subscription(app.as_str(), &sub.id),
+                    ),
+                    confirm_termination: LinkType::new(
+                        self.links.confirm_termination(app.as_str()),
+                    ),
+                },
+            };
+            let body = serde_json::to_vec(&notification).unwrap_or_default();
+            self.notifier
+                .deliver(&sub.id, &sub.callback_reference, Bytes::from(body));
+        }
+        let confirmed = !subscriptions.is_empty()
+            && tokio::time::timeout(timeout, confirmed_signal.notified())
+                .await
+                .is_ok();
+
+        let mut report = TerminationReport {
+            app_instance_id: app.to_string(),
+            notified: subscriptions.len(),
+            confirmed,
+            rules_removed: true,
+            services_removed: 0,
+            subscriptions_removed: 0,
+            detail: String::new(),
+        };
+        if self.config(app).is_some() {
+            match self.change(app, None).await {
+                Ok(outcome) if outcome.succeeded() => {}
+                Ok(outcome) => {
+                    report.rules_removed = false;
+                    report.detail = outcome.progress.detailed;
+                }
+                Err(e) => {
+                    report.rules_removed = false;
+                    report.detail = e.to_string();
+                }
+            }
+        }
+        report.services_removed = self
+            .registry
+            .deregister_all(app)
+            .await
+            .map_err(|e| AppsError::Invalid(e.to_string()))?;
+        report.subscriptions_removed = self
+            .registry
+            .unsubscribe_all(app)
+            .await
+            .map_err(|e| AppsError::Invalid(e.to_string()))?;
+
+        let _serial = self.changes.lock().await;
+        let mut writes: Vec<Write> = subscriptions
+            .iter()
+            .map(|s| Write::Delete {
+                table: Table::TerminationSubscriptions,
+                key: s.id.clone(),
+            })
+            .collect();
+        writes.push(Write::Delete {
+            table: Table::Readiness,
+            key: app.to_string(),
+        });
+        writes.push(Write::Delete {
+            table: Table::Registrations,
+            key: app.to_string(),
+        });
+        self.store.commit(writes).await?;
+        {
+            let mut index = self.index.write();
+            for s in &subscriptions {
+                index.subscriptions.remove(&s.id);
+            }
+            index.readiness.remove(app);
+            index.registrations.remove(app);
+        }
+        for s in &subscriptions {
+            self.notifier.forget(&s.id);
+        }
+        report.subscriptions_removed += subscriptions.len();
+        tracing::info!(app = %app, confirmed, "application instance terminated");
+        Ok(report)
+    }
+}

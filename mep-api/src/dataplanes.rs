@@ -1,0 +1,30 @@
+//! The data-plane factory: turns the configured choice into a `DataPlane`. A new kind is one module
+//! implementing `mep_dataplane::DataPlane` plus one arm here (and its name in `DataPlaneChoice`).
+
+use std::sync::Arc;
+
+use mep_dataplane::none::NoneDataPlane;
+use mep_dataplane::{DataPlane, UpfHttpConfig, UpfHttpDataPlane};
+
+use crate::config::DataPlaneChoice;
+
+/// Builds the configured data plane.
+pub fn build(choice: &DataPlaneChoice) -> Result<Arc<dyn DataPlane>, String> {
+    match choice {
+        DataPlaneChoice::None => Ok(Arc::new(NoneDataPlane)),
+        DataPlaneChoice::UpfHttp {
+            endpoint,
+            ca_cert,
+            token,
+        } => {
+            let endpoint = url::Url::parse(endpoint)
+                .map_err(|e| format!("upf_endpoint {endpoint:?} is not a URL: {e}"))?;
+            let mut config = UpfHttpConfig::new(endpoint);
+            config.ca_cert_pem = ca_cert.clone();
+            config.bearer_token = token.clone();
+            Ok(Arc::new(
+                UpfHttpDataPlane::new(config).map_err(|e| e.to_string())?,
+            ))
+        }
+    }
+}

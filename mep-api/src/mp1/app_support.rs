@@ -1,0 +1,354 @@
+//! MEC application support API (`/mep/mec_app_support/v1`, also routed as `v2`; MEC 011 clause 7).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::StatusCode;
+use mep_dataplane::{DnsRule, TrafficRule};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::timing::{current_time, NtpServer, TimingCaps};
+use super::{created, json, with_etag};
+use crate::apps::{Apps, RuleChangeError};
+use crate::auth::{AppScope, Caller};
+use crate::clock::{unix_parts, Clock};
+use crate::http::etag::{etag_of, if_match_holds};
+use crate::http::extract::{ApiJson, ApiPath as Path, IfMatch};
+use crate::model::appd::AppDConfig;
+use crate::model::ids::AppInstanceId;
+use crate::model::service::TimeStamp;
+use crate::problem::ApiError;
+
+/// What the application support handlers use.
+#[derive(Clone)]
+pub struct AppSupportState {
+    pub apps: Arc<Apps>,
+    pub clock: Arc<dyn Clock>,
+    pub ntp_servers: Arc<[NtpServer]>,
+}
+
+/// The routes of the application support API under `v1` and `v2`.
+pub fn router(state: AppSupportState) -> Router {
+    let api = Router::new()
+        .route(
+            "/applications/{appInstanceId}/traffic_rules",
+            get(list_traffic_rules),
+        )
+        .route(
+            "/applications/{appInstanceId}/traffic_rules/{trafficRuleId}",
+            get(get_traffic_rule).put(put_traffic_rule),
+        )
+        .route(
+            "/applications/{appInstanceId}/dns_rules",
+            get(list_dns_rules),
+        )
+        .route(
+            "/applications/{appInstanceId}/dns_rules/{dnsRuleId}",
+            get(get_dns_rule).put(put_dns_rule),
+        )
+        .route(
+            "/applications/{appInstanceId}/subscriptions",
+            get(list_subscriptions).post(subscribe),
+        )
+        .route(
+            "/applications/{appInstanceId}/subscriptions/{subscriptionId}",
+            get(get_subscription).delete(unsubscribe),
+        )
+        .route(
+            "/applications/{appInstanceId}/confirm_termination",
+            post(confirm_termination),
+        )
+        .route(
+            "/applications/{appInstanceId}/confirm_ready",
+            post(confirm_ready),
+        )
+        .route("/timing/timing_caps", get(timing_caps))
+        .route("/timing/current_time", get(get_current_time))
+        .route("/registrations", post(register_app))
+        .route(
+            "/registrations/{appInstanceId}",
+            get(get_registration)
+                .put(put_registration)
+                .delete(delete_registration),
+        )
+        .with_state(state);
+    Router::new()
+        .nest("/mep/mec_app_support/v1", api.clone())
+        .nest("/mep/mec_app_support/v2", api)
+}
+
+type St = State<AppSupportState>;
+
+fn rule_response<T: serde::Serialize>(rule: &T) -> Response {
+    let body = serde_json::to_vec(rule).unwrap_or_default();
+    let etag = etag_of(&body);
+    with_etag(json(StatusCode::OK, body), &etag)
+}
+
+fn no_config(app: &AppInstanceId) -> RuleChangeError {
+    RuleChangeError::NotFound(format!("application instance {app} has no rules"))
+}
+
+async fn list_traffic_rules(State(s): St, AppScope(app): AppScope) -> Response {
+    let rules = s
+        .apps
+        .config(&app)
+        .map(|c| c.app_traffic_rule)
+        .unwrap_or_default();
+    Json(rules).into_response()
+}
+
+async fn get_traffic_rule(
+    State(s): St,
+    AppScope(app): AppScope,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    s.apps
+        .config(&app)
+        .and_then(|c| {
+            c.app_traffic_rule
+                .into_iter()
+                .find(|r| r.traffic_rule_id == id)
+        })
+        .map(|r| rule_response(&r))
+        .ok_or_else(|| ApiError::NotFound(format!("traffic rule {id} not found")))
+}
+
+async fn put_traffic_rule(
+    State(s): St,
+    AppScope(app): AppScope,
+    Path((_, id)): Path<(String, String)>,
+    IfMatch(if_match): IfMatch,
+    ApiJson(mut rule): ApiJson<TrafficRule>,
+) -> Result<Response, ApiError> {
+    rule.traffic_rule_id = id.clone();
+    let new_rule = rule.clone();
+    let (outcome, _) = s
+        .apps
+        .edit(&app, |current| {
+            let mut config: AppDConfig = current.cloned().ok_or_else(|| no_config(&app))?;
+            let slot = config
+                .app_traffic_rule
+                .iter_mut()
+                .find(|r| r.traffic_rule_id == id)
+                .ok_or_else(|| RuleChangeError::NotFound(format!("traffic rule {id} not found")))?;
+            let current_etag = etag_of(&serde_json::to_vec(slot).unwrap_or_default());
+            if !if_match_holds(if_match.as_deref(), &current_etag) {
+                return Err(RuleChangeError::PreconditionFailed);
+            }
+            *slot = rule;
+            Ok(Some(config))
+        })
+        .await?;
+    if !outcome.succeeded() {
+        return Err(ApiError::ServiceUnavailable(outcome.progress.detailed));
+    }
+    Ok(rule_response(&new_rule))
+}
+
+async fn list_dns_rules(State(s): St, AppScope(app): AppScope) -> Response {
+    let rules = s
+        .apps
+        .config(&app)
+        .map(|c| c.app_dns_rule)
+        .unwrap_or_default();
+    Json(rules).into_response()
+}
+
+async fn get_dns_rule(
+    State(s): St,
+    AppScope(app): AppScope,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    s.apps
+        .config(&app)
+        .and_then(|c| c.app_dns_rule.into_iter().find(|r| r.dns_rule_id == id))
+        .map(|r| rule_response(&r))
+        .ok_or_else(|| ApiError::NotFound(format!("DNS rule {id} not found")))
+}
+
+async fn put_dns_rule(
+    State(s): St,
+    AppScope(app): AppScope,
+    Path((_, id)): Path<(String, String)>,
+    IfMatch(if_match): IfMatch,
+    ApiJson(mut rule): ApiJson<DnsRule>,
+) -> Result<Response, ApiError> {
+    rule.dns_rule_id = id.clone();
+    let new_rule = rule.clone();
+    let (outcome, _) = s
+        .apps
+        .edit(&app, |current| {
+            let mut config: AppDConfig = current.cloned().ok_or_else(|| no_config(&app))?;
+            let slot = config
+                .app_dns_rule
+                .iter_mut()
+                .find(|r| r.dns_rule_id == id)
+                .ok_or_else(|| RuleChangeError::NotFound(format!("DNS rule {id} not found")))?;
+            let current_etag = etag_of(&serde_json::to_vec(slot).unwrap_or_default());
+            if !if_match_holds(if_match.as_deref(), &current_etag) {
+                return Err(RuleChangeError::PreconditionFailed);
+            }
+            *slot = rule;
+            Ok(Some(config))
+        })
+        .await?;
+    if !outcome.succeeded() {
+        return Err(ApiError::ServiceUnavailable(outcome.progress.detailed));
+    }
+    Ok(rule_response(&new_rule))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TerminationSubscriptionBody {
+    subscription_type: String,
+    callback_reference: String,
+    app_instance_id: String,
+}
+
+async fn list_subscriptions(State(s): St, AppScope(app): AppScope) -> Response {
+    Json(s.apps.termination_subscription_list(&app)).into_response()
+}
+
+async fn subscribe(
+    State(s): St,
+    AppScope(app): AppScope,
+    ApiJson(body): ApiJson<TerminationSubscriptionBody>,
+) -> Result<Response, ApiError> {
+    let (id, representation) = s
+        .apps
+        .subscribe_termination(
+            &app,
+            &body.subscription_type,
+            body.callback_reference,
+            &body.app_instance_id,
+        )
+        .await?;
+    let location = s.apps.links().termination_subscription(app.as_str(), &id);
+    Ok(created(&location, representation))
+}
+
+async fn get_subscription(
+    State(s): St,
+    AppScope(app): AppScope,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    Ok(json(
+        StatusCode::OK,
+        s.apps.termination_subscription(&app, &id)?,
+    ))
+}
+
+async fn unsubscribe(
+    State(s): St,
+    AppScope(app): AppScope,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    s.apps.unsubscribe_termination(&app, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AppTerminationConfirmation {
+    operation_action: String,
+}
+
+async fn confirm_termination(
+    State(s): St,
+    AppScope(app): AppScope,
+    ApiJson(body): ApiJson<AppTerminationConfirmation>,
+) -> Result<StatusCode, ApiError> {
+    if !matches!(body.operation_action.as_str(), "STOPPING" | "TERMINATING") {
+        return Err(ApiError::BadRequest(format!(
+            "operationAction must be STOPPING or TERMINATING, not {}",
+            body.operation_action
+        )));
+    }
+    s.apps.confirm_termination(&app, &body.operation_action)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct AppReadyConfirmation {
+    indication: String,
+}
+
+async fn confirm_ready(
+    State(s): St,
+    AppScope(app): AppScope,
+    ApiJson(body): ApiJson<AppReadyConfirmation>,
+) -> Result<StatusCode, ApiError> {
+    if body.indication != "READY" {
+        return Err(ApiError::BadRequest("indication must be READY".into()));
+    }
+    s.apps.confirm_ready(&app).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn timing_caps(State(s): St, _caller: Caller) -> Response {
+    let (seconds, nano_seconds) = unix_parts(s.clock.now());
+    Json(TimingCaps {
+        time_stamp: TimeStamp {
+            seconds,
+            nano_seconds,
+        },
+        ntp_servers: &s.ntp_servers,
+    })
+    .into_response()
+}
+
+async fn get_current_time(State(s): St, _caller: Caller) -> Response {
+    Json(current_time(s.clock.now())).into_response()
+}
+
+async fn register_app(
+    State(s): St,
+    caller: Caller,
+    ApiJson(mut info): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    if let (Caller::App(me), Some(obj)) = (&caller, info.as_object_mut()) {
+        match obj.get("appInstanceId").and_then(Value::as_str) {
+            Some(id) if id != me.as_str() => {
+                return Err(ApiError::Forbidden(format!(
+                    "application instance {me} may not register {id}"
+                )))
+            }
+            _ => {
+                obj.insert("appInstanceId".into(), Value::String(me.to_string()));
+            }
+        }
+    }
+    let (app, info) = s.apps.register_app(info).await?;
+    let location = s.apps.links().registration(app.as_str());
+    Ok(created(
+        &location,
+        serde_json::to_vec(&info).unwrap_or_default(),
+    ))
+}
+
+async fn get_registration(State(s): St, AppScope(app): AppScope) -> Result<Response, ApiError> {
+    Ok(Json(s.apps.registration(&app)?).into_response())
+}
+
+async fn put_registration(
+    State(s): St,
+    AppScope(app): AppScope,
+    ApiJson(info): ApiJson<Value>,
+) -> Result<StatusCode, ApiError> {
+    s.apps.update_registration(&app, info).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_registration(
+    State(s): St,
+    AppScope(app): AppScope,
+) -> Result<StatusCode, ApiError> {
+    s.apps.deregister_app(&app).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
