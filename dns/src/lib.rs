@@ -1,2 +1,28 @@
-//! mep's built-in DNS server (on hickory-server): local answers from the ACTIVE DNS rules of the
-//! newest rule snapshot, forwarding for everything else. Filled by the DNS issue.
+//! mep's built-in DNS server: authoritative answers from the ACTIVE DNS rules of the newest rule
+//! snapshot, forwarding with a cache for every other name.
+//!
+//! Start it with [`DnsServer::start`]; register [`DnsMetrics`] (from [`DnsHandle::metrics`])
+//! with the process's Prometheus registry.
+//!
+//! Queries are parsed and answered on their wire bytes (hickory-proto decodes only the rare
+//! upstream answers it must re-encode): a local answer or cache hit is one lock-free snapshot
+//! load (or one sharded cache read), a copy into a reused buffer and one send.
+
+mod cache;
+mod config;
+mod error;
+mod forwarded;
+mod handler;
+mod metrics;
+mod query;
+mod response;
+mod server;
+mod tcp;
+mod udp;
+mod upstream;
+mod wire;
+
+pub use config::{nameservers, DnsConfig, MAX_UPSTREAMS, RESOLV_CONF};
+pub use error::DnsError;
+pub use metrics::{AnswerSource, DnsMetrics, DropReason};
+pub use server::{DnsHandle, DnsServer};

@@ -1,0 +1,175 @@
+//! Settings of the DNS server, and the system resolver configuration it falls back on.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::error::DnsError;
+
+/// Where the host's resolvers are listed when no upstream is configured.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// How many upstream resolvers are tried at most (as with resolv.conf, the first ones count).
+pub const MAX_UPSTREAMS: usize = 16;
+
+/// Settings of the DNS server. [`Default`] gives the production values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// UDP and TCP address; port 0 picks a free port (see [`crate::DnsHandle::local_addr`]).
+    pub listen: SocketAddr,
+    /// Upstream resolvers, tried in order; empty means the nameservers of `/etc/resolv.conf`.
+    pub upstreams: Vec<SocketAddr>,
+    /// TTL of answers from DNS rules without `ttl`. 300 s: a rule can be deactivated at any
+    /// moment (an app moves), and clients should not keep a stale address for long.
+    pub default_ttl: u32,
+    /// Memory budget of the cache of forwarded answers in bytes; 0 turns caching off.
+    pub cache_bytes: usize,
+    /// Longest time a forwarded answer is cached, whatever its TTL says.
+    pub cache_max_ttl: u32,
+    /// Time after which a forwarded query is answered with SERVFAIL.
+    pub upstream_timeout: Duration,
+    /// Time one upstream gets before the next one (or the same one again) is asked.
+    pub upstream_attempt_timeout: Duration,
+    /// Forwarded queries waiting for an upstream at once; beyond that, SERVFAIL at once.
+    pub max_forwarded_in_flight: usize,
+    /// Open client TCP connections at once; further connections are closed at once.
+    pub max_tcp_connections: usize,
+    /// A TCP connection without a complete query for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// Our EDNS UDP payload size, towards clients and upstreams. 1232 avoids IP fragmentation
+    /// on common paths (DNS flag day 2020).
+    pub udp_payload: u16,
+    /// UDP sockets (SO_REUSEPORT) each served by its own task; 0 means one per CPU.
+    pub udp_workers: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8053)),
+            upstreams: Vec::new(),
+            default_ttl: 300,
+            cache_bytes: 32 << 20,
+            cache_max_ttl: 86_400,
+            upstream_timeout: Duration::from_secs(2),
+            upstream_attempt_timeout: Duration::from_millis(700),
+            max_forwarded_in_flight: 1024,
+            max_tcp_connections: 256,
+            tcp_idle_timeout: Duration::from_secs(10),
+            udp_payload: 1232,
+            udp_workers: 0,
+        }
+    }
+}
+
+impl DnsConfig {
+    /// Checks the settings and settles the upstreams: the configured ones, or those of
+    /// `resolv_conf` (the text of `/etc/resolv.conf`, read by the caller). Upstreams that are
+    /// this server itself are left out, since forwarding to them would loop.
+    pub(crate) fn resolved_upstreams(
+        &self,
+        resolv_conf: impl FnOnce() -> std::io::Result<String>,
+    ) -> Result<Vec<SocketAddr>, DnsError> {
+        let invalid = |why: String| Err(DnsError::InvalidConfig(why));
+        if self.upstream_timeout.is_zero() || self.upstream_attempt_timeout.is_zero() {
+            return invalid("upstream timeouts must be positive".into());
+        }
+        if self.max_forwarded_in_flight == 0 || self.max_tcp_connections == 0 {
+            return invalid(
+                "max_forwarded_in_flight and max_tcp_connections must be positive".into(),
+            );
+        }
+        if self.udp_payload < 512 {
+            return invalid(format!("udp_payload {} is below 512", self.udp_payload));
+        }
+        for upstream in &self.upstreams {
+            if upstream.port() == 0 || upstream.ip().is_unspecified() {
+                return invalid(format!("upstream {upstream} is not a resolver address"));
+            }
+        }
+        let candidates = if self.upstreams.is_empty() {
+            let text = resolv_conf().map_err(|source| DnsError::ResolvConf {
+                path: RESOLV_CONF,
+                source,
+            })?;
+            nameservers(&text)
+        } else {
+            self.upstreams.clone()
+        };
+        let usable: Vec<SocketAddr> = candidates
+            .into_iter()
+            .filter(|u| !self.is_this_server(*u))
+            .take(MAX_UPSTREAMS)
+            .collect();
+        if usable.is_empty() {
+            return Err(DnsError::NoUpstreams);
+        }
+        Ok(usable)
+    }
+
+    fn is_this_server(&self, upstream: SocketAddr) -> bool {
+        upstream.port() == self.listen.port()
+            && (upstream.ip() == self.listen.ip()
+                || (self.listen.ip().is_unspecified() && upstream.ip().is_loopback()))
+    }
+}
+
+/// The `nameserver` addresses of a resolv.conf text, on port 53. Addresses with a zone index
+/// (`fe80::1%eth0`) are left out.
+pub fn nameservers(resolv_conf: &str) -> Vec<SocketAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next()? == "nameserver").then_some(())?;
+            let ip: IpAddr = words.next()?.parse().ok()?;
+            Some(SocketAddr::new(ip, 53))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_nameservers_from_resolv_conf() {
+        let text = "# comment\nsearch example\nnameserver 192.0.2.53\nnameserver ::1\nnameserver fe80::1%eth0\noptions ndots:2\n";
+        assert_eq!(
+            nameservers(text),
+            vec![
+                "192.0.2.53:53".parse::<SocketAddr>().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn falls_back_on_resolv_conf_and_avoids_loops() {
+        let config = DnsConfig {
+            listen: "0.0.0.0:53".parse().unwrap(),
+            ..DnsConfig::default()
+        };
+        let got = config
+            .resolved_upstreams(|| Ok("nameserver 127.0.0.1\nnameserver 192.0.2.1\n".into()))
+            .unwrap();
+        assert_eq!(got, vec!["192.0.2.1:53".parse::<SocketAddr>().unwrap()]);
+        assert!(matches!(
+            config.resolved_upstreams(|| Ok("nameserver 127.0.0.1\n".into())),
+            Err(DnsError::NoUpstreams)
+        ));
+        let explicit = DnsConfig {
+            upstreams: vec!["127.0.0.1:5353".parse().unwrap()],
+            ..config.clone()
+        };
+        let unread = || -> std::io::Result<String> { panic!("resolv.conf must not be read") };
+        assert_eq!(explicit.resolved_upstreams(unread).unwrap().len(), 1);
+        let bad = DnsConfig {
+            upstreams: vec!["0.0.0.0:53".parse().unwrap()],
+            ..config
+        };
+        assert!(matches!(
+            bad.resolved_upstreams(unread),
+            Err(DnsError::InvalidConfig(_))
+        ));
+    }
+}

@@ -1,0 +1,150 @@
+//! What happens to one query, whatever transport it came on: local answer from the newest rule
+//! snapshot, else the cache, else the upstreams. The first two (and every error response) are
+//! written at once without locks or allocation; only forwarding waits.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use mep_dataplane::SnapshotCell;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::cache::AnswerCache;
+use crate::metrics::{AnswerSource, DnsMetrics, DropReason};
+use crate::query::{Edns, Query, Rejection, ReplyTo};
+use crate::response::{write_error, write_local, LocalAnswerParams};
+use crate::upstream::Forwarder;
+use crate::wire::{rcode, CLASS_IN, MAX_NAME_LEN, MAX_TCP_MESSAGE};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What became of a packet.
+pub(crate) enum Outcome {
+    /// The response is in the output buffer.
+    Answered,
+    /// No response is due.
+    Ignored,
+    /// The upstreams must be asked: hand this to [`QueryHandler::answer_forwarded`].
+    Forward(PendingForward),
+}
+
+/// A query on its way to the upstreams, with what its response must echo.
+pub(crate) struct PendingForward {
+    id: u16,
+    request_flags: u16,
+    question: Box<[u8]>,
+    cache_key: Box<[u8]>,
+    edns: Option<Edns>,
+    limit: usize,
+    _permit: OwnedSemaphorePermit,
+}
+
+pub(crate) struct QueryHandler {
+    pub(crate) snapshots: SnapshotCell,
+    pub(crate) cache: AnswerCache,
+    pub(crate) forwarder: Forwarder,
+    pub(crate) forward_permits: Arc<Semaphore>,
+    pub(crate) metrics: Arc<DnsMetrics>,
+    pub(crate) default_ttl: u32,
+    pub(crate) udp_payload: u16,
+}
+
+impl QueryHandler {
+    /// Answers `packet` into `out` (cleared first) if that needs no upstream.
+    pub(crate) fn answer_now(
+        &self,
+        packet: &[u8],
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        out.clear();
+        let query = match Query::parse(packet) {
+            Ok(query) => query,
+            Err(Rejection::Drop) => {
+                self.metrics.count_drop(DropReason::Malformed);
+                return Outcome::Ignored;
+            }
+            Err(Rejection::Reply { reply, rcode }) => {
+                self.answer_error(out, &reply, rcode);
+                return Outcome::Answered;
+            }
+        };
+        let limit = match transport {
+            Transport::Udp => query.reply.udp_limit(self.udp_payload),
+            Transport::Tcp => MAX_TCP_MESSAGE,
+        };
+        if query.qclass == CLASS_IN {
+            let mut name = [0u8; MAX_NAME_LEN];
+            if let Some(name) = query.rule_name(&mut name) {
+                let snapshot = self.snapshots.load();
+                if let Some(answers) = snapshot.dns_answers(name) {
+                    let params = LocalAnswerParams {
+                        default_ttl: self.default_ttl,
+                        serial: snapshot.version as u32,
+                        udp_payload: self.udp_payload,
+                    };
+                    write_local(out, &query, answers, params, limit);
+                    self.metrics
+                        .count_response(AnswerSource::Local, rcode::NOERROR);
+                    return Outcome::Answered;
+                }
+            }
+        }
+        if let Some((answer, age)) = self.cache.get(query.cache_key(), Instant::now()) {
+            answer.write(out, &query.reply, limit, age, self.udp_payload);
+            self.metrics
+                .count_response(AnswerSource::Cache, answer.rcode());
+            return Outcome::Answered;
+        }
+        let Ok(permit) = self.forward_permits.clone().try_acquire_owned() else {
+            self.answer_error(out, &query.reply, rcode::SERVFAIL);
+            return Outcome::Answered;
+        };
+        Outcome::Forward(PendingForward {
+            id: query.reply.id,
+            request_flags: query.reply.request_flags,
+            question: query.reply.question.unwrap_or_default().into(),
+            cache_key: query.cache_key().into(),
+            edns: query.reply.edns,
+            limit,
+            _permit: permit,
+        })
+    }
+
+    /// Asks the upstreams and writes their answer (or SERVFAIL) into `out` (cleared first).
+    pub(crate) async fn answer_forwarded(&self, pending: PendingForward, out: &mut Vec<u8>) {
+        out.clear();
+        let reply = ReplyTo {
+            id: pending.id,
+            request_flags: pending.request_flags,
+            question: Some(&pending.question),
+            edns: pending.edns,
+        };
+        match self
+            .forwarder
+            .forward(&pending.question, pending.request_flags)
+            .await
+        {
+            Ok(answer) => {
+                let answer = Arc::new(answer);
+                answer.write(out, &reply, pending.limit, 0, self.udp_payload);
+                self.metrics
+                    .count_response(AnswerSource::Upstream, answer.rcode());
+                self.cache.insert(&pending.cache_key, answer);
+                self.metrics.set_cache_entries(self.cache.len());
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "forwarded DNS query failed");
+                self.answer_error(out, &reply, rcode::SERVFAIL);
+            }
+        }
+    }
+
+    fn answer_error(&self, out: &mut Vec<u8>, reply: &ReplyTo<'_>, rcode: u16) {
+        write_error(out, reply, rcode, self.udp_payload);
+        self.metrics.count_response(AnswerSource::Error, rcode);
+    }
+}

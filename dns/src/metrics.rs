@@ -1,0 +1,250 @@
+//! Counters of the DNS server for Prometheus. Every counter the query path touches is created
+//! up front, so counting is one atomic add with no map lookup or lock.
+
+use hickory_proto::op::ResponseCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::wire::rcode;
+
+/// Where a response came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnswerSource {
+    /// An ACTIVE DNS rule (or NODATA for a name that rules cover).
+    Local,
+    /// The cache of forwarded answers.
+    Cache,
+    /// An upstream resolver, just now.
+    Upstream,
+    /// The server itself: a malformed or unsupported query, or no upstream answered in time.
+    Error,
+}
+
+impl AnswerSource {
+    const ALL: [AnswerSource; 4] = [Self::Local, Self::Cache, Self::Upstream, Self::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Cache => "cache",
+            Self::Upstream => "upstream",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Why a packet got no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than a header, or a response rather than a query.
+    Malformed,
+    /// The UDP send buffer was full.
+    SendBufferFull,
+    /// All TCP connection slots were taken.
+    TcpConnectionLimit,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 3] = [
+        Self::Malformed,
+        Self::SendBufferFull,
+        Self::TcpConnectionLimit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::SendBufferFull => "send_buffer_full",
+            Self::TcpConnectionLimit => "tcp_connection_limit",
+        }
+    }
+}
+
+/// How an exchange with an upstream resolver ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum UpstreamOutcome {
+    Answer,
+    Timeout,
+    Error,
+}
+
+/// The RCODEs counted one by one; everything else is counted as `OTHER`.
+const RCODE_LABELS: [(u16, &str); 8] = [
+    (rcode::NOERROR, "NOERROR"),
+    (rcode::FORMERR, "FORMERR"),
+    (rcode::SERVFAIL, "SERVFAIL"),
+    (rcode::NXDOMAIN, "NXDOMAIN"),
+    (rcode::NOTIMP, "NOTIMP"),
+    (rcode::REFUSED, "REFUSED"),
+    (rcode::BADVERS, "BADVERS"),
+    (u16::MAX, "OTHER"),
+];
+
+fn rcode_slot(code: u16) -> usize {
+    RCODE_LABELS
+        .iter()
+        .position(|(c, _)| *c == code)
+        .unwrap_or(RCODE_LABELS.len() - 1)
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResponseLabels {
+    source: &'static str,
+    rcode: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    transport: &'static str,
+    outcome: &'static str,
+}
+
+/// The DNS server's metrics; [`DnsMetrics::register`] adds them to a registry.
+#[derive(Debug)]
+pub struct DnsMetrics {
+    responses: Family<ResponseLabels, Counter>,
+    response_counters: [[Counter; RCODE_LABELS.len()]; AnswerSource::ALL.len()],
+    dropped: Family<DropLabels, Counter>,
+    dropped_counters: [Counter; DropReason::ALL.len()],
+    upstream: Family<UpstreamLabels, Counter>,
+    /// UDP then TCP, by [`UpstreamOutcome`].
+    upstream_counters: [[Counter; 3]; 2],
+    cache_entries: Gauge,
+}
+
+impl Default for DnsMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DnsMetrics {
+    pub fn new() -> Self {
+        let responses = Family::<ResponseLabels, Counter>::default();
+        let response_counters = AnswerSource::ALL.map(|source| {
+            RCODE_LABELS.map(|(_, rcode)| {
+                responses
+                    .get_or_create(&ResponseLabels {
+                        source: source.as_str(),
+                        rcode,
+                    })
+                    .clone()
+            })
+        });
+        let dropped = Family::<DropLabels, Counter>::default();
+        let dropped_counters = DropReason::ALL.map(|reason| {
+            dropped
+                .get_or_create(&DropLabels {
+                    reason: reason.as_str(),
+                })
+                .clone()
+        });
+        let upstream = Family::<UpstreamLabels, Counter>::default();
+        let upstream_counters = ["udp", "tcp"].map(|transport| {
+            ["answer", "timeout", "error"].map(|outcome| {
+                upstream
+                    .get_or_create(&UpstreamLabels { transport, outcome })
+                    .clone()
+            })
+        });
+        DnsMetrics {
+            responses,
+            response_counters,
+            dropped,
+            dropped_counters,
+            upstream,
+            upstream_counters,
+            cache_entries: Gauge::default(),
+        }
+    }
+
+    /// Registers `dns_responses_total{source,rcode}`, `dns_dropped_total{reason}`,
+    /// `dns_upstream_queries_total{transport,outcome}` and `dns_cache_entries`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "dns_responses",
+            "DNS responses sent, by answer source and RCODE",
+            self.responses.clone(),
+        );
+        registry.register(
+            "dns_dropped",
+            "DNS packets left without a response, by reason",
+            self.dropped.clone(),
+        );
+        registry.register(
+            "dns_upstream_queries",
+            "Queries sent to upstream resolvers, by transport and outcome",
+            self.upstream.clone(),
+        );
+        registry.register(
+            "dns_cache_entries",
+            "Forwarded answers held in the cache",
+            self.cache_entries.clone(),
+        );
+    }
+
+    /// Responses sent so far from `source` with `rcode`.
+    pub fn responses(&self, source: AnswerSource, rcode: ResponseCode) -> u64 {
+        self.response_counters[source as usize][rcode_slot(u16::from(rcode))].get()
+    }
+
+    /// Packets dropped so far for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped_counters[reason as usize].get()
+    }
+
+    pub(crate) fn count_response(&self, source: AnswerSource, rcode: u16) {
+        self.response_counters[source as usize][rcode_slot(rcode)].inc();
+    }
+
+    pub(crate) fn count_drop(&self, reason: DropReason) {
+        self.dropped_counters[reason as usize].inc();
+    }
+
+    pub(crate) fn count_upstream(&self, tcp: bool, outcome: UpstreamOutcome) {
+        self.upstream_counters[usize::from(tcp)][outcome as usize].inc();
+    }
+
+    pub(crate) fn set_cache_entries(&self, entries: usize) {
+        self.cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+
+    #[test]
+    fn counts_show_up_under_their_labels() {
+        let metrics = DnsMetrics::new();
+        metrics.count_response(AnswerSource::Upstream, rcode::NXDOMAIN);
+        metrics.count_response(AnswerSource::Error, 23);
+        metrics.count_drop(DropReason::Malformed);
+        let mut registry = Registry::with_prefix("mep");
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        assert!(text.contains(r#"mep_dns_responses_total{source="upstream",rcode="NXDOMAIN"} 1"#));
+        assert!(text.contains(r#"mep_dns_responses_total{source="error",rcode="OTHER"} 1"#));
+        assert!(text.contains(r#"mep_dns_dropped_total{reason="malformed"} 1"#));
+        assert!(text.contains("mep_dns_cache_entries 0"));
+        assert_eq!(
+            metrics.responses(AnswerSource::Upstream, ResponseCode::NXDomain),
+            1
+        );
+        assert_eq!(
+            metrics.responses(AnswerSource::Local, ResponseCode::NoError),
+            0
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! Starting the DNS server: settle the configuration, bind UDP and TCP on one port, spawn the
+//! tasks that serve them until shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mep_dataplane::SnapshotCell;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::AnswerCache;
+use crate::config::{DnsConfig, RESOLV_CONF};
+use crate::error::DnsError;
+use crate::handler::QueryHandler;
+use crate::metrics::DnsMetrics;
+use crate::tcp::{bind_tcp, serve_tcp, TcpLimits};
+use crate::udp::{bind_udp, serve_udp};
+use crate::upstream::Forwarder;
+
+/// With port 0, how often a fresh UDP port is tried when its TCP twin is taken.
+const EPHEMERAL_PORT_TRIES: usize = 16;
+
+/// mep's DNS server; see [`DnsServer::start`].
+#[derive(Debug)]
+pub struct DnsServer;
+
+/// A running DNS server.
+#[derive(Debug)]
+pub struct DnsHandle {
+    local_addr: SocketAddr,
+    upstreams: Vec<SocketAddr>,
+    metrics: Arc<DnsMetrics>,
+    /// The listener tasks; each ends with `None` when cancelled.
+    tasks: JoinSet<Option<()>>,
+}
+
+impl DnsServer {
+    /// Binds UDP and TCP on `config.listen` and serves until `shutdown` is cancelled. Each query
+    /// reads the newest snapshot from `snapshots`, so a published rule change is answered from
+    /// the very next query on. Must be called within a Tokio runtime.
+    pub async fn start(
+        config: DnsConfig,
+        snapshots: SnapshotCell,
+        shutdown: CancellationToken,
+    ) -> Result<DnsHandle, DnsError> {
+        let upstreams = config.resolved_upstreams(|| std::fs::read_to_string(RESOLV_CONF))?;
+        let workers = match config.udp_workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let (udp, tcp) = bind_both(config.listen, workers)?;
+        let local_addr = tcp.local_addr().map_err(|source| DnsError::Bind {
+            transport: "TCP",
+            addr: config.listen,
+            source,
+        })?;
+        let metrics = Arc::new(DnsMetrics::new());
+        let handler = Arc::new(QueryHandler {
+            snapshots,
+            cache: AnswerCache::new(config.cache_bytes),
+            forwarder: Forwarder {
+                upstreams: upstreams.clone().into_boxed_slice(),
+                attempt_timeout: config.upstream_attempt_timeout,
+                total_timeout: config.upstream_timeout,
+                udp_payload: config.udp_payload,
+                max_ttl: config.cache_max_ttl,
+                metrics: Arc::clone(&metrics),
+            },
+            forward_permits: Arc::new(Semaphore::new(config.max_forwarded_in_flight)),
+            metrics: Arc::clone(&metrics),
+            default_ttl: config.default_ttl,
+            udp_payload: config.udp_payload,
+        });
+
+        let mut tasks = JoinSet::new();
+        let bind_error = |transport, source| DnsError::Bind {
+            transport,
+            addr: config.listen,
+            source,
+        };
+        for socket in udp {
+            let socket =
+                tokio::net::UdpSocket::from_std(socket).map_err(|e| bind_error("UDP", e))?;
+            let serve = serve_udp(socket, Arc::clone(&handler));
+            tasks.spawn(shutdown.clone().run_until_cancelled_owned(serve));
+        }
+        let listener = tokio::net::TcpListener::from_std(tcp).map_err(|e| bind_error("TCP", e))?;
+        let limits = TcpLimits {
+            max_connections: config.max_tcp_connections,
+            idle_timeout: config.tcp_idle_timeout,
+        };
+        let serve = serve_tcp(listener, handler, limits, shutdown.clone());
+        tasks.spawn(shutdown.run_until_cancelled_owned(serve));
+        tracing::info!(%local_addr, ?upstreams, udp_sockets = workers, "DNS server listening");
+        Ok(DnsHandle {
+            local_addr,
+            upstreams,
+            metrics,
+            tasks,
+        })
+    }
+}
+
+impl DnsHandle {
+    /// The address UDP and TCP are bound to (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The upstream resolvers in use, in the order they are asked.
+    pub fn upstreams(&self) -> &[SocketAddr] {
+        &self.upstreams
+    }
+
+    pub fn metrics(&self) -> &Arc<DnsMetrics> {
+        &self.metrics
+    }
+
+    /// Waits until the listeners have stopped after the shutdown token was cancelled.
+    pub async fn stopped(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Binds the UDP sockets and the TCP listener to the same port.
+fn bind_both(
+    addr: SocketAddr,
+    udp_sockets: usize,
+) -> Result<(Vec<std::net::UdpSocket>, std::net::TcpListener), DnsError> {
+    let bind_error = |transport, source| DnsError::Bind {
+        transport,
+        addr,
+        source,
+    };
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let udp = bind_udp(addr, udp_sockets).map_err(|e| bind_error("UDP", e))?;
+        let port = udp[0]
+            .local_addr()
+            .map_err(|e| bind_error("UDP", e))?
+            .port();
+        match bind_tcp(SocketAddr::new(addr.ip(), port)) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e)
+                if addr.port() == 0
+                    && e.kind() == io::ErrorKind::AddrInUse
+                    && tries < EPHEMERAL_PORT_TRIES => {}
+            Err(e) => return Err(bind_error("TCP", e)),
+        }
+    }
+}

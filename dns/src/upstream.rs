@@ -1,0 +1,189 @@
+//! Asking the upstream resolvers: over UDP from a fresh socket (random source port and ID), over
+//! TCP when the UDP answer is truncated, each upstream in turn until one answers or the overall
+//! time is up.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::time::{timeout_at, Instant};
+
+use crate::forwarded::{ForwardedAnswer, UpstreamAnswerError};
+use crate::metrics::{DnsMetrics, UpstreamOutcome};
+use crate::wire::{push_header, push_opt, put_u16, rcode, FLAG_CD, FLAG_RD, HEADER_LEN};
+
+/// Receive buffer for UDP answers: our EDNS size is at most this much below it, and upstreams
+/// that ignore EDNS stay within 512.
+const UDP_RECEIVE_BUFFER: usize = 4096;
+
+/// No upstream gave a usable answer.
+#[derive(Debug, thiserror::Error)]
+#[error("no upstream resolver answered within {0:?}")]
+pub(crate) struct NoUpstreamAnswer(Duration);
+
+enum AttemptError {
+    Timeout,
+    Io(io::Error),
+    Answer(UpstreamAnswerError),
+}
+
+pub(crate) struct Forwarder {
+    pub(crate) upstreams: Box<[SocketAddr]>,
+    pub(crate) attempt_timeout: Duration,
+    pub(crate) total_timeout: Duration,
+    pub(crate) udp_payload: u16,
+    pub(crate) max_ttl: u32,
+    pub(crate) metrics: Arc<DnsMetrics>,
+}
+
+impl Forwarder {
+    /// Asks the upstreams about `question` (as the client sent it). An upstream that fails
+    /// outright or answers SERVFAIL, NOTIMP or REFUSED is not asked again; one that times out
+    /// is asked again in the next round. The last failure answer is relayed if no upstream
+    /// does better.
+    pub(crate) async fn forward(
+        &self,
+        question: &[u8],
+        request_flags: u16,
+    ) -> Result<ForwardedAnswer, NoUpstreamAnswer> {
+        let mut query = Vec::with_capacity(HEADER_LEN + question.len() + 11);
+        push_header(
+            &mut query,
+            0,
+            FLAG_RD | (request_flags & FLAG_CD),
+            [1, 0, 0, 1],
+        );
+        query.extend_from_slice(question);
+        push_opt(
+            &mut query,
+            self.udp_payload.min(UDP_RECEIVE_BUFFER as u16),
+            rcode::NOERROR,
+        );
+
+        let deadline = Instant::now() + self.total_timeout;
+        let mut given_up = 0u32;
+        let mut fallback: Option<ForwardedAnswer> = None;
+        loop {
+            let mut asked = false;
+            for (index, &upstream) in self.upstreams.iter().enumerate() {
+                if given_up & (1 << index) != 0 {
+                    continue;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return fallback.ok_or(NoUpstreamAnswer(self.total_timeout));
+                }
+                asked = true;
+                let attempt_deadline = deadline.min(now + self.attempt_timeout);
+                match self
+                    .ask(upstream, &mut query, question, attempt_deadline)
+                    .await
+                {
+                    Ok(answer) if answer.is_upstream_failure() => {
+                        given_up |= 1 << index;
+                        fallback = Some(answer);
+                    }
+                    Ok(answer) => return Ok(answer),
+                    Err(AttemptError::Timeout) => {}
+                    Err(AttemptError::Io(e)) => {
+                        tracing::debug!(%upstream, error = %e, "upstream DNS query failed");
+                        given_up |= 1 << index;
+                    }
+                    Err(AttemptError::Answer(e)) => {
+                        tracing::debug!(%upstream, error = %e, "unusable upstream DNS answer");
+                        given_up |= 1 << index;
+                    }
+                }
+            }
+            if !asked {
+                return fallback.ok_or(NoUpstreamAnswer(self.total_timeout));
+            }
+        }
+    }
+
+    async fn ask(
+        &self,
+        upstream: SocketAddr,
+        query: &mut [u8],
+        question: &[u8],
+        deadline: Instant,
+    ) -> Result<ForwardedAnswer, AttemptError> {
+        let id = rand::random::<u16>();
+        put_u16(query, 0, id);
+        let udp = timeout_at(deadline, self.ask_udp(upstream, query, id, question)).await;
+        let result = match udp {
+            Err(_) => Err(AttemptError::Timeout),
+            Ok(Err(AttemptError::Answer(UpstreamAnswerError::Truncated))) => {
+                self.metrics.count_upstream(false, UpstreamOutcome::Answer);
+                let tcp = timeout_at(deadline, self.ask_tcp(upstream, query, id, question)).await;
+                let result = tcp.unwrap_or(Err(AttemptError::Timeout));
+                self.metrics.count_upstream(true, outcome_of(&result));
+                return result;
+            }
+            Ok(result) => result,
+        };
+        self.metrics.count_upstream(false, outcome_of(&result));
+        result
+    }
+
+    async fn ask_udp(
+        &self,
+        upstream: SocketAddr,
+        query: &[u8],
+        id: u16,
+        question: &[u8],
+    ) -> Result<ForwardedAnswer, AttemptError> {
+        let local: SocketAddr = if upstream.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = UdpSocket::bind(local).await.map_err(AttemptError::Io)?;
+        socket.connect(upstream).await.map_err(AttemptError::Io)?;
+        socket.send(query).await.map_err(AttemptError::Io)?;
+        let mut buf = vec![0u8; UDP_RECEIVE_BUFFER];
+        loop {
+            let len = socket.recv(&mut buf).await.map_err(AttemptError::Io)?;
+            match ForwardedAnswer::parse(&buf[..len], id, question, self.max_ttl) {
+                // A stray or forged datagram: keep waiting for the real answer.
+                Err(UpstreamAnswerError::Mismatch) => continue,
+                other => return other.map_err(AttemptError::Answer),
+            }
+        }
+    }
+
+    async fn ask_tcp(
+        &self,
+        upstream: SocketAddr,
+        query: &[u8],
+        id: u16,
+        question: &[u8],
+    ) -> Result<ForwardedAnswer, AttemptError> {
+        let mut stream = TcpStream::connect(upstream)
+            .await
+            .map_err(AttemptError::Io)?;
+        stream.set_nodelay(true).map_err(AttemptError::Io)?;
+        let mut framed = Vec::with_capacity(2 + query.len());
+        framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
+        framed.extend_from_slice(query);
+        stream.write_all(&framed).await.map_err(AttemptError::Io)?;
+        let len = stream.read_u16().await.map_err(AttemptError::Io)?;
+        let mut buf = vec![0u8; usize::from(len)];
+        stream
+            .read_exact(&mut buf)
+            .await
+            .map_err(AttemptError::Io)?;
+        ForwardedAnswer::parse(&buf, id, question, self.max_ttl).map_err(AttemptError::Answer)
+    }
+}
+
+fn outcome_of(result: &Result<ForwardedAnswer, AttemptError>) -> UpstreamOutcome {
+    match result {
+        Ok(_) => UpstreamOutcome::Answer,
+        Err(AttemptError::Timeout) => UpstreamOutcome::Timeout,
+        Err(_) => UpstreamOutcome::Error,
+    }
+}
