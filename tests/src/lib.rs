@@ -12,11 +12,14 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use mep_api::clock::ManualClock;
+use mep_api::app::Substitutes;
 use mep_api::{Config, Mep};
+use mep_dataplane::{AppInfo, DataPlane, DataPlaneError, DnsRule, Snapshot, TrafficRule};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 pub const SERVICE_MGMT: &str = "/mep/mec_service_mgmt/v1";
+pub const APP_SUPPORT: &str = "/mep/mec_app_support/v1";
 
 /// A running mep and a client for it.
 pub struct TestMep {
@@ -50,10 +53,21 @@ impl TestMep {
     }
 
     pub async fn start_with(config: Config) -> Self {
+        Self::start_with_dataplane(config, None).await
+    }
+
+    /// Starts with `dataplane` instead of the configured one.
+    pub async fn start_with_dataplane(config: Config, dataplane: Option<Arc<dyn DataPlane>>) -> Self {
         let clock = ManualClock::new();
-        let mep = Mep::start_with_clock(config, Arc::new(clock.clone()))
-            .await
-            .expect("mep starts");
+        let mep = Mep::start_with(
+            config,
+            Substitutes {
+                clock: Some(Arc::new(clock.clone())),
+                dataplane,
+            },
+        )
+        .await
+        .expect("mep starts");
         Self {
             mp1: format!("http://{}", mep.mp1_addr),
             mm5: format!("http://{}", mep.mm5_addr),
@@ -96,6 +110,28 @@ impl TestMep {
 
     pub async fn delete(&self, path: &str) -> reqwest::Response {
         self.http.delete(self.url(path)).send().await.unwrap()
+    }
+
+    /// Absolute URL of an application support path.
+    pub fn app_support(&self, path: &str) -> String {
+        format!("{}{APP_SUPPORT}{path}", self.mp1)
+    }
+
+    /// Absolute URL of an Mm5 path.
+    pub fn mm5_url(&self, path: &str) -> String {
+        format!("{}{path}", self.mm5)
+    }
+
+    /// Sends an Mm5 appd_configuration request and returns status and body.
+    pub async fn appd(&self, method: reqwest::Method, app: &str, body: Option<&Value>) -> (u16, Value) {
+        let url = self.mm5_url(&format!("/mepcfg/app_lcm/v1/applications/{app}/appd_configuration"));
+        let mut request = self.http.request(method, url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let r = request.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
     }
 
     /// Registers `body` for `app`, asserts 201 and returns the representation.
@@ -235,4 +271,101 @@ async fn receive(State(state): State<ReceiverState>, body: String) -> StatusCode
         .tx
         .send(serde_json::from_str(&body).unwrap_or(Value::String(body)));
     StatusCode::NO_CONTENT
+}
+
+/// One call a [`ScriptedDataPlane`] received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataPlaneCall {
+    pub op: &'static str,
+    pub app: String,
+    pub rule: Value,
+}
+
+/// A real `DataPlane` implementation that records every call and can be told to fail the Nth one
+/// from now, for the rollback paths.
+#[derive(Default)]
+pub struct ScriptedDataPlane {
+    calls: parking_lot::Mutex<Vec<DataPlaneCall>>,
+    fail_at: parking_lot::Mutex<Option<usize>>,
+}
+
+impl ScriptedDataPlane {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The `n`th rule call from now (1 = the next) fails.
+    pub fn fail_nth_call(&self, n: usize) {
+        *self.fail_at.lock() = Some(self.calls.lock().len() + n);
+    }
+
+    /// Every rule call so far.
+    pub fn calls(&self) -> Vec<DataPlaneCall> {
+        self.calls.lock().clone()
+    }
+
+    fn record(&self, op: &'static str, app: &AppInfo, rule: Value) -> Result<(), DataPlaneError> {
+        let mut calls = self.calls.lock();
+        calls.push(DataPlaneCall {
+            op,
+            app: app.app_instance_id.clone(),
+            rule,
+        });
+        if *self.fail_at.lock() == Some(calls.len()) {
+            return Err(DataPlaneError::Failed {
+                plane: "scripted",
+                reason: format!("told to fail call {}", calls.len()),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl DataPlane for ScriptedDataPlane {
+    fn kind(&self) -> &'static str {
+        "scripted"
+    }
+    async fn init(&self, _: &Snapshot) -> Result<(), DataPlaneError> {
+        Ok(())
+    }
+    async fn add_traffic_rule(&self, app: &AppInfo, rule: &TrafficRule) -> Result<(), DataPlaneError> {
+        self.record("add_traffic", app, serde_json::to_value(rule).unwrap())
+    }
+    async fn set_traffic_rule(&self, app: &AppInfo, rule: &TrafficRule) -> Result<(), DataPlaneError> {
+        self.record("set_traffic", app, serde_json::to_value(rule).unwrap())
+    }
+    async fn delete_traffic_rule(&self, app: &AppInfo, rule: &TrafficRule) -> Result<(), DataPlaneError> {
+        self.record("delete_traffic", app, serde_json::to_value(rule).unwrap())
+    }
+    async fn add_dns_rule(&self, app: &AppInfo, rule: &DnsRule) -> Result<(), DataPlaneError> {
+        self.record("add_dns", app, serde_json::to_value(rule).unwrap())
+    }
+    async fn set_dns_rule(&self, app: &AppInfo, rule: &DnsRule) -> Result<(), DataPlaneError> {
+        self.record("set_dns", app, serde_json::to_value(rule).unwrap())
+    }
+    async fn delete_dns_rule(&self, app: &AppInfo, rule: &DnsRule) -> Result<(), DataPlaneError> {
+        self.record("delete_dns", app, serde_json::to_value(rule).unwrap())
+    }
+    async fn resync(&self, _: &Snapshot) -> Result<(), DataPlaneError> {
+        Ok(())
+    }
+}
+
+/// An AppD configuration with one DNS rule and one traffic rule.
+pub fn appd_body(app_name: &str, domain: &str) -> Value {
+    json!({
+        "appName": app_name,
+        "appSupportMp1": true,
+        "appDNSRule": [{
+            "dnsRuleId": "dns-1", "domainName": domain, "ipAddressType": "IP_V4",
+            "ipAddress": "192.0.2.10", "ttl": 30, "state": "ACTIVE"
+        }],
+        "appTrafficRule": [{
+            "trafficRuleId": "tr-1", "filterType": "FLOW", "priority": 5, "action": "FORWARD_DECAPSULATED",
+            "state": "ACTIVE",
+            "trafficFilter": [{"dstAddress": ["198.51.100.0/24"], "dstPort": ["80"], "protocol": ["TCP"]}],
+            "dstInterface": [{"interfaceType": "IP", "dstIpAddress": "10.10.0.2"}]
+        }]
+    })
 }
