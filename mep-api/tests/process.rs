@@ -194,3 +194,142 @@ fn environment_variables_configure_like_flags() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A UPF controller for the upf-http data plane that records requests and can hang traffic-rule
+/// calls, so that a task can be caught in the middle.
+mod upf {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{Method, StatusCode, Uri};
+    use axum::Router;
+
+    #[derive(Clone, Default)]
+    pub struct Upf {
+        pub requests: Arc<Mutex<Vec<(String, String, String)>>>,
+        pub hang_traffic: Arc<AtomicBool>,
+    }
+
+    impl Upf {
+        pub fn seen(&self, method: &str, path_part: &str) -> Option<String> {
+            self.requests
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(m, p, _)| m == method && p.contains(path_part))
+                .map(|(_, _, body)| body.clone())
+        }
+    }
+
+    async fn handle(State(upf): State<Upf>, method: Method, uri: Uri, body: Bytes) -> StatusCode {
+        let path = uri.path().to_owned();
+        upf.requests.lock().unwrap().push((
+            method.to_string(),
+            path.clone(),
+            String::from_utf8_lossy(&body).into_owned(),
+        ));
+        if path.contains("/traffic-rules/") && upf.hang_traffic.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        StatusCode::NO_CONTENT
+    }
+
+    /// Serves on a loopback port on its own runtime thread; answers the base URL.
+    pub fn start(upf: Upf) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = Router::new().fallback(handle).with_state(upf);
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        format!("http://{addr}")
+    }
+}
+
+fn start_with_upf(data_dir: &std::path::Path, upf_url: &str) -> Running {
+    let (mp1_port, mm5_port) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_mep"))
+        .args(["serve", "--insecure-http", "--data-dir"])
+        .arg(data_dir)
+        .args(["--mp1-addr", &format!("127.0.0.1:{mp1_port}")])
+        .args(["--mm5-addr", &format!("127.0.0.1:{mm5_port}")])
+        .args(["--dataplane", "upf-http", "--upf-endpoint", upf_url])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mep starts");
+    let running = Running {
+        child,
+        mp1: format!("http://127.0.0.1:{mp1_port}/mep/mec_service_mgmt/v1"),
+        mm5: format!("http://127.0.0.1:{mm5_port}"),
+    };
+    wait_until(|| {
+        reqwest::blocking::get(format!("{}/health", running.mm5)).is_ok_and(|r| r.status() == 200)
+    });
+    running
+}
+
+fn wait_until(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "condition not reached in time");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn a_task_interrupted_by_kill_9_is_rolled_back_at_the_next_start() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let upf = upf::Upf::default();
+    let upf_url = upf::start(upf.clone());
+    let mut mep = start_with_upf(dir.path(), &upf_url);
+    wait_until(|| upf.seen("PUT", "/v1/state").is_some());
+
+    upf.hang_traffic.store(true, Ordering::SeqCst);
+    let appd = format!("{}/mepcfg/app_lcm/v1/applications/app-1/appd_configuration", mep.mm5);
+    let body = json!({
+        "appName": "video",
+        "appDNSRule": [{"dnsRuleId": "dns-1", "domainName": "video.edge.example", "ipAddressType": "IP_V4",
+                        "ipAddress": "192.0.2.10", "state": "ACTIVE"}],
+        "appTrafficRule": [{"trafficRuleId": "tr-1", "filterType": "FLOW", "priority": 1, "action": "DROP",
+                            "state": "ACTIVE", "trafficFilter": [{"dstPort": ["9999"]}]}]
+    });
+    {
+        let (appd, body) = (appd.clone(), body.clone());
+        // Blocks until mep dies: the traffic rule call never returns.
+        std::thread::spawn(move || {
+            let _ = reqwest::blocking::Client::new().post(appd).json(&body).send();
+        });
+    }
+    wait_until(|| upf.seen("PUT", "/traffic-rules/tr-1").is_some());
+    assert!(upf.seen("PUT", "/dns-rules/dns-1").is_some(), "the DNS rule was applied first");
+    mep.child.kill().unwrap(); // SIGKILL in the middle of the task
+    mep.child.wait().unwrap();
+
+    upf.hang_traffic.store(false, Ordering::SeqCst);
+    upf.requests.lock().unwrap().clear();
+    let mut mep = start_with_upf(dir.path(), &upf_url);
+    // The data plane is brought back to the last committed state: no rules at all.
+    wait_until(|| upf.seen("PUT", "/v1/state").is_some());
+    let state: Value = serde_json::from_str(&upf.seen("PUT", "/v1/state").unwrap()).unwrap();
+    assert_eq!(state["dnsRules"], json!([]), "{state}");
+    assert_eq!(state["trafficRules"], json!([]), "{state}");
+    let client = reqwest::blocking::Client::new();
+    let appd = format!("{}/mepcfg/app_lcm/v1/applications/app-1/appd_configuration", mep.mm5);
+    assert_eq!(client.get(&appd).send().unwrap().status(), 404, "nothing was committed");
+    // The application instance is not locked: the same configuration now goes through.
+    let progress: Value = client.post(&appd).json(&body).send().unwrap().json().unwrap();
+    assert_eq!(progress["configResult"], "SUCCESS", "{progress}");
+    assert_eq!(client.get(&appd).send().unwrap().status(), 200);
+    mep.child.kill().unwrap();
+    mep.child.wait().unwrap();
+}
