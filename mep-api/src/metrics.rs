@@ -32,7 +32,8 @@ fn latency_histogram() -> Histogram {
 
 /// All metrics of the process.
 pub struct Metrics {
-    registry: Registry,
+    /// Written only while components register their own metrics at start.
+    registry: parking_lot::RwLock<Registry>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub notifications_delivered: Counter,
@@ -105,7 +106,7 @@ impl Metrics {
             subscriptions.clone(),
         );
         Self {
-            registry,
+            registry: parking_lot::RwLock::new(registry),
             http_requests,
             http_latency,
             notifications_delivered,
@@ -118,10 +119,15 @@ impl Metrics {
         }
     }
 
+    /// Lets a component (the DNS server) add its metrics under the same `mep` prefix.
+    pub fn register_with(&self, register: impl FnOnce(&mut Registry)) {
+        register(&mut self.registry.write());
+    }
+
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry.read()) {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         out
