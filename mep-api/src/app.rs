@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 use mep_dataplane::{DataPlane, SnapshotCell};
 
 use crate::apps::{Apps, AppsError, AppsParts};
+use crate::auth::middleware::{require_operator_token, OperatorToken};
+use crate::auth::service::{run_key_maintenance, AuthError};
+use crate::auth::Auth;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::http::header_case::spelling_template;
@@ -24,13 +27,16 @@ use crate::links::Links;
 use crate::metrics::Metrics;
 use crate::mm5::{ops_router, OpsState};
 use crate::model::ids::new_id;
-use crate::model::service::{EndPointInfo, SecurityInfo, TransportInfo, TransportType};
+use crate::model::service::{
+    EndPointInfo, GrantType, OAuth2Info, SecurityInfo, TransportInfo, TransportType,
+};
 use crate::mp1::app_support::AppSupportState;
 use crate::mp1::timing::NtpServer;
 use crate::notify::Notifier;
 use crate::registry::{run_liveness_sweeper, Registry, RegistryError, RegistryParts};
 use crate::store::{Store, StoreError, Table, Write};
-use crate::{dataplanes, mm5, mp1, problem};
+use crate::tls::TlsError;
+use crate::{auth, dataplanes, mm5, mp1, problem, tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -49,6 +55,15 @@ pub enum StartError {
     Apps(#[from] AppsError),
     #[error("cannot set up the data plane: {0}")]
     DataPlane(String),
+    #[error("cannot set up authentication: {0}")]
+    Auth(#[from] AuthError),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error(
+        "Mm5 would listen on {0}, which is not a loopback address, without protection: \
+         configure mm5_client_ca (mutual TLS) or mm5_token (operator bearer token)"
+    )]
+    Mm5Unprotected(SocketAddr),
 }
 
 /// Parts a caller may provide instead of those the configuration describes (tests use a manual
@@ -94,6 +109,10 @@ impl Mep {
     /// Starts with some parts substituted.
     pub async fn start_with(config: Config, substitutes: Substitutes) -> Result<Self, StartError> {
         let clock = substitutes.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let mm5_exposed = !config.mm5_addr.ip().is_loopback();
+        if mm5_exposed && config.tls.mm5_client_ca.is_none() && config.mm5_token.is_none() {
+            return Err(StartError::Mm5Unprotected(config.mm5_addr));
+        }
         let store = Store::open(&config.data_dir)?;
         let mp1_listener = bind(config.mp1_addr).await?;
         let mm5_listener = bind(config.mm5_addr).await?;
@@ -108,11 +127,40 @@ impl Mep {
                     SocketAddr::V6(a) => format!("[{}]", a.ip()),
                 }
             };
-            let scheme = "http";
+            let scheme = if config.insecure_http {
+                "http"
+            } else {
+                "https"
+            };
             format!("{scheme}://{host}:{}", mp1_addr.port())
         }));
-        if !config.insecure_http {
-            tracing::warn!("TLS on Mp1 is not implemented yet: Mp1 is served as plain HTTP");
+        let identity = if config.insecure_http && config.tls.mm5_client_ca.is_none() {
+            None
+        } else {
+            Some(tls::identity(
+                &config.tls,
+                &config.data_dir,
+                &tls::default_names(config.api_root.as_deref(), mp1_addr),
+            )?)
+        };
+        let mp1_tls = match (&identity, config.insecure_http) {
+            (Some(identity), false) => Some(tls::acceptor(identity, None)?),
+            _ => None,
+        };
+        let mm5_tls = match &identity {
+            Some(identity) if config.tls.mm5_client_ca.is_some() || mm5_exposed => Some(
+                tls::acceptor(identity, config.tls.mm5_client_ca.as_deref())?,
+            ),
+            _ => None,
+        };
+        let auth = Arc::new(Auth::open(
+            config.auth.clone(),
+            &config.data_dir,
+            store.clone(),
+            clock.clone(),
+        )?);
+        if !config.auth.enabled {
+            tracing::warn!("authentication is off: every Mp1 caller is trusted (--no-auth)");
         }
 
         let shutdown = CancellationToken::new();
@@ -147,17 +195,22 @@ impl Mep {
 
         let spelling = spelling_template().await;
         let mp1_router = with_common_layers(
-            mp1::service_mgmt::router(registry.clone()).merge(mp1::app_support::router(
-                AppSupportState {
-                    apps: apps.clone(),
-                    clock,
-                    ntp_servers: config
-                        .ntp_servers
-                        .iter()
-                        .map(|s| NtpServer::named(s))
-                        .collect(),
-                },
-            )),
+            auth::protect(
+                mp1::service_mgmt::router(registry.clone()).merge(mp1::app_support::router(
+                    AppSupportState {
+                        apps: apps.clone(),
+                        clock,
+                        ntp_servers: config
+                            .ntp_servers
+                            .iter()
+                            .map(|s| NtpServer::named(s))
+                            .collect(),
+                    },
+                )),
+                &auth,
+                &config.callback_allow,
+            )
+            .merge(auth::endpoint::router(auth.clone())),
             &config,
             MetricsContext {
                 metrics: metrics.clone(),
@@ -172,7 +225,8 @@ impl Mep {
             })
             .merge(mm5::appd::router(apps.clone()))
             .merge(mm5::capabilities::router(registry.clone()))
-            .merge(mm5::termination::router(apps.clone())),
+            .merge(mm5::termination::router(apps.clone()))
+            .merge(mm5::credentials::router(auth.clone())),
             &config,
             MetricsContext {
                 metrics: metrics.clone(),
@@ -187,14 +241,24 @@ impl Mep {
             mp1_router,
             spelling.clone(),
             shutdown.clone(),
+            mp1_tls,
         ));
+        let mm5_router = match &config.mm5_token {
+            Some(token) => mm5_router.layer(axum::middleware::from_fn_with_state(
+                Arc::new(OperatorToken::new(token.expose())),
+                require_operator_token,
+            )),
+            None => mm5_router,
+        };
         tasks.spawn(serve(
             "mm5",
             mm5_listener,
             mm5_router,
             spelling,
             shutdown.clone(),
+            mm5_tls,
         ));
+        tasks.spawn(run_key_maintenance(auth.clone(), shutdown.clone()));
         {
             let apps = apps.clone();
             let shutdown = shutdown.clone();
@@ -314,7 +378,16 @@ async fn platform_transport(store: &Store, links: &Links) -> Result<TransportInf
             uris: Some(vec![format!("{}/mep", links.api_root())]),
             ..Default::default()
         },
-        security: SecurityInfo::default(),
+        security: SecurityInfo {
+            o_auth2_info: Some(OAuth2Info {
+                grant_types: vec![GrantType::ClientCredentials],
+                token_endpoint: Some(format!(
+                    "{}{}",
+                    links.api_root(),
+                    auth::endpoint::TOKEN_PATH
+                )),
+            }),
+        },
         impl_specific_info: None,
     })
 }

@@ -9,8 +9,10 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::apps::AppsConfig;
+use crate::auth::{AuthConfig, CallbackPolicy};
 use crate::notify::NotifyConfig;
 use crate::registry::{Limits, LivenessPolicy};
+use crate::tls::TlsConfig;
 
 /// Flags of `mep serve`. Every one is optional so that the file and defaults can fill the gaps.
 #[derive(Debug, Clone, Default, Args)]
@@ -82,6 +84,78 @@ pub struct ServeArgs {
     /// NTP server advertised in timing_caps (repeatable).
     #[arg(long = "ntp-server", env = "MEP_NTP_SERVERS", value_delimiter = ',')]
     pub ntp_servers: Option<Vec<String>>,
+    /// Trust every Mp1 caller without a token (local testing only).
+    #[arg(long, env = "MEP_NO_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub no_auth: Option<bool>,
+    /// Lifetime of access tokens in seconds [default: 3600].
+    #[arg(long, env = "MEP_TOKEN_TTL")]
+    pub token_ttl: Option<u64>,
+    /// `iss` of access tokens [default: mep].
+    #[arg(long, env = "MEP_TOKEN_ISSUER")]
+    pub token_issuer: Option<String>,
+    /// Rotate the token signing key when it is this many seconds old; 0 never [default: 2592000].
+    #[arg(long, env = "MEP_TOKEN_KEY_MAX_AGE")]
+    pub token_key_max_age: Option<u64>,
+    /// Largest accepted distance of x-sdk-date from the clock, in seconds [default: 300].
+    #[arg(long, env = "MEP_SIGNATURE_MAX_SKEW")]
+    pub signature_max_skew: Option<u64>,
+    /// Failed token requests that lock an access key [default: 3].
+    #[arg(long, env = "MEP_LOCKOUT_FAILURES")]
+    pub lockout_failures: Option<u32>,
+    /// Seconds within which those failures count [default: 300].
+    #[arg(long, env = "MEP_LOCKOUT_WINDOW")]
+    pub lockout_window: Option<u64>,
+    /// Seconds an access key stays locked [default: 900].
+    #[arg(long, env = "MEP_LOCKOUT_DURATION")]
+    pub lockout_duration: Option<u64>,
+    /// Restrict global discovery to the caller's requiredServices.
+    #[arg(long, env = "MEP_RESTRICT_DISCOVERY", num_args = 0..=1, default_missing_value = "true")]
+    pub restrict_discovery: Option<bool>,
+    /// Allowed notification callback destinations: CIDRs, addresses, host names, `*.domain`
+    /// (comma-separated) [default: any].
+    #[arg(long, env = "MEP_CALLBACK_ALLOW", value_delimiter = ',')]
+    pub callback_allow: Option<Vec<String>>,
+    /// PEM certificate chain of the TLS listeners [default: generated in <data_dir>/tls].
+    #[arg(long, env = "MEP_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "MEP_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates of Mm5 clients: Mm5 then requires mutual TLS.
+    #[arg(long, env = "MEP_MM5_CLIENT_CA")]
+    pub mm5_client_ca: Option<PathBuf>,
+    /// Bearer token every Mm5 request but /health must carry (at least 16 characters).
+    #[arg(long, env = "MEP_MM5_TOKEN", hide_env_values = true)]
+    pub mm5_token: Option<Secret>,
+}
+
+/// A configured secret: never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
 }
 
 /// The same keys, read from the TOML file. Unknown keys are errors, so typos do not pass silently.
@@ -109,6 +183,20 @@ struct FileConfig {
     rules_per_app: Option<usize>,
     max_graceful_timeout: Option<u64>,
     ntp_servers: Option<Vec<String>>,
+    no_auth: Option<bool>,
+    token_ttl: Option<u64>,
+    token_issuer: Option<String>,
+    token_key_max_age: Option<u64>,
+    signature_max_skew: Option<u64>,
+    lockout_failures: Option<u32>,
+    lockout_window: Option<u64>,
+    lockout_duration: Option<u64>,
+    restrict_discovery: Option<bool>,
+    callback_allow: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    mm5_client_ca: Option<PathBuf>,
+    mm5_token: Option<Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +215,8 @@ pub enum ConfigError {
     ApiRoot(String),
     #[error("{0}")]
     Invalid(&'static str),
+    #[error("{0}")]
+    CallbackAllow(String),
 }
 
 /// The resolved configuration of a `mep` process.
@@ -147,6 +237,11 @@ pub struct Config {
     pub dataplane: DataPlaneChoice,
     pub apps: AppsConfig,
     pub ntp_servers: Vec<String>,
+    pub auth: AuthConfig,
+    pub callback_allow: CallbackPolicy,
+    pub tls: TlsConfig,
+    /// Bearer token required on Mm5.
+    pub mm5_token: Option<Secret>,
 }
 
 /// Which data plane receives rule changes.
@@ -208,15 +303,34 @@ impl Config {
             dataplane: DataPlaneChoice::None,
             apps: AppsConfig::default(),
             ntp_servers: Vec::new(),
+            auth: AuthConfig::default(),
+            callback_allow: CallbackPolicy::default(),
+            tls: TlsConfig::default(),
+            mm5_token: None,
         }
     }
 
     /// Resolves flags and environment (already merged by clap) over the file over the defaults.
-    pub fn resolve(args: ServeArgs) -> Result<Self, ConfigError> {
-        let file = match &args.config {
+    pub fn resolve(mut args: ServeArgs) -> Result<Self, ConfigError> {
+        let mut file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let auth = auth_config(&args, &file, &AuthConfig::default());
+        let callback_allow = CallbackPolicy::parse(
+            &args
+                .callback_allow
+                .take()
+                .or(file.callback_allow.take())
+                .unwrap_or_default(),
+        )
+        .map_err(ConfigError::CallbackAllow)?;
+        let tls = TlsConfig {
+            cert: args.tls_cert.take().or(file.tls_cert.take()),
+            key: args.tls_key.take().or(file.tls_key.take()),
+            mm5_client_ca: args.mm5_client_ca.take().or(file.mm5_client_ca.take()),
+        };
+        let mm5_token = args.mm5_token.take().or(file.mm5_token.take());
         let d = Config::with_data_dir(
             args.data_dir
                 .or(file.data_dir)
@@ -291,6 +405,10 @@ impl Config {
                 ..d.apps.clone()
             },
             ntp_servers: args.ntp_servers.or(file.ntp_servers).unwrap_or_default(),
+            auth,
+            callback_allow,
+            tls,
+            mm5_token,
             ..d
         };
         config.validate()?;
@@ -316,12 +434,68 @@ impl Config {
                 "max_graceful_timeout must be at least one second",
             ));
         }
+        if self.auth.token_ttl.is_zero() || self.auth.lockout.max_failures == 0 {
+            return Err(ConfigError::Invalid(
+                "token_ttl and lockout_failures must be at least 1",
+            ));
+        }
+        if self
+            .mm5_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
+            return Err(ConfigError::Invalid(
+                "mm5_token must be at least 16 characters",
+            ));
+        }
         if self.max_body_bytes == 0 || self.max_uri_bytes < 64 {
             return Err(ConfigError::Invalid(
                 "max_body_bytes must be positive and max_uri_bytes at least 64",
             ));
         }
         Ok(())
+    }
+}
+
+/// The authentication keys, flags over file over `d`.
+fn auth_config(args: &ServeArgs, file: &FileConfig, d: &AuthConfig) -> AuthConfig {
+    let secs = |a: Option<u64>, f: Option<u64>, default: Duration| {
+        a.or(f).map_or(default, Duration::from_secs)
+    };
+    AuthConfig {
+        enabled: !args.no_auth.or(file.no_auth).unwrap_or(!d.enabled),
+        issuer: args
+            .token_issuer
+            .clone()
+            .or(file.token_issuer.clone())
+            .unwrap_or_else(|| d.issuer.clone()),
+        token_ttl: secs(args.token_ttl, file.token_ttl, d.token_ttl),
+        max_clock_skew: secs(
+            args.signature_max_skew,
+            file.signature_max_skew,
+            d.max_clock_skew,
+        ),
+        lockout: crate::auth::lockout::LockoutPolicy {
+            max_failures: args
+                .lockout_failures
+                .or(file.lockout_failures)
+                .unwrap_or(d.lockout.max_failures),
+            window: secs(args.lockout_window, file.lockout_window, d.lockout.window),
+            lock_for: secs(
+                args.lockout_duration,
+                file.lockout_duration,
+                d.lockout.lock_for,
+            ),
+        },
+        key_max_age: match args.token_key_max_age.or(file.token_key_max_age) {
+            Some(0) => None,
+            Some(secs) => Some(Duration::from_secs(secs)),
+            None => d.key_max_age,
+        },
+        restrict_discovery: args
+            .restrict_discovery
+            .or(file.restrict_discovery)
+            .unwrap_or(d.restrict_discovery),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod notify;
 pub mod problem;
 pub mod registry;
 pub mod store;
+pub mod tls;
 
 pub use app::Mep;
 pub use config::Config;

@@ -24,7 +24,7 @@ struct Running {
 fn start(data_dir: &std::path::Path, mp1_port: u16) -> Running {
     let mm5_port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_mep"))
-        .args(["serve", "--insecure-http", "--data-dir"])
+        .args(["serve", "--insecure-http", "--no-auth", "--data-dir"])
         .arg(data_dir)
         .args(["--mp1-addr", &format!("127.0.0.1:{mp1_port}")])
         .args(["--mm5-addr", &format!("127.0.0.1:{mm5_port}")])
@@ -171,6 +171,7 @@ fn environment_variables_configure_like_flags() {
         .env("MEP_MP1_ADDR", format!("127.0.0.1:{mp1}"))
         .env("MEP_MM5_ADDR", format!("127.0.0.1:{mm5}"))
         .env("MEP_INSECURE_HTTP", "true")
+        .env("MEP_NO_AUTH", "true")
         .env("MEP_API_ROOT", "http://mep.example:8443")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -189,6 +190,10 @@ fn environment_variables_configure_like_flags() {
     assert_eq!(
         transports[0]["endpoint"]["uris"][0],
         "http://mep.example:8443/mep"
+    );
+    assert_eq!(
+        transports[0]["security"]["oAuth2Info"]["tokenEndpoint"],
+        "http://mep.example:8443/mep/token"
     );
     assert!(dir.path().join("mep.redb").exists());
     child.kill().unwrap();
@@ -256,7 +261,7 @@ mod upf {
 fn start_with_upf(data_dir: &std::path::Path, upf_url: &str) -> Running {
     let (mp1_port, mm5_port) = (free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_mep"))
-        .args(["serve", "--insecure-http", "--data-dir"])
+        .args(["serve", "--insecure-http", "--no-auth", "--data-dir"])
         .arg(data_dir)
         .args(["--mp1-addr", &format!("127.0.0.1:{mp1_port}")])
         .args(["--mm5-addr", &format!("127.0.0.1:{mm5_port}")])
@@ -295,7 +300,10 @@ fn a_task_interrupted_by_kill_9_is_rolled_back_at_the_next_start() {
     wait_until(|| upf.seen("PUT", "/v1/state").is_some());
 
     upf.hang_traffic.store(true, Ordering::SeqCst);
-    let appd = format!("{}/mepcfg/app_lcm/v1/applications/app-1/appd_configuration", mep.mm5);
+    let appd = format!(
+        "{}/mepcfg/app_lcm/v1/applications/app-1/appd_configuration",
+        mep.mm5
+    );
     let body = json!({
         "appName": "video",
         "appDNSRule": [{"dnsRuleId": "dns-1", "domainName": "video.edge.example", "ipAddressType": "IP_V4",
@@ -307,11 +315,17 @@ fn a_task_interrupted_by_kill_9_is_rolled_back_at_the_next_start() {
         let (appd, body) = (appd.clone(), body.clone());
         // Blocks until mep dies: the traffic rule call never returns.
         std::thread::spawn(move || {
-            let _ = reqwest::blocking::Client::new().post(appd).json(&body).send();
+            let _ = reqwest::blocking::Client::new()
+                .post(appd)
+                .json(&body)
+                .send();
         });
     }
     wait_until(|| upf.seen("PUT", "/traffic-rules/tr-1").is_some());
-    assert!(upf.seen("PUT", "/dns-rules/dns-1").is_some(), "the DNS rule was applied first");
+    assert!(
+        upf.seen("PUT", "/dns-rules/dns-1").is_some(),
+        "the DNS rule was applied first"
+    );
     mep.child.kill().unwrap(); // SIGKILL in the middle of the task
     mep.child.wait().unwrap();
 
@@ -324,10 +338,23 @@ fn a_task_interrupted_by_kill_9_is_rolled_back_at_the_next_start() {
     assert_eq!(state["dnsRules"], json!([]), "{state}");
     assert_eq!(state["trafficRules"], json!([]), "{state}");
     let client = reqwest::blocking::Client::new();
-    let appd = format!("{}/mepcfg/app_lcm/v1/applications/app-1/appd_configuration", mep.mm5);
-    assert_eq!(client.get(&appd).send().unwrap().status(), 404, "nothing was committed");
+    let appd = format!(
+        "{}/mepcfg/app_lcm/v1/applications/app-1/appd_configuration",
+        mep.mm5
+    );
+    assert_eq!(
+        client.get(&appd).send().unwrap().status(),
+        404,
+        "nothing was committed"
+    );
     // The application instance is not locked: the same configuration now goes through.
-    let progress: Value = client.post(&appd).json(&body).send().unwrap().json().unwrap();
+    let progress: Value = client
+        .post(&appd)
+        .json(&body)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(progress["configResult"], "SUCCESS", "{progress}");
     assert_eq!(client.get(&appd).send().unwrap().status(), 200);
     mep.child.kill().unwrap();

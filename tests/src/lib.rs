@@ -32,13 +32,15 @@ pub struct TestMep {
     pub mm5: String,
 }
 
-/// The configuration tests use: ephemeral loopback ports, plain HTTP, fast liveness sweeps and
-/// quick notification retries.
+/// The configuration tests use: ephemeral loopback ports, plain HTTP without authentication
+/// (`tests/auth.rs` and `tests/tls.rs` turn both back on), fast liveness sweeps and quick
+/// notification retries.
 pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config::with_data_dir(data_dir);
     config.mp1_addr = "127.0.0.1:0".parse().unwrap();
     config.mm5_addr = "127.0.0.1:0".parse().unwrap();
     config.insecure_http = true;
+    config.auth.enabled = false;
     config.liveness_sweep = Duration::from_millis(20);
     config.notify.timeout = Duration::from_secs(2);
     config.notify.retries = 3;

@@ -1,6 +1,27 @@
 //! Who is calling. Every Mp1 request is attributed to a [`Caller`] by one extractor, and every
-//! app-scoped route checks it through [`AppScope`]; token authentication plugs in by inserting
-//! a `Caller` into the request extensions before routing.
+//! app-scoped route checks it through [`AppScope`]; token authentication ([`middleware`]) inserts
+//! the `Caller` into the request extensions before routing.
+//!
+//! The parts: [`credentials`] (AK/SK provisioned over Mm5, sealed by [`secrets`]), [`endpoint`]
+//! (`POST /mep/token` by OAuth client credentials or EdgeGallery's [`signing`]), [`keys`] and
+//! [`tokens`] (ES256 JWTs and their rotation), [`lockout`], and [`callbacks`] (the operator's
+//! allow-list of notification destinations).
+
+pub mod callbacks;
+pub mod credentials;
+pub mod endpoint;
+pub mod keys;
+pub mod lockout;
+pub mod middleware;
+pub mod secrets;
+pub mod service;
+pub mod signing;
+pub mod tokens;
+
+pub use callbacks::CallbackPolicy;
+pub use service::{Auth, AuthConfig};
+
+use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, RawPathParams};
 use http::request::Parts;
@@ -53,5 +74,59 @@ impl<S: Send + Sync> FromRequestParts<S> for AppScope {
                 "application instance {caller} may not act for {app}"
             ))),
         }
+    }
+}
+
+/// The service names global discovery may show the caller; `None` shows all. Set by the bearer
+/// middleware when discovery is restricted to `requiredServices`.
+#[derive(Debug, Clone, Default)]
+pub struct VisibleServices(pub Option<Arc<[String]>>);
+
+impl<S: Send + Sync> FromRequestParts<S> for VisibleServices {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<VisibleServices>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// The operator's callback allow-list, for handlers that create subscriptions.
+#[derive(Debug, Clone, Default)]
+pub struct CallbackAllow(pub Arc<CallbackPolicy>);
+
+impl<S: Send + Sync> FromRequestParts<S> for CallbackAllow {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<CallbackAllow>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+impl CallbackAllow {
+    /// 400 when `callback` is not allowed.
+    pub fn check(&self, callback: &str) -> Result<(), ApiError> {
+        self.0.check(callback).map_err(ApiError::BadRequest)
+    }
+}
+
+/// Puts the Mp1 API behind bearer authentication (unless auth is off) and gives its handlers the
+/// callback allow-list.
+pub fn protect(api: axum::Router, auth: &Arc<Auth>, callbacks: &CallbackPolicy) -> axum::Router {
+    let api = api.layer(axum::Extension(CallbackAllow(Arc::new(callbacks.clone()))));
+    if auth.config().enabled {
+        api.layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            middleware::require_bearer,
+        ))
+    } else {
+        api
     }
 }

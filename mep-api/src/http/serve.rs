@@ -1,5 +1,7 @@
-//! The connection loop of a listener: HTTP/1.1 (title-case header names) and HTTP/2, graceful
-//! shutdown that lets in-flight requests finish.
+//! The connection loop of a listener: HTTP/1.1 (title-case header names) and HTTP/2, over TLS
+//! when the listener has an acceptor, and graceful shutdown that lets in-flight requests finish.
+//! TLS handshakes run in the per-connection task under a timeout, so a slow or silent client
+//! never holds up `accept`.
 
 use std::time::Duration;
 
@@ -11,19 +13,25 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// How long shutdown waits for open connections to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown` fires, then drains open connections.
+/// How long a client has to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` (over TLS with `tls`) until `shutdown` fires, then drains open
+/// connections.
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
     router: Router,
     spelling: Extensions,
     shutdown: CancellationToken,
+    tls: Option<TlsAcceptor>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -32,6 +40,7 @@ pub async fn serve(
         .preserve_header_case(true)
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
+    let builder = std::sync::Arc::new(builder);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -58,12 +67,42 @@ pub async fn serve(
                 res.extensions_mut().extend(spelling.clone());
                 res
             });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let service = TowerToHyperService::new(service);
+            let result = match tls {
+                None => {
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(connection).await
+                }
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(listener = name, %peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(connection).await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(listener = name, %peer, error = %e, "connection ended with error");
             }
         });

@@ -2,6 +2,7 @@
 
 pub mod appd;
 pub mod capabilities;
+pub mod credentials;
 pub mod termination;
 
 use std::sync::Arc;

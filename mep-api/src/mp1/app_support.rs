@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::timing::{current_time, NtpServer, TimingCaps};
 use super::{created, json, with_etag};
 use crate::apps::{Apps, RuleChangeError};
-use crate::auth::{AppScope, Caller};
+use crate::auth::{AppScope, CallbackAllow, Caller};
 use crate::clock::{unix_parts, Clock};
 use crate::http::etag::{etag_of, if_match_holds};
 use crate::http::extract::{ApiJson, ApiPath as Path, IfMatch};
@@ -218,8 +218,10 @@ async fn list_subscriptions(State(s): St, AppScope(app): AppScope) -> Response {
 async fn subscribe(
     State(s): St,
     AppScope(app): AppScope,
+    callbacks: CallbackAllow,
     ApiJson(body): ApiJson<TerminationSubscriptionBody>,
 ) -> Result<Response, ApiError> {
+    callbacks.check(&body.callback_reference)?;
     let (id, representation) = s
         .apps
         .subscribe_termination(

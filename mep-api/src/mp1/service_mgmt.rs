@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use http::StatusCode;
 
 use super::{created, json, with_etag};
-use crate::auth::{AppScope, Caller};
+use crate::auth::{AppScope, CallbackAllow, Caller, VisibleServices};
 use crate::http::extract::{ApiJson, ApiPath as Path, IfMatch};
 use crate::links::SERVICE_MGMT;
 use crate::model::common::ServiceState;
@@ -53,9 +53,11 @@ type Reg = State<Arc<Registry>>;
 async fn discover(
     State(registry): Reg,
     _caller: Caller,
+    VisibleServices(visible): VisibleServices,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let query = DiscoveryQuery::parse(q.as_deref()).map_err(ApiError::BadRequest)?;
+    let mut query = DiscoveryQuery::parse(q.as_deref()).map_err(ApiError::BadRequest)?;
+    query.visible_names = visible;
     Ok(json(StatusCode::OK, registry.discover(&query, None)))
 }
 
@@ -175,9 +177,11 @@ async fn list_subscriptions(State(registry): Reg, AppScope(app): AppScope) -> Re
 async fn subscribe(
     State(registry): Reg,
     AppScope(app): AppScope,
+    callbacks: CallbackAllow,
     ApiJson(body): ApiJson<SerAvailabilitySubscriptionBody>,
 ) -> Result<Response, ApiError> {
     let sub = body.validate(app.clone()).map_err(ApiError::BadRequest)?;
+    callbacks.check(&sub.callback_reference)?;
     let (id, body) = registry.subscribe(sub).await?;
     let location = registry.links().ser_subscription(app.as_str(), &id);
     Ok(created(&location, body))

@@ -1,5 +1,7 @@
 //! The query of `GET /services` and `GET /applications/{id}/services` (MEC 011 clause 8.2.3.3.1).
 
+use std::sync::Arc;
+
 use crate::model::common::parse_enum;
 use crate::model::service::{LocalityType, Service};
 
@@ -10,6 +12,9 @@ pub struct DiscoveryQuery {
     pub consumed_local_only: Option<bool>,
     pub is_local: Option<bool>,
     pub scope_of_locality: Option<LocalityType>,
+    /// Service names the caller may discover (its `requiredServices`); `None` means all. Not a
+    /// query parameter: set from the caller's credentials.
+    pub visible_names: Option<Arc<[String]>>,
 }
 
 /// The three mutually exclusive selectors of the spec.
@@ -85,6 +90,10 @@ impl DiscoveryQuery {
             && self
                 .scope_of_locality
                 .is_none_or(|v| v == service.scope_of_locality)
+            && self
+                .visible_names
+                .as_ref()
+                .is_none_or(|names| names.contains(&service.ser_name))
     }
 
     /// Whether the selector holds for `service`.

@@ -26,10 +26,12 @@ pub enum Table {
     TerminationSubscriptions,
     Readiness,
     Registrations,
+    /// Application credentials provisioned over Mm5 (secret keys sealed, see `auth::secrets`).
+    AppCredentials,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Meta,
         Table::Services,
         Table::SerAvailabilitySubscriptions,
@@ -38,6 +40,7 @@ impl Table {
         Table::TerminationSubscriptions,
         Table::Readiness,
         Table::Registrations,
+        Table::AppCredentials,
     ];
 
     fn definition(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -52,6 +55,7 @@ impl Table {
             Table::TerminationSubscriptions => TableDefinition::new("termination_subscriptions"),
             Table::Readiness => TableDefinition::new("readiness"),
             Table::Registrations => TableDefinition::new("registrations"),
+            Table::AppCredentials => TableDefinition::new("app_credentials"),
         }
     }
 }

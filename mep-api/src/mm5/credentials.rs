@@ -1,0 +1,129 @@
+//! Mm5 routes that manage application credentials (EdgeGallery mepauth's confs API) and the token
+//! signing keys.
+//!
+//! - `PUT /mep/appMng/v1/applications/{appInstanceId}/confs` creates (201) or replaces (200) the
+//!   AK/SK and `appInfo`; the answer never contains the secret;
+//! - `GET` of the same URI answers the credentials without the secret;
+//! - `DELETE` removes them (204) and revokes every token the application holds;
+//! - `POST /mep/auth/v1/keys/rotate` makes a new token signing key current.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, put};
+use axum::Router;
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, StatusCode};
+
+use crate::auth::credentials::{ConfsBody, CredentialError, PutOutcome};
+use crate::auth::Auth;
+use crate::http::extract::ApiPath as Path;
+use crate::model::ids::AppInstanceId;
+use crate::problem::ApiError;
+
+pub const CONFS_PATH: &str = "/mep/appMng/v1/applications/{appInstanceId}/confs";
+pub const ROTATE_PATH: &str = "/mep/auth/v1/keys/rotate";
+
+pub fn router(auth: Arc<Auth>) -> Router {
+    Router::new()
+        .route(
+            CONFS_PATH,
+            put(put_confs).get(get_confs).delete(delete_confs),
+        )
+        .route(ROTATE_PATH, post(rotate))
+        .with_state(auth)
+}
+
+impl From<CredentialError> for ApiError {
+    fn from(e: CredentialError) -> Self {
+        match e {
+            CredentialError::Invalid(d) => ApiError::BadRequest(d),
+            CredentialError::AccessKeyTaken => ApiError::Conflict(e.to_string()),
+            CredentialError::Store(_) | CredentialError::Secret(_) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+fn app_id(raw: &str) -> Result<AppInstanceId, ApiError> {
+    AppInstanceId::parse(raw).map_err(ApiError::BadRequest)
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+async fn put_confs(
+    State(auth): State<Arc<Auth>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let app = app_id(&app)?;
+    let json_body = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_none_or(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || m.ends_with("+json")
+        });
+    if !json_body {
+        return Err(ApiError::UnsupportedMediaType(
+            "request body must be application/json".into(),
+        ));
+    }
+    // serde's messages can quote input values, and this input holds a secret: say only where.
+    let parsed: ConfsBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "invalid request body ({:?} error at line {} column {}); expected \
+             {{\"authInfo\":{{\"credentials\":{{\"accessKeyId\",\"secretKey\"}}}},\"appInfo\":{{..}}}}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let new = parsed.validate().map_err(ApiError::BadRequest)?;
+    let (outcome, cred) = auth.credentials().put(app, new).await?;
+    tracing::info!(app = %cred.app, access_key = %cred.access_key_id, ?outcome, "application credentials provisioned");
+    let status = match outcome {
+        PutOutcome::Created => StatusCode::CREATED,
+        PutOutcome::Replaced => StatusCode::OK,
+    };
+    Ok(json(status, cred.view()))
+}
+
+async fn get_confs(
+    State(auth): State<Arc<Auth>>,
+    Path(app): Path<String>,
+) -> Result<Response, ApiError> {
+    let app = app_id(&app)?;
+    let cred = auth
+        .credentials()
+        .by_app(&app)
+        .ok_or_else(|| ApiError::NotFound(format!("no credentials for {app}")))?;
+    Ok(json(StatusCode::OK, cred.view()))
+}
+
+async fn delete_confs(
+    State(auth): State<Arc<Auth>>,
+    Path(app): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let app = app_id(&app)?;
+    if !auth.remove_credentials(&app).await? {
+        return Err(ApiError::NotFound(format!("no credentials for {app}")));
+    }
+    tracing::info!(%app, "application credentials removed; its tokens are revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rotate(State(auth): State<Arc<Auth>>) -> Result<Response, ApiError> {
+    let kid = tokio::task::spawn_blocking(move || auth.rotate_keys())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(json(StatusCode::OK, serde_json::json!({"kid": kid})))
+}
