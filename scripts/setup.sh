@@ -16,3 +16,6 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
         exit 1
     fi
 fi
+
+# The XDP data plane (ebpf/): nightly toolchain, rust-src, bpf-linker, bpftool.
+"$(dirname "$0")/setup-ebpf.sh"

@@ -1,0 +1,238 @@
+//! The `#[repr(C)]` map keys and values shared by mep's XDP/TC programs and their loader.
+//!
+//! Every structure is free of implicit padding so that userspace can hand it to the kernel as
+//! plain bytes. Addresses are kept as IPv6 in network byte order; IPv4 addresses are stored
+//! IPv4-mapped (`::ffff:a.b.c.d`, prefix lengths + 96) so one key type serves both families.
+#![no_std]
+
+/// Counter slots, i.e. traffic rules the data plane can hold at once.
+pub const MAX_RULES: u32 = 16_384;
+/// Filter entries per generation (a rule has one or more).
+pub const MAX_ENTRIES: u32 = 65_536;
+/// Entry ids in all candidate lists of a generation.
+pub const MAX_LIST_IDS: u32 = 262_144;
+/// Keys per index hash map of a generation.
+pub const MAX_KEYS: u32 = 65_536;
+/// Candidates checked per candidate list: the bound of the kernel's scan loop.
+pub const MAX_SCAN: u32 = 16;
+/// Distinct prefix lengths an address index looks up, longest first.
+pub const MAX_LENS: usize = 8;
+/// Values per filter field in one entry; longer lists are split over several entries.
+pub const FIELD_MAX: usize = 4;
+/// Interfaces the status map can describe.
+pub const MAX_IFACES: u32 = 64;
+
+/// Rule actions (`RuleAction::kind`).
+pub const ACT_DROP: u32 = 1;
+pub const ACT_PASS: u32 = 2;
+pub const ACT_FORWARD: u32 = 3;
+pub const ACT_FORWARD_DECAP: u32 = 4;
+pub const ACT_DUPLICATE: u32 = 5;
+pub const ACT_DUPLICATE_DECAP: u32 = 6;
+
+/// `Entry::flags`: which fields the filter constrains.
+pub const F_SRC: u32 = 1 << 0;
+pub const F_DST: u32 = 1 << 1;
+pub const F_SPORT: u32 = 1 << 2;
+pub const F_DPORT: u32 = 1 << 3;
+pub const F_PROTO: u32 = 1 << 4;
+pub const F_TEID: u32 = 1 << 5;
+pub const F_TSRC: u32 = 1 << 6;
+pub const F_TDST: u32 = 1 << 7;
+pub const F_TSPORT: u32 = 1 << 8;
+pub const F_TDPORT: u32 = 1 << 9;
+pub const F_DSCP: u32 = 1 << 10;
+pub const F_TC: u32 = 1 << 11;
+/// The filter names tunnel fields and so only matches GTP-U packets.
+pub const F_TUNNEL: u32 = 1 << 12;
+
+/// `GenConfig::dims`: which indexes hold entries.
+pub const DIM_DST: u32 = 1 << 0;
+pub const DIM_SRC: u32 = 1 << 1;
+pub const DIM_TEID: u32 = 1 << 2;
+pub const DIM_WILD: u32 = 1 << 3;
+
+/// `DstIf::flags`.
+pub const IF_DST_MAC: u32 = 1 << 0;
+pub const IF_SRC_MAC: u32 = 1 << 1;
+pub const IF_DST_IP: u32 = 1 << 2;
+pub const IF_DST_IP6: u32 = 1 << 3;
+
+/// `IfaceInfo::mode`.
+pub const MODE_NATIVE: u32 = 1;
+pub const MODE_GENERIC: u32 = 2;
+
+/// Marks XDP metadata left for the TC duplicate program ("mepd").
+pub const META_MAGIC: u32 = 0x6d65_7064;
+
+/// An address prefix: `addr` already masked, both in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Prefix {
+    pub addr: [u32; 4],
+    pub mask: [u32; 4],
+}
+
+/// An inclusive port range in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ports {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+/// One traffic filter (or a part of one whose lists were too long), checked field by field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Entry {
+    /// The rule's slot: its counters and its action.
+    pub slot: u32,
+    pub flags: u32,
+    /// Bitmap of IP protocol numbers.
+    pub proto: [u64; 4],
+    pub n_src: u8,
+    pub n_dst: u8,
+    pub n_sport: u8,
+    pub n_dport: u8,
+    pub n_teid: u8,
+    pub n_tsrc: u8,
+    pub n_tdst: u8,
+    pub n_tsport: u8,
+    pub n_tdport: u8,
+    /// DSCP, 0..=63.
+    pub dscp: u8,
+    /// IPv6 traffic class.
+    pub tc: u8,
+    pub _pad: u8,
+    pub _pad2: u32,
+    pub src: [Prefix; FIELD_MAX],
+    pub dst: [Prefix; FIELD_MAX],
+    pub tsrc: [Prefix; FIELD_MAX],
+    pub tdst: [Prefix; FIELD_MAX],
+    pub sport: [Ports; FIELD_MAX],
+    pub dport: [Ports; FIELD_MAX],
+    pub tsport: [Ports; FIELD_MAX],
+    pub tdport: [Ports; FIELD_MAX],
+    /// TEIDs in network byte order.
+    pub teid: [u32; FIELD_MAX],
+}
+
+/// A destination interface: where FORWARD and DUPLICATE send packets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DstIf {
+    pub flags: u32,
+    /// Next hop for the FIB lookup, network byte order (IPv4 in word 0 unless `IF_DST_IP6`).
+    pub dst_ip: [u32; 4],
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+}
+
+/// What a rule does with a matching packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleAction {
+    pub kind: u32,
+    pub n_if: u32,
+    pub ifs: [DstIf; 2],
+}
+
+/// Key of the address indexes: a masked address and its (IPv4-mapped) prefix length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AddrKey {
+    pub len: u32,
+    pub addr: [u32; 4],
+}
+
+/// A run of entry ids in the candidate-list array, sorted by entry id (= priority order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListRef {
+    pub start: u32,
+    pub len: u32,
+}
+
+/// Per-generation settings: which indexes to consult and how.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenConfig {
+    pub dims: u32,
+    pub n_dst_lens: u32,
+    pub n_src_lens: u32,
+    pub _pad: u32,
+    /// Entries that no index holds; checked for every packet.
+    pub wild: ListRef,
+    /// Prefix lengths present in the indexes, longest first (IPv4-mapped lengths).
+    pub dst_lens: [u32; MAX_LENS],
+    pub src_lens: [u32; MAX_LENS],
+    /// The network-order masks of those lengths (precomputed: no branches in the kernel).
+    pub dst_masks: [[u32; 4]; MAX_LENS],
+    pub src_masks: [[u32; 4]; MAX_LENS],
+}
+
+/// Packets and bytes a rule matched (per CPU in the kernel).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Who owns a rule slot, for `mep xdp status` (NUL-padded, truncated ids).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleId {
+    pub used: u32,
+    pub app: [u8; 64],
+    pub rule: [u8; 64],
+}
+
+impl Default for RuleId {
+    fn default() -> Self {
+        Self {
+            used: 0,
+            app: [0; 64],
+            rule: [0; 64],
+        }
+    }
+}
+
+/// An interface the program is attached to, for `mep xdp status`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceInfo {
+    pub ifindex: u32,
+    pub mode: u32,
+    pub name: [u8; 16],
+}
+
+/// Metadata the XDP program leaves in front of a packet to be duplicated.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DupMeta {
+    pub magic: u32,
+    pub slot: u32,
+    /// Bytes between the outer L2 header and the inner IP header (0 when not tunnelled).
+    pub strip: u32,
+    /// `DUP_INNER_V6` when the inner packet is IPv6.
+    pub flags: u32,
+}
+
+/// `DupMeta::flags`: the inner packet is IPv6.
+pub const DUP_INNER_V6: u32 = 1;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+
+    // SAFETY: plain `#[repr(C)]` data without padding or pointers.
+    unsafe impl aya::Pod for Entry {}
+    unsafe impl aya::Pod for RuleAction {}
+    unsafe impl aya::Pod for AddrKey {}
+    unsafe impl aya::Pod for ListRef {}
+    unsafe impl aya::Pod for GenConfig {}
+    unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for RuleId {}
+    unsafe impl aya::Pod for IfaceInfo {}
+}

@@ -1,0 +1,131 @@
+//! What the XDP program does with a matched packet: drop, pass, redirect (optionally after
+//! stripping the outer headers and GTP-U), or mark it for the TC duplicate program.
+
+use aya_ebpf::{
+    bindings::{bpf_fib_lookup, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
+    helpers::generated::{
+        bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta,
+    },
+    programs::XdpContext,
+};
+use mep_ebpf_common::{
+    DstIf, DupMeta, DUP_INNER_V6, IF_DST_IP, IF_DST_IP6, IF_DST_MAC, IF_SRC_MAC, META_MAGIC,
+};
+
+use crate::parse::{bounds, Pkt, ETH_LEN};
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// Strips everything in front of the inner IP header and writes a fresh Ethernet header (MACs are
+/// rewritten by `redirect`).
+#[inline(always)]
+pub fn decapsulate(ctx: &XdpContext, p: &Pkt) -> bool {
+    let shrink = p.l3_off as i32 - ETH_LEN as i32;
+    if shrink <= 0 || unsafe { bpf_xdp_adjust_head(ctx.ctx, shrink) } != 0 {
+        return false;
+    }
+    let (start, end) = bounds(ctx);
+    if start + ETH_LEN > end {
+        return false;
+    }
+    let proto: [u8; 2] = if p.v6 { [0x86, 0xdd] } else { [0x08, 0x00] };
+    unsafe { *((start + 12) as *mut [u8; 2]) = proto };
+    true
+}
+
+/// Sends the frame out of the interface the FIB picks for the next hop (the `dstInterface`'s IP
+/// address, else the packet's destination), with the `dstInterface`'s MACs where it names them.
+/// Falls back to the kernel stack when the FIB has no answer yet (e.g. the neighbour is unresolved).
+#[inline(never)]
+pub fn redirect(ctx: &XdpContext, p: &Pkt, dif: &DstIf, decapsulated: bool) -> u32 {
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    let outer = p.tunnel && !decapsulated;
+    let (v6, src, dst) = if outer {
+        (p.outer_v6, &p.tsrc, &p.tdst)
+    } else {
+        (p.v6, &p.src, &p.dst)
+    };
+    let (start, end) = bounds(ctx);
+    let len = (end - start) as u16;
+    {
+        if dif.flags & IF_DST_IP != 0 {
+            if dif.flags & IF_DST_IP6 != 0 {
+                fib.family = AF_INET6;
+                fib.__bindgen_anon_4.ipv6_dst = dif.dst_ip;
+                if v6 {
+                    fib.__bindgen_anon_3.ipv6_src = *src;
+                }
+            } else {
+                fib.family = AF_INET;
+                fib.__bindgen_anon_4.ipv4_dst = dif.dst_ip[0];
+                if !v6 {
+                    fib.__bindgen_anon_3.ipv4_src = src[3];
+                }
+            }
+        } else if v6 {
+            fib.family = AF_INET6;
+            fib.__bindgen_anon_3.ipv6_src = *src;
+            fib.__bindgen_anon_4.ipv6_dst = *dst;
+        } else {
+            fib.family = AF_INET;
+            fib.__bindgen_anon_3.ipv4_src = src[3];
+            fib.__bindgen_anon_4.ipv4_dst = dst[3];
+        }
+        fib.__bindgen_anon_1.tot_len = len;
+    }
+    fib.ifindex = ctx.ingress_ifindex() as u32;
+    let rc = unsafe {
+        fib_lookup(
+            ctx.ctx.cast(),
+            &mut fib,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    } as u32;
+    let named_dmac = dif.flags & IF_DST_MAC != 0;
+    let named_smac = dif.flags & IF_SRC_MAC != 0;
+    let usable = rc == BPF_FIB_LKUP_RET_SUCCESS
+        || (rc == BPF_FIB_LKUP_RET_NO_NEIGH && named_dmac && named_smac);
+    if !usable {
+        return xdp_action::XDP_PASS;
+    }
+    let (start, end) = bounds(ctx);
+    if start + ETH_LEN > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    let dmac = if named_dmac { dif.dst_mac } else { fib.dmac };
+    let smac = if named_smac { dif.src_mac } else { fib.smac };
+    unsafe {
+        *(start as *mut [u8; 6]) = dmac;
+        *((start + 6) as *mut [u8; 6]) = smac;
+        bpf_redirect(fib.ifindex, 0) as u32
+    }
+}
+
+/// Leaves the rule's slot in the packet's metadata for the TC program, which sends the copy;
+/// the packet itself goes on to the stack.
+#[inline(always)]
+pub fn mark_duplicate(ctx: &XdpContext, p: &Pkt, slot: u32) -> u32 {
+    let size = core::mem::size_of::<DupMeta>() as i32;
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -size) } != 0 {
+        return xdp_action::XDP_PASS;
+    }
+    let meta = ctx.metadata();
+    if meta + size as usize > ctx.data() {
+        return xdp_action::XDP_PASS;
+    }
+    unsafe {
+        *(meta as *mut DupMeta) = DupMeta {
+            magic: META_MAGIC,
+            slot,
+            strip: if p.tunnel {
+                (p.l3_off - p.l2_len) as u32
+            } else {
+                0
+            },
+            flags: if p.v6 { DUP_INNER_V6 } else { 0 },
+        };
+    }
+    xdp_action::XDP_PASS
+}

@@ -1,0 +1,259 @@
+//! Finds the first matching filter entry (lowest id = highest priority). The indexes narrow the
+//! search to at most four short candidate lists: the longest-prefix hit on the destination and on
+//! the source address, the TEID, and the entries no index holds. Each list is sorted by entry id,
+//! so a scan stops at its first match or at an id above the best match so far.
+
+use mep_ebpf_common::{
+    AddrKey, Entry, GenConfig, ListRef, Ports, Prefix, DIM_DST, DIM_SRC, DIM_TEID, DIM_WILD,
+    FIELD_MAX, F_DPORT, F_DSCP, F_DST, F_PROTO, F_SPORT, F_SRC, F_TC, F_TDPORT, F_TDST, F_TEID,
+    F_TSPORT, F_TSRC, F_TUNNEL, MAX_LENS, MAX_SCAN,
+};
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::generated::bpf_loop;
+
+use crate::{
+    maps::{DST_0, DST_1, ENTRIES_0, ENTRIES_1, LISTS_0, LISTS_1, SRC_0, SRC_1, TEID_0, TEID_1},
+    parse::Pkt,
+};
+
+pub const NO_MATCH: u32 = u32::MAX;
+
+// Userspace fills every unused value slot of a field with a copy of a used one, so all
+// `FIELD_MAX` slots are compared without looking at the count. Every test branches straight to
+// "next field" or "no match", never into a materialised boolean that stays live: that keeps the
+// verifier's states mergeable (a combined `a & b & c` of comparisons multiplies its paths).
+
+/// Zero when `a` lies in `p`.
+#[inline(always)]
+fn prefix_miss(p: &Prefix, a: &[u32; 4]) -> u32 {
+    ((a[0] & p.mask[0]) ^ p.addr[0])
+        | ((a[1] & p.mask[1]) ^ p.addr[1])
+        | ((a[2] & p.mask[2]) ^ p.addr[2])
+        | ((a[3] & p.mask[3]) ^ p.addr[3])
+}
+
+#[inline(always)]
+fn any_prefix(list: &[Prefix; FIELD_MAX], a: &[u32; 4]) -> bool {
+    if prefix_miss(&list[0], a) == 0 {
+        return true;
+    }
+    if prefix_miss(&list[1], a) == 0 {
+        return true;
+    }
+    if prefix_miss(&list[2], a) == 0 {
+        return true;
+    }
+    prefix_miss(&list[3], a) == 0
+}
+
+#[inline(always)]
+fn any_port(list: &[Ports; FIELD_MAX], port: u16) -> bool {
+    for r in list {
+        if port >= r.lo && port <= r.hi {
+            return true;
+        }
+    }
+    false
+}
+
+#[inline(always)]
+fn entry_matches(e: &Entry, p: &Pkt) -> bool {
+    let f = e.flags;
+    if f & F_TUNNEL != 0 && !p.tunnel {
+        return false;
+    }
+    if f & F_PROTO != 0 && (e.proto[(p.proto >> 6) as usize & 3] >> (p.proto & 63)) & 1 == 0 {
+        return false;
+    }
+    if f & F_DSCP != 0 && e.dscp != p.dscp {
+        return false;
+    }
+    if f & F_TC != 0 && (!p.v6 || e.tc != p.tc) {
+        return false;
+    }
+    if f & F_DST != 0 && !any_prefix(&e.dst, &p.dst) {
+        return false;
+    }
+    if f & F_SRC != 0 && !any_prefix(&e.src, &p.src) {
+        return false;
+    }
+    if f & (F_SPORT | F_DPORT) != 0 && !p.has_ports {
+        return false;
+    }
+    if f & F_SPORT != 0 && !any_port(&e.sport, p.sport) {
+        return false;
+    }
+    if f & F_DPORT != 0 && !any_port(&e.dport, p.dport) {
+        return false;
+    }
+    if f & F_TUNNEL == 0 {
+        return true;
+    }
+    if f & F_TEID != 0
+        && e.teid[0] != p.teid
+        && e.teid[1] != p.teid
+        && e.teid[2] != p.teid
+        && e.teid[3] != p.teid
+    {
+        return false;
+    }
+    if f & F_TDST != 0 && !any_prefix(&e.tdst, &p.tdst) {
+        return false;
+    }
+    if f & F_TSRC != 0 && !any_prefix(&e.tsrc, &p.tsrc) {
+        return false;
+    }
+    if f & F_TSPORT != 0 && !any_port(&e.tsport, p.tsport) {
+        return false;
+    }
+    !(f & F_TDPORT != 0 && !any_port(&e.tdport, p.tdport))
+}
+
+/// `entry_matches` as a global BPF function: the verifier checks a global function once, on its
+/// own, instead of again for every state of every caller (which exceeds its 1M-instruction budget
+/// for a match this branchy).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn mep_entry_matches(e: *const Entry, p: *const Pkt) -> u32 {
+    if e.is_null() || p.is_null() {
+        return 0;
+    }
+    let (e, p) = unsafe { (&*e, &*p) };
+    entry_matches(e, p) as u32
+}
+
+/// Candidate lists per packet: destination, source, TEID, and the entries no index holds.
+const LISTS: usize = 4;
+
+/// State of the candidate scan, shared with the `bpf_loop` callback.
+struct Scan<'a> {
+    pkt: &'a Pkt,
+    lists: [ListRef; LISTS],
+    generation: u32,
+    best: u32,
+    /// Steps below this are skipped: the rest of a list that already matched or passed `best`.
+    skip_until: u32,
+}
+
+/// One step: candidate `i % MAX_SCAN` of list `i / MAX_SCAN`. One `bpf_loop` walks all lists,
+/// so the verifier checks the (branchy) filter match at a single call site.
+extern "C" fn scan_step(i: u64, ctx: *mut c_void) -> i64 {
+    let s = unsafe { &mut *(ctx as *mut Scan) };
+    let i = i as u32;
+    if i < s.skip_until {
+        return 0;
+    }
+    let seg = (i / MAX_SCAN) as usize;
+    let pos = i % MAX_SCAN;
+    if seg >= LISTS {
+        return 1;
+    }
+    let list = s.lists[seg];
+    let next_list = (seg as u32 + 1) * MAX_SCAN;
+    if pos >= list.len {
+        s.skip_until = next_list;
+        return 0;
+    }
+    let idx = list.start.wrapping_add(pos);
+    let id = if s.generation == 0 {
+        LISTS_0.get(idx)
+    } else {
+        LISTS_1.get(idx)
+    };
+    let Some(id) = id.copied() else {
+        s.skip_until = next_list;
+        return 0;
+    };
+    if id >= s.best {
+        s.skip_until = next_list;
+        return 0;
+    }
+    let e = if s.generation == 0 {
+        ENTRIES_0.get(id)
+    } else {
+        ENTRIES_1.get(id)
+    };
+    if let Some(e) = e {
+        if mep_entry_matches(e, s.pkt) != 0 {
+            s.best = id;
+            s.skip_until = next_list;
+        }
+    }
+    0
+}
+
+/// The candidate list of the longest indexed prefix holding `a`.
+#[inline(always)]
+fn longest(generation: u32, dst: bool, cfg: &GenConfig, a: &[u32; 4]) -> ListRef {
+    let (lens, masks, n) = if dst {
+        (&cfg.dst_lens, &cfg.dst_masks, cfg.n_dst_lens)
+    } else {
+        (&cfg.src_lens, &cfg.src_masks, cfg.n_src_lens)
+    };
+    for i in 0..MAX_LENS {
+        if i as u32 >= n {
+            break;
+        }
+        let m = &masks[i];
+        let key = AddrKey {
+            len: lens[i],
+            addr: [a[0] & m[0], a[1] & m[1], a[2] & m[2], a[3] & m[3]],
+        };
+        let hit = unsafe {
+            match (generation, dst) {
+                (0, true) => DST_0.get(&key),
+                (0, false) => SRC_0.get(&key),
+                (_, true) => DST_1.get(&key),
+                (_, false) => SRC_1.get(&key),
+            }
+        };
+        if let Some(l) = hit {
+            return *l;
+        }
+    }
+    ListRef::default()
+}
+
+/// The id of the best matching entry, or `NO_MATCH`.
+#[inline(never)]
+pub fn classify(generation: u32, cfg: &GenConfig, p: &Pkt) -> u32 {
+    let mut s = Scan {
+        pkt: p,
+        lists: [ListRef::default(); LISTS],
+        generation,
+        best: NO_MATCH,
+        skip_until: 0,
+    };
+    if cfg.dims & DIM_DST != 0 {
+        s.lists[0] = longest(generation, true, cfg, &p.dst);
+    }
+    if cfg.dims & DIM_SRC != 0 {
+        s.lists[1] = longest(generation, false, cfg, &p.src);
+    }
+    if cfg.dims & DIM_TEID != 0 && p.tunnel {
+        let l = unsafe {
+            if generation == 0 {
+                TEID_0.get(&p.teid)
+            } else {
+                TEID_1.get(&p.teid)
+            }
+        };
+        if let Some(l) = l {
+            s.lists[2] = *l;
+        }
+    }
+    if cfg.dims & DIM_WILD != 0 {
+        s.lists[3] = cfg.wild;
+    }
+    unsafe {
+        bpf_loop(
+            MAX_SCAN * LISTS as u32,
+            scan_step as *mut c_void,
+            &mut s as *mut Scan as *mut c_void,
+            0,
+        );
+    }
+    s.best
+}

@@ -1,0 +1,99 @@
+//! mep's traffic-steering programs: `mep_xdp` classifies every frame against the active rule
+//! generation and acts on it; `mep_dup` (TC ingress) sends the copies of DUPLICATE rules, which
+//! XDP cannot clone.
+#![no_std]
+#![no_main]
+#![feature(asm_experimental_arch)]
+
+mod action;
+mod classify;
+mod dup;
+mod maps;
+mod parse;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use mep_ebpf_common::{
+    Counter, ACT_DROP, ACT_DUPLICATE, ACT_DUPLICATE_DECAP, ACT_FORWARD, ACT_FORWARD_DECAP, ACT_PASS,
+};
+
+use crate::{
+    classify::{classify, NO_MATCH},
+    maps::{ACTIONS_0, ACTIONS_1, ACTIVE, COUNTERS, ENTRIES_0, ENTRIES_1, GEN_CFG},
+};
+
+#[xdp]
+pub fn mep_xdp(ctx: XdpContext) -> u32 {
+    let generation = match ACTIVE.get(0) {
+        Some(g) => *g,
+        None => return xdp_action::XDP_PASS,
+    };
+    steer(&ctx, generation)
+}
+
+#[inline(always)]
+fn steer(ctx: &XdpContext, generation: u32) -> u32 {
+    let Some(cfg) = GEN_CFG.get(generation) else {
+        return xdp_action::XDP_PASS;
+    };
+    if cfg.dims == 0 {
+        return xdp_action::XDP_PASS;
+    }
+    let mut p = parse::Pkt::default();
+    if !parse::parse(ctx, &mut p) {
+        return xdp_action::XDP_PASS;
+    }
+    let id = classify(generation, cfg, &p);
+    if id == NO_MATCH {
+        return xdp_action::XDP_PASS;
+    }
+    let entry = if generation == 0 {
+        ENTRIES_0.get(id)
+    } else {
+        ENTRIES_1.get(id)
+    };
+    let Some(slot) = entry.map(|e| e.slot) else {
+        return xdp_action::XDP_PASS;
+    };
+    if let Some(c) = COUNTERS.get_ptr_mut(slot) {
+        let c: &mut Counter = unsafe { &mut *c };
+        c.packets += 1;
+        c.bytes += (ctx.data_end() - ctx.data()) as u64;
+    }
+    let act = if generation == 0 {
+        ACTIONS_0.get(slot)
+    } else {
+        ACTIONS_1.get(slot)
+    };
+    let Some(act) = act else {
+        return xdp_action::XDP_PASS;
+    };
+    match act.kind {
+        ACT_DROP => xdp_action::XDP_DROP,
+        ACT_PASS => xdp_action::XDP_PASS,
+        ACT_FORWARD => action::redirect(ctx, &p, &act.ifs[0], false),
+        ACT_FORWARD_DECAP => {
+            if p.tunnel && !action::decapsulate(ctx, &p) {
+                return xdp_action::XDP_ABORTED;
+            }
+            action::redirect(ctx, &p, &act.ifs[0], true)
+        }
+        ACT_DUPLICATE | ACT_DUPLICATE_DECAP => action::mark_duplicate(ctx, &p, slot),
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+/// The trivial program the benchmark measures as its floor.
+#[xdp]
+pub fn mep_xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,77 @@
+//! The maps. Everything that describes the rule set exists twice (generation 0 and 1); `ACTIVE`
+//! names the generation packets use, so userspace fills the other one and flips `ACTIVE` in one
+//! write: a packet reads the generation once and never sees half of an update.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use mep_ebpf_common::{
+    AddrKey, Counter, Entry, GenConfig, IfaceInfo, ListRef, RuleAction, RuleId, MAX_ENTRIES,
+    MAX_IFACES, MAX_KEYS, MAX_LIST_IDS, MAX_RULES,
+};
+
+#[map(name = "MEP_ACTIVE")]
+pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map(name = "MEP_GEN_CFG")]
+pub static GEN_CFG: Array<GenConfig> = Array::with_max_entries(2, 0);
+
+#[map(name = "MEP_COUNTERS")]
+pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_RULES, 0);
+
+/// Slot owners, read only by `mep xdp status`.
+#[map(name = "MEP_RULE_IDS")]
+pub static RULE_IDS: Array<RuleId> = Array::with_max_entries(MAX_RULES, 0);
+
+/// Attached interfaces, read only by `mep xdp status`.
+#[map(name = "MEP_IFACES")]
+pub static IFACES: Array<IfaceInfo> = Array::with_max_entries(MAX_IFACES, 0);
+
+macro_rules! generation {
+    ($entries:ident, $lists:ident, $actions:ident, $dst:ident, $src:ident, $teid:ident,
+     $entries_n:literal, $lists_n:literal, $actions_n:literal, $dst_n:literal, $src_n:literal,
+     $teid_n:literal) => {
+        #[map(name = $entries_n)]
+        pub static $entries: Array<Entry> = Array::with_max_entries(MAX_ENTRIES, 0);
+        #[map(name = $lists_n)]
+        pub static $lists: Array<u32> = Array::with_max_entries(MAX_LIST_IDS, 0);
+        #[map(name = $actions_n)]
+        pub static $actions: Array<RuleAction> = Array::with_max_entries(MAX_RULES, 0);
+        #[map(name = $dst_n)]
+        pub static $dst: HashMap<AddrKey, ListRef> = HashMap::with_max_entries(MAX_KEYS, 0);
+        #[map(name = $src_n)]
+        pub static $src: HashMap<AddrKey, ListRef> = HashMap::with_max_entries(MAX_KEYS, 0);
+        #[map(name = $teid_n)]
+        pub static $teid: HashMap<u32, ListRef> = HashMap::with_max_entries(MAX_KEYS, 0);
+    };
+}
+
+generation!(
+    ENTRIES_0,
+    LISTS_0,
+    ACTIONS_0,
+    DST_0,
+    SRC_0,
+    TEID_0,
+    "MEP_ENTRIES_0",
+    "MEP_LISTS_0",
+    "MEP_ACTIONS_0",
+    "MEP_DST_0",
+    "MEP_SRC_0",
+    "MEP_TEID_0"
+);
+generation!(
+    ENTRIES_1,
+    LISTS_1,
+    ACTIONS_1,
+    DST_1,
+    SRC_1,
+    TEID_1,
+    "MEP_ENTRIES_1",
+    "MEP_LISTS_1",
+    "MEP_ACTIONS_1",
+    "MEP_DST_1",
+    "MEP_SRC_1",
+    "MEP_TEID_1"
+);

@@ -1,0 +1,36 @@
+//! Configuration of the XDP data plane.
+
+use std::path::PathBuf;
+
+/// Where pinned maps live unless configured otherwise (`mep xdp status` reads them there).
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/mep";
+
+/// How the XDP program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttachMode {
+    /// Native (driver) mode, generic (skb) mode where the driver has no XDP support.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+/// Configuration of [`crate::XdpDataPlane`].
+#[derive(Debug, Clone)]
+pub struct XdpConfig {
+    /// Interfaces facing the UPF (N3/N6); may be empty (load only, e.g. for tests).
+    pub interfaces: Vec<String>,
+    /// bpffs directory for the pinned maps.
+    pub pin_path: PathBuf,
+    pub mode: AttachMode,
+}
+
+impl Default for XdpConfig {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            pin_path: PathBuf::from(DEFAULT_PIN_PATH),
+            mode: AttachMode::Auto,
+        }
+    }
+}

@@ -1,0 +1,553 @@
+//! `XdpDataPlane`: the `xdp` implementation of `mep_dataplane::DataPlane`. Every change compiles
+//! the whole ACTIVE rule set anew and publishes it as the next map generation; a change that does
+//! not fit is refused before anything in the kernel changes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use aya::Ebpf;
+use mep_dataplane::{
+    Action, AppInfo, CompiledFilter, DataPlane, DataPlaneError, DnsRule, InterfaceType, RuleError,
+    RuleState, Snapshot, TrafficRule,
+};
+use mep_ebpf_common::{Counter, IfaceInfo, RuleId, MAX_IFACES};
+
+use crate::attach::{self, Attached, DUP_PROGRAM, PASS_PROGRAM, XDP_PROGRAM};
+use crate::compile::{self, CapacityError, RuleInput};
+use crate::config::XdpConfig;
+use crate::error::XdpError;
+use crate::generation::Generations;
+use crate::slots::{RuleKey, Slots};
+use crate::status::{self, RuleCounters, PIN_COUNTERS, PIN_IFACES, PIN_RULE_IDS};
+
+const PLANE: &str = "xdp";
+
+/// The compiled kernel programs, built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mep-ebpf.o"));
+
+/// Which loaded XDP program [`XdpDataPlane::test_run`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestProgram {
+    /// The traffic-steering program.
+    Steer,
+    /// A program that returns XDP_PASS and nothing else: the benchmark's floor.
+    Pass,
+}
+
+/// The result of one `BPF_PROG_TEST_RUN`.
+#[derive(Debug, Clone)]
+pub struct TestRunOutput {
+    /// The XDP verdict (`XDP_DROP` = 1, `XDP_PASS` = 2, `XDP_TX` = 3, `XDP_REDIRECT` = 4).
+    pub verdict: u32,
+    /// The packet as the program left it.
+    pub data: Vec<u8>,
+    /// Mean time per run as the kernel measured it.
+    pub per_run: Duration,
+}
+
+/// An ACTIVE rule as the data plane holds it.
+struct Held {
+    rule: TrafficRule,
+    filters: Vec<CompiledFilter>,
+}
+
+struct State {
+    /// Owns the programs and their links: dropping it detaches everything.
+    ebpf: Ebpf,
+    gens: Generations,
+    counters: PerCpuArray<MapData, Counter>,
+    rule_ids: Array<MapData, RuleId>,
+    rules: BTreeMap<RuleKey, Held>,
+    slots: Slots,
+    attached: Vec<Attached>,
+    last_update: Option<Duration>,
+}
+
+/// The `xdp` data plane.
+pub struct XdpDataPlane {
+    state: Arc<Mutex<Option<State>>>,
+    pin_path: PathBuf,
+}
+
+fn lock(state: &Mutex<Option<State>>) -> MutexGuard<'_, Option<State>> {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn fixed<const N: usize>(s: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    let n = s.len().min(N - 1);
+    out[..n].copy_from_slice(&s.as_bytes()[..n]);
+    out
+}
+
+impl XdpDataPlane {
+    /// Loads the programs, pins the status maps under `config.pin_path` and attaches to
+    /// `config.interfaces`. Every packet passes until the first `init`/`resync`.
+    pub fn new(config: XdpConfig) -> Result<Self, XdpError> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(XdpError::NotRoot);
+        }
+        crate::bpffs::prepare(&config.pin_path)?;
+        let mut ebpf = Ebpf::load(OBJECT)?;
+        for name in [XDP_PROGRAM, PASS_PROGRAM] {
+            let p: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(XdpError::MissingMap(name))?
+                .try_into()
+                .map_err(XdpError::program(name))?;
+            p.load().map_err(XdpError::program(name))?;
+        }
+        let dup: &mut SchedClassifier = ebpf
+            .program_mut(DUP_PROGRAM)
+            .ok_or(XdpError::MissingMap(DUP_PROGRAM))?
+            .try_into()
+            .map_err(XdpError::program(DUP_PROGRAM))?;
+        dup.load().map_err(XdpError::program(DUP_PROGRAM))?;
+
+        for (map, pin) in [
+            ("MEP_COUNTERS", PIN_COUNTERS),
+            ("MEP_RULE_IDS", PIN_RULE_IDS),
+            ("MEP_IFACES", PIN_IFACES),
+        ] {
+            let path = config.pin_path.join(pin);
+            // A pin left by an earlier run that did not shut down cleanly.
+            let _ = std::fs::remove_file(&path);
+            ebpf.map(map)
+                .ok_or(XdpError::MissingMap(map))?
+                .pin(&path)
+                .map_err(|source| XdpError::Pin {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        }
+        let gens = Generations::take(&mut ebpf)?;
+        let counters: PerCpuArray<MapData, Counter> = take(&mut ebpf, "MEP_COUNTERS")?;
+        let rule_ids: Array<MapData, RuleId> = take(&mut ebpf, "MEP_RULE_IDS")?;
+        let mut ifaces: Array<MapData, IfaceInfo> = take(&mut ebpf, "MEP_IFACES")?;
+
+        let mut attached = Vec::new();
+        for iface in &config.interfaces {
+            let a = attach::attach(&mut ebpf, iface, config.mode)?;
+            let idx = attached.len() as u32;
+            if idx < MAX_IFACES {
+                let info = IfaceInfo {
+                    ifindex: a.ifindex,
+                    mode: a.mode,
+                    name: fixed(&a.iface),
+                };
+                ifaces
+                    .set(idx, info, 0)
+                    .map_err(XdpError::map("MEP_IFACES"))?;
+            }
+            tracing::info!(iface, mode = status::mode_name(a.mode), "xdp attached");
+            attached.push(a);
+        }
+        Ok(Self {
+            state: Arc::new(Mutex::new(Some(State {
+                ebpf,
+                gens,
+                counters,
+                rule_ids,
+                rules: BTreeMap::new(),
+                slots: Slots::default(),
+                attached,
+                last_update: None,
+            }))),
+            pin_path: config.pin_path,
+        })
+    }
+
+    /// Packets and bytes each ACTIVE rule matched.
+    pub fn rule_counters(&self) -> Vec<RuleCounters> {
+        let guard = lock(&self.state);
+        let Some(st) = guard.as_ref() else {
+            return Vec::new();
+        };
+        let mut out: Vec<RuleCounters> = st
+            .slots
+            .iter()
+            .map(|((app, rule), slot)| {
+                let c = status::slot_counter(&st.counters, slot);
+                RuleCounters {
+                    app_instance_id: app.clone(),
+                    traffic_rule_id: rule.clone(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.app_instance_id, &a.traffic_rule_id).cmp(&(&b.app_instance_id, &b.traffic_rule_id))
+        });
+        out
+    }
+
+    /// The interfaces the programs are attached to, with their mode.
+    pub fn attached(&self) -> Vec<Attached> {
+        lock(&self.state)
+            .as_ref()
+            .map(|st| st.attached.clone())
+            .unwrap_or_default()
+    }
+
+    /// How long the last rule-set update took (compile, map writes, generation flip).
+    pub fn last_update_time(&self) -> Option<Duration> {
+        lock(&self.state).as_ref().and_then(|st| st.last_update)
+    }
+
+    /// Where the status maps are pinned.
+    pub fn pin_path(&self) -> &std::path::Path {
+        &self.pin_path
+    }
+
+    /// Runs a loaded XDP program on `packet` with `BPF_PROG_TEST_RUN`, `repeat` times (the
+    /// kernel reports the mean time per run).
+    pub fn test_run(
+        &self,
+        program: TestProgram,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunOutput, XdpError> {
+        let guard = lock(&self.state);
+        let st = guard.as_ref().ok_or(XdpError::Shutdown)?;
+        let name = match program {
+            TestProgram::Steer => XDP_PROGRAM,
+            TestProgram::Pass => PASS_PROGRAM,
+        };
+        let prog: &Xdp = st
+            .ebpf
+            .program(name)
+            .ok_or(XdpError::MissingMap(name))?
+            .try_into()
+            .map_err(XdpError::program(name))?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            repeat: repeat.max(1),
+            ..TestRunOptions::default()
+        };
+        let r = prog.test_run(opts).map_err(XdpError::program(name))?;
+        out.truncate(r.data_size_out as usize);
+        Ok(TestRunOutput {
+            verdict: r.return_value,
+            data: out,
+            per_run: r.duration,
+        })
+    }
+
+    /// Runs `f` on the state in a blocking task (map writes are syscalls).
+    async fn with_state<T, F>(&self, f: F) -> Result<T, DataPlaneError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut State) -> Result<T, XdpError> + Send + 'static,
+    {
+        let state = Arc::clone(&self.state);
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut guard = lock(&state);
+            let st = guard.as_mut().ok_or(XdpError::Shutdown)?;
+            f(st)
+        })
+        .await;
+        match joined {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(to_plane_error(e)),
+            Err(e) => Err(DataPlaneError::Failed {
+                plane: PLANE,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    async fn change(
+        &self,
+        app: &AppInfo,
+        rule: &TrafficRule,
+        remove: bool,
+    ) -> Result<(), DataPlaneError> {
+        let key: RuleKey = (app.app_instance_id.clone(), rule.traffic_rule_id.clone());
+        let held = if remove || rule.state != RuleState::Active {
+            None
+        } else {
+            let filters = rule.compile().map_err(|e| unsupported(e.0))?;
+            self.check_traffic_rule(rule, &filters)
+                .map_err(|e| unsupported(e.0))?;
+            Some(Held {
+                rule: rule.clone(),
+                filters,
+            })
+        };
+        self.with_state(move |st| {
+            let mut rules = clone_rules(&st.rules);
+            match held {
+                Some(h) => rules.insert(key, h),
+                None => rules.remove(&key),
+            };
+            st.apply(rules)
+        })
+        .await
+    }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, XdpError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(XdpError::MissingMap(name))?;
+    T::try_from(map).map_err(XdpError::map(name))
+}
+
+fn clone_rules(rules: &BTreeMap<RuleKey, Held>) -> BTreeMap<RuleKey, Held> {
+    rules
+        .iter()
+        .map(|(k, h)| {
+            (
+                k.clone(),
+                Held {
+                    rule: h.rule.clone(),
+                    filters: h.filters.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn unsupported(reason: String) -> DataPlaneError {
+    DataPlaneError::Unsupported {
+        plane: PLANE,
+        reason,
+    }
+}
+
+fn to_plane_error(e: XdpError) -> DataPlaneError {
+    match e {
+        XdpError::Capacity(c) => unsupported(c.to_string()),
+        XdpError::SlotsFull(_) => unsupported(e.to_string()),
+        other => DataPlaneError::Failed {
+            plane: PLANE,
+            reason: other.to_string(),
+        },
+    }
+}
+
+impl State {
+    /// Makes `rules` the ACTIVE rule set: compiles it, publishes it, then records it. On failure
+    /// the kernel keeps the previous generation and nothing here changes.
+    fn apply(&mut self, rules: BTreeMap<RuleKey, Held>) -> Result<(), XdpError> {
+        let started = Instant::now();
+        let mut fresh = Vec::new();
+        for key in rules.keys() {
+            if self.slots.get(key).is_none() {
+                match self.slots.alloc(key.clone()) {
+                    Some(slot) => fresh.push((key.clone(), slot)),
+                    None => {
+                        for (k, _) in &fresh {
+                            self.slots.release(k);
+                        }
+                        return Err(XdpError::SlotsFull(mep_ebpf_common::MAX_RULES));
+                    }
+                }
+            }
+        }
+        let result = self.publish(&rules, &fresh);
+        if let Err(e) = result {
+            for (k, slot) in &fresh {
+                self.slots.release(k);
+                let _ = self.rule_ids.set(*slot, RuleId::default(), 0);
+            }
+            return Err(e);
+        }
+        let gone: Vec<RuleKey> = self
+            .rules
+            .keys()
+            .filter(|k| !rules.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Some(slot) = self.slots.release(&k) {
+                let _ = self.rule_ids.set(slot, RuleId::default(), 0);
+            }
+        }
+        self.rules = rules;
+        self.last_update = Some(started.elapsed());
+        Ok(())
+    }
+
+    fn publish(
+        &mut self,
+        rules: &BTreeMap<RuleKey, Held>,
+        fresh: &[(RuleKey, u32)],
+    ) -> Result<(), XdpError> {
+        let mut ordered: Vec<(&RuleKey, &Held)> = rules.iter().collect();
+        ordered.sort_by(|(ka, a), (kb, b)| {
+            (a.rule.priority, &ka.0, &ka.1).cmp(&(b.rule.priority, &kb.0, &kb.1))
+        });
+        let inputs: Vec<RuleInput<'_>> = ordered
+            .iter()
+            .map(|(k, h)| RuleInput {
+                slot: self.slots.get(k).unwrap_or(u32::MAX),
+                action: h.rule.action,
+                dst_interface: &h.rule.dst_interface,
+                filters: &h.filters,
+            })
+            .collect();
+        let compiled = compile::compile(&inputs)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::Io(e))?;
+        for ((app, rule), slot) in fresh {
+            let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])?;
+            self.counters
+                .set(*slot, zero, 0)
+                .map_err(XdpError::map("MEP_COUNTERS"))?;
+            let id = RuleId {
+                used: 1,
+                app: fixed(app),
+                rule: fixed(rule),
+            };
+            self.rule_ids
+                .set(*slot, id, 0)
+                .map_err(XdpError::map("MEP_RULE_IDS"))?;
+        }
+        self.gens.publish(&compiled)
+    }
+}
+
+/// Checks what the kernel program can honour, independent of the other rules.
+fn check(rule: &TrafficRule, filters: &[CompiledFilter]) -> Result<(), RuleError> {
+    if filters.iter().any(|f| f.qci.is_some()) {
+        return Err(RuleError::new(
+            "the xdp data plane cannot match qCI: the QoS class is signalled, not carried in packets",
+        ));
+    }
+    let uses_interface = !matches!(rule.action, Action::Drop | Action::Passthrough);
+    if uses_interface
+        && rule
+            .dst_interface
+            .iter()
+            .any(|d| d.interface_type == InterfaceType::Tunnel)
+    {
+        return Err(RuleError::new(
+            "the xdp data plane cannot encapsulate into a new tunnel (dstInterface of type TUNNEL); use MAC or IP",
+        ));
+    }
+    let input = RuleInput {
+        slot: 0,
+        action: rule.action,
+        dst_interface: &rule.dst_interface,
+        filters,
+    };
+    match compile::compile(std::slice::from_ref(&input)) {
+        Ok(_) => Ok(()),
+        Err(e @ (CapacityError::FilterTooLarge | CapacityError::TooManyCandidates(..))) => Err(
+            RuleError::new(format!("the xdp data plane cannot hold this rule: {e}")),
+        ),
+        Err(e) => Err(RuleError::new(e.to_string())),
+    }
+}
+
+#[async_trait]
+impl DataPlane for XdpDataPlane {
+    fn kind(&self) -> &'static str {
+        PLANE
+    }
+
+    fn check_traffic_rule(
+        &self,
+        rule: &TrafficRule,
+        filters: &[CompiledFilter],
+    ) -> Result<(), RuleError> {
+        check(rule, filters)
+    }
+
+    async fn init(&self, snapshot: &Snapshot) -> Result<(), DataPlaneError> {
+        self.resync(snapshot).await
+    }
+
+    async fn add_traffic_rule(
+        &self,
+        app: &AppInfo,
+        rule: &TrafficRule,
+    ) -> Result<(), DataPlaneError> {
+        self.change(app, rule, false).await
+    }
+
+    async fn set_traffic_rule(
+        &self,
+        app: &AppInfo,
+        rule: &TrafficRule,
+    ) -> Result<(), DataPlaneError> {
+        self.change(app, rule, false).await
+    }
+
+    async fn delete_traffic_rule(
+        &self,
+        app: &AppInfo,
+        rule: &TrafficRule,
+    ) -> Result<(), DataPlaneError> {
+        self.change(app, rule, true).await
+    }
+
+    /// DNS rules are the DNS server's business.
+    async fn add_dns_rule(&self, _app: &AppInfo, _rule: &DnsRule) -> Result<(), DataPlaneError> {
+        Ok(())
+    }
+
+    async fn set_dns_rule(&self, _app: &AppInfo, _rule: &DnsRule) -> Result<(), DataPlaneError> {
+        Ok(())
+    }
+
+    async fn delete_dns_rule(&self, _app: &AppInfo, _rule: &DnsRule) -> Result<(), DataPlaneError> {
+        Ok(())
+    }
+
+    async fn resync(&self, snapshot: &Snapshot) -> Result<(), DataPlaneError> {
+        let mut rules = BTreeMap::new();
+        for r in &snapshot.traffic_rules {
+            check(&r.rule, &r.filters).map_err(|e| {
+                unsupported(format!(
+                    "rule {} of {}: {}",
+                    r.rule.traffic_rule_id, r.app_instance_id, e.0
+                ))
+            })?;
+            rules.insert(
+                (r.app_instance_id.clone(), r.rule.traffic_rule_id.clone()),
+                Held {
+                    rule: r.rule.clone(),
+                    filters: r.filters.clone(),
+                },
+            );
+        }
+        self.with_state(move |st| st.apply(rules)).await
+    }
+
+    /// Detaches from every interface, unloads the programs and removes the pins.
+    async fn shutdown(&self) {
+        let state = lock(&self.state).take();
+        if let Some(st) = state {
+            for a in &st.attached {
+                tracing::info!(iface = %a.iface, "xdp detached");
+            }
+            drop(st);
+        }
+        for pin in [PIN_COUNTERS, PIN_RULE_IDS, PIN_IFACES] {
+            let _ = std::fs::remove_file(self.pin_path.join(pin));
+        }
+    }
+}
+
+impl Drop for XdpDataPlane {
+    fn drop(&mut self) {
+        if lock(&self.state).take().is_some() {
+            for pin in [PIN_COUNTERS, PIN_RULE_IDS, PIN_IFACES] {
+                let _ = std::fs::remove_file(self.pin_path.join(pin));
+            }
+        }
+    }
+}
