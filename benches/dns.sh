@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# DNS benchmark: mep's DNS server against Knot DNS and Unbound, side by side in one run, all
+# serving the same 1,000 A records on loopback ports, measured with dnsperf.
+#  (a) local answers: mep from 1,000 DNS rules, Knot from a zone file, Unbound from local-data;
+#  (b) cache hits of forwarded names: mep and Unbound forward the zone fwd.mep to the Knot
+#      instance, are warmed, then queried; Knot (authoritative only) answers fwd.mep itself, so
+#      its figure there is an authoritative one.
+# Throughput is dnsperf at full speed (best of ROUNDS runs of DURATION s each); latency
+# percentiles come from a run at a fixed LAT_RATE queries/s. Every server gets THREADS threads.
+# For local answers it also runs the design alternative (dns/examples/hickory_baseline.rs: the
+# same rules through hickory-server's Server and a RequestHandler), as the row "hickory".
+# Prints a table with the ratios mep/Knot and mep/Unbound and writes it to target/bench/dns.txt.
+# Usage: benches/dns.sh   (tunable: DURATION=8 ROUNDS=2 THREADS=2 CLIENTS=4 LAT_RATE=20000 LAT_SECS=3)
+set -euo pipefail
+shopt -s inherit_errexit
+
+cd "$(dirname "$0")/.."
+OUT_DIR=target/bench
+DURATION=${DURATION:-8}
+ROUNDS=${ROUNDS:-2}
+THREADS=${THREADS:-2}
+CLIENTS=${CLIENTS:-4}
+LAT_RATE=${LAT_RATE:-20000}
+LAT_SECS=${LAT_SECS:-3}
+RULES=1000
+
+missing=()
+for tool in dnsperf:dnsperf knotd:knot unbound:unbound dig:dnsutils python3:python3; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || [[ -x /usr/sbin/${tool%%:*} ]] || missing+=("${tool##*:}")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+KNOTD=$(command -v knotd || echo /usr/sbin/knotd)
+UNBOUND=$(command -v unbound || echo /usr/sbin/unbound)
+
+cargo build --release -p mep-dns --example serve_rules --example hickory_baseline
+MEP_BIN=target/release/examples/serve_rules
+HICKORY_BIN=target/release/examples/hickory_baseline
+mkdir -p "$OUT_DIR"
+
+WORK=$(mktemp -d -t mep-dns-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  local rc=$?
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ $rc -ne 0 ]]; then
+    for log in "$WORK"/*.log; do
+      [[ -s $log ]] && { echo "--- $log ---" >&2; tail -n 15 "$log" >&2; }
+    done
+  fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Four loopback ports that are free for both UDP and TCP (tiny race until the servers bind).
+read -r MEP_PORT KNOT_PORT UNBOUND_PORT HICKORY_PORT < <(python3 -c '
+import socket
+ports = []
+while len(ports) < 4:
+    t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", p)); ports.append(p)
+    except OSError:
+        pass
+    t.close(); u.close()
+print(*ports)')
+
+address() { echo "198.18.$(($1 / 256)).$(($1 % 256))"; }
+
+# --- data: zone files, Unbound local-data, query files -----------------------------------------
+mkdir -p "$WORK/knot/db" "$WORK/knot/run" "$WORK/unbound"
+for zone in bench.mep fwd.mep; do
+  {
+    echo "\$ORIGIN $zone."
+    echo "\$TTL 3600"
+    echo "@ SOA ns.$zone. hostmaster.$zone. 1 3600 600 86400 3600"
+    echo "@ NS ns"
+    echo "ns A 127.0.0.1"
+    for i in $(seq 0 $((RULES - 1))); do echo "host$i A $(address "$i")"; done
+  } >"$WORK/knot/$zone.zone"
+done
+for i in $(seq 0 $((RULES - 1))); do echo "host$i.bench.mep A"; done >"$WORK/local.queries"
+for i in $(seq 0 $((RULES - 1))); do echo "host$i.fwd.mep A"; done >"$WORK/fwd.queries"
+
+cat >"$WORK/knot.conf" <<EOF
+server:
+    rundir: "$WORK/knot/run"
+    listen: 127.0.0.1@$KNOT_PORT
+    udp-workers: $THREADS
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "$WORK/knot/db"
+log:
+  - target: stderr
+    any: warning
+template:
+  - id: default
+    storage: "$WORK/knot"
+    file: "%s.zone"
+zone:
+  - domain: bench.mep
+  - domain: fwd.mep
+EOF
+
+{
+  cat <<EOF
+server:
+    interface: 127.0.0.1
+    port: $UNBOUND_PORT
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "$WORK/unbound"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    num-threads: $THREADS
+    so-reuseport: yes
+    access-control: 127.0.0.0/8 allow
+    do-not-query-localhost: no
+    module-config: "iterator"
+    local-zone: "bench.mep." static
+EOF
+  for i in $(seq 0 $((RULES - 1))); do echo "    local-data: \"host$i.bench.mep. 3600 IN A $(address "$i")\""; done
+  cat <<EOF
+remote-control:
+    control-enable: no
+forward-zone:
+    name: "fwd.mep."
+    forward-addr: 127.0.0.1@$KNOT_PORT
+EOF
+} >"$WORK/unbound.conf"
+
+# --- servers --------------------------------------------------------------------------------------
+declare -A PID
+"$KNOTD" -c "$WORK/knot.conf" >"$WORK/knot.log" 2>&1 &
+PID[knot]=$!
+"$UNBOUND" -d -c "$WORK/unbound.conf" >"$WORK/unbound.log" 2>&1 &
+PID[unbound]=$!
+"$MEP_BIN" "127.0.0.1:$MEP_PORT" "$RULES" bench.mep "127.0.0.1:$KNOT_PORT" "$THREADS" >"$WORK/mep.log" 2>&1 &
+PID[mep]=$!
+"$HICKORY_BIN" "127.0.0.1:$HICKORY_PORT" "$RULES" bench.mep "$THREADS" >"$WORK/hickory.log" 2>&1 &
+PID[hickory]=$!
+PIDS=("${PID[@]}")
+
+declare -A PORT=([mep]=$MEP_PORT [knot]=$KNOT_PORT [unbound]=$UNBOUND_PORT [hickory]=$HICKORY_PORT)
+expect_answer() { # server name: the server answers NAME with the address of host 7
+  local got
+  for _ in $(seq 100); do
+    got=$(dig +short +time=1 +tries=1 -p "${PORT[$1]}" @127.0.0.1 "$2" A 2>/dev/null || true)
+    [[ $got == "$(address 7)" ]] && return 0
+    sleep 0.1
+  done
+  echo "$1 does not answer $2 with $(address 7) (got: ${got:-nothing})" >&2
+  exit 1
+}
+for server in knot unbound mep; do
+  expect_answer "$server" host7.bench.mep
+  expect_answer "$server" host7.fwd.mep
+done
+expect_answer hickory host7.bench.mep
+echo "servers up: mep :$MEP_PORT, Knot $("$KNOTD" --version | awk '{print $NF}') :$KNOT_PORT, Unbound $("$UNBOUND" -V | awk 'NR==1 {print $2}') :$UNBOUND_PORT"
+
+# Warm the caches of mep and Unbound with every forwarded name.
+for server in mep unbound; do
+  dnsperf -s 127.0.0.1 -p "${PORT[$server]}" -d "$WORK/fwd.queries" -n 1 >/dev/null
+done
+
+# --- measurements ---------------------------------------------------------------------------------
+# CPU time (user + system) of a server so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${PID[$1]}/stat"; }
+TICKS_PER_SEC=$(getconf CLK_TCK)
+# throughput SERVER QUERIES: prints "<qps> <avg latency us> <lost> <non-NOERROR> <server CPU us per query>"
+throughput() {
+  local out before after
+  before=$(cpu_ticks "$1")
+  out=$(dnsperf -s 127.0.0.1 -p "${PORT[$1]}" -d "$2" -l "$DURATION" -c "$CLIENTS" -q 200 2>&1)
+  after=$(cpu_ticks "$1")
+  awk -v ticks=$((after - before)) -v hz="$TICKS_PER_SEC" '
+    /Queries per second:/ { qps = $4 }
+    /Average Latency/ { lat = $4 * 1e6 }
+    /Queries lost:/ { lost = $3 }
+    /Queries completed:/ { done = $3 }
+    /Response codes:/ { for (i = 3; i <= NF; i += 3) if ($i == "NOERROR") ok = $(i + 1) }
+    END { printf "%.0f %.0f %d %d %.2f\n", qps, lat, lost, done - ok, done ? ticks / hz * 1e6 / done : 0 }' <<<"$out"
+}
+# latency SERVER QUERIES: prints "<p50 us> <p99 us>" at LAT_RATE queries/s
+latency() {
+  dnsperf -s 127.0.0.1 -p "${PORT[$1]}" -d "$2" -l "$LAT_SECS" -Q "$LAT_RATE" -c "$CLIENTS" -v 2>/dev/null |
+    awk '/^> / { print $NF * 1e6 }' | sort -n |
+    awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan nan"; exit } printf "%.0f %.0f\n", v[int(NR * 0.5) + 1], v[int(NR * 0.99) + 1] }'
+}
+
+declare -A QPS LAT LOST BAD P50 P99 CPU
+SCENARIOS=(local cached)
+declare -A QUERIES=([local]="$WORK/local.queries" [cached]="$WORK/fwd.queries")
+declare -A SERVERS=([local]="mep knot unbound hickory" [cached]="mep knot unbound")
+for round in $(seq "$ROUNDS"); do
+  for scenario in "${SCENARIOS[@]}"; do
+    for server in ${SERVERS[$scenario]}; do
+      read -r qps lat lost bad cpu < <(throughput "$server" "${QUERIES[$scenario]}")
+      key=$scenario/$server
+      echo "round $round $key: $qps q/s, avg $lat us, lost $lost, not NOERROR $bad, server CPU $cpu us/query"
+      if [[ -z ${QPS[$key]:-} || $qps -gt ${QPS[$key]} ]]; then
+        QPS[$key]=$qps LAT[$key]=$lat CPU[$key]=$cpu
+      fi
+      LOST[$key]=$((${LOST[$key]:-0} + lost)) BAD[$key]=$((${BAD[$key]:-0} + bad))
+    done
+  done
+done
+for scenario in "${SCENARIOS[@]}"; do
+  for server in ${SERVERS[$scenario]}; do
+    read -r P50["$scenario/$server"] P99["$scenario/$server"] < <(latency "$server" "${QUERIES[$scenario]}")
+  done
+done
+for pid in "${PIDS[@]}"; do
+  kill -0 "$pid" 2>/dev/null || { echo "a server died during the run" >&2; exit 1; }
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+{
+  echo "DNS benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $THREADS server threads each,"
+  echo "dnsperf $CLIENTS clients, best of $ROUNDS x ${DURATION}s; latency percentiles at $LAT_RATE q/s"
+  echo "1,000 A records: mep DNS rules / Knot zone file / Unbound local-data; loopback only"
+  echo
+  printf '%-8s %-8s %12s %10s %9s %9s %12s %7s %6s\n' scenario server "queries/s" "avg(us)" "p50(us)" "p99(us)" "CPU us/query" lost errors
+  for scenario in "${SCENARIOS[@]}"; do
+    for server in ${SERVERS[$scenario]}; do
+      key=$scenario/$server
+      printf '%-8s %-8s %12s %10s %9s %9s %12s %7s %6s\n' "$scenario" "$server" "${QPS[$key]}" "${LAT[$key]}" \
+        "${P50[$key]}" "${P99[$key]}" "${CPU[$key]}" "${LOST[$key]}" "${BAD[$key]}"
+    done
+  done
+  echo
+  printf '%-8s %13s %13s %13s %13s %13s %13s\n' scenario "q/s mep/Knot" "q/s mep/Unb" \
+    "p99 mep/Knot" "p99 mep/Unb" "CPU mep/Knot" "CPU mep/Unb"
+  for scenario in "${SCENARIOS[@]}"; do
+    printf '%-8s %13s %13s %13s %13s %13s %13s\n' "$scenario" \
+      "$(ratio "${QPS[$scenario/mep]}" "${QPS[$scenario/knot]}")" \
+      "$(ratio "${QPS[$scenario/mep]}" "${QPS[$scenario/unbound]}")" \
+      "$(ratio "${P99[$scenario/mep]}" "${P99[$scenario/knot]}")" \
+      "$(ratio "${P99[$scenario/mep]}" "${P99[$scenario/unbound]}")" \
+      "$(ratio "${CPU[$scenario/mep]}" "${CPU[$scenario/knot]}")" \
+      "$(ratio "${CPU[$scenario/mep]}" "${CPU[$scenario/unbound]}")"
+  done
+  printf '%-8s %13s %13s\n' "" "q/s mep/hickory" "CPU mep/hickory"
+  printf '%-8s %13s %13s\n' local "$(ratio "${QPS[local/mep]}" "${QPS[local/hickory]}")" \
+    "$(ratio "${CPU[local/mep]}" "${CPU[local/hickory]}")"
+  echo
+  echo "q/s: higher is better; p99 and CPU (server CPU time per answered query): lower is better."
+  echo "On $(nproc) cores dnsperf itself takes about one, so q/s is capped by the load generator"
+  echo "as much as by the server; CPU us/query is the server's own cost."
+  echo "cached: mep and Unbound answer from their caches (upstream: Knot); Knot's row is its"
+  echo "authoritative answer for the same names (it has no cache)."
+  echo "hickory: the same rules through hickory-server's Server + RequestHandler (local only)."
+} | tee "$OUT_DIR/dns.txt"

@@ -1,0 +1,65 @@
+//! Serves N generated DNS rules through mep's DNS server, for benchmarks (benches/dns.sh).
+//! Rule i is `host<i>.<zone>` → 198.18.<i/256>.<i%256>
+//! (the benchmarking range, RFC 2544), TTL 3600. Stops on SIGINT or SIGTERM.
+//!
+//! Usage: serve_rules LISTEN RULES ZONE UPSTREAM [THREADS]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mep_dataplane::{DnsRule, IpAddressType, RuleState, Snapshot};
+use mep_dns::{DnsConfig, DnsServer};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [listen, rules, zone, upstream, rest @ ..] = args.as_slice() else {
+        return Err("usage: serve_rules LISTEN RULES ZONE UPSTREAM [THREADS]".into());
+    };
+    let listen: SocketAddr = listen.parse()?;
+    let count: u32 = rules.parse()?;
+    let upstream: SocketAddr = upstream.parse()?;
+    let threads: usize = match rest.first() {
+        Some(t) => t.parse()?,
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    let rules: Vec<DnsRule> = (0..count)
+        .map(|i| DnsRule {
+            dns_rule_id: format!("rule-{i}"),
+            domain_name: format!("host{i}.{zone}"),
+            ip_address_type: IpAddressType::IpV4,
+            ip_address: format!("198.18.{}.{}", i / 256, i % 256),
+            ttl: Some(3600),
+            state: RuleState::Active,
+        })
+        .collect();
+    let snapshots = Snapshot::new_cell();
+    snapshots.store(Arc::new(Snapshot::build(
+        1,
+        [],
+        rules.iter().map(|r| ("bench-app", r)),
+    )));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let config = DnsConfig {
+            listen,
+            upstreams: vec![upstream],
+            udp_workers: threads,
+            ..DnsConfig::default()
+        };
+        let shutdown = CancellationToken::new();
+        let handle = DnsServer::start(config, snapshots, shutdown.clone()).await?;
+        println!("serving {count} rules on {}", handle.local_addr());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        shutdown.cancel();
+        handle.stopped().await;
+        Ok(())
+    })
+}
