@@ -1,0 +1,135 @@
+//! End to end through real interfaces: a "upf" namespace, the mep host namespace (the XDP program
+//! on its UPF-facing veth) and an "app" namespace, joined by veth pairs:
+//!
+//! ```text
+//!  upf: u0 10.201.1.1 ──── h0 10.201.1.2  host (mep, XDP)  h1 10.201.2.1 ──── a0 10.201.2.2 :app
+//! ```
+//!
+//! Real UDP sockets send and receive. Needs root.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use mep_dataplane::DataPlane;
+use mep_ebpf::{AttachMode, XdpDataPlane};
+use serde_json::{json, Value};
+
+struct Topology {
+    upf: Netns,
+    host: Netns,
+    app: Netns,
+    a0_mac: [u8; 6],
+}
+
+fn topology() -> Topology {
+    require_root();
+    let (upf, host, app) = (Netns::new("mepupf"), Netns::new("mephost"), Netns::new("mepapp"));
+    host.ip(&["link", "add", "h0", "type", "veth", "peer", "name", "u0", "netns", &upf.name]);
+    host.ip(&["link", "add", "h1", "type", "veth", "peer", "name", "a0", "netns", &app.name]);
+    host.ip(&["addr", "add", "10.201.1.2/24", "dev", "h0"]);
+    host.ip(&["addr", "add", "10.201.2.1/24", "dev", "h1"]);
+    host.ip(&["link", "set", "h0", "up"]);
+    host.ip(&["link", "set", "h1", "up"]);
+    host.exec(&["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"]);
+    upf.ip(&["addr", "add", "10.201.1.1/24", "dev", "u0"]);
+    upf.ip(&["link", "set", "u0", "up"]);
+    upf.ip(&["route", "add", "10.201.2.0/24", "via", "10.201.1.2"]);
+    app.ip(&["addr", "add", "10.201.2.2/24", "dev", "a0"]);
+    app.ip(&["link", "set", "a0", "up"]);
+    app.ip(&["route", "add", "default", "via", "10.201.2.1"]);
+    let a0_mac = mac_of(&app, "a0");
+    host.ip(&["neigh", "replace", "10.201.2.2", "lladdr", &mac_str(a0_mac), "dev", "h1", "nud", "permanent"]);
+    Topology { upf, host, app, a0_mac }
+}
+
+/// Binds a UDP socket in the app namespace.
+fn listen(app: &Netns, port: u16) -> UdpSocket {
+    app.run(move || {
+        let s = UdpSocket::bind(("10.201.2.2", port)).expect("bind in app namespace");
+        s.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+        s
+    })
+}
+
+/// Sends one datagram from the upf namespace.
+fn send_from_upf(upf: &Netns, dst: &'static str, port: u16, payload: Vec<u8>) {
+    upf.run(move || {
+        let s = UdpSocket::bind("10.201.1.1:0").expect("bind in upf namespace");
+        s.send_to(&payload, (dst, port)).expect("send");
+    });
+}
+
+fn received(sock: &UdpSocket) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 2048];
+    sock.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+}
+
+fn attach(host: &Netns, mode: AttachMode) -> Arc<XdpDataPlane> {
+    host.run(move || Arc::new(plane_with(vec!["h0".into()], mode)))
+}
+
+#[test]
+fn drop_rule_stops_a_flow_and_deleting_it_lets_the_next_packet_through() {
+    let t = topology();
+    let plane = attach(&t.host, AttachMode::Auto);
+    let attached = plane.attached();
+    assert_eq!(attached.len(), 1);
+    assert_eq!(attached[0].iface, "h0");
+    let sock = listen(&t.app, 5000);
+    let r = rt();
+
+    send_from_upf(&t.upf, "10.201.2.2", 5000, b"before".to_vec());
+    assert_eq!(received(&sock).as_deref(), Some(&b"before"[..]), "routed without rules");
+
+    let drop = rule("drop-5000", 1, "DROP", json!({"dstAddress": ["10.201.2.2"], "dstPort": ["5000"], "protocol": ["UDP"]}), Value::Null);
+    r.block_on(plane.add_traffic_rule(&app("app-1"), &drop)).unwrap();
+    send_from_upf(&t.upf, "10.201.2.2", 5000, b"dropped".to_vec());
+    assert_eq!(received(&sock), None, "the DROP rule stops the flow");
+    assert_eq!(plane.rule_counters()[0].packets, 1);
+
+    let status = mep_ebpf::status_text(plane.pin_path()).unwrap();
+    assert!(status.contains("h0") && status.contains("drop-5000"), "{status}");
+
+    r.block_on(plane.delete_traffic_rule(&app("app-1"), &drop)).unwrap();
+    send_from_upf(&t.upf, "10.201.2.2", 5000, b"after".to_vec());
+    assert_eq!(received(&sock).as_deref(), Some(&b"after"[..]), "the rule is gone");
+
+    r.block_on(plane.shutdown());
+    assert!(mep_ebpf::read_status(plane.pin_path()).is_err(), "pins removed on shutdown");
+}
+
+#[test]
+fn forward_decapsulated_delivers_the_inner_packet_to_the_app() {
+    let t = topology();
+    // Generic mode: a native redirect into a veth needs an XDP program on its peer as well.
+    let plane = attach(&t.host, AttachMode::Generic);
+    let sock = listen(&t.app, 6000);
+    let r = rt();
+    let decap = rule(
+        "to-app",
+        1,
+        "FORWARD_DECAPSULATED",
+        json!({"tag": ["0x100"], "dstAddress": ["10.201.2.2"]}),
+        json!([{"interfaceType": "MAC", "dstMacAddress": mac_str(t.a0_mac)}]),
+    );
+    r.block_on(plane.add_traffic_rule(&app("app-1"), &decap)).unwrap();
+
+    // The UE's packet inside GTP-U, sent by the "UPF" to the host's N3/N6 address.
+    let inner = ip("10.60.0.7", "10.201.2.2", 0, &udp(4000, 6000, b"from the UE"));
+    let mut gtp = gtpu_header(0x100, inner.len(), true);
+    gtp.extend_from_slice(&inner);
+    send_from_upf(&t.upf, "10.201.1.2", 2152, gtp);
+    assert_eq!(received(&sock).as_deref(), Some(&b"from the UE"[..]));
+    assert_eq!(plane.rule_counters()[0].packets, 1);
+
+    // Another TEID is not steered: the host has nothing on port 2152 and the app sees nothing.
+    let mut other = gtpu_header(0x200, inner.len(), false);
+    other.extend_from_slice(&inner);
+    send_from_upf(&t.upf, "10.201.1.2", 2152, other);
+    assert_eq!(received(&sock), None);
+    drop(t.host);
+}
