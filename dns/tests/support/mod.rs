@@ -98,10 +98,10 @@ impl Drop for Mep {
     }
 }
 
-/// A loopback address where nothing listens (bound, then released).
+/// A loopback address where nothing listens: the discard port, privileged and never bound by
+/// the tests, so no concurrently running test can pick it up the way it could a released port.
 pub fn unused_port_addr() -> SocketAddr {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], 9))
 }
 
 pub fn name(n: &str) -> Name {
