@@ -54,7 +54,7 @@ for x in s: x.bind(("127.0.0.1", 0))
 print(*(x.getsockname()[1] for x in s))')
 BASE=http://127.0.0.1:$MP1_PORT
 
-RUST_LOG=warn "$BIN" serve --data-dir "$WORK/data" --insecure-http --no-auth \
+RUST_LOG=warn "$BIN" serve --dns-addr 127.0.0.1:0 --data-dir "$WORK/data" --insecure-http --no-auth \
   --mp1-addr "127.0.0.1:$MP1_PORT" --mm5-addr "127.0.0.1:$MM5_PORT" >"$WORK/mep.log" 2>&1 &
 MEP_PID=$!
 

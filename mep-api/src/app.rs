@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use mep_dataplane::{DataPlane, SnapshotCell};
+use mep_dns::DnsServer;
 
 use crate::apps::{Apps, AppsError, AppsParts};
 use crate::auth::middleware::{require_operator_token, OperatorToken};
@@ -55,6 +56,8 @@ pub enum StartError {
     Apps(#[from] AppsError),
     #[error("cannot set up the data plane: {0}")]
     DataPlane(String),
+    #[error("cannot start the DNS server: {0}")]
+    Dns(#[from] mep_dns::DnsError),
     #[error("cannot set up authentication: {0}")]
     Auth(#[from] AuthError),
     #[error("cannot set up TLS: {0}")]
@@ -78,6 +81,8 @@ pub struct Substitutes {
 pub struct Mep {
     pub mp1_addr: SocketAddr,
     pub mm5_addr: SocketAddr,
+    /// Where the DNS server answers (UDP and TCP).
+    pub dns_addr: SocketAddr,
     registry: Arc<Registry>,
     apps: Arc<Apps>,
     store: Store,
@@ -234,7 +239,14 @@ impl Mep {
             },
         );
 
+        let dns = DnsServer::start(config.dns.clone(), apps.snapshot_cell(), shutdown.clone())
+            .await
+            .map_err(StartError::Dns)?;
+        metrics.register_with(|registry| dns.metrics().register(registry));
+        let dns_addr = dns.local_addr();
+
         let mut tasks = JoinSet::new();
+        tasks.spawn(dns.stopped());
         tasks.spawn(serve(
             "mp1",
             mp1_listener,
@@ -270,13 +282,14 @@ impl Mep {
             shutdown.clone(),
         ));
         tracing::info!(
-            %mp1_addr, %mm5_addr, api_root = links.api_root(),
+            %mp1_addr, %mm5_addr, %dns_addr, api_root = links.api_root(),
             data_dir = %config.data_dir.display(),
             "mep is serving"
         );
         Ok(Mep {
             mp1_addr,
             mm5_addr,
+            dns_addr,
             registry,
             apps,
             store,

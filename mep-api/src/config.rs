@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use mep_dns::DnsConfig;
+
 use crate::apps::AppsConfig;
 use crate::auth::{AuthConfig, CallbackPolicy};
 use crate::notify::NotifyConfig;
@@ -84,6 +86,16 @@ pub struct ServeArgs {
     /// NTP server advertised in timing_caps (repeatable).
     #[arg(long = "ntp-server", env = "MEP_NTP_SERVERS", value_delimiter = ',')]
     pub ntp_servers: Option<Vec<String>>,
+    /// UDP and TCP address of the DNS server [default: 0.0.0.0:8053; production: 0.0.0.0:53].
+    #[arg(long, env = "MEP_DNS_ADDR")]
+    pub dns_addr: Option<SocketAddr>,
+    /// Upstream resolver for names no DNS rule covers (repeatable) [default: /etc/resolv.conf].
+    #[arg(
+        long = "dns-upstream",
+        env = "MEP_DNS_UPSTREAMS",
+        value_delimiter = ','
+    )]
+    pub dns_upstreams: Option<Vec<SocketAddr>>,
     /// Trust every Mp1 caller without a token (local testing only).
     #[arg(long, env = "MEP_NO_AUTH", num_args = 0..=1, default_missing_value = "true")]
     pub no_auth: Option<bool>,
@@ -183,6 +195,8 @@ struct FileConfig {
     rules_per_app: Option<usize>,
     max_graceful_timeout: Option<u64>,
     ntp_servers: Option<Vec<String>>,
+    dns_addr: Option<SocketAddr>,
+    dns_upstreams: Option<Vec<SocketAddr>>,
     no_auth: Option<bool>,
     token_ttl: Option<u64>,
     token_issuer: Option<String>,
@@ -237,6 +251,8 @@ pub struct Config {
     pub dataplane: DataPlaneChoice,
     pub apps: AppsConfig,
     pub ntp_servers: Vec<String>,
+    /// The built-in DNS server.
+    pub dns: DnsConfig,
     pub auth: AuthConfig,
     pub callback_allow: CallbackPolicy,
     pub tls: TlsConfig,
@@ -303,6 +319,7 @@ impl Config {
             dataplane: DataPlaneChoice::None,
             apps: AppsConfig::default(),
             ntp_servers: Vec::new(),
+            dns: DnsConfig::default(),
             auth: AuthConfig::default(),
             callback_allow: CallbackPolicy::default(),
             tls: TlsConfig::default(),
@@ -405,6 +422,14 @@ impl Config {
                 ..d.apps.clone()
             },
             ntp_servers: args.ntp_servers.or(file.ntp_servers).unwrap_or_default(),
+            dns: DnsConfig {
+                listen: args.dns_addr.or(file.dns_addr).unwrap_or(d.dns.listen),
+                upstreams: args
+                    .dns_upstreams
+                    .or(file.dns_upstreams)
+                    .unwrap_or_default(),
+                ..d.dns.clone()
+            },
             auth,
             callback_allow,
             tls,

@@ -24,7 +24,14 @@ struct Running {
 fn start(data_dir: &std::path::Path, mp1_port: u16) -> Running {
     let mm5_port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_mep"))
-        .args(["serve", "--insecure-http", "--no-auth", "--data-dir"])
+        .args([
+            "serve",
+            "--insecure-http",
+            "--no-auth",
+            "--dns-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .args(["--mp1-addr", &format!("127.0.0.1:{mp1_port}")])
         .args(["--mm5-addr", &format!("127.0.0.1:{mm5_port}")])
@@ -172,6 +179,7 @@ fn environment_variables_configure_like_flags() {
         .env("MEP_MM5_ADDR", format!("127.0.0.1:{mm5}"))
         .env("MEP_INSECURE_HTTP", "true")
         .env("MEP_NO_AUTH", "true")
+        .env("MEP_DNS_ADDR", "127.0.0.1:0")
         .env("MEP_API_ROOT", "http://mep.example:8443")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -261,7 +269,14 @@ mod upf {
 fn start_with_upf(data_dir: &std::path::Path, upf_url: &str) -> Running {
     let (mp1_port, mm5_port) = (free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_mep"))
-        .args(["serve", "--insecure-http", "--no-auth", "--data-dir"])
+        .args([
+            "serve",
+            "--insecure-http",
+            "--no-auth",
+            "--dns-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .args(["--mp1-addr", &format!("127.0.0.1:{mp1_port}")])
         .args(["--mm5-addr", &format!("127.0.0.1:{mm5_port}")])

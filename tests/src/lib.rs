@@ -11,8 +11,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use mep_api::clock::ManualClock;
 use mep_api::app::Substitutes;
+use mep_api::clock::ManualClock;
 use mep_api::{Config, Mep};
 use mep_dataplane::{AppInfo, DataPlane, DataPlaneError, DnsRule, Snapshot, TrafficRule};
 use serde_json::{json, Value};
@@ -40,6 +40,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.mp1_addr = "127.0.0.1:0".parse().unwrap();
     config.mm5_addr = "127.0.0.1:0".parse().unwrap();
     config.insecure_http = true;
+    config.dns.listen = "127.0.0.1:0".parse().unwrap();
+    config.dns.upstreams = vec!["127.0.0.1:9".parse().unwrap()];
     config.auth.enabled = false;
     config.liveness_sweep = Duration::from_millis(20);
     config.notify.timeout = Duration::from_secs(2);
@@ -59,7 +61,10 @@ impl TestMep {
     }
 
     /// Starts with `dataplane` instead of the configured one.
-    pub async fn start_with_dataplane(config: Config, dataplane: Option<Arc<dyn DataPlane>>) -> Self {
+    pub async fn start_with_dataplane(
+        config: Config,
+        dataplane: Option<Arc<dyn DataPlane>>,
+    ) -> Self {
         let clock = ManualClock::new();
         let mep = Mep::start_with(
             config,
@@ -125,8 +130,15 @@ impl TestMep {
     }
 
     /// Sends an Mm5 appd_configuration request and returns status and body.
-    pub async fn appd(&self, method: reqwest::Method, app: &str, body: Option<&Value>) -> (u16, Value) {
-        let url = self.mm5_url(&format!("/mepcfg/app_lcm/v1/applications/{app}/appd_configuration"));
+    pub async fn appd(
+        &self,
+        method: reqwest::Method,
+        app: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let url = self.mm5_url(&format!(
+            "/mepcfg/app_lcm/v1/applications/{app}/appd_configuration"
+        ));
         let mut request = self.http.request(method, url);
         if let Some(body) = body {
             request = request.json(body);
@@ -331,13 +343,25 @@ impl DataPlane for ScriptedDataPlane {
     async fn init(&self, _: &Snapshot) -> Result<(), DataPlaneError> {
         Ok(())
     }
-    async fn add_traffic_rule(&self, app: &AppInfo, rule: &TrafficRule) -> Result<(), DataPlaneError> {
+    async fn add_traffic_rule(
+        &self,
+        app: &AppInfo,
+        rule: &TrafficRule,
+    ) -> Result<(), DataPlaneError> {
         self.record("add_traffic", app, serde_json::to_value(rule).unwrap())
     }
-    async fn set_traffic_rule(&self, app: &AppInfo, rule: &TrafficRule) -> Result<(), DataPlaneError> {
+    async fn set_traffic_rule(
+        &self,
+        app: &AppInfo,
+        rule: &TrafficRule,
+    ) -> Result<(), DataPlaneError> {
         self.record("set_traffic", app, serde_json::to_value(rule).unwrap())
     }
-    async fn delete_traffic_rule(&self, app: &AppInfo, rule: &TrafficRule) -> Result<(), DataPlaneError> {
+    async fn delete_traffic_rule(
+        &self,
+        app: &AppInfo,
+        rule: &TrafficRule,
+    ) -> Result<(), DataPlaneError> {
         self.record("delete_traffic", app, serde_json::to_value(rule).unwrap())
     }
     async fn add_dns_rule(&self, app: &AppInfo, rule: &DnsRule) -> Result<(), DataPlaneError> {

@@ -1,0 +1,131 @@
+//! The DNS server inside `mep serve`: answers follow Mm5 and Mp1 rule changes from the very next
+//! query, and everything else is forwarded.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use mep_tests::{appd_body, test_config, TestMep};
+use reqwest::Method;
+use serde_json::json;
+use tokio::net::UdpSocket;
+
+async fn ask(server: SocketAddr, name: &str, kind: RecordType) -> Message {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut query = Message::new(0x4d45, MessageType::Query, OpCode::Query);
+    query.metadata.recursion_desired = true;
+    query.add_query(Query::query(Name::from_ascii(name).unwrap(), kind));
+    socket
+        .send_to(&query.to_vec().unwrap(), server)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+fn addresses(m: &Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            RData::AAAA(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn answers_follow_rule_changes_from_the_next_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let mep = TestMep::start_with(test_config(dir.path())).await;
+    let dns = mep.mep.dns_addr;
+
+    let before = ask(dns, "video.edge.example.", RecordType::A).await;
+    assert_ne!(
+        before.metadata.response_code,
+        ResponseCode::NoError,
+        "not configured yet: forwarded to a dead upstream"
+    );
+
+    let (_, progress) = mep
+        .appd(
+            Method::POST,
+            "app-1",
+            Some(&appd_body("video", "Video.Edge.Example")),
+        )
+        .await;
+    assert_eq!(progress["configResult"], "SUCCESS");
+    let answer = ask(dns, "video.edge.example.", RecordType::A).await;
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert!(answer.metadata.authoritative);
+    assert_eq!(addresses(&answer), vec!["192.0.2.10"]);
+    assert_eq!(answer.answers[0].ttl, 30);
+    let nodata = ask(dns, "VIDEO.edge.example.", RecordType::AAAA).await;
+    assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
+    assert!(
+        nodata.answers.is_empty(),
+        "NODATA for another type of a covered name"
+    );
+
+    // The app switches the rule off over Mp1: the very next query no longer gets it.
+    let url = mep.app_support("/applications/app-1/dns_rules/dns-1");
+    let mut rule: serde_json::Value = mep
+        .http
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    rule["state"] = json!("INACTIVE");
+    assert_eq!(
+        mep.http
+            .put(&url)
+            .json(&rule)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let gone = ask(dns, "video.edge.example.", RecordType::A).await;
+    assert!(addresses(&gone).is_empty());
+
+    // An Mm5 update with two addresses and ttl 0 answers both, with TTL 0.
+    let mut two = appd_body("video", "video.edge.example");
+    let mut second = two["appDNSRule"][0].clone();
+    second["dnsRuleId"] = json!("dns-2");
+    second["ipAddress"] = json!("192.0.2.11");
+    two["appDNSRule"].as_array_mut().unwrap().push(second);
+    for rule in two["appDNSRule"].as_array_mut().unwrap() {
+        rule["ttl"] = json!(0);
+    }
+    let (_, progress) = mep.appd(Method::PUT, "app-1", Some(&two)).await;
+    assert_eq!(progress["configResult"], "SUCCESS");
+    let both = ask(dns, "video.edge.example.", RecordType::A).await;
+    let mut got = addresses(&both);
+    got.sort();
+    assert_eq!(got, vec!["192.0.2.10", "192.0.2.11"]);
+    assert!(both.answers.iter().all(|r| r.ttl == 0));
+
+    let metrics = mep
+        .http
+        .get(format!("{}/metrics", mep.mm5))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mep_dns_"),
+        "DNS counters are exposed with the other metrics"
+    );
+    mep.stop().await;
+}
