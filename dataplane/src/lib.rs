@@ -15,7 +15,7 @@ pub mod none;
 pub mod upf_http;
 
 pub use dns::{DnsAnswer, DnsRule, IpAddressType};
-pub use plane::{AppInfo, DataPlane, DataPlaneError};
+pub use plane::{AppInfo, DataPlane, DataPlaneError, RuleCounter};
 pub use snapshot::{ActiveDnsRule, ActiveTrafficRule, Snapshot, SnapshotCell};
 pub use traffic::{
     Action, CompiledFilter, DestinationInterface, FilterType, InterfaceType, IpPrefix, PortRange,

@@ -15,6 +15,16 @@ pub struct AppInfo {
     pub app_name: String,
 }
 
+/// Packets and bytes one ACTIVE traffic rule matched, for data planes that count.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleCounter {
+    pub app_instance_id: String,
+    pub traffic_rule_id: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
 /// Why a data plane did not apply a change.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DataPlaneError {
@@ -67,6 +77,11 @@ pub trait DataPlane: Send + Sync + 'static {
 
     /// Replaces everything the data plane holds with `snapshot`.
     async fn resync(&self, snapshot: &Snapshot) -> Result<(), DataPlaneError>;
+
+    /// Per-rule counters, where the data plane keeps them (the XDP data plane does).
+    fn rule_counters(&self) -> Vec<RuleCounter> {
+        Vec::new()
+    }
 
     /// Releases what the data plane holds (detaches programs, closes connections).
     async fn shutdown(&self) {}

@@ -227,6 +227,7 @@ impl Mep {
                 metrics: metrics.clone(),
                 registry: registry.clone(),
                 store: store.clone(),
+                dataplane: apps.dataplane().clone(),
             })
             .merge(mm5::appd::router(apps.clone()))
             .merge(mm5::capabilities::router(registry.clone()))

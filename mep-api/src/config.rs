@@ -65,9 +65,12 @@ pub struct ServeArgs {
     /// Notifications queued per subscription before new ones are dropped [default: 1024].
     #[arg(long, env = "MEP_NOTIFY_QUEUE")]
     pub notify_queue: Option<usize>,
-    /// Data plane that receives rule changes: none, upf-http [default: none].
+    /// Data plane that receives rule changes: none, upf-http, xdp [default: none].
     #[arg(long, env = "MEP_DATAPLANE")]
     pub dataplane: Option<String>,
+    /// Interface facing the UPF that the xdp data plane attaches to (repeatable).
+    #[arg(long = "xdp-iface", env = "MEP_XDP_IFACES", value_delimiter = ',')]
+    pub xdp_ifaces: Option<Vec<String>>,
     /// Base URL of the UPF controller for the upf-http data plane.
     #[arg(long, env = "MEP_UPF_ENDPOINT")]
     pub upf_endpoint: Option<String>,
@@ -189,6 +192,7 @@ struct FileConfig {
     notify_retries: Option<u32>,
     notify_queue: Option<usize>,
     dataplane: Option<String>,
+    xdp_ifaces: Option<Vec<String>>,
     upf_endpoint: Option<String>,
     upf_ca_cert: Option<PathBuf>,
     upf_token: Option<String>,
@@ -269,17 +273,24 @@ pub enum DataPlaneChoice {
         ca_cert: Option<PathBuf>,
         token: Option<String>,
     },
+    Xdp {
+        interfaces: Vec<String>,
+    },
 }
 
 impl DataPlaneChoice {
     fn parse(
         kind: Option<String>,
+        xdp_ifaces: Option<Vec<String>>,
         upf_endpoint: Option<String>,
         ca_cert: Option<PathBuf>,
         token: Option<String>,
     ) -> Result<Self, ConfigError> {
         match kind.as_deref().unwrap_or("none") {
             "none" => Ok(DataPlaneChoice::None),
+            "xdp" => Ok(DataPlaneChoice::Xdp {
+                interfaces: xdp_ifaces.unwrap_or_default(),
+            }),
             "upf-http" => match upf_endpoint {
                 Some(endpoint) => Ok(DataPlaneChoice::UpfHttp {
                     endpoint,
@@ -290,7 +301,7 @@ impl DataPlaneChoice {
                     "the upf-http data plane needs upf_endpoint",
                 )),
             },
-            _ => Err(ConfigError::Invalid("dataplane must be none or upf-http")),
+            _ => Err(ConfigError::Invalid("dataplane must be none, upf-http or xdp")),
         }
     }
 }
@@ -406,6 +417,7 @@ impl Config {
             },
             dataplane: DataPlaneChoice::parse(
                 args.dataplane.or(file.dataplane),
+                args.xdp_ifaces.or(file.xdp_ifaces),
                 args.upf_endpoint.or(file.upf_endpoint),
                 args.upf_ca_cert.or(file.upf_ca_cert),
                 args.upf_token.or(file.upf_token),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use mep_dataplane::none::NoneDataPlane;
 use mep_dataplane::{DataPlane, UpfHttpConfig, UpfHttpDataPlane};
+use mep_ebpf::{XdpConfig, XdpDataPlane};
 
 use crate::config::DataPlaneChoice;
 
@@ -26,5 +27,12 @@ pub fn build(choice: &DataPlaneChoice) -> Result<Arc<dyn DataPlane>, String> {
                 UpfHttpDataPlane::new(config).map_err(|e| e.to_string())?,
             ))
         }
+        DataPlaneChoice::Xdp { interfaces } => Ok(Arc::new(
+            XdpDataPlane::new(XdpConfig {
+                interfaces: interfaces.clone(),
+                ..XdpConfig::default()
+            })
+            .map_err(|e| e.to_string())?,
+        )),
     }
 }

@@ -17,6 +17,21 @@ struct Cli {
 enum Command {
     /// Run the platform: Mp1 and Mm5 listeners on an embedded store.
     Serve(ServeArgs),
+    /// Inspect the XDP data plane of a running mep.
+    Xdp {
+        #[command(subcommand)]
+        command: XdpCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum XdpCommand {
+    /// Interfaces, attach mode and per-rule counters, read from the pinned maps.
+    Status {
+        /// bpffs directory the data plane pinned its maps in.
+        #[arg(long, default_value = mep_ebpf::DEFAULT_PIN_PATH)]
+        pin_path: std::path::PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +54,12 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Xdp {
+                command: XdpCommand::Status { pin_path },
+            } => {
+                print!("{}", mep_ebpf::status_text(&pin_path)?);
+                Ok(())
+            }
         }
     });
     match result {

@@ -30,6 +30,13 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
+/// Labels of the per-rule data-plane counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub app_instance_id: String,
+    pub traffic_rule_id: String,
+}
+
 /// All metrics of the process.
 pub struct Metrics {
     /// Written only while components register their own metrics at start.
@@ -43,6 +50,8 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     pub services: Gauge,
     pub subscriptions: Gauge,
+    pub traffic_rule_packets: Family<RuleLabels, Gauge>,
+    pub traffic_rule_bytes: Family<RuleLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -105,6 +114,18 @@ impl Metrics {
             "Service availability subscriptions",
             subscriptions.clone(),
         );
+        let traffic_rule_packets = Family::<RuleLabels, Gauge>::default();
+        registry.register(
+            "traffic_rule_packets",
+            "Packets an ACTIVE traffic rule matched in the data plane since it became ACTIVE",
+            traffic_rule_packets.clone(),
+        );
+        let traffic_rule_bytes = Family::<RuleLabels, Gauge>::default();
+        registry.register(
+            "traffic_rule_bytes",
+            "Bytes an ACTIVE traffic rule matched in the data plane since it became ACTIVE",
+            traffic_rule_bytes.clone(),
+        );
         Self {
             registry: parking_lot::RwLock::new(registry),
             http_requests,
@@ -116,6 +137,8 @@ impl Metrics {
             store_bytes,
             services,
             subscriptions,
+            traffic_rule_packets,
+            traffic_rule_bytes,
         }
     }
 

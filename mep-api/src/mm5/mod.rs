@@ -14,7 +14,9 @@ use axum::Router;
 use http::header::CONTENT_TYPE;
 use http::HeaderValue;
 
-use crate::metrics::Metrics;
+use mep_dataplane::DataPlane;
+
+use crate::metrics::{Metrics, RuleLabels};
 use crate::registry::Registry;
 use crate::store::Store;
 
@@ -24,14 +26,24 @@ pub struct OpsState {
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub store: Store,
+    pub dataplane: Arc<dyn DataPlane>,
 }
 
-/// `GET /health` and `GET /metrics`.
+/// `GET /health`, `GET /metrics` and the data plane's per-rule counters.
 pub fn ops_router(state: OpsState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route(
+            "/mepcfg/dataplane/v1/traffic_rule_counters",
+            get(rule_counters),
+        )
         .with_state(state)
+}
+
+/// Packets and bytes per ACTIVE traffic rule, from data planes that count (xdp).
+async fn rule_counters(State(state): State<OpsState>) -> Response {
+    axum::Json(state.dataplane.rule_counters()).into_response()
 }
 
 async fn health() -> Response {
@@ -49,6 +61,25 @@ async fn metrics(State(state): State<OpsState>) -> Response {
         .metrics
         .store_bytes
         .set(state.store.file_size() as i64);
+    state.metrics.traffic_rule_packets.clear();
+    state.metrics.traffic_rule_bytes.clear();
+    for c in state.dataplane.rule_counters() {
+        let labels = RuleLabels {
+            app_instance_id: c.app_instance_id,
+            traffic_rule_id: c.traffic_rule_id,
+        };
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        state
+            .metrics
+            .traffic_rule_packets
+            .get_or_create(&labels)
+            .set(clamp(c.packets));
+        state
+            .metrics
+            .traffic_rule_bytes
+            .get_or_create(&labels)
+            .set(clamp(c.bytes));
+    }
     let mut r = state.metrics.encode().into_response();
     r.headers_mut().insert(
         CONTENT_TYPE,
