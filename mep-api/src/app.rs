@@ -231,7 +231,7 @@ impl Mep {
             })
             .merge(mm5::appd::router(apps.clone()))
             .merge(mm5::capabilities::router(registry.clone()))
-            .merge(mm5::termination::router(apps.clone()))
+            .merge(mm5::termination::router(apps.clone(), auth.clone()))
             .merge(mm5::credentials::router(auth.clone())),
             &config,
             MetricsContext {

@@ -66,6 +66,8 @@ pub struct TerminationReport {
     pub rules_removed: bool,
     pub services_removed: usize,
     pub subscriptions_removed: usize,
+    /// Whether the application's credentials were removed (set by the caller, which owns them).
+    pub credentials_removed: bool,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub detail: String,
 }
@@ -280,6 +282,7 @@ impl Apps {
             rules_removed: true,
             services_removed: 0,
             subscriptions_removed: 0,
+            credentials_removed: false,
             detail: String::new(),
         };
         if self.config(app).is_some() {

@@ -1,5 +1,6 @@
 //! App instance termination, served on Mm5 only (EdgeGallery's path): notify, wait for
-//! confirmation, remove everything the application instance had.
+//! confirmation, remove everything the application instance had, its credentials last (which
+//! also revokes its tokens).
 
 use std::sync::Arc;
 
@@ -9,23 +10,26 @@ use axum::routing::delete;
 use axum::{Json, Router};
 
 use crate::apps::Apps;
+use crate::auth::Auth;
 use crate::http::extract::ApiPath as Path;
 use crate::model::ids::AppInstanceId;
 use crate::problem::ApiError;
 
-pub fn router(apps: Arc<Apps>) -> Router {
+pub fn router(apps: Arc<Apps>, auth: Arc<Auth>) -> Router {
     Router::new()
         .route(
             "/mep/mec_app_support/v1/applications/{appInstanceId}/AppInstanceTermination",
             delete(terminate),
         )
-        .with_state(apps)
+        .with_state((apps, auth))
 }
 
 async fn terminate(
-    State(apps): State<Arc<Apps>>,
+    State((apps, auth)): State<(Arc<Apps>, Arc<Auth>)>,
     Path(app): Path<String>,
 ) -> Result<Response, ApiError> {
     let app = AppInstanceId::parse(&app).map_err(ApiError::BadRequest)?;
-    Ok(Json(apps.terminate(&app).await?).into_response())
+    let mut report = apps.terminate(&app).await?;
+    report.credentials_removed = auth.remove_credentials(&app).await?;
+    Ok(Json(report).into_response())
 }
