@@ -9,10 +9,6 @@ use mep_ebpf_common::{
     F_TSPORT, F_TSRC, F_TUNNEL, MAX_LENS, MAX_SCAN,
 };
 
-use core::ffi::c_void;
-
-use aya_ebpf::helpers::generated::bpf_loop;
-
 use crate::{
     maps::{DST_0, DST_1, ENTRIES_0, ENTRIES_1, LISTS_0, LISTS_1, SRC_0, SRC_1, TEID_0, TEID_1},
     parse::Pkt,
@@ -112,8 +108,8 @@ fn entry_matches(e: &Entry, p: &Pkt) -> bool {
 }
 
 /// `entry_matches` as a global BPF function: the verifier checks a global function once, on its
-/// own, instead of again for every state of every caller (which exceeds its 1M-instruction budget
-/// for a match this branchy).
+/// own, instead of again for every state of every caller and every unrolled scan step (which
+/// exceeds its 1M-instruction budget for a match this branchy).
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn mep_entry_matches(e: *const Entry, p: *const Pkt) -> u32 {
@@ -124,64 +120,38 @@ pub extern "C" fn mep_entry_matches(e: *const Entry, p: *const Pkt) -> u32 {
     entry_matches(e, p) as u32
 }
 
-/// Candidate lists per packet: destination, source, TEID, and the entries no index holds.
-const LISTS: usize = 4;
-
-/// State of the candidate scan, shared with the `bpf_loop` callback.
-struct Scan<'a> {
-    pkt: &'a Pkt,
-    lists: [ListRef; LISTS],
-    generation: u32,
-    best: u32,
-    /// Steps below this are skipped: the rest of a list that already matched or passed `best`.
-    skip_until: u32,
-}
-
-/// One step: candidate `i % MAX_SCAN` of list `i / MAX_SCAN`. One `bpf_loop` walks all lists,
-/// so the verifier checks the (branchy) filter match at a single call site.
-extern "C" fn scan_step(i: u64, ctx: *mut c_void) -> i64 {
-    let s = unsafe { &mut *(ctx as *mut Scan) };
-    let i = i as u32;
-    if i < s.skip_until {
-        return 0;
-    }
-    let seg = (i / MAX_SCAN) as usize;
-    let pos = i % MAX_SCAN;
-    if seg >= LISTS {
-        return 1;
-    }
-    let list = s.lists[seg];
-    let next_list = (seg as u32 + 1) * MAX_SCAN;
-    if pos >= list.len {
-        s.skip_until = next_list;
-        return 0;
-    }
-    let idx = list.start.wrapping_add(pos);
-    let id = if s.generation == 0 {
-        LISTS_0.get(idx)
-    } else {
-        LISTS_1.get(idx)
-    };
-    let Some(id) = id.copied() else {
-        s.skip_until = next_list;
-        return 0;
-    };
-    if id >= s.best {
-        s.skip_until = next_list;
-        return 0;
-    }
-    let e = if s.generation == 0 {
-        ENTRIES_0.get(id)
-    } else {
-        ENTRIES_1.get(id)
-    };
-    if let Some(e) = e {
-        if mep_entry_matches(e, s.pkt) != 0 {
-            s.best = id;
-            s.skip_until = next_list;
+/// The first entry of `list` that matches, if it is below `best`. Lists are sorted by entry id,
+/// so the scan stops at the first match or at an id at or above `best`.
+#[inline(always)]
+fn scan(generation: u32, list: ListRef, p: &Pkt, best: u32) -> u32 {
+    for i in 0..MAX_SCAN {
+        if i >= list.len {
+            break;
+        }
+        let idx = list.start.wrapping_add(i);
+        let id = if generation == 0 {
+            LISTS_0.get(idx)
+        } else {
+            LISTS_1.get(idx)
+        };
+        let Some(&id) = id else {
+            break;
+        };
+        if id >= best {
+            break;
+        }
+        let e = if generation == 0 {
+            ENTRIES_0.get(id)
+        } else {
+            ENTRIES_1.get(id)
+        };
+        if let Some(e) = e {
+            if mep_entry_matches(e, p) != 0 {
+                return id;
+            }
         }
     }
-    0
+    best
 }
 
 /// The candidate list of the longest indexed prefix holding `a`.
@@ -219,18 +189,14 @@ fn longest(generation: u32, dst: bool, cfg: &GenConfig, a: &[u32; 4]) -> ListRef
 /// The id of the best matching entry, or `NO_MATCH`.
 #[inline(never)]
 pub fn classify(generation: u32, cfg: &GenConfig, p: &Pkt) -> u32 {
-    let mut s = Scan {
-        pkt: p,
-        lists: [ListRef::default(); LISTS],
-        generation,
-        best: NO_MATCH,
-        skip_until: 0,
-    };
+    let mut best = NO_MATCH;
     if cfg.dims & DIM_DST != 0 {
-        s.lists[0] = longest(generation, true, cfg, &p.dst);
+        let l = longest(generation, true, cfg, &p.dst);
+        best = scan(generation, l, p, best);
     }
     if cfg.dims & DIM_SRC != 0 {
-        s.lists[1] = longest(generation, false, cfg, &p.src);
+        let l = longest(generation, false, cfg, &p.src);
+        best = scan(generation, l, p, best);
     }
     if cfg.dims & DIM_TEID != 0 && p.tunnel {
         let l = unsafe {
@@ -241,19 +207,11 @@ pub fn classify(generation: u32, cfg: &GenConfig, p: &Pkt) -> u32 {
             }
         };
         if let Some(l) = l {
-            s.lists[2] = *l;
+            best = scan(generation, *l, p, best);
         }
     }
     if cfg.dims & DIM_WILD != 0 {
-        s.lists[3] = cfg.wild;
+        best = scan(generation, cfg.wild, p, best);
     }
-    unsafe {
-        bpf_loop(
-            MAX_SCAN * LISTS as u32,
-            scan_step as *mut c_void,
-            &mut s as *mut Scan as *mut c_void,
-            0,
-        );
-    }
-    s.best
+    best
 }

@@ -38,11 +38,13 @@ fn steer(ctx: &XdpContext, generation: u32) -> u32 {
     if cfg.dims == 0 {
         return xdp_action::XDP_PASS;
     }
-    let mut p = parse::Pkt::default();
-    if !parse::parse(ctx, &mut p) {
+    // Not zeroed: `parse` writes every field when it succeeds.
+    let mut p = core::mem::MaybeUninit::<parse::Pkt>::uninit();
+    if !parse::parse(ctx, unsafe { &mut *p.as_mut_ptr() }) {
         return xdp_action::XDP_PASS;
     }
-    let id = classify(generation, cfg, &p);
+    let p = unsafe { p.assume_init_ref() };
+    let id = classify(generation, cfg, p);
     if id == NO_MATCH {
         return xdp_action::XDP_PASS;
     }
@@ -70,14 +72,14 @@ fn steer(ctx: &XdpContext, generation: u32) -> u32 {
     match act.kind {
         ACT_DROP => xdp_action::XDP_DROP,
         ACT_PASS => xdp_action::XDP_PASS,
-        ACT_FORWARD => action::redirect(ctx, &p, &act.ifs[0], false),
+        ACT_FORWARD => action::redirect(ctx, p, &act.ifs[0], false),
         ACT_FORWARD_DECAP => {
-            if p.tunnel && !action::decapsulate(ctx, &p) {
+            if p.tunnel && !action::decapsulate(ctx, p) {
                 return xdp_action::XDP_ABORTED;
             }
-            action::redirect(ctx, &p, &act.ifs[0], true)
+            action::redirect(ctx, p, &act.ifs[0], true)
         }
-        ACT_DUPLICATE | ACT_DUPLICATE_DECAP => action::mark_duplicate(ctx, &p, slot),
+        ACT_DUPLICATE | ACT_DUPLICATE_DECAP => action::mark_duplicate(ctx, p, slot),
         _ => xdp_action::XDP_PASS,
     }
 }

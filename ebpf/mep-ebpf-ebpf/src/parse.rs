@@ -57,38 +57,51 @@ pub fn bounds(ctx: &XdpContext) -> (usize, usize) {
     }
 }
 
-/// Hides `v`'s value from LLVM (at the cost of one register move), so that it cannot rewrite a bounds
-/// check `p + n > end` into `p >= end` or fold `n` into `p` and read at a negative offset: the
-/// verifier only accepts the plain form.
+/// Hides `v`'s value from LLVM (at the cost of one register move), so that it cannot rewrite a
+/// bounds check `p + n > end` into `p >= end` or fold `n` into `p` and read at a negative
+/// offset: the verifier only accepts the plain form.
 #[inline(always)]
 fn opaque(mut v: usize) -> usize {
     unsafe { core::arch::asm!("{0} = {0}", inout(reg) v, options(pure, nomem, nostack)) };
     v
 }
 
-#[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
-    let (start, end) = bounds(ctx);
-    let p = opaque(start + off);
-    if p + core::mem::size_of::<T>() > end {
-        return None;
+/// The frame's bounds, read once per parse; each header is checked once for its whole length.
+struct Frame {
+    start: usize,
+    end: usize,
+}
+
+/// A header whose `N` bytes are known to be inside the frame.
+struct Hdr<const N: usize>(*const u8);
+
+impl<const N: usize> Hdr<N> {
+    #[inline(always)]
+    fn u8(&self, i: usize) -> u8 {
+        unsafe { *self.0.add(i) }
     }
-    Some(p as *const T)
+
+    #[inline(always)]
+    fn be16(&self, i: usize) -> u16 {
+        u16::from_be_bytes([self.u8(i), self.u8(i + 1)])
+    }
+
+    /// Four bytes as a native word (i.e. still in network byte order).
+    #[inline(always)]
+    fn word(&self, i: usize) -> u32 {
+        u32::from_ne_bytes([self.u8(i), self.u8(i + 1), self.u8(i + 2), self.u8(i + 3)])
+    }
 }
 
-#[inline(always)]
-fn u8_at(ctx: &XdpContext, off: usize) -> Option<u8> {
-    ptr_at::<u8>(ctx, off).map(|p| unsafe { *p })
-}
-
-#[inline(always)]
-fn be16_at(ctx: &XdpContext, off: usize) -> Option<u16> {
-    ptr_at::<[u8; 2]>(ctx, off).map(|p| u16::from_be_bytes(unsafe { *p }))
-}
-
-#[inline(always)]
-fn word_at(ctx: &XdpContext, off: usize) -> Option<u32> {
-    ptr_at::<[u8; 4]>(ctx, off).map(|p| u32::from_ne_bytes(unsafe { *p }))
+impl Frame {
+    #[inline(always)]
+    fn hdr<const N: usize>(&self, off: usize) -> Option<Hdr<N>> {
+        let p = opaque(self.start + opaque(off));
+        if p + N > self.end {
+            return None;
+        }
+        Some(Hdr(p as *const u8))
+    }
 }
 
 /// `::ffff:0:0/96` in native words.
@@ -107,25 +120,22 @@ struct Ip {
 }
 
 #[inline(always)]
-fn parse_ip(ctx: &XdpContext, off: usize, v6: bool) -> Option<Ip> {
+fn parse_ip(f: &Frame, off: usize, v6: bool) -> Option<Ip> {
     if v6 {
-        let b0 = u8_at(ctx, off)?;
-        let b1 = u8_at(ctx, off + 1)?;
-        let tc = (b0 << 4) | (b1 >> 4);
-        let proto = u8_at(ctx, off + 6)?;
-        let src_p = ptr_at::<[u32; 4]>(ctx, off + 8)?;
-        let dst_p = ptr_at::<[u32; 4]>(ctx, off + 24)?;
+        let h = f.hdr::<40>(off)?;
+        let tc = (h.u8(0) << 4) | (h.u8(1) >> 4);
         Some(Ip {
-            src: unsafe { *src_p },
-            dst: unsafe { *dst_p },
-            proto,
+            src: [h.word(8), h.word(12), h.word(16), h.word(20)],
+            dst: [h.word(24), h.word(28), h.word(32), h.word(36)],
+            proto: h.u8(6),
             dscp: tc >> 2,
             tc,
             v6: true,
             l4_off: Some(off + 40),
         })
     } else {
-        let vihl = u8_at(ctx, off)?;
+        let h = f.hdr::<20>(off)?;
+        let vihl = h.u8(0);
         if vihl >> 4 != 4 {
             return None;
         }
@@ -133,19 +143,15 @@ fn parse_ip(ctx: &XdpContext, off: usize, v6: bool) -> Option<Ip> {
         if ihl < 20 {
             return None;
         }
-        let tos = u8_at(ctx, off + 1)?;
-        let frag = be16_at(ctx, off + 6)?;
-        let proto = u8_at(ctx, off + 9)?;
-        let src = word_at(ctx, off + 12)?;
-        let dst = word_at(ctx, off + 16)?;
+        let tos = h.u8(1);
         Some(Ip {
-            src: [0, 0, V4_MAPPED, src],
-            dst: [0, 0, V4_MAPPED, dst],
-            proto,
+            src: [0, 0, V4_MAPPED, h.word(12)],
+            dst: [0, 0, V4_MAPPED, h.word(16)],
+            proto: h.u8(9),
             dscp: tos >> 2,
             tc: tos,
             v6: false,
-            l4_off: if frag & 0x1fff == 0 {
+            l4_off: if h.be16(6) & 0x1fff == 0 {
                 Some(off + ihl)
             } else {
                 None
@@ -156,44 +162,48 @@ fn parse_ip(ctx: &XdpContext, off: usize, v6: bool) -> Option<Ip> {
 
 /// Source and destination port of a TCP or UDP header.
 #[inline(always)]
-fn ports(ctx: &XdpContext, ip: &Ip) -> Option<(u16, u16)> {
+fn ports(f: &Frame, ip: &Ip) -> Option<(u16, u16)> {
     match (ip.proto, ip.l4_off) {
         (IPPROTO_TCP | IPPROTO_UDP, Some(off)) => {
-            Some((be16_at(ctx, off)?, be16_at(ctx, off + 2)?))
+            let h = f.hdr::<4>(off)?;
+            Some((h.be16(0), h.be16(2)))
         }
         _ => None,
     }
 }
 
-/// Length of the GTP-U header at `off` (with its optional fields and extension headers), or
-/// None when it is not a G-PDU carrying an IP packet.
+/// Length of the GTP-U header at `off` (with its optional fields and extension headers) and the
+/// TEID, or None when it is not a G-PDU.
 #[inline(always)]
-fn gtpu_len(ctx: &XdpContext, off: usize) -> Option<usize> {
-    let flags = u8_at(ctx, off)?;
-    if flags >> 5 != 1 || u8_at(ctx, off + 1)? != GTPU_G_PDU {
+fn gtpu(f: &Frame, off: usize) -> Option<(usize, u32)> {
+    let h = f.hdr::<8>(off)?;
+    let flags = h.u8(0);
+    if flags >> 5 != 1 || h.u8(1) != GTPU_G_PDU {
         return None;
     }
+    let teid = h.word(4);
     if flags & 0x07 == 0 {
-        return Some(8);
+        return Some((8, teid));
     }
+    let opt = f.hdr::<4>(off + 8)?;
     let mut len = 12;
-    let mut next = u8_at(ctx, off + 11)?;
+    let mut next = opt.u8(3);
     if flags & 0x04 == 0 {
-        return Some(len);
+        return Some((len, teid));
     }
     for _ in 0..GTPU_MAX_EXT {
         if next == 0 {
-            return Some(len);
+            return Some((len, teid));
         }
-        let units = u8_at(ctx, off + len)? as usize;
+        let units = f.hdr::<1>(off + len)?.u8(0) as usize;
         if units == 0 {
             return None;
         }
         len += units * 4;
-        next = u8_at(ctx, off + len - 1)?;
+        next = f.hdr::<1>(off + len - 1)?.u8(0);
     }
     if next == 0 {
-        Some(len)
+        Some((len, teid))
     } else {
         None
     }
@@ -214,11 +224,14 @@ pub fn parse(ctx: &XdpContext, out: &mut Pkt) -> bool {
 
 #[inline(always)]
 fn parse_frame(ctx: &XdpContext) -> Option<Pkt> {
+    let (start, end) = bounds(ctx);
+    let f = Frame { start, end };
+    let eth = f.hdr::<ETH_LEN>(0)?;
     let mut off = ETH_LEN;
-    let mut proto = be16_at(ctx, 12)?;
+    let mut proto = eth.be16(12);
     for _ in 0..2 {
         if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
-            proto = be16_at(ctx, off + 2)?;
+            proto = f.hdr::<4>(off)?.be16(2);
             off += 4;
         }
     }
@@ -227,21 +240,20 @@ fn parse_frame(ctx: &XdpContext) -> Option<Pkt> {
         ETH_P_IPV6 => true,
         _ => return None,
     };
-    let outer = parse_ip(ctx, off, v6)?;
-    let outer_ports = ports(ctx, &outer);
+    let outer = parse_ip(&f, off, v6)?;
+    let outer_ports = ports(&f, &outer);
     if let (Some((sport, dport)), Some(l4)) = (outer_ports, outer.l4_off) {
         if outer.proto == IPPROTO_UDP && (dport == GTPU_PORT || sport == GTPU_PORT) {
             let gtp = l4 + 8;
-            if let Some(glen) = gtpu_len(ctx, gtp) {
+            if let Some((glen, teid)) = gtpu(&f, gtp) {
                 let inner_off = gtp + glen;
-                let teid = word_at(ctx, gtp + 4)?;
-                let inner_v6 = match u8_at(ctx, inner_off)? >> 4 {
+                let inner_v6 = match f.hdr::<1>(inner_off)?.u8(0) >> 4 {
                     4 => false,
                     6 => true,
                     _ => return None,
                 };
-                let inner = parse_ip(ctx, inner_off, inner_v6)?;
-                let inner_ports = ports(ctx, &inner);
+                let inner = parse_ip(&f, inner_off, inner_v6)?;
+                let inner_ports = ports(&f, &inner);
                 let (isport, idport) = inner_ports.unwrap_or((0, 0));
                 return Some(Pkt {
                     src: inner.src,
