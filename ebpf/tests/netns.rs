@@ -27,9 +27,17 @@ struct Topology {
 
 fn topology() -> Topology {
     require_root();
-    let (upf, host, app) = (Netns::new("mepupf"), Netns::new("mephost"), Netns::new("mepapp"));
-    host.ip(&["link", "add", "h0", "type", "veth", "peer", "name", "u0", "netns", &upf.name]);
-    host.ip(&["link", "add", "h1", "type", "veth", "peer", "name", "a0", "netns", &app.name]);
+    let (upf, host, app) = (
+        Netns::new("mepupf"),
+        Netns::new("mephost"),
+        Netns::new("mepapp"),
+    );
+    host.ip(&[
+        "link", "add", "h0", "type", "veth", "peer", "name", "u0", "netns", &upf.name,
+    ]);
+    host.ip(&[
+        "link", "add", "h1", "type", "veth", "peer", "name", "a0", "netns", &app.name,
+    ]);
     host.ip(&["addr", "add", "10.201.1.2/24", "dev", "h0"]);
     host.ip(&["addr", "add", "10.201.2.1/24", "dev", "h1"]);
     host.ip(&["link", "set", "h0", "up"]);
@@ -42,15 +50,31 @@ fn topology() -> Topology {
     app.ip(&["link", "set", "a0", "up"]);
     app.ip(&["route", "add", "default", "via", "10.201.2.1"]);
     let a0_mac = mac_of(&app, "a0");
-    host.ip(&["neigh", "replace", "10.201.2.2", "lladdr", &mac_str(a0_mac), "dev", "h1", "nud", "permanent"]);
-    Topology { upf, host, app, a0_mac }
+    host.ip(&[
+        "neigh",
+        "replace",
+        "10.201.2.2",
+        "lladdr",
+        &mac_str(a0_mac),
+        "dev",
+        "h1",
+        "nud",
+        "permanent",
+    ]);
+    Topology {
+        upf,
+        host,
+        app,
+        a0_mac,
+    }
 }
 
 /// Binds a UDP socket in the app namespace.
 fn listen(app: &Netns, port: u16) -> UdpSocket {
     app.run(move || {
         let s = UdpSocket::bind(("10.201.2.2", port)).expect("bind in app namespace");
-        s.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
         s
     })
 }
@@ -65,7 +89,9 @@ fn send_from_upf(upf: &Netns, dst: &'static str, port: u16, payload: Vec<u8>) {
 
 fn received(sock: &UdpSocket) -> Option<Vec<u8>> {
     let mut buf = [0u8; 2048];
-    sock.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+    sock.recv_from(&mut buf)
+        .ok()
+        .map(|(n, _)| buf[..n].to_vec())
 }
 
 fn attach(host: &Netns, mode: AttachMode) -> Arc<XdpDataPlane> {
@@ -83,23 +109,45 @@ fn drop_rule_stops_a_flow_and_deleting_it_lets_the_next_packet_through() {
     let r = rt();
 
     send_from_upf(&t.upf, "10.201.2.2", 5000, b"before".to_vec());
-    assert_eq!(received(&sock).as_deref(), Some(&b"before"[..]), "routed without rules");
+    assert_eq!(
+        received(&sock).as_deref(),
+        Some(&b"before"[..]),
+        "routed without rules"
+    );
 
-    let drop = rule("drop-5000", 1, "DROP", json!({"dstAddress": ["10.201.2.2"], "dstPort": ["5000"], "protocol": ["UDP"]}), Value::Null);
-    r.block_on(plane.add_traffic_rule(&app("app-1"), &drop)).unwrap();
+    let drop = rule(
+        "drop-5000",
+        1,
+        "DROP",
+        json!({"dstAddress": ["10.201.2.2"], "dstPort": ["5000"], "protocol": ["UDP"]}),
+        Value::Null,
+    );
+    r.block_on(plane.add_traffic_rule(&app("app-1"), &drop))
+        .unwrap();
     send_from_upf(&t.upf, "10.201.2.2", 5000, b"dropped".to_vec());
     assert_eq!(received(&sock), None, "the DROP rule stops the flow");
     assert_eq!(plane.rule_counters()[0].packets, 1);
 
     let status = mep_ebpf::status_text(plane.pin_path()).unwrap();
-    assert!(status.contains("h0") && status.contains("drop-5000"), "{status}");
+    assert!(
+        status.contains("h0") && status.contains("drop-5000"),
+        "{status}"
+    );
 
-    r.block_on(plane.delete_traffic_rule(&app("app-1"), &drop)).unwrap();
+    r.block_on(plane.delete_traffic_rule(&app("app-1"), &drop))
+        .unwrap();
     send_from_upf(&t.upf, "10.201.2.2", 5000, b"after".to_vec());
-    assert_eq!(received(&sock).as_deref(), Some(&b"after"[..]), "the rule is gone");
+    assert_eq!(
+        received(&sock).as_deref(),
+        Some(&b"after"[..]),
+        "the rule is gone"
+    );
 
     r.block_on(plane.shutdown());
-    assert!(mep_ebpf::read_status(plane.pin_path()).is_err(), "pins removed on shutdown");
+    assert!(
+        mep_ebpf::read_status(plane.pin_path()).is_err(),
+        "pins removed on shutdown"
+    );
 }
 
 #[test]
@@ -116,10 +164,16 @@ fn forward_decapsulated_delivers_the_inner_packet_to_the_app() {
         json!({"tag": ["0x100"], "dstAddress": ["10.201.2.2"]}),
         json!([{"interfaceType": "MAC", "dstMacAddress": mac_str(t.a0_mac)}]),
     );
-    r.block_on(plane.add_traffic_rule(&app("app-1"), &decap)).unwrap();
+    r.block_on(plane.add_traffic_rule(&app("app-1"), &decap))
+        .unwrap();
 
     // The UE's packet inside GTP-U, sent by the "UPF" to the host's N3/N6 address.
-    let inner = ip("10.60.0.7", "10.201.2.2", 0, &udp(4000, 6000, b"from the UE"));
+    let inner = ip(
+        "10.60.0.7",
+        "10.201.2.2",
+        0,
+        &udp(4000, 6000, b"from the UE"),
+    );
     let mut gtp = gtpu_header(0x100, inner.len(), true);
     gtp.extend_from_slice(&inner);
     send_from_upf(&t.upf, "10.201.1.2", 2152, gtp);
@@ -132,4 +186,66 @@ fn forward_decapsulated_delivers_the_inner_packet_to_the_app() {
     send_from_upf(&t.upf, "10.201.1.2", 2152, other);
     assert_eq!(received(&sock), None);
     drop(t.host);
+}
+
+#[test]
+fn duplicate_sends_a_copy_and_the_original_goes_on() {
+    let t = topology();
+    let plane = attach(&t.host, AttachMode::Auto);
+    let sock = listen(&t.app, 7000);
+    let r = rt();
+    // The original is routed to the app by the host; the copy is clone-redirected to the app's
+    // MAC by the TC program: the app receives the datagram twice.
+    let dup = rule(
+        "dup",
+        1,
+        "DUPLICATE_AS_IS",
+        json!({"dstAddress": ["10.201.2.2"], "dstPort": ["7000"]}),
+        json!([{"interfaceType": "MAC", "dstMacAddress": mac_str(t.a0_mac)}]),
+    );
+    r.block_on(plane.add_traffic_rule(&app("app-1"), &dup))
+        .unwrap();
+    send_from_upf(&t.upf, "10.201.2.2", 7000, b"twice".to_vec());
+    assert_eq!(received(&sock).as_deref(), Some(&b"twice"[..]));
+    assert_eq!(received(&sock).as_deref(), Some(&b"twice"[..]), "the copy");
+    assert_eq!(received(&sock), None);
+
+    // Decapsulated duplicate: the original GTP-U packet reaches the host's socket on 2152, the
+    // inner packet's copy reaches the app.
+    let gtp_sink = t.host.run(|| {
+        let s = UdpSocket::bind("10.201.1.2:2152").expect("bind 2152 in host namespace");
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        s
+    });
+    let dup_decap = rule(
+        "dup-decap",
+        1,
+        "DUPLICATE_DECAPSULATED",
+        json!({"tag": ["0x300"]}),
+        json!([{"interfaceType": "MAC", "dstMacAddress": mac_str(t.a0_mac)}]),
+    );
+    r.block_on(plane.delete_traffic_rule(&app("app-1"), &dup))
+        .unwrap();
+    r.block_on(plane.add_traffic_rule(&app("app-1"), &dup_decap))
+        .unwrap();
+    let inner = ip(
+        "10.60.0.7",
+        "10.201.2.2",
+        0,
+        &udp(4000, 7000, b"inner copy"),
+    );
+    let mut gtp = gtpu_header(0x300, inner.len(), false);
+    gtp.extend_from_slice(&inner);
+    send_from_upf(&t.upf, "10.201.1.2", 2152, gtp.clone());
+    assert_eq!(
+        received(&sock).as_deref(),
+        Some(&b"inner copy"[..]),
+        "decapsulated copy"
+    );
+    assert_eq!(
+        received(&gtp_sink),
+        Some(gtp),
+        "the original's payload, unchanged"
+    );
 }

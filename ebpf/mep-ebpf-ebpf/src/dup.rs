@@ -23,6 +23,9 @@ const ETH_LEN: usize = 14;
 /// Longest outer header stack (IPv6 + UDP + GTP-U with extensions) a decapsulated copy strips.
 const MAX_STRIP: usize = 96;
 const BPF_F_RECOMPUTE_CSUM: u64 = 1;
+/// Keeps the checksum state of the packet: it is restored byte for byte after the copy left, and
+/// a reset would make the stack verify a CHECKSUM_PARTIAL packet's unfinished checksum.
+const BPF_F_ADJ_ROOM_NO_CSUM_RESET: u64 = 1 << 5;
 
 #[classifier]
 pub fn mep_dup(ctx: TcContext) -> i32 {
@@ -84,7 +87,9 @@ fn duplicate(ctx: &TcContext, act: &RuleAction, meta: &DupMeta) {
         let _ = ctx.store(0, &macs, BPF_F_RECOMPUTE_CSUM);
     }
     if decap
-        && ctx.adjust_room(strip as i32, BPF_ADJ_ROOM_MAC, 0).is_ok()
+        && ctx
+            .adjust_room(strip as i32, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_NO_CSUM_RESET)
+            .is_ok()
         && ctx.store(12, &old_proto, BPF_F_RECOMPUTE_CSUM).is_ok()
     {
         let len = ((strip as u32).wrapping_sub(1) & 0x7f) + 1;
@@ -98,6 +103,13 @@ fn duplicate(ctx: &TcContext, act: &RuleAction, meta: &DupMeta) {
                     BPF_F_RECOMPUTE_CSUM,
                 )
             };
+        }
+        // Shrinking dropped a partial (offloaded) checksum state, so the stack would now verify
+        // the outer UDP checksum and fail. Over IPv4 a zero UDP checksum means "none": valid for
+        // every checksum state. (Over IPv6 zero is not allowed; such originals keep theirs.)
+        if old_proto == [0x08, 0x00] {
+            let ihl = usize::from(saved[0] & 0x0f) * 4;
+            let _ = ctx.store(ETH_LEN + ihl + 6, &[0u8; 2], BPF_F_RECOMPUTE_CSUM);
         }
     }
 }
