@@ -12,13 +12,39 @@ pub(crate) const XDP_PROGRAM: &str = "mep_xdp";
 pub(crate) const PASS_PROGRAM: &str = "mep_xdp_pass";
 pub(crate) const DUP_PROGRAM: &str = "mep_dup";
 
+/// How the XDP program ended up attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachedMode {
+    /// In the driver.
+    Native,
+    /// In the kernel stack (`skb` mode): the driver has no XDP support.
+    Generic,
+}
+
+impl AttachedMode {
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            Self::Native => MODE_NATIVE,
+            Self::Generic => MODE_GENERIC,
+        }
+    }
+}
+
+impl std::fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        })
+    }
+}
+
 /// An interface the programs run on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attached {
     pub iface: String,
     pub ifindex: u32,
-    /// `MODE_NATIVE` or `MODE_GENERIC`.
-    pub mode: u32,
+    pub mode: AttachedMode,
 }
 
 pub(crate) fn ifindex(iface: &str) -> Result<u32, XdpError> {
@@ -55,7 +81,7 @@ pub(crate) fn attach(ebpf: &mut Ebpf, iface: &str, mode: AttachMode) -> Result<A
             .map_err(|e| e.to_string())
     };
     let mode_used = match native {
-        Ok(_) => MODE_NATIVE,
+        Ok(_) => AttachedMode::Native,
         Err(e) if mode == AttachMode::Native => return Err(fail(format!("native XDP: {e}"))),
         Err(e) => {
             if mode == AttachMode::Auto {
@@ -63,7 +89,7 @@ pub(crate) fn attach(ebpf: &mut Ebpf, iface: &str, mode: AttachMode) -> Result<A
             }
             xdp.attach_to_if_index(ifindex, XdpMode::Skb)
                 .map_err(|e| fail(format!("generic XDP: {e}")))?;
-            MODE_GENERIC
+            AttachedMode::Generic
         }
     };
     let dup: &mut SchedClassifier = ebpf

@@ -169,6 +169,9 @@ fn fill_ports(dst: &mut [Ports; FIELD_MAX], n: &mut u8, v: &[PortRange]) {
     fill(dst, n, v, ports);
 }
 
+/// Writes chunk `i` of one field into an entry.
+type Fill<'a> = dyn Fn(&mut Entry, usize) + 'a;
+
 /// Splits one filter into entries (with their dst and src prefixes, for the indexes).
 fn filter_entries(slot: u32, f: &CompiledFilter) -> Result<Vec<Entry>, CapacityError> {
     let (src, dst) = (chunks(&f.src_address), chunks(&f.dst_address));
@@ -223,7 +226,7 @@ fn filter_entries(slot: u32, f: &CompiledFilter) -> Result<Vec<Entry>, CapacityE
 
     let mut out = vec![base];
     // Each dimension multiplies the entries by its number of chunks.
-    let dims: [(usize, &dyn Fn(&mut Entry, usize)); 9] = [
+    let dims: [(usize, &Fill); 9] = [
         (src.len(), &|e, i| {
             fill_prefixes(&mut e.src, &mut e.n_src, &src[i])
         }),
@@ -452,7 +455,7 @@ fn closure(
     push_list: &mut dyn FnMut(Vec<u32>, String) -> Result<ListRef, CapacityError>,
 ) -> Result<HashMap<AddrKey, ListRef>, CapacityError> {
     let mut keys: Vec<&AddrKey> = own.keys().collect();
-    keys.sort_by(|a, b| (a.len, a.addr).cmp(&(b.len, b.addr)));
+    keys.sort_by_key(|k| (k.len, k.addr));
     let mut out = HashMap::with_capacity(keys.len());
     for key in keys {
         let mut ids = own[key].clone();

@@ -16,7 +16,7 @@ mod plane;
 mod slots;
 mod status;
 
-pub use attach::Attached;
+pub use attach::{Attached, AttachedMode};
 pub use compile::CapacityError;
 pub use config::{AttachMode, XdpConfig, DEFAULT_PIN_PATH};
 pub use error::XdpError;

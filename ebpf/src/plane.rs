@@ -140,14 +140,14 @@ impl XdpDataPlane {
             if idx < MAX_IFACES {
                 let info = IfaceInfo {
                     ifindex: a.ifindex,
-                    mode: a.mode,
+                    mode: a.mode.code(),
                     name: fixed(&a.iface),
                 };
                 ifaces
                     .set(idx, info, 0)
                     .map_err(XdpError::map("MEP_IFACES"))?;
             }
-            tracing::info!(iface, mode = status::mode_name(a.mode), "xdp attached");
+            tracing::info!(iface, mode = %a.mode, "xdp attached");
             attached.push(a);
         }
         Ok(Self {

@@ -105,6 +105,11 @@ fn drop_rule_stops_a_flow_and_deleting_it_lets_the_next_packet_through() {
     let attached = plane.attached();
     assert_eq!(attached.len(), 1);
     assert_eq!(attached[0].iface, "h0");
+    assert_eq!(
+        attached[0].mode,
+        mep_ebpf::AttachedMode::Native,
+        "veth supports native XDP"
+    );
     let sock = listen(&t.app, 5000);
     let r = rt();
 
@@ -155,6 +160,7 @@ fn forward_decapsulated_delivers_the_inner_packet_to_the_app() {
     let t = topology();
     // Generic mode: a native redirect into a veth needs an XDP program on its peer as well.
     let plane = attach(&t.host, AttachMode::Generic);
+    assert_eq!(plane.attached()[0].mode, mep_ebpf::AttachedMode::Generic);
     let sock = listen(&t.app, 6000);
     let r = rt();
     let decap = rule(

@@ -599,7 +599,7 @@ fn forward_decapsulated_strips_outer_headers() {
         0,
         &udp(4000, 5000, b"inner-v6"),
     );
-    let frames = vec![
+    let frames = [
         (
             eth(&gtpu("192.0.2.1", "192.0.2.2", 77, &inner4, false), None),
             inner4.clone(),

@@ -173,10 +173,10 @@ fn longest(generation: u32, dst: bool, cfg: &GenConfig, a: &[u32; 4]) -> ListRef
         };
         let hit = unsafe {
             match (generation, dst) {
-                (0, true) => DST_0.get(&key),
-                (0, false) => SRC_0.get(&key),
-                (_, true) => DST_1.get(&key),
-                (_, false) => SRC_1.get(&key),
+                (0, true) => DST_0.get(key),
+                (0, false) => SRC_0.get(key),
+                (_, true) => DST_1.get(key),
+                (_, false) => SRC_1.get(key),
             }
         };
         if let Some(l) = hit {
@@ -201,9 +201,9 @@ pub fn classify(generation: u32, cfg: &GenConfig, p: &Pkt) -> u32 {
     if cfg.dims & DIM_TEID != 0 && p.tunnel {
         let l = unsafe {
             if generation == 0 {
-                TEID_0.get(&p.teid)
+                TEID_0.get(p.teid)
             } else {
-                TEID_1.get(&p.teid)
+                TEID_1.get(p.teid)
             }
         };
         if let Some(l) = l {
