@@ -487,3 +487,151 @@ fn describe(k: &AddrKey) -> String {
         _ => format!("{v6}/{}", k.len),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mep_dataplane::TrafficRule;
+
+    fn filters(filter: serde_json::Value) -> Vec<CompiledFilter> {
+        let rule: TrafficRule = serde_json::from_value(serde_json::json!({
+            "trafficRuleId": "r", "filterType": "FLOW", "priority": 1, "action": "DROP",
+            "trafficFilter": [filter]
+        }))
+        .unwrap();
+        rule.compile().unwrap()
+    }
+
+    fn compile_one(f: &[CompiledFilter]) -> Result<Compiled, CapacityError> {
+        compile(&[RuleInput {
+            slot: 3,
+            action: Action::Drop,
+            dst_interface: &[],
+            filters: f,
+        }])
+    }
+
+    #[test]
+    fn ipv4_is_stored_mapped_with_its_mask() {
+        let c = compile_one(&filters(serde_json::json!({"dstAddress": ["10.1.0.0/16"]}))).unwrap();
+        let e = &c.entries[0];
+        assert_eq!(e.flags, F_DST);
+        assert_eq!(e.slot, 3);
+        let mapped = addr_words("10.1.0.0".parse().unwrap());
+        assert_eq!(e.dst[0].addr, mapped);
+        assert_eq!(e.dst[0].mask, mask_words(112));
+        // Unused slots repeat the used one, so the kernel can compare all of them.
+        assert_eq!(e.dst[3], e.dst[0]);
+        assert_eq!(c.config.dims, DIM_DST);
+        assert_eq!(c.config.dst_lens[0], 112);
+        assert_eq!(c.dst.len(), 1);
+    }
+
+    #[test]
+    fn long_lists_split_into_several_entries() {
+        let ports: Vec<String> = (1..=9).map(|p| p.to_string()).collect();
+        let c = compile_one(&filters(
+            serde_json::json!({"dstPort": ports, "tag": ["1", "2"]}),
+        ))
+        .unwrap();
+        assert_eq!(c.entries.len(), 3, "9 ports in chunks of 4");
+        assert!(c.entries.iter().all(|e| e.flags & F_TUNNEL != 0));
+        assert_eq!(c.entries[2].n_dport, 1);
+        assert_eq!(c.config.dims, DIM_TEID);
+        let many: Vec<String> = (0..300).map(|p| p.to_string()).collect();
+        assert_eq!(
+            compile_one(&filters(serde_json::json!({"dstPort": many}))),
+            Err(CapacityError::FilterTooLarge)
+        );
+    }
+
+    #[test]
+    fn shorter_prefixes_join_the_lists_of_longer_ones() {
+        let wide = filters(serde_json::json!({"dstAddress": ["10.0.0.0/8"]}));
+        let narrow = filters(serde_json::json!({"dstAddress": ["10.1.2.3"]}));
+        let rules = [
+            RuleInput {
+                slot: 0,
+                action: Action::Drop,
+                dst_interface: &[],
+                filters: &narrow,
+            },
+            RuleInput {
+                slot: 1,
+                action: Action::Passthrough,
+                dst_interface: &[],
+                filters: &wide,
+            },
+        ];
+        let c = compile(&rules).unwrap();
+        let narrow_key = AddrKey {
+            len: 128,
+            addr: addr_words("10.1.2.3".parse().unwrap()),
+        };
+        let l = c.dst[&narrow_key];
+        assert_eq!(
+            &c.lists[l.start as usize..(l.start + l.len) as usize],
+            &[0, 1]
+        );
+        assert_eq!(c.config.n_dst_lens, 2);
+        assert_eq!(&c.config.dst_lens[..2], &[128, 104], "longest first");
+    }
+
+    #[test]
+    fn entries_go_to_the_emptiest_index() {
+        // Every rule shares the destination (an app) but has its own source (a UE): indexing by
+        // destination would put them all in one list.
+        let owned: Vec<Vec<CompiledFilter>> = (0..40)
+            .map(|i| filters(serde_json::json!({"dstAddress": ["10.9.9.9"], "srcAddress": [format!("10.60.0.{i}")]})))
+            .collect();
+        let rules: Vec<RuleInput<'_>> = owned
+            .iter()
+            .enumerate()
+            .map(|(i, f)| RuleInput {
+                slot: i as u32,
+                action: Action::Drop,
+                dst_interface: &[],
+                filters: f,
+            })
+            .collect();
+        let c = compile(&rules).unwrap();
+        assert!(c.src.len() >= 39, "spread over the source index");
+        assert!(c.lists.len() <= 2 * 40);
+    }
+
+    #[test]
+    fn too_many_overlapping_wildcards_are_refused() {
+        let f = filters(serde_json::json!({"protocol": ["UDP"]}));
+        let rules: Vec<RuleInput<'_>> = (0..=MAX_SCAN)
+            .map(|i| RuleInput {
+                slot: i,
+                action: Action::Drop,
+                dst_interface: &[],
+                filters: &f,
+            })
+            .collect();
+        match compile(&rules) {
+            Err(CapacityError::TooManyCandidates(n, what)) => {
+                assert_eq!(n, MAX_SCAN as usize + 1);
+                assert!(what.contains("without an address"), "{what}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn actions_carry_the_destination_interface() {
+        let d: Vec<DestinationInterface> = serde_json::from_value(serde_json::json!([
+            {"interfaceType": "MAC", "dstMacAddress": "02:00:00:00:00:01", "srcMacAddress": "02:00:00:00:00:02", "dstIpAddress": "2001:db8::1"}
+        ]))
+        .unwrap();
+        let a = rule_action(Action::ForwardDecapsulated, &d);
+        assert_eq!(a.kind, ACT_FORWARD_DECAP);
+        assert_eq!(a.n_if, 1);
+        assert_eq!(
+            a.ifs[0].flags,
+            IF_DST_MAC | IF_SRC_MAC | IF_DST_IP | IF_DST_IP6
+        );
+        assert_eq!(a.ifs[0].dst_mac, [2, 0, 0, 0, 0, 1]);
+    }
+}
