@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::StatusCode;
 use mep_dataplane::{DnsRule, TrafficRule};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::timing::{current_time, NtpServer, TimingCaps};
@@ -83,23 +83,105 @@ pub fn router(state: AppSupportState) -> Router {
 
 type St = State<AppSupportState>;
 
-fn rule_response<T: serde::Serialize>(rule: &T) -> Response {
+/// A kind of rule an application reads and switches over Mp1: one code path serves both.
+trait AppRule: Serialize + Clone + Send + 'static {
+    const KIND: &'static str;
+    fn id(&self) -> &str;
+    fn set_id(&mut self, id: String);
+    fn of(config: &AppDConfig) -> &Vec<Self>;
+    fn of_mut(config: &mut AppDConfig) -> &mut Vec<Self>;
+}
+
+impl AppRule for TrafficRule {
+    const KIND: &'static str = "traffic rule";
+    fn id(&self) -> &str {
+        &self.traffic_rule_id
+    }
+    fn set_id(&mut self, id: String) {
+        self.traffic_rule_id = id;
+    }
+    fn of(config: &AppDConfig) -> &Vec<Self> {
+        &config.app_traffic_rule
+    }
+    fn of_mut(config: &mut AppDConfig) -> &mut Vec<Self> {
+        &mut config.app_traffic_rule
+    }
+}
+
+impl AppRule for DnsRule {
+    const KIND: &'static str = "DNS rule";
+    fn id(&self) -> &str {
+        &self.dns_rule_id
+    }
+    fn set_id(&mut self, id: String) {
+        self.dns_rule_id = id;
+    }
+    fn of(config: &AppDConfig) -> &Vec<Self> {
+        &config.app_dns_rule
+    }
+    fn of_mut(config: &mut AppDConfig) -> &mut Vec<Self> {
+        &mut config.app_dns_rule
+    }
+}
+
+/// A rule with its `ETag`.
+fn rule_response<R: AppRule>(rule: &R) -> Response {
     let body = serde_json::to_vec(rule).unwrap_or_default();
     let etag = etag_of(&body);
     with_etag(json(StatusCode::OK, body), &etag)
 }
 
-fn no_config(app: &AppInstanceId) -> RuleChangeError {
-    RuleChangeError::NotFound(format!("application instance {app} has no rules"))
+fn list_rules<R: AppRule>(apps: &Apps, app: &AppInstanceId) -> Response {
+    let rules = apps
+        .config(app)
+        .map(|c| R::of(&c).clone())
+        .unwrap_or_default();
+    Json(rules).into_response()
+}
+
+fn get_rule<R: AppRule>(apps: &Apps, app: &AppInstanceId, id: &str) -> Result<Response, ApiError> {
+    apps.config(app)
+        .and_then(|c| R::of(&c).iter().find(|r| r.id() == id).cloned())
+        .map(|r| rule_response(&r))
+        .ok_or_else(|| ApiError::NotFound(format!("{} {id} not found", R::KIND)))
+}
+
+/// Replaces one rule as a task; the path id wins over the body's. A data-plane failure is 503
+/// and leaves the rule as it was.
+async fn put_rule<R: AppRule>(
+    apps: &Apps,
+    app: &AppInstanceId,
+    id: String,
+    if_match: Option<String>,
+    mut rule: R,
+) -> Result<Response, ApiError> {
+    rule.set_id(id.clone());
+    let response = rule_response(&rule);
+    let (outcome, _) = apps
+        .edit(app, |current| {
+            let mut config = current.cloned().ok_or_else(|| {
+                RuleChangeError::NotFound(format!("application instance {app} has no rules"))
+            })?;
+            let slot = R::of_mut(&mut config)
+                .iter_mut()
+                .find(|r| r.id() == id)
+                .ok_or_else(|| RuleChangeError::NotFound(format!("{} {id} not found", R::KIND)))?;
+            let current_etag = etag_of(&serde_json::to_vec(slot).unwrap_or_default());
+            if !if_match_holds(if_match.as_deref(), &current_etag) {
+                return Err(RuleChangeError::PreconditionFailed);
+            }
+            *slot = rule;
+            Ok(Some(config))
+        })
+        .await?;
+    if !outcome.succeeded() {
+        return Err(ApiError::ServiceUnavailable(outcome.progress.detailed));
+    }
+    Ok(response)
 }
 
 async fn list_traffic_rules(State(s): St, AppScope(app): AppScope) -> Response {
-    let rules = s
-        .apps
-        .config(&app)
-        .map(|c| c.app_traffic_rule)
-        .unwrap_or_default();
-    Json(rules).into_response()
+    list_rules::<TrafficRule>(&s.apps, &app)
 }
 
 async fn get_traffic_rule(
@@ -107,15 +189,7 @@ async fn get_traffic_rule(
     AppScope(app): AppScope,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    s.apps
-        .config(&app)
-        .and_then(|c| {
-            c.app_traffic_rule
-                .into_iter()
-                .find(|r| r.traffic_rule_id == id)
-        })
-        .map(|r| rule_response(&r))
-        .ok_or_else(|| ApiError::NotFound(format!("traffic rule {id} not found")))
+    get_rule::<TrafficRule>(&s.apps, &app, &id)
 }
 
 async fn put_traffic_rule(
@@ -123,40 +197,13 @@ async fn put_traffic_rule(
     AppScope(app): AppScope,
     Path((_, id)): Path<(String, String)>,
     IfMatch(if_match): IfMatch,
-    ApiJson(mut rule): ApiJson<TrafficRule>,
+    ApiJson(rule): ApiJson<TrafficRule>,
 ) -> Result<Response, ApiError> {
-    rule.traffic_rule_id = id.clone();
-    let new_rule = rule.clone();
-    let (outcome, _) = s
-        .apps
-        .edit(&app, |current| {
-            let mut config: AppDConfig = current.cloned().ok_or_else(|| no_config(&app))?;
-            let slot = config
-                .app_traffic_rule
-                .iter_mut()
-                .find(|r| r.traffic_rule_id == id)
-                .ok_or_else(|| RuleChangeError::NotFound(format!("traffic rule {id} not found")))?;
-            let current_etag = etag_of(&serde_json::to_vec(slot).unwrap_or_default());
-            if !if_match_holds(if_match.as_deref(), &current_etag) {
-                return Err(RuleChangeError::PreconditionFailed);
-            }
-            *slot = rule;
-            Ok(Some(config))
-        })
-        .await?;
-    if !outcome.succeeded() {
-        return Err(ApiError::ServiceUnavailable(outcome.progress.detailed));
-    }
-    Ok(rule_response(&new_rule))
+    put_rule(&s.apps, &app, id, if_match, rule).await
 }
 
 async fn list_dns_rules(State(s): St, AppScope(app): AppScope) -> Response {
-    let rules = s
-        .apps
-        .config(&app)
-        .map(|c| c.app_dns_rule)
-        .unwrap_or_default();
-    Json(rules).into_response()
+    list_rules::<DnsRule>(&s.apps, &app)
 }
 
 async fn get_dns_rule(
@@ -164,11 +211,7 @@ async fn get_dns_rule(
     AppScope(app): AppScope,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    s.apps
-        .config(&app)
-        .and_then(|c| c.app_dns_rule.into_iter().find(|r| r.dns_rule_id == id))
-        .map(|r| rule_response(&r))
-        .ok_or_else(|| ApiError::NotFound(format!("DNS rule {id} not found")))
+    get_rule::<DnsRule>(&s.apps, &app, &id)
 }
 
 async fn put_dns_rule(
@@ -176,31 +219,9 @@ async fn put_dns_rule(
     AppScope(app): AppScope,
     Path((_, id)): Path<(String, String)>,
     IfMatch(if_match): IfMatch,
-    ApiJson(mut rule): ApiJson<DnsRule>,
+    ApiJson(rule): ApiJson<DnsRule>,
 ) -> Result<Response, ApiError> {
-    rule.dns_rule_id = id.clone();
-    let new_rule = rule.clone();
-    let (outcome, _) = s
-        .apps
-        .edit(&app, |current| {
-            let mut config: AppDConfig = current.cloned().ok_or_else(|| no_config(&app))?;
-            let slot = config
-                .app_dns_rule
-                .iter_mut()
-                .find(|r| r.dns_rule_id == id)
-                .ok_or_else(|| RuleChangeError::NotFound(format!("DNS rule {id} not found")))?;
-            let current_etag = etag_of(&serde_json::to_vec(slot).unwrap_or_default());
-            if !if_match_holds(if_match.as_deref(), &current_etag) {
-                return Err(RuleChangeError::PreconditionFailed);
-            }
-            *slot = rule;
-            Ok(Some(config))
-        })
-        .await?;
-    if !outcome.succeeded() {
-        return Err(ApiError::ServiceUnavailable(outcome.progress.detailed));
-    }
-    Ok(rule_response(&new_rule))
+    put_rule(&s.apps, &app, id, if_match, rule).await
 }
 
 #[derive(Deserialize)]
