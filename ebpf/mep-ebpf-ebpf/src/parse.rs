@@ -107,11 +107,9 @@ impl Frame {
 /// `::ffff:0:0/96` in native words.
 const V4_MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
-/// The IP header at `off`: addresses, protocol, DSCP/TC, and the L4 offset (None for
-/// non-first fragments, whose ports are not in the packet).
+/// The IP header at `off` apart from its addresses (which `parse_ip` writes in place): protocol,
+/// DSCP/TC, and the L4 offset (None for non-first fragments, whose ports are not in the packet).
 struct Ip {
-    src: [u32; 4],
-    dst: [u32; 4],
     proto: u8,
     dscp: u8,
     tc: u8,
@@ -120,13 +118,13 @@ struct Ip {
 }
 
 #[inline(always)]
-fn parse_ip(f: &Frame, off: usize, v6: bool) -> Option<Ip> {
+fn parse_ip(f: &Frame, off: usize, v6: bool, src: &mut [u32; 4], dst: &mut [u32; 4]) -> Option<Ip> {
     if v6 {
         let h = f.hdr::<40>(off)?;
         let tc = (h.u8(0) << 4) | (h.u8(1) >> 4);
+        *src = [h.word(8), h.word(12), h.word(16), h.word(20)];
+        *dst = [h.word(24), h.word(28), h.word(32), h.word(36)];
         Some(Ip {
-            src: [h.word(8), h.word(12), h.word(16), h.word(20)],
-            dst: [h.word(24), h.word(28), h.word(32), h.word(36)],
             proto: h.u8(6),
             dscp: tc >> 2,
             tc,
@@ -144,9 +142,9 @@ fn parse_ip(f: &Frame, off: usize, v6: bool) -> Option<Ip> {
             return None;
         }
         let tos = h.u8(1);
+        *src = [0, 0, V4_MAPPED, h.word(12)];
+        *dst = [0, 0, V4_MAPPED, h.word(16)];
         Some(Ip {
-            src: [0, 0, V4_MAPPED, h.word(12)],
-            dst: [0, 0, V4_MAPPED, h.word(16)],
             proto: h.u8(9),
             dscp: tos >> 2,
             tc: tos,
@@ -209,21 +207,16 @@ fn gtpu(f: &Frame, off: usize) -> Option<(usize, u32)> {
     }
 }
 
-/// Parses the frame; None for frames that are not IPv4/IPv6 (those always pass). Not inlined:
-/// its own stack frame keeps the caller's under the BPF limit.
+/// Parses the frame into `out`; false for frames that are not IPv4/IPv6 (those always pass).
+/// Not inlined: its own stack frame keeps the caller's under the BPF limit. Writes in place
+/// rather than returning the (large) `Pkt`, which would be copied.
 #[inline(never)]
 pub fn parse(ctx: &XdpContext, out: &mut Pkt) -> bool {
-    match parse_frame(ctx) {
-        Some(p) => {
-            *out = p;
-            true
-        }
-        None => false,
-    }
+    parse_frame(ctx, out).is_some()
 }
 
 #[inline(always)]
-fn parse_frame(ctx: &XdpContext) -> Option<Pkt> {
+fn parse_frame(ctx: &XdpContext, out: &mut Pkt) -> Option<()> {
     let (start, end) = bounds(ctx);
     let f = Frame { start, end };
     let eth = f.hdr::<ETH_LEN>(0)?;
@@ -240,8 +233,10 @@ fn parse_frame(ctx: &XdpContext) -> Option<Pkt> {
         ETH_P_IPV6 => true,
         _ => return None,
     };
-    let outer = parse_ip(&f, off, v6)?;
+    let outer = parse_ip(&f, off, v6, &mut out.src, &mut out.dst)?;
     let outer_ports = ports(&f, &outer);
+    out.l2_len = off;
+    out.outer_v6 = v6;
     if let (Some((sport, dport)), Some(l4)) = (outer_ports, outer.l4_off) {
         if outer.proto == IPPROTO_UDP && (dport == GTPU_PORT || sport == GTPU_PORT) {
             let gtp = l4 + 8;
@@ -252,51 +247,41 @@ fn parse_frame(ctx: &XdpContext) -> Option<Pkt> {
                     6 => true,
                     _ => return None,
                 };
-                let inner = parse_ip(&f, inner_off, inner_v6)?;
+                out.tsrc = out.src;
+                out.tdst = out.dst;
+                let inner = parse_ip(&f, inner_off, inner_v6, &mut out.src, &mut out.dst)?;
                 let inner_ports = ports(&f, &inner);
                 let (isport, idport) = inner_ports.unwrap_or((0, 0));
-                return Some(Pkt {
-                    src: inner.src,
-                    dst: inner.dst,
-                    tsrc: outer.src,
-                    tdst: outer.dst,
-                    teid,
-                    sport: isport,
-                    dport: idport,
-                    tsport: sport,
-                    tdport: dport,
-                    proto: inner.proto,
-                    dscp: inner.dscp,
-                    tc: inner.tc,
-                    v6: inner.v6,
-                    has_ports: inner_ports.is_some(),
-                    tunnel: true,
-                    outer_v6: v6,
-                    l3_off: inner_off,
-                    l2_len: off,
-                });
+                out.teid = teid;
+                out.sport = isport;
+                out.dport = idport;
+                out.tsport = sport;
+                out.tdport = dport;
+                out.proto = inner.proto;
+                out.dscp = inner.dscp;
+                out.tc = inner.tc;
+                out.v6 = inner.v6;
+                out.has_ports = inner_ports.is_some();
+                out.tunnel = true;
+                out.l3_off = inner_off;
+                return Some(());
             }
         }
     }
     let (sport, dport) = outer_ports.unwrap_or((0, 0));
-    Some(Pkt {
-        src: outer.src,
-        dst: outer.dst,
-        tsrc: [0; 4],
-        tdst: [0; 4],
-        teid: 0,
-        sport,
-        dport,
-        tsport: 0,
-        tdport: 0,
-        proto: outer.proto,
-        dscp: outer.dscp,
-        tc: outer.tc,
-        v6: outer.v6,
-        has_ports: outer_ports.is_some(),
-        tunnel: false,
-        outer_v6: v6,
-        l3_off: off,
-        l2_len: off,
-    })
+    out.tsrc = [0; 4];
+    out.tdst = [0; 4];
+    out.teid = 0;
+    out.sport = sport;
+    out.dport = dport;
+    out.tsport = 0;
+    out.tdport = 0;
+    out.proto = outer.proto;
+    out.dscp = outer.dscp;
+    out.tc = outer.tc;
+    out.v6 = outer.v6;
+    out.has_ports = outer_ports.is_some();
+    out.tunnel = false;
+    out.l3_off = off;
+    Some(())
 }
