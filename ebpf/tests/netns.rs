@@ -42,7 +42,7 @@ fn topology() -> Topology {
     host.ip(&["addr", "add", "10.201.2.1/24", "dev", "h1"]);
     host.ip(&["link", "set", "h0", "up"]);
     host.ip(&["link", "set", "h1", "up"]);
-    host.exec(&["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"]);
+    host.sysctl("net/ipv4/conf/all/forwarding", "1");
     upf.ip(&["addr", "add", "10.201.1.1/24", "dev", "u0"]);
     upf.ip(&["link", "set", "u0", "up"]);
     upf.ip(&["route", "add", "10.201.2.0/24", "via", "10.201.1.2"]);

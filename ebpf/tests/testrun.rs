@@ -510,8 +510,8 @@ fn fib_namespace() -> (Netns, [u8; 6]) {
         "nud",
         "permanent",
     ]);
-    ns.exec(&["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"]);
-    ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    ns.sysctl("net/ipv4/conf/all/forwarding", "1");
+    ns.sysctl("net/ipv6/conf/all/forwarding", "1");
     let mac = mac_of(&ns, "d0");
     (ns, mac)
 }

@@ -300,6 +300,13 @@ impl Netns {
         sh(&all);
     }
 
+    /// Sets `/proc/sys/<key>` inside the namespace (the opener's namespace decides which one).
+    pub fn sysctl(&self, key: &str, value: &str) {
+        let path = format!("/proc/sys/{key}");
+        let value = value.to_owned();
+        self.run(move || std::fs::write(&path, value).unwrap_or_else(|e| panic!("{path}: {e}")));
+    }
+
     /// Runs `f` on a thread that has entered the namespace.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let path = format!("/var/run/netns/{}", self.name);
