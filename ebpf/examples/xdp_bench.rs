@@ -105,8 +105,8 @@ fn main() {
     };
     println!("XDP steering program, BPF_PROG_TEST_RUN, {REPEAT} runs x {ROUNDS} rounds (median), ns per packet");
     println!(
-        "{:<8} {:>10} {:>10} {:>10} {:>10}",
-        "rules", "plain", "gtp-u", "floor", "gtp/floor"
+        "{:<8} {:>8} {:>8} {:>8} {:>12} {:>12}",
+        "rules", "plain", "gtp-u", "floor", "plain/floor", "gtp-u/floor"
     );
     let mut publish_10k = Duration::ZERO;
     let mut one_more = Duration::ZERO;
@@ -142,7 +142,8 @@ fn main() {
             "every measured packet matched its rule"
         );
         println!(
-            "{n:<8} {p:>10.1} {g:>10.1} {floor:>10.1} {:>10.2}",
+            "{n:<8} {p:>8.1} {g:>8.1} {floor:>8.1} {:>12.1} {:>12.1}",
+            p / floor,
             g / floor
         );
     }
