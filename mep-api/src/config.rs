@@ -301,7 +301,9 @@ impl DataPlaneChoice {
                     "the upf-http data plane needs upf_endpoint",
                 )),
             },
-            _ => Err(ConfigError::Invalid("dataplane must be none, upf-http or xdp")),
+            _ => Err(ConfigError::Invalid(
+                "dataplane must be none, upf-http or xdp",
+            )),
         }
     }
 }
@@ -589,5 +591,57 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(err, ConfigError::ApiRoot(_)));
+    }
+
+    #[test]
+    fn security_keys_resolve_and_secrets_stay_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mep.toml");
+        std::fs::write(
+            &file,
+            "no_auth = true\ntoken_ttl = 600\ntoken_key_max_age = 0\nlockout_failures = 5\n\
+             callback_allow = [\"10.0.0.0/8\"]\nmm5_token = \"0123456789abcdef-from-file\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(ServeArgs {
+            config: Some(file.clone()),
+            token_ttl: Some(120),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!c.auth.enabled);
+        assert_eq!(c.auth.token_ttl, Duration::from_secs(120));
+        assert_eq!(c.auth.key_max_age, None);
+        assert_eq!(c.auth.lockout.max_failures, 5);
+        assert!(c.callback_allow.check("http://10.1.1.1/n").is_ok());
+        assert!(c.callback_allow.check("http://192.0.2.1/n").is_err());
+        assert_eq!(
+            c.mm5_token.as_ref().map(Secret::expose),
+            Some("0123456789abcdef-from-file")
+        );
+        assert!(
+            !format!("{c:?}").contains("from-file\""),
+            "Debug hides the token"
+        );
+
+        let defaults = Config::resolve(ServeArgs::default()).unwrap();
+        assert!(defaults.auth.enabled);
+        assert_eq!(defaults.auth.token_ttl, Duration::from_secs(3600));
+        for bad in [
+            ServeArgs {
+                mm5_token: Some(Secret::new("short")),
+                ..Default::default()
+            },
+            ServeArgs {
+                callback_allow: Some(vec!["10.0.0.0/40".into()]),
+                ..Default::default()
+            },
+            ServeArgs {
+                token_ttl: Some(0),
+                ..Default::default()
+            },
+        ] {
+            assert!(Config::resolve(bad).is_err());
+        }
     }
 }

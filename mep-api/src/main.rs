@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the platform: Mp1 and Mm5 listeners on an embedded store.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Inspect the XDP data plane of a running mep.
     Xdp {
         #[command(subcommand)]
@@ -53,7 +53,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Xdp {
                 command: XdpCommand::Status { pin_path },
             } => {

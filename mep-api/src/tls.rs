@@ -21,7 +21,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::secrets::{create_private_dir, replace_private_file};
+use crate::auth::secrets::replace_private_file;
 
 /// Where certificates come from.
 #[derive(Debug, Clone, Default)]
@@ -191,7 +191,8 @@ fn self_signed(dir: &Path, names: &[String]) -> Result<Identity, TlsError> {
         let path = path.to_owned();
         move |source| TlsError::Io { path, source }
     };
-    create_private_dir(dir).map_err(io(dir))?;
+    // Not private: clients read ca.pem from here; the keys in it are 0600 files.
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let now = SystemTime::now();
     let (ca_pem, ca_key_pem) = (dir.join("ca.pem"), dir.join("ca.key"));
     let ca_key = match std::fs::read_to_string(&ca_key_pem) {

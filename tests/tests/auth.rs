@@ -46,7 +46,11 @@ async fn provision(mep: &TestMep, app: &str, ak: &str, sk: &str, required: &[&st
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_success(), "provisioning failed: {}", r.status());
+    assert!(
+        r.status().is_success(),
+        "provisioning failed: {}",
+        r.status()
+    );
 }
 
 fn token_url(mep: &TestMep) -> String {
@@ -224,7 +228,10 @@ async fn client_credentials_issue_tokens_by_basic_and_form() {
         .to_owned();
     assert_eq!(claims_of(&form_token).1["sub"], APP_B);
     let encoded: String = url_encode(SK_B);
-    assert_eq!(basic_token_response(&mep, AK_B, &encoded).await.status(), 200);
+    assert_eq!(
+        basic_token_response(&mep, AK_B, &encoded).await.status(),
+        200
+    );
 
     let r = send(
         &mep,
@@ -281,7 +288,12 @@ async fn token_endpoint_errors_follow_rfc_6749() {
         .unwrap();
     assert_eq!(error_of(none).await.1, "invalid_client");
 
-    let missing_grant = post().basic_auth(AK_A, Some(SK_A)).form(&[("scope", "")]).send().await.unwrap();
+    let missing_grant = post()
+        .basic_auth(AK_A, Some(SK_A))
+        .form(&[("scope", "")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_of(missing_grant).await.0, 400);
 
     let password = post()
@@ -376,19 +388,28 @@ async fn signed_requests_match_an_independent_hmac_and_replays_are_refused() {
     let wrong = sdk_authorization(AK_A, &SK_A.replace('D', "E"), &host, &now);
     assert_eq!(signed_token_request(&mep, &wrong, &now).await.status(), 401);
     let other_host = sdk_authorization(AK_A, SK_A, "mep.example:8443", &now);
-    assert_eq!(signed_token_request(&mep, &other_host, &now).await.status(), 401);
+    assert_eq!(
+        signed_token_request(&mep, &other_host, &now).await.status(),
+        401
+    );
     // The date must be signed and well-formed.
     let unsigned_date = sdk_authorization(AK_A, SK_A, &host, &now)
         .replace("content-type;host;x-sdk-date", "content-type;host");
     assert_eq!(
-        signed_token_request(&mep, &unsigned_date, &now).await.status(),
+        signed_token_request(&mep, &unsigned_date, &now)
+            .await
+            .status(),
         400
     );
     let garbled = "2024-01-01T00:00:00Z";
     assert_eq!(
-        signed_token_request(&mep, &sdk_authorization(AK_A, SK_A, &host, garbled), garbled)
-            .await
-            .status(),
+        signed_token_request(
+            &mep,
+            &sdk_authorization(AK_A, SK_A, &host, garbled),
+            garbled
+        )
+        .await
+        .status(),
         400
     );
     mep.stop().await;
@@ -403,19 +424,34 @@ async fn repeated_failures_lock_the_access_key_for_a_while() {
     let host = mp1_host(&mep);
     let now = sdk_date(SystemTime::now());
 
-    assert_eq!(basic_token_response(&mep, AK_A, "wrong").await.status(), 401);
+    assert_eq!(
+        basic_token_response(&mep, AK_A, "wrong").await.status(),
+        401
+    );
     let bad_signature = sdk_authorization(AK_A, "wrong", &host, &now);
-    assert_eq!(signed_token_request(&mep, &bad_signature, &now).await.status(), 401);
+    assert_eq!(
+        signed_token_request(&mep, &bad_signature, &now)
+            .await
+            .status(),
+        401
+    );
     let third = basic_token_response(&mep, AK_A, "wrong").await;
     assert_eq!(third.status(), 429, "the third failure in 5 minutes locks");
 
     // Now even the right secret and a valid signature are refused, with a clear message.
     let r = basic_token_response(&mep, AK_A, SK_A).await;
     assert_eq!(r.status(), 429);
-    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=900).contains(&retry_after), "{retry_after}");
     let body: Value = r.json().await.unwrap();
-    assert!(body["error_description"].as_str().unwrap().contains("locked"));
+    assert!(body["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("locked"));
     let good = sdk_authorization(AK_A, SK_A, &host, &now);
     assert_eq!(signed_token_request(&mep, &good, &now).await.status(), 429);
     // Other applications are not affected.
@@ -442,8 +478,16 @@ async fn repeated_failures_lock_the_access_key_for_a_while() {
     for h in handles {
         statuses.push(h.await.unwrap());
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 2, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 4, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        4,
+        "{statuses:?}"
+    );
 
     mep.clock.advance(Duration::from_secs(901));
     assert_eq!(basic_token_response(&mep, AK_A, SK_A).await.status(), 200);
@@ -476,20 +520,75 @@ fn all_routes(service: &str, subscription: &str) -> Vec<Route> {
     let liveness = json!({"state": "ACTIVE"});
     let mut routes = vec![
         route(Method::GET, sm("/services"), None, false),
-        route(Method::GET, sm(&format!("/services/{service}")), None, false),
+        route(
+            Method::GET,
+            sm(&format!("/services/{service}")),
+            None,
+            false,
+        ),
         route(Method::GET, sm("/transports"), None, false),
         route(Method::GET, sm(&format!("{a}/services")), None, true),
-        route(Method::POST, sm(&format!("{a}/services")), Some(service_body("new")), true),
-        route(Method::GET, sm(&format!("{a}/services/{service}")), None, true),
-        route(Method::PUT, sm(&format!("{a}/services/{service}")), Some(service_body("svc")), true),
-        route(Method::DELETE, sm(&format!("{a}/services/{service}")), None, true),
-        route(Method::GET, sm(&format!("{a}/services/{service}/liveness")), None, true),
-        route(Method::PATCH, sm(&format!("{a}/services/{service}/liveness")), Some(liveness.clone()), true),
-        route(Method::PUT, sm(&format!("{a}/services/{service}/liveness")), Some(liveness), true),
+        route(
+            Method::POST,
+            sm(&format!("{a}/services")),
+            Some(service_body("new")),
+            true,
+        ),
+        route(
+            Method::GET,
+            sm(&format!("{a}/services/{service}")),
+            None,
+            true,
+        ),
+        route(
+            Method::PUT,
+            sm(&format!("{a}/services/{service}")),
+            Some(service_body("svc")),
+            true,
+        ),
+        route(
+            Method::DELETE,
+            sm(&format!("{a}/services/{service}")),
+            None,
+            true,
+        ),
+        route(
+            Method::GET,
+            sm(&format!("{a}/services/{service}/liveness")),
+            None,
+            true,
+        ),
+        route(
+            Method::PATCH,
+            sm(&format!("{a}/services/{service}/liveness")),
+            Some(liveness.clone()),
+            true,
+        ),
+        route(
+            Method::PUT,
+            sm(&format!("{a}/services/{service}/liveness")),
+            Some(liveness),
+            true,
+        ),
         route(Method::GET, sm(&format!("{a}/subscriptions")), None, true),
-        route(Method::POST, sm(&format!("{a}/subscriptions")), Some(sub_body), true),
-        route(Method::GET, sm(&format!("{a}/subscriptions/{subscription}")), None, true),
-        route(Method::DELETE, sm(&format!("{a}/subscriptions/{subscription}")), None, true),
+        route(
+            Method::POST,
+            sm(&format!("{a}/subscriptions")),
+            Some(sub_body),
+            true,
+        ),
+        route(
+            Method::GET,
+            sm(&format!("{a}/subscriptions/{subscription}")),
+            None,
+            true,
+        ),
+        route(
+            Method::DELETE,
+            sm(&format!("{a}/subscriptions/{subscription}")),
+            None,
+            true,
+        ),
     ];
     for version in [APP_SUPPORT.to_owned(), APP_SUPPORT.replace("/v1", "/v2")] {
         let s = |p: &str| format!("{version}{p}");
@@ -497,23 +596,83 @@ fn all_routes(service: &str, subscription: &str) -> Vec<Route> {
                           "callbackReference": "http://127.0.0.1:9/notify", "appInstanceId": APP_A});
         routes.extend([
             route(Method::GET, s(&format!("{a}/traffic_rules")), None, true),
-            route(Method::GET, s(&format!("{a}/traffic_rules/tr-1")), None, true),
-            route(Method::PUT, s(&format!("{a}/traffic_rules/tr-1")), Some(json!({})), true),
+            route(
+                Method::GET,
+                s(&format!("{a}/traffic_rules/tr-1")),
+                None,
+                true,
+            ),
+            route(
+                Method::PUT,
+                s(&format!("{a}/traffic_rules/tr-1")),
+                Some(json!({})),
+                true,
+            ),
             route(Method::GET, s(&format!("{a}/dns_rules")), None, true),
             route(Method::GET, s(&format!("{a}/dns_rules/dns-1")), None, true),
-            route(Method::PUT, s(&format!("{a}/dns_rules/dns-1")), Some(json!({})), true),
+            route(
+                Method::PUT,
+                s(&format!("{a}/dns_rules/dns-1")),
+                Some(json!({})),
+                true,
+            ),
             route(Method::GET, s(&format!("{a}/subscriptions")), None, true),
-            route(Method::POST, s(&format!("{a}/subscriptions")), Some(term), true),
-            route(Method::GET, s(&format!("{a}/subscriptions/sub-1")), None, true),
-            route(Method::DELETE, s(&format!("{a}/subscriptions/sub-1")), None, true),
-            route(Method::POST, s(&format!("{a}/confirm_termination")), Some(json!({"operationAction": "TERMINATING"})), true),
-            route(Method::POST, s(&format!("{a}/confirm_ready")), Some(json!({"indication": "READY"})), true),
+            route(
+                Method::POST,
+                s(&format!("{a}/subscriptions")),
+                Some(term),
+                true,
+            ),
+            route(
+                Method::GET,
+                s(&format!("{a}/subscriptions/sub-1")),
+                None,
+                true,
+            ),
+            route(
+                Method::DELETE,
+                s(&format!("{a}/subscriptions/sub-1")),
+                None,
+                true,
+            ),
+            route(
+                Method::POST,
+                s(&format!("{a}/confirm_termination")),
+                Some(json!({"operationAction": "TERMINATING"})),
+                true,
+            ),
+            route(
+                Method::POST,
+                s(&format!("{a}/confirm_ready")),
+                Some(json!({"indication": "READY"})),
+                true,
+            ),
             route(Method::GET, s("/timing/timing_caps"), None, false),
             route(Method::GET, s("/timing/current_time"), None, false),
-            route(Method::POST, s("/registrations"), Some(json!({"appInstanceId": APP_A})), true),
-            route(Method::GET, s(&format!("/registrations/{APP_A}")), None, true),
-            route(Method::PUT, s(&format!("/registrations/{APP_A}")), Some(json!({"appInstanceId": APP_A})), true),
-            route(Method::DELETE, s(&format!("/registrations/{APP_A}")), None, true),
+            route(
+                Method::POST,
+                s("/registrations"),
+                Some(json!({"appInstanceId": APP_A})),
+                true,
+            ),
+            route(
+                Method::GET,
+                s(&format!("/registrations/{APP_A}")),
+                None,
+                true,
+            ),
+            route(
+                Method::PUT,
+                s(&format!("/registrations/{APP_A}")),
+                Some(json!({"appInstanceId": APP_A})),
+                true,
+            ),
+            route(
+                Method::DELETE,
+                s(&format!("/registrations/{APP_A}")),
+                None,
+                true,
+            ),
         ]);
     }
     routes
@@ -545,8 +704,10 @@ async fn every_mp1_route_needs_a_token_and_app_routes_need_the_apps_own() {
         Method::POST,
         &mep.url(&format!("/applications/{APP_A}/subscriptions")),
         Some(&token_a),
-        Some(&json!({"subscriptionType": "SerAvailabilityNotificationSubscription",
-                     "callbackReference": "http://127.0.0.1:9/notify"})),
+        Some(
+            &json!({"subscriptionType": "SerAvailabilityNotificationSubscription",
+                     "callbackReference": "http://127.0.0.1:9/notify"}),
+        ),
     )
     .await;
     assert_eq!(r.status(), 201);
@@ -569,10 +730,24 @@ async fn every_mp1_route_needs_a_token_and_app_routes_need_the_apps_own() {
         assert_eq!(r.status(), 401, "bad token: {what}");
         assert!(challenge(&r).contains("error=\"invalid_token\""), "{what}");
 
-        let garbage = send(&mep, rt.method.clone(), &url, Some("garbage"), rt.body.as_ref()).await;
+        let garbage = send(
+            &mep,
+            rt.method.clone(),
+            &url,
+            Some("garbage"),
+            rt.body.as_ref(),
+        )
+        .await;
         assert_eq!(garbage.status(), 401, "garbage token: {what}");
 
-        let r = send(&mep, rt.method.clone(), &url, Some(&token_b), rt.body.as_ref()).await;
+        let r = send(
+            &mep,
+            rt.method.clone(),
+            &url,
+            Some(&token_b),
+            rt.body.as_ref(),
+        )
+        .await;
         if rt.app_scoped {
             assert_problem(r, 403).await;
         } else {
@@ -584,7 +759,14 @@ async fn every_mp1_route_needs_a_token_and_app_routes_need_the_apps_own() {
         }
         // The owner gets past authentication (whatever the resource then says).
         if i < 3 || rt.method == Method::GET {
-            let r = send(&mep, rt.method.clone(), &url, Some(&token_a), rt.body.as_ref()).await;
+            let r = send(
+                &mep,
+                rt.method.clone(),
+                &url,
+                Some(&token_a),
+                rt.body.as_ref(),
+            )
+            .await;
             assert!(
                 ![401, 403].contains(&r.status().as_u16()),
                 "owner refused on {what}: {}",
@@ -593,7 +775,14 @@ async fn every_mp1_route_needs_a_token_and_app_routes_need_the_apps_own() {
         }
     }
     // The token endpoint and the JWKS need no token.
-    let r = send(&mep, Method::GET, &format!("{}/mep/token/jwks", mep.mp1), None, None).await;
+    let r = send(
+        &mep,
+        Method::GET,
+        &format!("{}/mep/token/jwks", mep.mp1),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(r.status(), 200);
     mep.stop().await;
 }
@@ -616,7 +805,10 @@ async fn forged_expired_and_foreign_tokens_are_refused() {
             let r = send(mep, Method::GET, &url, Some(&token), None).await;
             assert_eq!(r.status(), 401, "{why}");
             let www = challenge(&r);
-            assert!(www.starts_with("Bearer realm=\"mep\", error=\"invalid_token\""), "{why}: {www}");
+            assert!(
+                www.starts_with("Bearer realm=\"mep\", error=\"invalid_token\""),
+                "{why}: {www}"
+            );
             assert_problem(r, 401).await;
         }
     };
@@ -684,13 +876,28 @@ async fn confs_delete_revokes_tokens_and_new_keys_start_a_new_generation() {
     provision(&mep, APP_A, AK_A, SK_A, &["rnis"]).await;
     let first = token(&mep, AK_A, SK_A).await;
     let url = mep.url(&format!("/applications/{APP_A}/services"));
-    assert_eq!(send(&mep, Method::GET, &url, Some(&first), None).await.status(), 200);
+    assert_eq!(
+        send(&mep, Method::GET, &url, Some(&first), None)
+            .await
+            .status(),
+        200
+    );
 
     // Re-provisioning the same keys (say, new requiredServices) keeps tokens.
     provision(&mep, APP_A, AK_A, SK_A, &["rnis", "bwm"]).await;
-    assert_eq!(send(&mep, Method::GET, &url, Some(&first), None).await.status(), 200);
+    assert_eq!(
+        send(&mep, Method::GET, &url, Some(&first), None)
+            .await
+            .status(),
+        200
+    );
 
-    let r = mep.http.delete(confs_url(&mep, APP_A)).send().await.unwrap();
+    let r = mep
+        .http
+        .delete(confs_url(&mep, APP_A))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     let r = send(&mep, Method::GET, &url, Some(&first), None).await;
     assert_eq!(r.status(), 401);
@@ -699,15 +906,33 @@ async fn confs_delete_revokes_tokens_and_new_keys_start_a_new_generation() {
 
     // Provisioned again: the old token stays dead, a new one works.
     provision(&mep, APP_A, AK_A, SK_A, &[]).await;
-    assert_eq!(send(&mep, Method::GET, &url, Some(&first), None).await.status(), 401);
+    assert_eq!(
+        send(&mep, Method::GET, &url, Some(&first), None)
+            .await
+            .status(),
+        401
+    );
     let second = token(&mep, AK_A, SK_A).await;
-    assert_eq!(send(&mep, Method::GET, &url, Some(&second), None).await.status(), 200);
+    assert_eq!(
+        send(&mep, Method::GET, &url, Some(&second), None)
+            .await
+            .status(),
+        200
+    );
     // A new secret revokes the tokens issued under the old one.
     let new_sk = SK_A.replace('D', "E");
     provision(&mep, APP_A, AK_A, &new_sk, &[]).await;
-    assert_eq!(send(&mep, Method::GET, &url, Some(&second), None).await.status(), 401);
+    assert_eq!(
+        send(&mep, Method::GET, &url, Some(&second), None)
+            .await
+            .status(),
+        401
+    );
     assert_eq!(basic_token_response(&mep, AK_A, SK_A).await.status(), 401);
-    assert_eq!(basic_token_response(&mep, AK_A, &new_sk).await.status(), 200);
+    assert_eq!(
+        basic_token_response(&mep, AK_A, &new_sk).await.status(),
+        200
+    );
     mep.stop().await;
 }
 
@@ -717,10 +942,19 @@ async fn confs_api_validates_and_never_reveals_the_secret() {
     let mep = start_with_auth(dir.path()).await;
     let url = confs_url(&mep, APP_A);
 
-    let r = mep.http.put(&url).json(&confs(AK_A, SK_A, &["rnis"])).send().await.unwrap();
+    let r = mep
+        .http
+        .put(&url)
+        .json(&confs(AK_A, SK_A, &["rnis"]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let text = r.text().await.unwrap();
-    assert!(!text.contains(SK_A) && !text.contains("secretKey"), "{text}");
+    assert!(
+        !text.contains(SK_A) && !text.contains("secretKey"),
+        "{text}"
+    );
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["authInfo"]["credentials"]["accessKeyId"], AK_A);
     assert_eq!(body["appInfo"]["requiredServices"], json!(["rnis"]));
@@ -728,14 +962,38 @@ async fn confs_api_validates_and_never_reveals_the_secret() {
     let r = mep.http.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
-    assert!(!text.contains(SK_A) && !text.contains("secretKey"), "{text}");
-    let r = mep.http.put(&url).json(&confs(AK_A, SK_A, &[])).send().await.unwrap();
+    assert!(
+        !text.contains(SK_A) && !text.contains("secretKey"),
+        "{text}"
+    );
+    let r = mep
+        .http
+        .put(&url)
+        .json(&confs(AK_A, SK_A, &[]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "replacing answers 200");
 
-    let short_ak = mep.http.put(&url).json(&confs("short", SK_A, &[])).send().await.unwrap();
-    assert!(assert_problem(short_ak, 400).await["detail"].as_str().unwrap().contains("accessKeyId"));
+    let short_ak = mep
+        .http
+        .put(&url)
+        .json(&confs("short", SK_A, &[]))
+        .send()
+        .await
+        .unwrap();
+    assert!(assert_problem(short_ak, 400).await["detail"]
+        .as_str()
+        .unwrap()
+        .contains("accessKeyId"));
     let bad_sk = format!("{}!", &SK_A[..63]);
-    let r = mep.http.put(&url).json(&confs(AK_A, &bad_sk, &[])).send().await.unwrap();
+    let r = mep
+        .http
+        .put(&url)
+        .json(&confs(AK_A, &bad_sk, &[]))
+        .send()
+        .await
+        .unwrap();
     let problem = assert_problem(r, 400).await;
     assert!(!problem.to_string().contains(&SK_A[..63]));
     let r = mep
@@ -754,9 +1012,19 @@ async fn confs_api_validates_and_never_reveals_the_secret() {
         .await
         .unwrap();
     assert_problem(r, 409).await;
-    let r = mep.http.put(confs_url(&mep, "bad id")).json(&confs(AK_B, SK_B, &[])).send().await.unwrap();
+    let r = mep
+        .http
+        .put(confs_url(&mep, "bad id"))
+        .json(&confs(AK_B, SK_B, &[]))
+        .send()
+        .await
+        .unwrap();
     assert_problem(r, 400).await;
-    assert_problem(mep.http.get(confs_url(&mep, APP_B)).send().await.unwrap(), 404).await;
+    assert_problem(
+        mep.http.get(confs_url(&mep, APP_B)).send().await.unwrap(),
+        404,
+    )
+    .await;
     assert_eq!(mep.http.delete(&url).send().await.unwrap().status(), 204);
     assert_problem(mep.http.delete(&url).send().await.unwrap(), 404).await;
     provision(&mep, APP_B, AK_B, SK_B, &[]).await;
@@ -812,7 +1080,10 @@ async fn key_rotation_keeps_unexpired_tokens_valid_across_restarts() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let new_kid = r.json::<Value>().await.unwrap()["kid"].as_str().unwrap().to_owned();
+    let new_kid = r.json::<Value>().await.unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_ne!(new_kid, old_kid);
     let after = token(&mep, AK_A, SK_A).await;
     assert_eq!(claims_of(&after).0["kid"], new_kid);
@@ -834,7 +1105,10 @@ async fn key_rotation_keeps_unexpired_tokens_valid_across_restarts() {
     assert!(kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()));
     let url = mep.url("/services");
     for t in [&before, &after] {
-        assert_eq!(send(&mep, Method::GET, &url, Some(t), None).await.status(), 200);
+        assert_eq!(
+            send(&mep, Method::GET, &url, Some(t), None).await.status(),
+            200
+        );
     }
     mep.stop().await;
 
@@ -900,7 +1174,14 @@ async fn discovery_can_be_restricted_to_required_services() {
     };
     let seen_by_a = send(&mep, Method::GET, &mep.url("/services"), Some(&a), None).await;
     assert_eq!(names(seen_by_a.json().await.unwrap()), ["rnis"]);
-    let filtered = send(&mep, Method::GET, &mep.url("/services?ser_name=bwm"), Some(&a), None).await;
+    let filtered = send(
+        &mep,
+        Method::GET,
+        &mep.url("/services?ser_name=bwm"),
+        Some(&a),
+        None,
+    )
+    .await;
     assert_eq!(filtered.json::<Value>().await.unwrap(), json!([]));
     let seen_by_b = send(&mep, Method::GET, &mep.url("/services"), Some(&b), None).await;
     assert_eq!(names(seen_by_b.json().await.unwrap()), ["bwm", "rnis"]);
@@ -913,16 +1194,31 @@ async fn callbacks_outside_the_operators_allow_list_are_refused() {
     let mut config = test_config(dir.path());
     config.callback_allow = CallbackPolicy::parse(&["127.0.0.0/8", "*.apps.example"]).unwrap();
     let mep = TestMep::start_with(config).await;
-    let subscription = |callback: &str| {
-        json!({"subscriptionType": "SerAvailabilityNotificationSubscription", "callbackReference": callback})
-    };
+    let subscription = |callback: &str| json!({"subscriptionType": "SerAvailabilityNotificationSubscription", "callbackReference": callback});
     let path = format!("/applications/{APP_A}/subscriptions");
-    let r = mep.post(&path, &subscription("http://169.254.169.254/latest")).await;
+    let r = mep
+        .post(&path, &subscription("http://169.254.169.254/latest"))
+        .await;
     let problem = assert_problem(r, 400).await;
     assert!(problem["detail"].as_str().unwrap().contains("allow-list"));
-    assert_problem(mep.post(&path, &subscription("http://internal.example/x")).await, 400).await;
-    assert_eq!(mep.post(&path, &subscription("http://127.0.0.1:9/n")).await.status(), 201);
-    assert_eq!(mep.post(&path, &subscription("https://n.apps.example/n")).await.status(), 201);
+    assert_problem(
+        mep.post(&path, &subscription("http://internal.example/x"))
+            .await,
+        400,
+    )
+    .await;
+    assert_eq!(
+        mep.post(&path, &subscription("http://127.0.0.1:9/n"))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        mep.post(&path, &subscription("https://n.apps.example/n"))
+            .await
+            .status(),
+        201
+    );
 
     let termination = json!({"subscriptionType": "AppTerminationNotificationSubscription",
                              "callbackReference": "http://10.0.0.1/n", "appInstanceId": APP_A});

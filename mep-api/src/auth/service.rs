@@ -72,8 +72,22 @@ pub struct IssuedToken {
     pub expires_in: u64,
 }
 
+/// What verifying a token established, kept so that the next request with the same token skips
+/// the signature check. Only tokens that verified are cached, under their full text; expiry and
+/// revocation are still checked on every use.
+#[derive(Clone)]
+struct Verified {
+    app: AppInstanceId,
+    exp: u64,
+    gen: u64,
+}
+
+/// Tokens remembered after verification (a bounded cache; a miss costs one ECDSA verification).
+const VERIFIED_TOKENS: usize = 16_384;
+
 /// See the module documentation.
 pub struct Auth {
+    verified: quick_cache::sync::Cache<String, Verified>,
     config: AuthConfig,
     credentials: Credentials,
     keys: KeyRing,
@@ -98,6 +112,7 @@ impl Auth {
         let keys = KeyRing::load_or_create(&dir.join("jwt"), clock.now())?;
         let credentials = Credentials::load(store, master)?;
         let auth = Self {
+            verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
             verifier: Verifier::new(&config.issuer),
             lockout: Lockout::new(config.lockout),
             config,
@@ -149,14 +164,26 @@ impl Auth {
 
     /// Checks a bearer token and that its credentials still stand.
     pub fn authenticate(&self, token: &str) -> Result<Grant, TokenError> {
-        let claims = self
-            .verifier
-            .verify(&self.keys.current(), token, unix(self.now()))?;
-        let app = AppInstanceId::parse(&claims.sub).map_err(|_| TokenError::Malformed)?;
+        let now = unix(self.now());
+        let verified = match self.verified.get(token) {
+            Some(v) if v.exp > now => v,
+            Some(_) => return Err(TokenError::Expired),
+            None => {
+                let claims = self.verifier.verify(&self.keys.current(), token, now)?;
+                let v = Verified {
+                    app: AppInstanceId::parse(&claims.sub).map_err(|_| TokenError::Malformed)?,
+                    exp: claims.exp,
+                    gen: claims.gen,
+                };
+                self.verified.insert(token.to_owned(), v.clone());
+                v
+            }
+        };
+        let app = verified.app;
         let cred = self
             .credentials
             .by_app(&app)
-            .filter(|c| c.generation == claims.gen)
+            .filter(|c| c.generation == verified.gen)
             .ok_or(TokenError::Revoked)?;
         Ok(Grant {
             app,

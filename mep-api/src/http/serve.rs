@@ -70,6 +70,7 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let service = TowerToHyperService::new(service);
             let result = match tls {
@@ -80,12 +81,13 @@ pub async fn serve(
                     watcher.watch(connection).await
                 }
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(
-                        HANDSHAKE_TIMEOUT,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
+                    // The watcher is held from here on, so a pending handshake must not
+                    // outlive shutdown.
+                    let handshake = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        h = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => h,
+                    };
+                    let stream = match handshake {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
                             tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
