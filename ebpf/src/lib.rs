@@ -15,6 +15,7 @@ mod generation;
 mod plane;
 mod slots;
 mod status;
+mod testrun;
 
 pub use attach::{Attached, AttachedMode};
 pub use compile::CapacityError;

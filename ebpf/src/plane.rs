@@ -3,13 +3,14 @@
 //! not fit is refused before anything in the kernel changes.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, Xdp};
 use aya::Ebpf;
 use mep_dataplane::{
     Action, AppInfo, CompiledFilter, DataPlane, DataPlaneError, DnsRule, InterfaceType, RuleError,
@@ -58,7 +59,7 @@ struct Held {
 
 struct State {
     /// Owns the programs and their links: dropping it detaches everything.
-    ebpf: Ebpf,
+    _ebpf: Ebpf,
     gens: Generations,
     counters: PerCpuArray<MapData, Counter>,
     rule_ids: Array<MapData, RuleId>,
@@ -72,6 +73,9 @@ struct State {
 pub struct XdpDataPlane {
     state: Arc<Mutex<Option<State>>>,
     pin_path: PathBuf,
+    /// Our own references to the XDP programs, for `test_run` without the state lock.
+    steer_fd: OwnedFd,
+    pass_fd: OwnedFd,
 }
 
 fn lock(state: &Mutex<Option<State>>) -> MutexGuard<'_, Option<State>> {
@@ -96,7 +100,9 @@ impl XdpDataPlane {
             return Err(XdpError::NotRoot);
         }
         crate::bpffs::prepare(&config.pin_path)?;
+        raise_memlock_limit();
         let mut ebpf = Ebpf::load(OBJECT)?;
+        let mut fds = Vec::new();
         for name in [XDP_PROGRAM, PASS_PROGRAM] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
@@ -104,7 +110,13 @@ impl XdpDataPlane {
                 .try_into()
                 .map_err(XdpError::program(name))?;
             p.load().map_err(XdpError::program(name))?;
+            let fd = p.fd().map_err(XdpError::program(name))?;
+            fds.push(fd.as_fd().try_clone_to_owned()?);
         }
+        let (pass_fd, steer_fd) = match (fds.pop(), fds.pop()) {
+            (Some(pass), Some(steer)) => (pass, steer),
+            _ => return Err(XdpError::MissingMap(XDP_PROGRAM)),
+        };
         let dup: &mut SchedClassifier = ebpf
             .program_mut(DUP_PROGRAM)
             .ok_or(XdpError::MissingMap(DUP_PROGRAM))?
@@ -152,7 +164,7 @@ impl XdpDataPlane {
         }
         Ok(Self {
             state: Arc::new(Mutex::new(Some(State {
-                ebpf,
+                _ebpf: ebpf,
                 gens,
                 counters,
                 rule_ids,
@@ -162,6 +174,8 @@ impl XdpDataPlane {
                 last_update: None,
             }))),
             pin_path: config.pin_path,
+            steer_fd,
+            pass_fd,
         })
     }
 
@@ -216,31 +230,15 @@ impl XdpDataPlane {
         packet: &[u8],
         repeat: u32,
     ) -> Result<TestRunOutput, XdpError> {
-        let guard = lock(&self.state);
-        let st = guard.as_ref().ok_or(XdpError::Shutdown)?;
-        let name = match program {
-            TestProgram::Steer => XDP_PROGRAM,
-            TestProgram::Pass => PASS_PROGRAM,
+        let fd = match program {
+            TestProgram::Steer => &self.steer_fd,
+            TestProgram::Pass => &self.pass_fd,
         };
-        let prog: &Xdp = st
-            .ebpf
-            .program(name)
-            .ok_or(XdpError::MissingMap(name))?
-            .try_into()
-            .map_err(XdpError::program(name))?;
-        let mut out = vec![0u8; packet.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(packet),
-            data_out: Some(&mut out),
-            repeat: repeat.max(1),
-            ..TestRunOptions::default()
-        };
-        let r = prog.test_run(opts).map_err(XdpError::program(name))?;
-        out.truncate(r.data_size_out as usize);
+        let (verdict, data, per_run) = crate::testrun::run(fd.as_fd(), packet, repeat)?;
         Ok(TestRunOutput {
-            verdict: r.return_value,
-            data: out,
-            per_run: r.duration,
+            verdict,
+            data,
+            per_run,
         })
     }
 
@@ -295,6 +293,16 @@ impl XdpDataPlane {
         })
         .await
     }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones ignore it. Best effort.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit value.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, XdpError>

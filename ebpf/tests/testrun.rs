@@ -667,3 +667,54 @@ fn duplicate_passes_the_original() {
     assert_eq!(&out.data[meta..], &frame[..], "the original is unchanged");
     assert_eq!(p.rule_counters()[0].packets, 1);
 }
+
+#[test]
+fn a_packet_never_sees_half_an_update() {
+    // Both rule sets drop 10.8.0.1, through entry 0 in A and entry 1 in B (B's entry 0 passes
+    // another address). A packet that took A's candidate list and B's entries would pass.
+    let p = Arc::new(plane());
+    let x = rule(
+        "x",
+        1,
+        "DROP",
+        json!({"dstAddress": ["10.8.0.1"]}),
+        Value::Null,
+    );
+    let w = rule(
+        "w",
+        0,
+        "PASSTHROUGH",
+        json!({"dstAddress": ["10.8.0.2"]}),
+        Value::Null,
+    );
+    let a = snapshot(&[("a", x.clone())]);
+    let b = snapshot(&[("a", w), ("a", x)]);
+    let r = rt();
+    r.block_on(p.resync(&a)).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let runner = {
+        let (p, stop) = (Arc::clone(&p), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let frame = plain_udp("1.1.1.1", "10.8.0.1", 1, 2);
+            let (mut runs, mut passed) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if verdict(&p, &frame) != XDP_DROP {
+                    passed += 1;
+                }
+                runs += 1;
+            }
+            (runs, passed)
+        })
+    };
+    for i in 0..200 {
+        r.block_on(p.resync(if i % 2 == 0 { &b } else { &a }))
+            .unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (runs, passed) = runner.join().unwrap();
+    assert!(runs > 200, "packets ran during the updates ({runs})");
+    assert_eq!(
+        passed, 0,
+        "{passed} of {runs} packets saw a half-applied update"
+    );
+}
