@@ -5,6 +5,19 @@
 //! - [`XdpDataPlane`] is the data plane; [`XdpConfig`] configures it.
 //! - [`status_text`] / [`read_status`] read what a running data plane pinned (for
 //!   `mep xdp status`).
+//!
+//! What a filter matches, per packet (the inner packet for GTP-U traffic):
+//! - `srcAddress`/`dstAddress` as CIDRs or ranges, IPv4 and IPv6 (IPv4 is held IPv4-mapped, so an
+//!   IPv6 packet from `::ffff:a.b.c.d` counts as IPv4);
+//! - ports and port ranges of TCP and UDP, on first fragments only; a port filter never matches
+//!   other protocols;
+//! - `protocol`; `dSCP` in either family; `tC` (the whole traffic class) on IPv6 only;
+//! - tunnel fields (`tag` = TEID, tunnel addresses and ports) on GTP-U G-PDUs only: a filter that
+//!   names any of them never matches plain packets.
+//!
+//! `qCI` is not in packets: rules that use it are refused, as are `dstInterface`s of type TUNNEL
+//! (encapsulating into a new tunnel). Among matching rules the lowest `priority` wins, then the
+//! snapshot order (app instance id, rule id); no match passes the packet.
 
 mod attach;
 mod bpffs;

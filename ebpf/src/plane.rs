@@ -100,6 +100,11 @@ impl XdpDataPlane {
             return Err(XdpError::NotRoot);
         }
         crate::bpffs::prepare(&config.pin_path)?;
+        let pin_path = config.pin_path.clone();
+        Self::load(config).inspect_err(|_| remove_pins(&pin_path))
+    }
+
+    fn load(config: XdpConfig) -> Result<Self, XdpError> {
         raise_memlock_limit();
         let mut ebpf = Ebpf::load(OBJECT)?;
         let mut fds = Vec::new();
@@ -544,18 +549,21 @@ impl DataPlane for XdpDataPlane {
             }
             drop(st);
         }
-        for pin in [PIN_COUNTERS, PIN_RULE_IDS, PIN_IFACES] {
-            let _ = std::fs::remove_file(self.pin_path.join(pin));
-        }
+        remove_pins(&self.pin_path);
     }
 }
 
 impl Drop for XdpDataPlane {
     fn drop(&mut self) {
         if lock(&self.state).take().is_some() {
-            for pin in [PIN_COUNTERS, PIN_RULE_IDS, PIN_IFACES] {
-                let _ = std::fs::remove_file(self.pin_path.join(pin));
-            }
+            remove_pins(&self.pin_path);
         }
+    }
+}
+
+/// Removes the status pins: `mep xdp status` then reports that no data plane runs.
+fn remove_pins(pin_path: &std::path::Path) {
+    for pin in [PIN_COUNTERS, PIN_RULE_IDS, PIN_IFACES] {
+        let _ = std::fs::remove_file(pin_path.join(pin));
     }
 }
