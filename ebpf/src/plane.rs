@@ -566,4 +566,6 @@ fn remove_pins(pin_path: &std::path::Path) {
     for pin in [PIN_COUNTERS, PIN_RULE_IDS, PIN_IFACES] {
         let _ = std::fs::remove_file(pin_path.join(pin));
     }
+    // Only succeeds when nothing else is pinned there.
+    let _ = std::fs::remove_dir(pin_path);
 }
