@@ -132,9 +132,9 @@ fn main() {
         let hit = plane.test_run(TestProgram::Steer, &plain, 1).expect("run");
         assert_eq!(hit.verdict, 2, "PASSTHROUGH");
         let before = plane.rule_counters().iter().map(|c| c.packets).sum::<u64>();
-        let p = median_ns(&plane, TestProgram::Steer, &plain);
-        let g = median_ns(&plane, TestProgram::Steer, &gtp);
         let floor = median_ns(&plane, TestProgram::Pass, &plain);
+        let g = median_ns(&plane, TestProgram::Steer, &gtp);
+        let p = median_ns(&plane, TestProgram::Steer, &plain);
         let after = plane.rule_counters().iter().map(|c| c.packets).sum::<u64>();
         assert_eq!(
             after - before,

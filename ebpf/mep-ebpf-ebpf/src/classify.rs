@@ -9,10 +9,7 @@ use mep_ebpf_common::{
     F_TSPORT, F_TSRC, F_TUNNEL, MAX_LENS, MAX_SCAN,
 };
 
-use crate::{
-    maps::{DST_0, DST_1, ENTRIES_0, ENTRIES_1, LISTS_0, LISTS_1, SRC_0, SRC_1, TEID_0, TEID_1},
-    parse::Pkt,
-};
+use crate::{maps, parse::Pkt};
 
 pub const NO_MATCH: u32 = u32::MAX;
 
@@ -123,29 +120,18 @@ pub extern "C" fn mep_entry_matches(e: *const Entry, p: *const Pkt) -> u32 {
 /// The first entry of `list` that matches, if it is below `best`. Lists are sorted by entry id,
 /// so the scan stops at the first match or at an id at or above `best`.
 #[inline(always)]
-fn scan(generation: u32, list: ListRef, p: &Pkt, best: u32) -> u32 {
+fn scan<const G: u32>(list: ListRef, p: &Pkt, best: u32) -> u32 {
     for i in 0..MAX_SCAN {
         if i >= list.len {
             break;
         }
-        let idx = list.start.wrapping_add(i);
-        let id = if generation == 0 {
-            LISTS_0.get(idx)
-        } else {
-            LISTS_1.get(idx)
-        };
-        let Some(&id) = id else {
+        let Some(&id) = maps::lists::<G>().get(list.start.wrapping_add(i)) else {
             break;
         };
         if id >= best {
             break;
         }
-        let e = if generation == 0 {
-            ENTRIES_0.get(id)
-        } else {
-            ENTRIES_1.get(id)
-        };
-        if let Some(e) = e {
+        if let Some(e) = maps::entries::<G>().get(id) {
             if mep_entry_matches(e, p) != 0 {
                 return id;
             }
@@ -156,8 +142,8 @@ fn scan(generation: u32, list: ListRef, p: &Pkt, best: u32) -> u32 {
 
 /// The candidate list of the longest indexed prefix holding `a`.
 #[inline(always)]
-fn longest(generation: u32, dst: bool, cfg: &GenConfig, a: &[u32; 4]) -> ListRef {
-    let (lens, masks, n) = if dst {
+fn longest<const G: u32, const DST: bool>(cfg: &GenConfig, a: &[u32; 4]) -> ListRef {
+    let (lens, masks, n) = if DST {
         (&cfg.dst_lens, &cfg.dst_masks, cfg.n_dst_lens)
     } else {
         (&cfg.src_lens, &cfg.src_masks, cfg.n_src_lens)
@@ -171,47 +157,35 @@ fn longest(generation: u32, dst: bool, cfg: &GenConfig, a: &[u32; 4]) -> ListRef
             len: lens[i],
             addr: [a[0] & m[0], a[1] & m[1], a[2] & m[2], a[3] & m[3]],
         };
-        let hit = unsafe {
-            match (generation, dst) {
-                (0, true) => DST_0.get(key),
-                (0, false) => SRC_0.get(key),
-                (_, true) => DST_1.get(key),
-                (_, false) => SRC_1.get(key),
-            }
+        let map = if DST {
+            maps::dst::<G>()
+        } else {
+            maps::src::<G>()
         };
-        if let Some(l) = hit {
+        if let Some(l) = unsafe { map.get(key) } {
             return *l;
         }
     }
     ListRef::default()
 }
 
-/// The id of the best matching entry, or `NO_MATCH`.
-#[inline(never)]
-pub fn classify(generation: u32, cfg: &GenConfig, p: &Pkt) -> u32 {
+/// The id of the best matching entry of generation `G`, or `NO_MATCH`.
+#[inline(always)]
+pub fn classify<const G: u32>(cfg: &GenConfig, p: &Pkt) -> u32 {
     let mut best = NO_MATCH;
     if cfg.dims & DIM_DST != 0 {
-        let l = longest(generation, true, cfg, &p.dst);
-        best = scan(generation, l, p, best);
+        best = scan::<G>(longest::<G, true>(cfg, &p.dst), p, best);
     }
     if cfg.dims & DIM_SRC != 0 {
-        let l = longest(generation, false, cfg, &p.src);
-        best = scan(generation, l, p, best);
+        best = scan::<G>(longest::<G, false>(cfg, &p.src), p, best);
     }
     if cfg.dims & DIM_TEID != 0 && p.tunnel {
-        let l = unsafe {
-            if generation == 0 {
-                TEID_0.get(p.teid)
-            } else {
-                TEID_1.get(p.teid)
-            }
-        };
-        if let Some(l) = l {
-            best = scan(generation, *l, p, best);
+        if let Some(l) = unsafe { maps::teid::<G>().get(p.teid) } {
+            best = scan::<G>(*l, p, best);
         }
     }
     if cfg.dims & DIM_WILD != 0 {
-        best = scan(generation, cfg.wild, p, best);
+        best = scan::<G>(cfg.wild, p, best);
     }
     best
 }

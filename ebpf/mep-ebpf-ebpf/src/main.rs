@@ -18,7 +18,7 @@ use mep_ebpf_common::{
 
 use crate::{
     classify::{classify, NO_MATCH},
-    maps::{ACTIONS_0, ACTIONS_1, ACTIVE, COUNTERS, ENTRIES_0, ENTRIES_1, GEN_CFG},
+    maps::{ACTIVE, COUNTERS, GEN_CFG},
 };
 
 #[xdp]
@@ -27,12 +27,18 @@ pub fn mep_xdp(ctx: XdpContext) -> u32 {
         Some(g) => *g,
         None => return xdp_action::XDP_PASS,
     };
-    steer(&ctx, generation)
+    if generation == 0 {
+        steer::<0>(&ctx)
+    } else {
+        steer::<1>(&ctx)
+    }
 }
 
-#[inline(always)]
-fn steer(ctx: &XdpContext, generation: u32) -> u32 {
-    let Some(cfg) = GEN_CFG.get(generation) else {
+/// Classifies and acts with generation `G`'s maps. One copy per generation (not inlined, so
+/// LLVM cannot merge the two back into code whose map lookups the verifier cannot inline).
+#[inline(never)]
+fn steer<const G: u32>(ctx: &XdpContext) -> u32 {
+    let Some(cfg) = GEN_CFG.get(G) else {
         return xdp_action::XDP_PASS;
     };
     if cfg.dims == 0 {
@@ -44,16 +50,11 @@ fn steer(ctx: &XdpContext, generation: u32) -> u32 {
         return xdp_action::XDP_PASS;
     }
     let p = unsafe { p.assume_init_ref() };
-    let id = classify(generation, cfg, p);
+    let id = classify::<G>(cfg, p);
     if id == NO_MATCH {
         return xdp_action::XDP_PASS;
     }
-    let entry = if generation == 0 {
-        ENTRIES_0.get(id)
-    } else {
-        ENTRIES_1.get(id)
-    };
-    let Some(slot) = entry.map(|e| e.slot) else {
+    let Some(slot) = maps::entries::<G>().get(id).map(|e| e.slot) else {
         return xdp_action::XDP_PASS;
     };
     if let Some(c) = COUNTERS.get_ptr_mut(slot) {
@@ -61,12 +62,7 @@ fn steer(ctx: &XdpContext, generation: u32) -> u32 {
         c.packets += 1;
         c.bytes += (ctx.data_end() - ctx.data()) as u64;
     }
-    let act = if generation == 0 {
-        ACTIONS_0.get(slot)
-    } else {
-        ACTIONS_1.get(slot)
-    };
-    let Some(act) = act else {
+    let Some(act) = maps::actions::<G>().get(slot) else {
         return xdp_action::XDP_PASS;
     };
     match act.kind {

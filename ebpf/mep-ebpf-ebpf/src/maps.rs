@@ -75,3 +75,61 @@ generation!(
     "MEP_SRC_1",
     "MEP_TEID_1"
 );
+
+// Each generation gets its own copy of the code that uses these (a const generic `G`), so that
+// every lookup site names one map: the verifier then inlines the lookup. A site that could see
+// either generation's map is "poisoned" and pays a full helper call.
+
+#[inline(always)]
+pub fn entries<const G: u32>() -> &'static Array<Entry> {
+    if G == 0 {
+        &ENTRIES_0
+    } else {
+        &ENTRIES_1
+    }
+}
+
+#[inline(always)]
+pub fn lists<const G: u32>() -> &'static Array<u32> {
+    if G == 0 {
+        &LISTS_0
+    } else {
+        &LISTS_1
+    }
+}
+
+#[inline(always)]
+pub fn actions<const G: u32>() -> &'static Array<RuleAction> {
+    if G == 0 {
+        &ACTIONS_0
+    } else {
+        &ACTIONS_1
+    }
+}
+
+#[inline(always)]
+pub fn dst<const G: u32>() -> &'static HashMap<AddrKey, ListRef> {
+    if G == 0 {
+        &DST_0
+    } else {
+        &DST_1
+    }
+}
+
+#[inline(always)]
+pub fn src<const G: u32>() -> &'static HashMap<AddrKey, ListRef> {
+    if G == 0 {
+        &SRC_0
+    } else {
+        &SRC_1
+    }
+}
+
+#[inline(always)]
+pub fn teid<const G: u32>() -> &'static HashMap<u32, ListRef> {
+    if G == 0 {
+        &TEID_0
+    } else {
+        &TEID_1
+    }
+}
