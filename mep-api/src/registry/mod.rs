@@ -117,7 +117,8 @@ impl Entry {
 
 #[derive(Default)]
 struct Index {
-    services: HashMap<String, Entry>,
+    /// Ordered by id, so that listings are stable across restarts.
+    services: BTreeMap<String, Entry>,
     by_name: HashMap<String, BTreeSet<String>>,
     by_app: HashMap<AppInstanceId, BTreeSet<String>>,
     subscriptions: BTreeMap<String, SerAvailabilitySubscription>,
