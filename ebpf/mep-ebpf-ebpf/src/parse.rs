@@ -81,15 +81,18 @@ impl<const N: usize> Hdr<N> {
         unsafe { *self.0.add(i) }
     }
 
+    // Headers are not aligned (IPv4 addresses sit at offset 26): the build enables
+    // `allows-misaligned-mem-access`, so these are single loads, which the kernel permits on
+    // packet data.
     #[inline(always)]
     fn be16(&self, i: usize) -> u16 {
-        u16::from_be_bytes([self.u8(i), self.u8(i + 1)])
+        u16::from_be(unsafe { core::ptr::read_unaligned(self.0.add(i) as *const u16) })
     }
 
     /// Four bytes as a native word (i.e. still in network byte order).
     #[inline(always)]
     fn word(&self, i: usize) -> u32 {
-        u32::from_ne_bytes([self.u8(i), self.u8(i + 1), self.u8(i + 2), self.u8(i + 3)])
+        unsafe { core::ptr::read_unaligned(self.0.add(i) as *const u32) }
     }
 }
 
