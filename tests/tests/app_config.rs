@@ -25,7 +25,9 @@ async fn create_read_update_delete_as_tasks() {
     let task_id = progress["taskId"].as_str().unwrap().to_owned();
     let task: Value = mep
         .http
-        .get(mep.mm5_url(&format!("/mepcfg/app_lcm/v1/tasks/{task_id}/appd_configuration")))
+        .get(mep.mm5_url(&format!(
+            "/mepcfg/app_lcm/v1/tasks/{task_id}/appd_configuration"
+        )))
         .send()
         .await
         .unwrap()
@@ -35,8 +37,14 @@ async fn create_read_update_delete_as_tasks() {
     assert_eq!(task, progress);
 
     let calls = plane.calls();
-    assert_eq!(calls.iter().map(|c| c.op).collect::<Vec<_>>(), vec!["add_dns", "add_traffic"]);
-    assert_eq!(calls[1].rule["dstInterface"][0]["dstIpAddress"], "10.10.0.2", "the whole rule reaches the data plane");
+    assert_eq!(
+        calls.iter().map(|c| c.op).collect::<Vec<_>>(),
+        vec!["add_dns", "add_traffic"]
+    );
+    assert_eq!(
+        calls[1].rule["dstInterface"][0]["dstIpAddress"], "10.10.0.2",
+        "the whole rule reaches the data plane"
+    );
     assert_eq!(calls[1].rule["state"], "ACTIVE");
 
     let (status, stored) = mep.appd(Method::GET, "app-1", None).await;
@@ -51,7 +59,10 @@ async fn create_read_update_delete_as_tasks() {
     changed["appDNSRule"][0]["ipAddress"] = json!("192.0.2.11");
     changed["appTrafficRule"][0]["state"] = json!("INACTIVE");
     let (status, progress) = mep.appd(Method::PUT, "app-1", Some(&changed)).await;
-    assert_eq!((status, progress["configResult"].as_str()), (200, Some("SUCCESS")));
+    assert_eq!(
+        (status, progress["configResult"].as_str()),
+        (200, Some("SUCCESS"))
+    );
     let ops: Vec<&str> = plane.calls()[2..].iter().map(|c| c.op).collect();
     assert_eq!(ops, vec!["set_dns", "delete_traffic"]);
 
@@ -60,8 +71,15 @@ async fn create_read_update_delete_as_tasks() {
     assert_eq!(mep.appd(Method::PUT, "app-1", Some(&renamed)).await.0, 400);
 
     let (status, progress) = mep.appd(Method::DELETE, "app-1", None).await;
-    assert_eq!((status, progress["configResult"].as_str()), (200, Some("SUCCESS")));
-    assert_eq!(plane.calls().last().unwrap().op, "delete_dns", "INACTIVE rules are not in the data plane");
+    assert_eq!(
+        (status, progress["configResult"].as_str()),
+        (200, Some("SUCCESS"))
+    );
+    assert_eq!(
+        plane.calls().last().unwrap().op,
+        "delete_dns",
+        "INACTIVE rules are not in the data plane"
+    );
     assert_eq!(mep.appd(Method::GET, "app-1", None).await.0, 404);
     assert_eq!(mep.appd(Method::DELETE, "app-1", None).await.0, 404);
     assert_eq!(mep.appd(Method::PUT, "app-1", Some(&body)).await.0, 404);
@@ -80,27 +98,70 @@ async fn validation_edgegallery_skipped() {
     let (mep, plane, _dir) = mep_with_plane().await;
     let base = appd_body("video", "video.edge.example");
     let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
-        ("bad CIDR", Box::new(|b| b["appTrafficRule"][0]["trafficFilter"][0]["dstAddress"] = json!(["198.51.100.0/40"]))),
-        ("bad IP", Box::new(|b| b["appTrafficRule"][0]["trafficFilter"][0]["srcAddress"] = json!(["1.2.3"]))),
-        ("bad FQDN", Box::new(|b| b["appDNSRule"][0]["domainName"] = json!("bad_name..example"))),
-        ("family mismatch", Box::new(|b| b["appDNSRule"][0]["ipAddress"] = json!("2001:db8::1"))),
-        ("port range", Box::new(|b| b["appTrafficRule"][0]["trafficFilter"][0]["dstPort"] = json!(["90-80"]))),
-        ("port number", Box::new(|b| b["appTrafficRule"][0]["trafficFilter"][0]["dstPort"] = json!(["70000"]))),
-        ("priority", Box::new(|b| b["appTrafficRule"][0]["priority"] = json!(256))),
-        ("unknown action", Box::new(|b| b["appTrafficRule"][0]["action"] = json!("TELEPORT"))),
-        ("missing appName", Box::new(|b| { b.as_object_mut().unwrap().remove("appName"); })),
-        ("duplicate id", Box::new(|b| {
-            let dup = b["appDNSRule"][0].clone();
-            b["appDNSRule"].as_array_mut().unwrap().push(dup);
-        })),
-        ("forward without destination", Box::new(|b| b["appTrafficRule"][0]["dstInterface"] = json!([]))),
-        ("too many rules", Box::new(|b| {
-            let rules: Vec<Value> = (0..70)
+        (
+            "bad CIDR",
+            Box::new(|b| {
+                b["appTrafficRule"][0]["trafficFilter"][0]["dstAddress"] =
+                    json!(["198.51.100.0/40"])
+            }),
+        ),
+        (
+            "bad IP",
+            Box::new(|b| {
+                b["appTrafficRule"][0]["trafficFilter"][0]["srcAddress"] = json!(["1.2.3"])
+            }),
+        ),
+        (
+            "bad FQDN",
+            Box::new(|b| b["appDNSRule"][0]["domainName"] = json!("bad_name..example")),
+        ),
+        (
+            "family mismatch",
+            Box::new(|b| b["appDNSRule"][0]["ipAddress"] = json!("2001:db8::1")),
+        ),
+        (
+            "port range",
+            Box::new(|b| b["appTrafficRule"][0]["trafficFilter"][0]["dstPort"] = json!(["90-80"])),
+        ),
+        (
+            "port number",
+            Box::new(|b| b["appTrafficRule"][0]["trafficFilter"][0]["dstPort"] = json!(["70000"])),
+        ),
+        (
+            "priority",
+            Box::new(|b| b["appTrafficRule"][0]["priority"] = json!(256)),
+        ),
+        (
+            "unknown action",
+            Box::new(|b| b["appTrafficRule"][0]["action"] = json!("TELEPORT")),
+        ),
+        (
+            "missing appName",
+            Box::new(|b| {
+                b.as_object_mut().unwrap().remove("appName");
+            }),
+        ),
+        (
+            "duplicate id",
+            Box::new(|b| {
+                let dup = b["appDNSRule"][0].clone();
+                b["appDNSRule"].as_array_mut().unwrap().push(dup);
+            }),
+        ),
+        (
+            "forward without destination",
+            Box::new(|b| b["appTrafficRule"][0]["dstInterface"] = json!([])),
+        ),
+        (
+            "too many rules",
+            Box::new(|b| {
+                let rules: Vec<Value> = (0..70)
                 .map(|i| json!({"dnsRuleId": format!("d{i}"), "domainName": format!("n{i}.example"),
                                 "ipAddressType": "IP_V4", "ipAddress": "192.0.2.1", "state": "ACTIVE"}))
                 .collect();
-            b["appDNSRule"] = json!(rules);
-        })),
+                b["appDNSRule"] = json!(rules);
+            }),
+        ),
     ];
     for (name, mutate) in cases {
         let mut body = base.clone();
@@ -109,15 +170,27 @@ async fn validation_edgegallery_skipped() {
         assert_eq!(status, 400, "{name}: {problem}");
         assert_eq!(problem["status"], 400, "{name}");
     }
-    assert!(plane.calls().is_empty(), "invalid configurations never reach the data plane");
+    assert!(
+        plane.calls().is_empty(),
+        "invalid configurations never reach the data plane"
+    );
 
     // ttl 0 is a valid TTL.
     let mut zero = base.clone();
     zero["appDNSRule"][0]["ttl"] = json!(0);
-    assert_eq!(mep.appd(Method::POST, "app-1", Some(&zero)).await.1["configResult"], "SUCCESS");
+    assert_eq!(
+        mep.appd(Method::POST, "app-1", Some(&zero)).await.1["configResult"],
+        "SUCCESS"
+    );
 
     // A domain name belongs to one application instance.
-    let (status, problem) = mep.appd(Method::POST, "app-2", Some(&appd_body("other", "VIDEO.edge.example."))).await;
+    let (status, problem) = mep
+        .appd(
+            Method::POST,
+            "app-2",
+            Some(&appd_body("other", "VIDEO.edge.example.")),
+        )
+        .await;
     assert_eq!(status, 409, "{problem}");
     mep.stop().await;
 }
@@ -127,17 +200,46 @@ async fn a_failing_data_plane_rolls_the_task_back() {
     let (mep, plane, _dir) = mep_with_plane().await;
     let cell = mep.mep.snapshot_cell();
     plane.fail_nth_call(2); // the DNS rule goes in, the traffic rule fails
-    let (status, progress) = mep.appd(Method::POST, "app-1", Some(&appd_body("video", "video.edge.example"))).await;
+    let (status, progress) = mep
+        .appd(
+            Method::POST,
+            "app-1",
+            Some(&appd_body("video", "video.edge.example")),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(progress["configResult"], "FAILURE");
-    assert!(progress["Detailed"].as_str().unwrap().contains("told to fail call 2"), "{progress}");
+    assert!(
+        progress["Detailed"]
+            .as_str()
+            .unwrap()
+            .contains("told to fail call 2"),
+        "{progress}"
+    );
     let ops: Vec<&str> = plane.calls().iter().map(|c| c.op).collect();
-    assert_eq!(ops, vec!["add_dns", "add_traffic", "delete_dns"], "the applied DNS rule was reverted");
-    assert_eq!(mep.appd(Method::GET, "app-1", None).await.0, 404, "nothing was committed");
-    assert!(cell.load().dns_answers("video.edge.example").is_none(), "nothing was published");
+    assert_eq!(
+        ops,
+        vec!["add_dns", "add_traffic", "delete_dns"],
+        "the applied DNS rule was reverted"
+    );
+    assert_eq!(
+        mep.appd(Method::GET, "app-1", None).await.0,
+        404,
+        "nothing was committed"
+    );
+    assert!(
+        cell.load().dns_answers("video.edge.example").is_none(),
+        "nothing was published"
+    );
 
     // The app is not left locked: the same change goes through now.
-    let (_, progress) = mep.appd(Method::POST, "app-1", Some(&appd_body("video", "video.edge.example"))).await;
+    let (_, progress) = mep
+        .appd(
+            Method::POST,
+            "app-1",
+            Some(&appd_body("video", "video.edge.example")),
+        )
+        .await;
     assert_eq!(progress["configResult"], "SUCCESS");
     assert!(cell.load().dns_answers("video.edge.example").is_some());
     mep.stop().await;
@@ -148,7 +250,13 @@ async fn snapshots_follow_every_committed_change() {
     let (mep, _plane, _dir) = mep_with_plane().await;
     let cell = mep.mep.snapshot_cell();
     let v0 = cell.load().version;
-    let (_, progress) = mep.appd(Method::POST, "app-1", Some(&appd_body("video", "Video.Edge.Example"))).await;
+    let (_, progress) = mep
+        .appd(
+            Method::POST,
+            "app-1",
+            Some(&appd_body("video", "Video.Edge.Example")),
+        )
+        .await;
     assert_eq!(progress["configResult"], "SUCCESS");
     // Visible as soon as the write returned.
     let snap = cell.load_full();
@@ -171,17 +279,33 @@ async fn snapshots_follow_every_committed_change() {
 async fn configuration_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mep = TestMep::start(dir.path()).await;
-    let (_, progress) = mep.appd(Method::POST, "app-1", Some(&appd_body("video", "video.edge.example"))).await;
+    let (_, progress) = mep
+        .appd(
+            Method::POST,
+            "app-1",
+            Some(&appd_body("video", "video.edge.example")),
+        )
+        .await;
     assert_eq!(progress["configResult"], "SUCCESS");
     let task_id = progress["taskId"].as_str().unwrap().to_owned();
     mep.stop().await;
 
     let mep = TestMep::start(dir.path()).await;
-    assert_eq!(mep.appd(Method::GET, "app-1", None).await.1["appName"], "video");
-    assert!(mep.mep.snapshot_cell().load().dns_answers("video.edge.example").is_some());
+    assert_eq!(
+        mep.appd(Method::GET, "app-1", None).await.1["appName"],
+        "video"
+    );
+    assert!(mep
+        .mep
+        .snapshot_cell()
+        .load()
+        .dns_answers("video.edge.example")
+        .is_some());
     let task: Value = mep
         .http
-        .get(mep.mm5_url(&format!("/mepcfg/app_lcm/v1/tasks/{task_id}/appd_configuration")))
+        .get(mep.mm5_url(&format!(
+            "/mepcfg/app_lcm/v1/tasks/{task_id}/appd_configuration"
+        )))
         .send()
         .await
         .unwrap()

@@ -16,7 +16,11 @@ async fn configured() -> (TestMep, Arc<ScriptedDataPlane>, tempfile::TempDir) {
     let plane = ScriptedDataPlane::new();
     let mep = TestMep::start_with_dataplane(test_config(dir.path()), Some(plane.clone())).await;
     let (_, progress) = mep
-        .appd(Method::POST, "app-1", Some(&appd_body("video", "video.edge.example")))
+        .appd(
+            Method::POST,
+            "app-1",
+            Some(&appd_body("video", "video.edge.example")),
+        )
         .await;
     assert_eq!(progress["configResult"], "SUCCESS");
     (mep, plane, dir)
@@ -54,13 +58,30 @@ async fn apps_read_and_switch_their_rules() {
 
     rule["state"] = json!("INACTIVE");
     rule["trafficRuleId"] = json!("ignored-body-id");
-    let stale = mep.http.put(&url).header("if-match", "\"old\"").json(&rule).send().await.unwrap();
+    let stale = mep
+        .http
+        .put(&url)
+        .header("if-match", "\"old\"")
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
     assert_problem(stale, 412).await;
-    let r = mep.http.put(&url).header("if-match", &etag).json(&rule).send().await.unwrap();
+    let r = mep
+        .http
+        .put(&url)
+        .header("if-match", &etag)
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_ne!(r.headers()["etag"].to_str().unwrap(), etag);
     let updated: Value = r.json().await.unwrap();
-    assert_eq!(updated["trafficRuleId"], "tr-1", "the path id wins over the body id");
+    assert_eq!(
+        updated["trafficRuleId"], "tr-1",
+        "the path id wins over the body id"
+    );
     assert_eq!(updated["state"], "INACTIVE");
     assert_eq!(plane.calls().last().unwrap().op, "delete_traffic");
     assert!(mep.mep.snapshot_cell().load().traffic_rules.is_empty());
@@ -74,14 +95,41 @@ async fn apps_read_and_switch_their_rules() {
     let r = mep.http.put(&v2).json(&rule).send().await.unwrap();
     let problem = assert_problem(r, 503).await;
     assert!(problem["detail"].as_str().unwrap().contains("told to fail"));
-    assert_eq!(mep.http.get(&url).send().await.unwrap().json::<Value>().await.unwrap()["state"], "INACTIVE");
+    assert_eq!(
+        mep.http
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["state"],
+        "INACTIVE"
+    );
     let r = mep.http.put(&v2).json(&rule).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(plane.calls().last().unwrap().op, "add_traffic");
     assert_eq!(mep.mep.snapshot_cell().load().traffic_rules.len(), 1);
 
-    assert_problem(mep.http.get(mep.app_support("/applications/app-1/traffic_rules/nope")).send().await.unwrap(), 404).await;
-    assert_problem(mep.http.put(mep.app_support("/applications/app-1/traffic_rules/nope")).json(&rule).send().await.unwrap(), 404).await;
+    assert_problem(
+        mep.http
+            .get(mep.app_support("/applications/app-1/traffic_rules/nope"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    assert_problem(
+        mep.http
+            .put(mep.app_support("/applications/app-1/traffic_rules/nope"))
+            .json(&rule)
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
     let mut bad = rule.clone();
     bad["priority"] = json!(999);
     assert_problem(mep.http.put(&url).json(&bad).send().await.unwrap(), 400).await;
@@ -92,20 +140,54 @@ async fn apps_read_and_switch_their_rules() {
 async fn dns_rules_switch_and_the_snapshot_follows() {
     let (mep, _plane, _dir) = configured().await;
     let url = mep.app_support("/applications/app-1/dns_rules/dns-1");
-    let list: Value = mep.http.get(mep.app_support("/applications/app-1/dns_rules")).send().await.unwrap().json().await.unwrap();
+    let list: Value = mep
+        .http
+        .get(mep.app_support("/applications/app-1/dns_rules"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list[0]["dnsRuleId"], "dns-1");
     let r = mep.http.get(&url).send().await.unwrap();
     let etag = r.headers()["etag"].to_str().unwrap().to_owned();
     let mut rule: Value = r.json().await.unwrap();
     rule["state"] = json!("INACTIVE");
-    let r = mep.http.put(&url).header("if-match", &etag).json(&rule).send().await.unwrap();
+    let r = mep
+        .http
+        .put(&url)
+        .header("if-match", &etag)
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(mep.mep.snapshot_cell().load().dns_answers("video.edge.example").is_none());
+    assert!(mep
+        .mep
+        .snapshot_cell()
+        .load()
+        .dns_answers("video.edge.example")
+        .is_none());
     rule["state"] = json!("ACTIVE");
     rule["ipAddress"] = json!("192.0.2.99");
-    assert_eq!(mep.http.put(&url).json(&rule).send().await.unwrap().status(), 200);
+    assert_eq!(
+        mep.http
+            .put(&url)
+            .json(&rule)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let snap = mep.mep.snapshot_cell().load_full();
-    assert_eq!(snap.dns_answers("video.edge.example").unwrap()[0].address.to_string(), "192.0.2.99");
+    assert_eq!(
+        snap.dns_answers("video.edge.example").unwrap()[0]
+            .address
+            .to_string(),
+        "192.0.2.99"
+    );
     rule["ipAddressType"] = json!("IP_V6");
     assert_problem(mep.http.put(&url).json(&rule).send().await.unwrap(), 400).await;
     mep.stop().await;
@@ -119,8 +201,10 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
     let r = mep
         .http
         .post(&subs)
-        .json(&json!({"subscriptionType": "AppTerminationNotificationSubscription",
-                      "callbackReference": rx.url, "appInstanceId": "app-1"}))
+        .json(
+            &json!({"subscriptionType": "AppTerminationNotificationSubscription",
+                      "callbackReference": rx.url, "appInstanceId": "app-1"}),
+        )
         .send()
         .await
         .unwrap();
@@ -128,23 +212,62 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     let sub: Value = r.json().await.unwrap();
     assert_eq!(sub["_links"]["self"]["href"], location);
-    assert_eq!(mep.http.get(&location).send().await.unwrap().json::<Value>().await.unwrap(), sub);
-    let list: Value = mep.http.get(&subs).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        mep.http
+            .get(&location)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap(),
+        sub
+    );
+    let list: Value = mep
+        .http
+        .get(&subs)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["_links"]["subscriptions"][0]["href"], location);
-    assert_eq!(list["_links"]["subscriptions"][0]["subscriptionType"], "AppTerminationNotificationSubscription");
+    assert_eq!(
+        list["_links"]["subscriptions"][0]["subscriptionType"],
+        "AppTerminationNotificationSubscription"
+    );
     let wrong_app = mep
         .http
         .post(&subs)
-        .json(&json!({"subscriptionType": "AppTerminationNotificationSubscription",
-                      "callbackReference": rx.url, "appInstanceId": "app-2"}))
+        .json(
+            &json!({"subscriptionType": "AppTerminationNotificationSubscription",
+                      "callbackReference": rx.url, "appInstanceId": "app-2"}),
+        )
         .send()
         .await
         .unwrap();
     assert_problem(wrong_app, 400).await;
 
     mep.register("app-1", &service_body("video-svc")).await;
+    let confs = mep.mm5_url("/mep/appMng/v1/applications/app-1/confs");
+    let r = mep
+        .http
+        .put(&confs)
+        .json(&json!({"authInfo": {"credentials": {"accessKeyId": "A".repeat(20), "secretKey": "S".repeat(64)}},
+                      "appInfo": {"appName": "video", "requiredServices": []}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
     let confirm = mep.app_support("/applications/app-1/confirm_termination");
-    let r = mep.http.post(&confirm).json(&json!({"operationAction": "TERMINATING"})).send().await.unwrap();
+    let r = mep
+        .http
+        .post(&confirm)
+        .json(&json!({"operationAction": "TERMINATING"}))
+        .send()
+        .await
+        .unwrap();
     assert_problem(r, 409).await;
 
     let termination = {
@@ -158,20 +281,44 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
     assert_eq!(n["maxGracefulTimeout"], 10);
     assert_eq!(n["_links"]["subscription"]["href"], location);
     assert_eq!(n["_links"]["confirmTermination"]["href"], confirm);
-    let r = mep.http.post(&confirm).json(&json!({"operationAction": "STOPPING"})).send().await.unwrap();
+    let r = mep
+        .http
+        .post(&confirm)
+        .json(&json!({"operationAction": "STOPPING"}))
+        .send()
+        .await
+        .unwrap();
     assert_problem(r, 400).await;
-    let r = mep.http.post(&confirm).json(&json!({"operationAction": "TERMINATING"})).send().await.unwrap();
+    let r = mep
+        .http
+        .post(&confirm)
+        .json(&json!({"operationAction": "TERMINATING"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
 
-    let report = tokio::time::timeout(Duration::from_secs(5), termination).await.unwrap().unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(5), termination)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(report.status(), 200);
     let report: Value = report.json().await.unwrap();
     assert_eq!(report["confirmed"], true);
     assert_eq!(report["rulesRemoved"], true);
     assert_eq!(report["servicesRemoved"], 1);
+    assert_eq!(report["credentialsRemoved"], true);
+    assert_eq!(mep.http.get(&confs).send().await.unwrap().status(), 404);
     assert_eq!(mep.appd(Method::GET, "app-1", None).await.0, 404);
     assert_eq!(plane.calls().last().unwrap().op, "delete_traffic");
-    assert_eq!(mep.get("/applications/app-1/services").await.json::<Value>().await.unwrap(), json!([]));
+    assert_eq!(
+        mep.get("/applications/app-1/services")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap(),
+        json!([])
+    );
     assert_problem(mep.http.get(&location).send().await.unwrap(), 404).await;
     mep.stop().await;
 }
@@ -186,8 +333,10 @@ async fn termination_without_confirmation_waits_max_graceful_timeout() {
     let r = mep
         .http
         .post(mep.app_support("/applications/app-1/subscriptions"))
-        .json(&json!({"subscriptionType": "AppTerminationNotificationSubscription",
-                      "callbackReference": rx.url, "appInstanceId": "app-1"}))
+        .json(
+            &json!({"subscriptionType": "AppTerminationNotificationSubscription",
+                      "callbackReference": rx.url, "appInstanceId": "app-1"}),
+        )
         .send()
         .await
         .unwrap();
@@ -213,10 +362,33 @@ async fn confirm_ready_is_recorded_for_the_platform_manager() {
     let readiness = mep.mm5_url("/mepcfg/app_lcm/v1/applications/app-1/readiness");
     assert_eq!(mep.http.get(&readiness).send().await.unwrap().status(), 404);
     let url = mep.app_support("/applications/app-1/confirm_ready");
-    assert_problem(mep.http.post(&url).json(&json!({"indication": "NOT_READY"})).send().await.unwrap(), 400).await;
-    let r = mep.http.post(&url).json(&json!({"indication": "READY"})).send().await.unwrap();
+    assert_problem(
+        mep.http
+            .post(&url)
+            .json(&json!({"indication": "NOT_READY"}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    let r = mep
+        .http
+        .post(&url)
+        .json(&json!({"indication": "READY"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
-    let seen: Value = mep.http.get(&readiness).send().await.unwrap().json().await.unwrap();
+    let seen: Value = mep
+        .http
+        .get(&readiness)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(seen["indication"], "READY");
     assert!(seen["timeStamp"]["seconds"].as_u64().unwrap() > 1_700_000_000);
     mep.stop().await;
@@ -228,12 +400,34 @@ async fn timing_from_the_host_clock() {
     let mut config = test_config(dir.path());
     config.ntp_servers = vec!["ntp.edge.example".into(), "192.0.2.123".into()];
     let mep = TestMep::start_with(config).await;
-    let now: Value = mep.http.get(mep.app_support("/timing/current_time")).send().await.unwrap().json().await.unwrap();
-    let host = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now: Value = mep
+        .http
+        .get(mep.app_support("/timing/current_time"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let host = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     assert!(now["seconds"].as_u64().unwrap().abs_diff(host) < 5);
     assert!(now["nanoSeconds"].as_u64().unwrap() < 1_000_000_000);
-    assert!(matches!(now["timeSourceStatus"].as_str(), Some("TRACEABLE" | "NONTRACEABLE")));
-    let caps: Value = mep.http.get(mep.app_support("/timing/timing_caps")).send().await.unwrap().json().await.unwrap();
+    assert!(matches!(
+        now["timeSourceStatus"].as_str(),
+        Some("TRACEABLE" | "NONTRACEABLE")
+    ));
+    let caps: Value = mep
+        .http
+        .get(mep.app_support("/timing/timing_caps"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(caps["timeStamp"]["seconds"].is_u64());
     assert_eq!(caps["ntpServers"][0]["ntpServerAddrType"], "DNS_NAME");
     assert_eq!(caps["ntpServers"][1]["ntpServerAddrType"], "IP_ADDRESS");
@@ -254,15 +448,51 @@ async fn v3_registrations() {
     let created: Value = r.json().await.unwrap();
     let id = created["appInstanceId"].as_str().unwrap();
     assert!(location.ends_with(&format!("/registrations/{id}")));
-    assert_eq!(mep.http.get(&location).send().await.unwrap().json::<Value>().await.unwrap(), created);
+    assert_eq!(
+        mep.http
+            .get(&location)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap(),
+        created
+    );
     let mut changed = created.clone();
     changed["appProvider"] = json!("acme-2");
-    assert_eq!(mep.http.put(&location).json(&changed).send().await.unwrap().status(), 204);
-    assert_eq!(mep.http.get(&location).send().await.unwrap().json::<Value>().await.unwrap()["appProvider"], "acme-2");
-    assert_eq!(mep.http.delete(&location).send().await.unwrap().status(), 204);
+    assert_eq!(
+        mep.http
+            .put(&location)
+            .json(&changed)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        mep.http
+            .get(&location)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["appProvider"],
+        "acme-2"
+    );
+    assert_eq!(
+        mep.http.delete(&location).send().await.unwrap().status(),
+        204
+    );
     assert_problem(mep.http.get(&location).send().await.unwrap(), 404).await;
     let no_endpoint = json!({"appName": "x", "isInsByMec": false});
-    assert_problem(mep.http.post(&url).json(&no_endpoint).send().await.unwrap(), 400).await;
+    assert_problem(
+        mep.http.post(&url).json(&no_endpoint).send().await.unwrap(),
+        400,
+    )
+    .await;
     let by_mec = json!({"appName": "x", "isInsByMec": true, "appInstanceId": "fixed-id"});
     let r = mep.http.post(&url).json(&by_mec).send().await.unwrap();
     assert_eq!(r.status(), 201);
@@ -277,10 +507,13 @@ async fn capabilities_list_services_and_their_consumers() {
     let svc = mep.register("app-1", &service_body("rnis")).await;
     mep.register("app-1", &service_body("location")).await;
     let r = mep
-        .post("/applications/app-2/subscriptions", &json!({
+        .post(
+            "/applications/app-2/subscriptions",
+            &json!({
             "subscriptionType": "SerAvailabilityNotificationSubscription",
             "callbackReference": "http://127.0.0.1:9/cb",
-            "filteringCriteria": {"serNames": ["rnis"]}}))
+            "filteringCriteria": {"serNames": ["rnis"]}}),
+        )
         .await;
     assert_eq!(r.status(), 201);
     let caps: Value = mep
@@ -296,13 +529,34 @@ async fn capabilities_list_services_and_their_consumers() {
     assert_eq!(caps[0]["capabilityId"], svc["serInstanceId"]);
     assert_eq!(caps[0]["capabilityName"], "rnis");
     assert_eq!(caps[0]["status"], "ACTIVE");
-    assert_eq!(caps[0]["consumers"], json!([{"applicationInstanceId": "app-2"}]));
-    let all: Value = mep.http.get(mep.mm5_url("/mepcfg/mec_platform_config/v1/capabilities")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        caps[0]["consumers"],
+        json!([{"applicationInstanceId": "app-2"}])
+    );
+    let all: Value = mep
+        .http
+        .get(mep.mm5_url("/mepcfg/mec_platform_config/v1/capabilities"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(all.as_array().unwrap().len(), 2);
     let id = svc["serInstanceId"].as_str().unwrap();
-    let one = mep.http.get(mep.mm5_url(&format!("/mepcfg/mec_platform_config/v1/capabilities/{id}"))).send().await.unwrap();
+    let one = mep
+        .http
+        .get(mep.mm5_url(&format!("/mepcfg/mec_platform_config/v1/capabilities/{id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(one.json::<Value>().await.unwrap()["capabilityName"], "rnis");
-    let none = mep.http.get(mep.mm5_url("/mepcfg/mec_platform_config/v1/capabilities/nope")).send().await.unwrap();
+    let none = mep
+        .http
+        .get(mep.mm5_url("/mepcfg/mec_platform_config/v1/capabilities/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_problem(none, 404).await;
     mep.stop().await;
 }
