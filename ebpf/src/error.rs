@@ -38,6 +38,8 @@ pub enum XdpError {
     Io(#[from] io::Error),
     #[error("the xdp data plane was shut down")]
     Shutdown,
+    #[error("no xdp data plane is running (nothing pinned at {0})")]
+    NotRunning(String),
 }
 
 impl XdpError {

@@ -69,6 +69,9 @@ where
     T: TryFrom<Map, Error = aya::maps::MapError>,
 {
     let path = pin_path.join(name);
+    if !path.exists() {
+        return Err(XdpError::NotRunning(pin_path.display().to_string()));
+    }
     let data = MapData::from_pin(&path).map_err(XdpError::map(name))?;
     let map = Map::from_map_data(data).map_err(XdpError::map(name))?;
     T::try_from(map).map_err(XdpError::map(name))
