@@ -479,6 +479,18 @@ impl DataPlane for XdpDataPlane {
         check(rule, filters)
     }
 
+    fn rule_counters(&self) -> Vec<mep_dataplane::RuleCounter> {
+        XdpDataPlane::rule_counters(self)
+            .into_iter()
+            .map(|c| mep_dataplane::RuleCounter {
+                app_instance_id: c.app_instance_id,
+                traffic_rule_id: c.traffic_rule_id,
+                packets: c.packets,
+                bytes: c.bytes,
+            })
+            .collect()
+    }
+
     async fn init(&self, snapshot: &Snapshot) -> Result<(), DataPlaneError> {
         self.resync(snapshot).await
     }

@@ -93,11 +93,14 @@ async fn create_read_update_delete_as_tasks() {
     mep.stop().await;
 }
 
+/// A change that makes a valid configuration invalid.
+type Mutation = Box<dyn Fn(&mut Value)>;
+
 #[tokio::test]
 async fn validation_edgegallery_skipped() {
     let (mep, plane, _dir) = mep_with_plane().await;
     let base = appd_body("video", "video.edge.example");
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Mutation)> = vec![
         (
             "bad CIDR",
             Box::new(|b| {

@@ -2,6 +2,8 @@
 //! JSON, crafted packets (Ethernet/VLAN, IPv4/IPv6, UDP/TCP, GTP-U) and network namespaces.
 #![allow(dead_code)]
 
+pub mod topology;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};

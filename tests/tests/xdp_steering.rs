@@ -1,0 +1,100 @@
+//! `mep` with the XDP data plane on a real veth in a network namespace: a rule change made over
+//! Mm5 or Mp1 changes what happens to the very next packet. Needs root (CI runs as root).
+
+#[path = "../../ebpf/tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+
+use common::topology::*;
+use common::*;
+use mep_dataplane::DataPlane;
+use mep_ebpf::AttachMode;
+use mep_tests::{test_config, TestMep};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+#[test]
+fn mm5_and_mp1_rule_changes_steer_the_next_packet() {
+    let t = topology();
+    let plane: Arc<dyn DataPlane> = t
+        .host
+        .run(|| Arc::new(plane_with(vec!["h0".into()], AttachMode::Auto)));
+    let sock = listen(&t.app, 5000);
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let mep = rt.block_on(TestMep::start_with_dataplane(
+        test_config(dir.path()),
+        Some(plane.clone()),
+    ));
+
+    send_from_upf(&t.upf, "10.201.2.2", 5000, b"before".to_vec());
+    assert_eq!(
+        received(&sock).as_deref(),
+        Some(&b"before"[..]),
+        "routed without rules"
+    );
+
+    // The platform manager configures a DROP rule over Mm5.
+    let config = json!({
+        "appName": "blocker",
+        "appTrafficRule": [{
+            "trafficRuleId": "drop-5000", "filterType": "FLOW", "priority": 1, "action": "DROP",
+            "state": "ACTIVE",
+            "trafficFilter": [{"dstAddress": ["10.201.2.2/32"], "dstPort": ["5000"], "protocol": ["UDP"]}]
+        }]
+    });
+    let (status, progress) = rt.block_on(mep.appd(Method::POST, "app-1", Some(&config)));
+    assert_eq!(
+        (status, progress["configResult"].as_str()),
+        (200, Some("SUCCESS")),
+        "{progress}"
+    );
+    send_from_upf(&t.upf, "10.201.2.2", 5000, b"dropped".to_vec());
+    assert_eq!(received(&sock), None, "the next packet is dropped");
+
+    let counters: Value = rt.block_on(async {
+        mep.http
+            .get(mep.mm5_url("/mepcfg/dataplane/v1/traffic_rule_counters"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(counters[0]["trafficRuleId"], "drop-5000");
+    assert_eq!(counters[0]["appInstanceId"], "app-1");
+    assert_eq!(counters[0]["packets"], 1);
+
+    // The application switches its rule off over Mp1.
+    let url = mep.app_support("/applications/app-1/traffic_rules/drop-5000");
+    let status = rt.block_on(async {
+        let mut rule: Value = mep
+            .http
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        rule["state"] = json!("INACTIVE");
+        mep.http
+            .put(&url)
+            .json(&rule)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+    send_from_upf(&t.upf, "10.201.2.2", 5000, b"after".to_vec());
+    assert_eq!(
+        received(&sock).as_deref(),
+        Some(&b"after"[..]),
+        "the next packet passes again"
+    );
+
+    rt.block_on(mep.stop());
+}
