@@ -180,3 +180,57 @@ fn duplicate_sends_a_copy_and_the_original_goes_on() {
         "the original's payload, unchanged"
     );
 }
+
+/// DUPLICATE_DECAPSULATED with an IPv6 outer header: the sender's UDP checksum is still partial
+/// (offloaded) when the packet crosses the veth, so the copy must leave the original's checksum
+/// state intact: the original GTP-U datagram reaches the host's socket, the inner copy the app.
+#[test]
+fn duplicate_decapsulated_over_ipv6_keeps_the_original_intact() {
+    let t = topology();
+    let plane = attach(&t.host, AttachMode::Auto);
+    let sock = listen(&t.app, 7100);
+    let gtp_sink = t.host.run(|| {
+        let s = UdpSocket::bind("[fd00:201:1::2]:2152").expect("bind [::]:2152 in host namespace");
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        s
+    });
+    let r = rt();
+    let dup_decap = rule(
+        "dup-decap6",
+        1,
+        "DUPLICATE_DECAPSULATED",
+        json!({"tag": ["0x310"]}),
+        json!([{"interfaceType": "MAC", "dstMacAddress": mac_str(t.a0_mac)}]),
+    );
+    r.block_on(plane.add_traffic_rule(&app("app-1"), &dup_decap))
+        .unwrap();
+    // Short datagrams with and without a GTP-U extension header, and one of odd length that spans
+    // many checksum chunks.
+    for (i, (ext, pad)) in [(false, 0), (true, 0), (true, 1001)]
+        .into_iter()
+        .enumerate()
+    {
+        let payload = format!("inner copy over IPv6 #{i}{}", "x".repeat(pad));
+        let inner = ip(
+            "10.60.0.7",
+            "10.201.2.2",
+            0,
+            &udp(4000, 7100, payload.as_bytes()),
+        );
+        let mut gtp = gtpu_header(0x310, inner.len(), ext);
+        gtp.extend_from_slice(&inner);
+        send_from_upf6(&t.upf, "fd00:201:1::2", 2152, gtp.clone());
+        assert_eq!(
+            received(&sock).as_deref(),
+            Some(payload.as_bytes()),
+            "decapsulated copy (case {i})"
+        );
+        assert_eq!(
+            received(&gtp_sink),
+            Some(gtp),
+            "the original's payload, unchanged (case {i})"
+        );
+    }
+    assert_eq!(plane.rule_counters()[0].packets, 3);
+}

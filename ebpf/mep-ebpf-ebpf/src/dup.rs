@@ -6,7 +6,10 @@ use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK,
     },
-    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_skb_load_bytes, bpf_skb_store_bytes},
+    helpers::generated::{
+        bpf_csum_diff, bpf_csum_level, bpf_csum_update, bpf_fib_lookup as fib_lookup,
+        bpf_skb_load_bytes, bpf_skb_store_bytes,
+    },
     macros::classifier,
     programs::TcContext,
 };
@@ -26,6 +29,13 @@ const BPF_F_RECOMPUTE_CSUM: u64 = 1;
 /// Keeps the checksum state of the packet: it is restored byte for byte after the copy left, and
 /// a reset would make the stack verify a CHECKSUM_PARTIAL packet's unfinished checksum.
 const BPF_F_ADJ_ROOM_NO_CSUM_RESET: u64 = 1 << 5;
+const BPF_CSUM_LEVEL_QUERY: u64 = 0;
+const IPPROTO_UDP: u8 = 17;
+const IPV6_LEN: usize = 40;
+/// Bytes summed per `bpf_csum_diff` call when completing an IPv6 UDP checksum.
+const CSUM_CHUNK: u32 = 128;
+/// Enough chunks for the longest UDP datagram (65,535 bytes).
+const CSUM_CHUNKS: u32 = 512;
 
 #[classifier]
 pub fn mep_dup(ctx: TcContext) -> i32 {
@@ -104,14 +114,113 @@ fn duplicate(ctx: &TcContext, act: &RuleAction, meta: &DupMeta) {
                 )
             };
         }
-        // Shrinking dropped a partial (offloaded) checksum state, so the stack would now verify
-        // the outer UDP checksum and fail. Over IPv4 a zero UDP checksum means "none": valid for
-        // every checksum state. (Over IPv6 zero is not allowed; such originals keep theirs.)
+        // Shrinking moved the data start past a partial (offloaded, CHECKSUM_PARTIAL) checksum's
+        // start, so the kernel dropped that state (skb_postpull_rcsum sets CHECKSUM_NONE) and the
+        // stack now verifies the outer UDP checksum, which still holds only the pseudo-header sum
+        // the sender's stack left for the offload. Over IPv4 a zero UDP checksum means "none":
+        // valid for every checksum state. Over IPv6 zero is not allowed, so the checksum the
+        // offload would have written is computed here.
         if old_proto == [0x08, 0x00] {
             let ihl = usize::from(saved[0] & 0x0f) * 4;
             let _ = ctx.store(ETH_LEN + ihl + 6, &[0u8; 2], BPF_F_RECOMPUTE_CSUM);
+        } else if old_proto == [0x86, 0xdd] && strip >= IPV6_LEN + 8 {
+            complete_udp6_checksum(ctx, &saved);
         }
     }
+}
+
+/// Folds a 32-bit one's complement sum to 16 bits.
+#[inline(always)]
+fn fold(mut sum: u64) -> u16 {
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// Writes the full UDP checksum of the restored original (outer IPv6 header `hdr`, UDP right
+/// behind it) when it arrived with a partial checksum: its checksum field holds exactly the
+/// pseudo-header sum and the datagram does not verify. Originals whose checksum state survived
+/// (CHECKSUM_COMPLETE, CHECKSUM_UNNECESSARY) or whose checksum is already valid are left alone,
+/// and so is a datagram that is simply corrupt. Sums are kept in memory byte order, as
+/// `bpf_csum_diff` returns them.
+#[inline(always)]
+fn complete_udp6_checksum(ctx: &TcContext, hdr: &[u8; MAX_STRIP]) {
+    let skb = ctx.skb.skb;
+    if hdr[6] != IPPROTO_UDP
+        || unsafe { bpf_csum_update(skb, 0) } >= 0
+        || unsafe { bpf_csum_level(skb, BPF_CSUM_LEVEL_QUERY) } >= 0
+    {
+        return;
+    }
+    let udp_len = u32::from(u16::from_be_bytes([hdr[IPV6_LEN + 4], hdr[IPV6_LEN + 5]]));
+    let udp_off = (ETH_LEN + IPV6_LEN) as u32;
+    if udp_len < 8 || udp_off + udp_len > ctx.len() {
+        return;
+    }
+    let mut pseudo: u64 = 0;
+    let mut i = 8;
+    while i < IPV6_LEN {
+        pseudo += u64::from(u16::from_ne_bytes([hdr[i], hdr[i + 1]]));
+        i += 2;
+    }
+    pseudo += u64::from(u16::from_ne_bytes([(udp_len >> 8) as u8, udp_len as u8]));
+    pseudo += u64::from(u16::from_ne_bytes([0, IPPROTO_UDP]));
+    let field = u16::from_ne_bytes([hdr[IPV6_LEN + 6], hdr[IPV6_LEN + 7]]);
+    if field != fold(pseudo) {
+        return;
+    }
+    // The datagram's sum, checksum field included (it holds the pseudo-header sum).
+    let mut sum: u64 = 0;
+    let mut buf = [0u32; (CSUM_CHUNK / 4) as usize];
+    for c in 0..CSUM_CHUNKS {
+        let done = c * CSUM_CHUNK;
+        if done >= udp_len {
+            break;
+        }
+        let left = udp_len - done;
+        let n = if left < CSUM_CHUNK { left } else { CSUM_CHUNK };
+        // 1..=CSUM_CHUNK for the verifier; the last word is zeroed so an odd tail is padded.
+        let n = ((n - 1) & (CSUM_CHUNK - 1)) + 1;
+        let words = (n + 3) >> 2;
+        buf[((words - 1) & (CSUM_CHUNK / 4 - 1)) as usize] = 0;
+        let r = unsafe {
+            bpf_skb_load_bytes(skb.cast(), udp_off + done, buf.as_mut_ptr().cast(), n)
+        };
+        if r != 0 {
+            return;
+        }
+        let part = unsafe {
+            bpf_csum_diff(
+                core::ptr::null_mut(),
+                0,
+                buf.as_mut_ptr(),
+                words << 2,
+                0,
+            )
+        };
+        if part < 0 {
+            return;
+        }
+        sum += part as u64 & 0xffff_ffff;
+    }
+    if fold(sum + pseudo) == 0xffff {
+        return;
+    }
+    let mut check = !fold(sum);
+    if check == 0 {
+        check = 0xffff;
+    }
+    unsafe {
+        bpf_skb_store_bytes(
+            skb.cast(),
+            udp_off + 6,
+            check.to_ne_bytes().as_ptr().cast(),
+            2,
+            BPF_F_RECOMPUTE_CSUM,
+        )
+    };
 }
 
 /// Copies `len` (1..=MAX_STRIP) bytes at `off` to `dst`.

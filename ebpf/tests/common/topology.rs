@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  upf: u0 10.201.1.1 ──── h0 10.201.1.2  host (mep, XDP)  h1 10.201.2.1 ──── a0 10.201.2.2 :app
+//!       u0 fd00:201:1::1      h0 fd00:201:1::2   (the UPF link also carries IPv6)
 //! ```
 
 use std::net::UdpSocket;
@@ -32,10 +33,28 @@ pub fn topology() -> Topology {
     ]);
     host.ip(&["addr", "add", "10.201.1.2/24", "dev", "h0"]);
     host.ip(&["addr", "add", "10.201.2.1/24", "dev", "h1"]);
+    host.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd00:201:1::2/64",
+        "dev",
+        "h0",
+        "nodad",
+    ]);
     host.ip(&["link", "set", "h0", "up"]);
     host.ip(&["link", "set", "h1", "up"]);
     host.sysctl("net/ipv4/conf/all/forwarding", "1");
     upf.ip(&["addr", "add", "10.201.1.1/24", "dev", "u0"]);
+    upf.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd00:201:1::1/64",
+        "dev",
+        "u0",
+        "nodad",
+    ]);
     upf.ip(&["link", "set", "u0", "up"]);
     upf.ip(&["route", "add", "10.201.2.0/24", "via", "10.201.1.2"]);
     app.ip(&["addr", "add", "10.201.2.2/24", "dev", "a0"]);
@@ -75,6 +94,14 @@ pub fn listen(app: &Netns, port: u16) -> UdpSocket {
 pub fn send_from_upf(upf: &Netns, dst: &'static str, port: u16, payload: Vec<u8>) {
     upf.run(move || {
         let s = UdpSocket::bind("10.201.1.1:0").expect("bind in upf namespace");
+        s.send_to(&payload, (dst, port)).expect("send");
+    });
+}
+
+/// Sends one datagram from the upf namespace's IPv6 address.
+pub fn send_from_upf6(upf: &Netns, dst: &'static str, port: u16, payload: Vec<u8>) {
+    upf.run(move || {
+        let s = UdpSocket::bind("[fd00:201:1::1]:0").expect("bind in upf namespace");
         s.send_to(&payload, (dst, port)).expect("send");
     });
 }
