@@ -375,3 +375,16 @@ fn a_task_interrupted_by_kill_9_is_rolled_back_at_the_next_start() {
     mep.child.kill().unwrap();
     mep.child.wait().unwrap();
 }
+
+#[test]
+fn xdp_status_without_a_running_data_plane_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mep"))
+        .args(["xdp", "status", "--pin-path"])
+        .arg(dir.path().join("mep"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no xdp data plane is running"), "{text}");
+}
