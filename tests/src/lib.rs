@@ -93,6 +93,18 @@ impl TestMep {
         format!("{}{SERVICE_MGMT}{path}", self.mp1)
     }
 
+    /// GETs an absolute URL and decodes its JSON body.
+    pub async fn json_at(&self, url: impl reqwest::IntoUrl) -> Value {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.unwrap()
     }

@@ -24,16 +24,10 @@ async fn create_read_update_delete_as_tasks() {
     assert_eq!(progress["appInstanceId"], "app-1");
     let task_id = progress["taskId"].as_str().unwrap().to_owned();
     let task: Value = mep
-        .http
-        .get(mep.mm5_url(&format!(
+        .json_at(mep.mm5_url(&format!(
             "/mepcfg/app_lcm/v1/tasks/{task_id}/appd_configuration"
         )))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(task, progress);
 
     let calls = plane.calls();
@@ -305,16 +299,10 @@ async fn configuration_survives_restart() {
         .dns_answers("video.edge.example")
         .is_some());
     let task: Value = mep
-        .http
-        .get(mep.mm5_url(&format!(
+        .json_at(mep.mm5_url(&format!(
             "/mepcfg/app_lcm/v1/tasks/{task_id}/appd_configuration"
         )))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(task["configResult"], "SUCCESS");
     mep.stop().await;
 }

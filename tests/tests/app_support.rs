@@ -30,24 +30,12 @@ async fn configured() -> (TestMep, Arc<ScriptedDataPlane>, tempfile::TempDir) {
 async fn apps_read_and_switch_their_rules() {
     let (mep, plane, _dir) = configured().await;
     let list: Value = mep
-        .http
-        .get(mep.app_support("/applications/app-1/traffic_rules"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_at(mep.app_support("/applications/app-1/traffic_rules"))
+        .await;
     assert_eq!(list[0]["trafficRuleId"], "tr-1");
     let empty: Value = mep
-        .http
-        .get(mep.app_support("/applications/app-2/traffic_rules"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_at(mep.app_support("/applications/app-2/traffic_rules"))
+        .await;
     assert_eq!(empty, json!([]));
 
     let url = mep.app_support("/applications/app-1/traffic_rules/tr-1");
@@ -95,17 +83,7 @@ async fn apps_read_and_switch_their_rules() {
     let r = mep.http.put(&v2).json(&rule).send().await.unwrap();
     let problem = assert_problem(r, 503).await;
     assert!(problem["detail"].as_str().unwrap().contains("told to fail"));
-    assert_eq!(
-        mep.http
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()["state"],
-        "INACTIVE"
-    );
+    assert_eq!(mep.json_at(&url).await["state"], "INACTIVE");
     let r = mep.http.put(&v2).json(&rule).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(plane.calls().last().unwrap().op, "add_traffic");
@@ -141,14 +119,8 @@ async fn dns_rules_switch_and_the_snapshot_follows() {
     let (mep, _plane, _dir) = configured().await;
     let url = mep.app_support("/applications/app-1/dns_rules/dns-1");
     let list: Value = mep
-        .http
-        .get(mep.app_support("/applications/app-1/dns_rules"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_at(mep.app_support("/applications/app-1/dns_rules"))
+        .await;
     assert_eq!(list[0]["dnsRuleId"], "dns-1");
     let r = mep.http.get(&url).send().await.unwrap();
     let etag = r.headers()["etag"].to_str().unwrap().to_owned();
@@ -212,26 +184,8 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     let sub: Value = r.json().await.unwrap();
     assert_eq!(sub["_links"]["self"]["href"], location);
-    assert_eq!(
-        mep.http
-            .get(&location)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap(),
-        sub
-    );
-    let list: Value = mep
-        .http
-        .get(&subs)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(mep.json_at(&location).await, sub);
+    let list: Value = mep.json_at(&subs).await;
     assert_eq!(list["_links"]["subscriptions"][0]["href"], location);
     assert_eq!(
         list["_links"]["subscriptions"][0]["subscriptionType"],
@@ -380,15 +334,7 @@ async fn confirm_ready_is_recorded_for_the_platform_manager() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let seen: Value = mep
-        .http
-        .get(&readiness)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen: Value = mep.json_at(&readiness).await;
     assert_eq!(seen["indication"], "READY");
     assert!(seen["timeStamp"]["seconds"].as_u64().unwrap() > 1_700_000_000);
     mep.stop().await;
@@ -400,15 +346,7 @@ async fn timing_from_the_host_clock() {
     let mut config = test_config(dir.path());
     config.ntp_servers = vec!["ntp.edge.example".into(), "192.0.2.123".into()];
     let mep = TestMep::start_with(config).await;
-    let now: Value = mep
-        .http
-        .get(mep.app_support("/timing/current_time"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let now: Value = mep.json_at(mep.app_support("/timing/current_time")).await;
     let host = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -419,15 +357,7 @@ async fn timing_from_the_host_clock() {
         now["timeSourceStatus"].as_str(),
         Some("TRACEABLE" | "NONTRACEABLE")
     ));
-    let caps: Value = mep
-        .http
-        .get(mep.app_support("/timing/timing_caps"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let caps: Value = mep.json_at(mep.app_support("/timing/timing_caps")).await;
     assert!(caps["timeStamp"]["seconds"].is_u64());
     assert_eq!(caps["ntpServers"][0]["ntpServerAddrType"], "DNS_NAME");
     assert_eq!(caps["ntpServers"][1]["ntpServerAddrType"], "IP_ADDRESS");
@@ -448,17 +378,7 @@ async fn v3_registrations() {
     let created: Value = r.json().await.unwrap();
     let id = created["appInstanceId"].as_str().unwrap();
     assert!(location.ends_with(&format!("/registrations/{id}")));
-    assert_eq!(
-        mep.http
-            .get(&location)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap(),
-        created
-    );
+    assert_eq!(mep.json_at(&location).await, created);
     let mut changed = created.clone();
     changed["appProvider"] = json!("acme-2");
     assert_eq!(
@@ -471,17 +391,7 @@ async fn v3_registrations() {
             .status(),
         204
     );
-    assert_eq!(
-        mep.http
-            .get(&location)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()["appProvider"],
-        "acme-2"
-    );
+    assert_eq!(mep.json_at(&location).await["appProvider"], "acme-2");
     assert_eq!(
         mep.http.delete(&location).send().await.unwrap().status(),
         204
@@ -517,14 +427,8 @@ async fn capabilities_list_services_and_their_consumers() {
         .await;
     assert_eq!(r.status(), 201);
     let caps: Value = mep
-        .http
-        .get(mep.mm5_url("/mepcfg/mec_platform_config/v1/capabilities?ser_name=rnis"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_at(mep.mm5_url("/mepcfg/mec_platform_config/v1/capabilities?ser_name=rnis"))
+        .await;
     assert_eq!(caps.as_array().unwrap().len(), 1);
     assert_eq!(caps[0]["capabilityId"], svc["serInstanceId"]);
     assert_eq!(caps[0]["capabilityName"], "rnis");
@@ -534,14 +438,8 @@ async fn capabilities_list_services_and_their_consumers() {
         json!([{"applicationInstanceId": "app-2"}])
     );
     let all: Value = mep
-        .http
-        .get(mep.mm5_url("/mepcfg/mec_platform_config/v1/capabilities"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_at(mep.mm5_url("/mepcfg/mec_platform_config/v1/capabilities"))
+        .await;
     assert_eq!(all.as_array().unwrap().len(), 2);
     let id = svc["serInstanceId"].as_str().unwrap();
     let one = mep

@@ -193,15 +193,7 @@ async fn client_credentials_issue_tokens_by_basic_and_form() {
         claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
         3600
     );
-    let jwks: Value = mep
-        .http
-        .get(format!("{}/mep/token/jwks", mep.mp1))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = mep.json_at(format!("{}/mep/token/jwks", mep.mp1)).await;
     assert!(jwks["keys"]
         .as_array()
         .unwrap()
@@ -1087,15 +1079,7 @@ async fn key_rotation_keeps_unexpired_tokens_valid_across_restarts() {
     assert_ne!(new_kid, old_kid);
     let after = token(&mep, AK_A, SK_A).await;
     assert_eq!(claims_of(&after).0["kid"], new_kid);
-    let jwks: Value = mep
-        .http
-        .get(format!("{}/mep/token/jwks", mep.mp1))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = mep.json_at(format!("{}/mep/token/jwks", mep.mp1)).await;
     let kids: Vec<&str> = jwks["keys"]
         .as_array()
         .unwrap()

@@ -74,15 +74,7 @@ async fn answers_follow_rule_changes_from_the_next_query() {
 
     // The app switches the rule off over Mp1: the very next query no longer gets it.
     let url = mep.app_support("/applications/app-1/dns_rules/dns-1");
-    let mut rule: serde_json::Value = mep
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mut rule: serde_json::Value = mep.json_at(&url).await;
     rule["state"] = json!("INACTIVE");
     assert_eq!(
         mep.http

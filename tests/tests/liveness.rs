@@ -25,15 +25,7 @@ async fn missed_heartbeats_suspend_and_a_heartbeat_revives() {
     let (id, liveness) = with_heartbeat(&mep, "app-1", 10).await;
     assert!(liveness.ends_with(&format!("/applications/app-1/services/{id}/liveness")));
 
-    let info: Value = mep
-        .http
-        .get(&liveness)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = mep.json_at(&liveness).await;
     assert_eq!(info["state"], "ACTIVE");
     assert_eq!(info["interval"], 10);
     assert!(info["timeStamp"]["seconds"].as_u64().unwrap() > 1_700_000_000);
@@ -76,15 +68,7 @@ async fn missed_heartbeats_suspend_and_a_heartbeat_revives() {
         own[0]["state"], "SUSPENDED",
         "the provider still sees its service"
     );
-    let info: Value = mep
-        .http
-        .get(&liveness)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = mep.json_at(&liveness).await;
     assert_eq!(info["state"], "SUSPENDED");
 
     let r = mep
@@ -128,15 +112,7 @@ async fn missed_heartbeats_suspend_and_a_heartbeat_revives() {
             .unwrap();
         assert_eq!(r.status(), 204);
     }
-    let info: Value = mep
-        .http
-        .get(&liveness)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = mep.json_at(&liveness).await;
     assert_eq!(info["state"], "ACTIVE");
     mep.stop().await;
 }

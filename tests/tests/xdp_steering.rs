@@ -54,14 +54,8 @@ fn mm5_and_mp1_rule_changes_steer_the_next_packet() {
     assert_eq!(received(&sock), None, "the next packet is dropped");
 
     let counters: Value = rt.block_on(async {
-        mep.http
-            .get(mep.mm5_url("/mepcfg/dataplane/v1/traffic_rule_counters"))
-            .send()
+        mep.json_at(mep.mm5_url("/mepcfg/dataplane/v1/traffic_rule_counters"))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     });
     assert_eq!(counters[0]["trafficRuleId"], "drop-5000");
     assert_eq!(counters[0]["appInstanceId"], "app-1");
@@ -70,15 +64,7 @@ fn mm5_and_mp1_rule_changes_steer_the_next_packet() {
     // The application switches its rule off over Mp1.
     let url = mep.app_support("/applications/app-1/traffic_rules/drop-5000");
     let status = rt.block_on(async {
-        let mut rule: Value = mep
-            .http
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let mut rule: Value = mep.json_at(&url).await;
         rule["state"] = json!("INACTIVE");
         mep.http
             .put(&url)
