@@ -276,3 +276,85 @@ fn send(socket: &UdpSocket, response: &[u8], peer: SocketAddr, metrics: &DnsMetr
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket as StdUdpSocket;
+    use std::time::Duration;
+
+    fn receive_all(
+        server: &StdUdpSocket,
+        batch: &mut Batch,
+        want: usize,
+    ) -> Vec<(Vec<u8>, SocketAddr)> {
+        let mut got = Vec::new();
+        let mut calls = 0;
+        while got.len() < want && calls < 1000 {
+            calls += 1;
+            match batch.receive(server.as_raw_fd()) {
+                Ok(n) => {
+                    assert!(n <= BATCH);
+                    for slot in 0..n {
+                        let start = slot * MAX_TCP_MESSAGE;
+                        let packet = batch.packets[start..start + batch.lens[slot]].to_vec();
+                        got.push((packet, batch.peer(slot).unwrap()));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("receive: {e}"),
+            }
+        }
+        got
+    }
+
+    fn batch_round_trip(local: &str) {
+        let server = StdUdpSocket::bind(local).unwrap();
+        server.set_nonblocking(true).unwrap();
+        let client = StdUdpSocket::bind(local).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let server_addr = server.local_addr().unwrap();
+        let count = BATCH + 8;
+        for i in 0..count {
+            client.send_to(&[i as u8; 3], server_addr).unwrap();
+        }
+        let mut batch = Batch::new();
+        let got = receive_all(&server, &mut batch, count);
+        assert_eq!(got.len(), count);
+        for (i, (packet, peer)) in got.iter().enumerate() {
+            assert_eq!(packet, &vec![i as u8; 3]);
+            assert_eq!(*peer, client.local_addr().unwrap());
+        }
+        // Answer the last batch received in one sendmmsg, to the addresses it came from.
+        let last = count - BATCH;
+        for slot in 0..last {
+            batch.answers[slot].clear();
+            batch.answers[slot].extend_from_slice(&[0xA0 + slot as u8; 5]);
+            batch.ready.push(slot);
+        }
+        batch.send_ready(server.as_raw_fd(), &DnsMetrics::new());
+        assert!(batch.ready.is_empty());
+        let mut buf = [0u8; 16];
+        for slot in 0..last {
+            let (len, from) = client.recv_from(&mut buf).unwrap();
+            assert_eq!(from, server_addr);
+            assert_eq!(&buf[..len], &[0xA0 + slot as u8; 5]);
+        }
+    }
+
+    #[test]
+    fn batches_datagrams_over_ipv4() {
+        batch_round_trip("127.0.0.1:0");
+    }
+
+    #[test]
+    fn batches_datagrams_over_ipv6() {
+        if StdUdpSocket::bind("[::1]:0").is_err() {
+            return; // no IPv6 loopback here
+        }
+        batch_round_trip("[::1]:0");
+    }
+}
