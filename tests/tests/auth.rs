@@ -363,6 +363,18 @@ async fn signed_requests_match_an_independent_hmac_and_replays_are_refused() {
     .await;
     assert_eq!(r.status(), 200);
 
+    // The same signed request again is a replay, even within the skew window.
+    let r = signed_token_request(&mep, &sdk_authorization(AK_A, SK_A, &host, &now), &now).await;
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{body}"
+    );
+
     // A correctly signed request captured ten minutes ago is a replay.
     let old = sdk_date(SystemTime::now() - Duration::from_secs(600));
     let r = signed_token_request(&mep, &sdk_authorization(AK_A, SK_A, &host, &old), &old).await;

@@ -28,6 +28,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use subtle::ConstantTimeEq;
 
 use super::credentials::AppCredential;
+use super::replay::Replay;
 use super::service::Auth;
 use super::signing::{self, RequestParts};
 
@@ -382,6 +383,15 @@ fn signed_request(
             other => other,
         });
     }
+    auth.replays()
+        .first_use(&parsed.signature, date + auth.config().max_clock_skew, now)
+        .map_err(|replay| match replay {
+            Replay::Used => TokenRequestError::InvalidClient(
+                Challenge::Signed,
+                "this signed request was already used; sign a new one",
+            ),
+            Replay::Full => TokenRequestError::Server,
+        })?;
     auth.lockout().record_success(&cred.access_key_id);
     Ok(cred)
 }

@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod keys;
 pub mod lockout;
 pub mod middleware;
+mod replay;
 pub mod secrets;
 pub mod service;
 pub mod signing;

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::credentials::{AppCredential, CredentialError, Credentials};
 use super::keys::{unix, KeyError, KeyRing};
 use super::lockout::{Lockout, LockoutPolicy};
+use super::replay::ReplayGuard;
 use super::secrets::{MasterKey, SecretError};
 use super::tokens::{issue, Claims, TokenError, Verifier};
 use crate::clock::Clock;
@@ -93,6 +94,7 @@ pub struct Auth {
     keys: KeyRing,
     verifier: Verifier,
     lockout: Lockout,
+    replays: ReplayGuard,
     clock: Arc<dyn Clock>,
 }
 
@@ -115,6 +117,7 @@ impl Auth {
             verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
             verifier: Verifier::new(&config.issuer),
             lockout: Lockout::new(config.lockout),
+            replays: ReplayGuard::default(),
             config,
             credentials,
             keys,
@@ -138,6 +141,10 @@ impl Auth {
 
     pub fn lockout(&self) -> &Lockout {
         &self.lockout
+    }
+
+    pub fn replays(&self) -> &ReplayGuard {
+        &self.replays
     }
 
     pub fn now(&self) -> SystemTime {
