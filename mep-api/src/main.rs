@@ -35,7 +35,9 @@ enum XdpCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    // Colour only on a terminal: journald and log files get plain text.
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
