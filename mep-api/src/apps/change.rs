@@ -283,16 +283,7 @@ impl Apps {
                 });
             }
             Some(e) => {
-                for op in ops[..task.done].iter().rev() {
-                    if let Err(undo) = self.call(&info, &op.inverse()).await {
-                        tracing::error!(app = %app, error = %undo, "revert failed; resynchronizing the data plane");
-                        let snapshot = self.snapshot.load_full();
-                        if let Err(e) = self.dataplane.resync(&snapshot).await {
-                            tracing::error!(error = %e, "data plane resync failed");
-                        }
-                        break;
-                    }
-                }
+                self.revert(app, &info, &ops[..task.done]).await;
                 task.result = ConfigResult::Failure;
                 task.detail = e.to_string();
                 tracing::warn!(app = %app, task = %task.task_id, reason = %e, "rule change failed and was reverted");
@@ -300,7 +291,14 @@ impl Apps {
         }
         writes.push(put_task(&task)?);
         writes.extend(self.expired_tasks());
-        self.store.commit(writes).await?;
+        if let Err(e) = self.store.commit(writes).await {
+            // The data plane holds a change the store does not: take it back. The journal entry
+            // stays PROCESSING, so the next start reports the task as rolled back too.
+            if failure.is_none() {
+                self.revert(app, &info, &ops).await;
+            }
+            return Err(e.into());
+        }
         {
             let mut index = self.index.write();
             if failure.is_none() {
@@ -321,6 +319,21 @@ impl Apps {
         Ok(ChangeOutcome {
             progress: task.progress(),
         })
+    }
+
+    /// Undoes `applied` in reverse order; if an undo fails, resynchronizes the data plane from
+    /// the published (committed) snapshot instead.
+    async fn revert(&self, app: &AppInstanceId, info: &AppInfo, applied: &[Op]) {
+        for op in applied.iter().rev() {
+            if let Err(undo) = self.call(info, &op.inverse()).await {
+                tracing::error!(app = %app, error = %undo, "revert failed; resynchronizing the data plane");
+                let snapshot = self.snapshot.load_full();
+                if let Err(e) = self.dataplane.resync(&snapshot).await {
+                    tracing::error!(error = %e, "data plane resync failed");
+                }
+                return;
+            }
+        }
     }
 
     /// Deletes of the oldest finished tasks beyond the number kept; applied to memory at once
