@@ -90,7 +90,7 @@ impl From<AppsError> for ApiError {
             AppsError::NotFound(_) => ApiError::NotFound(detail),
             AppsError::Conflict(_) => ApiError::Conflict(detail),
             AppsError::Quota(_) => ApiError::Forbidden(detail),
-            AppsError::Store(_) => ApiError::Internal(detail),
+            AppsError::Store(_) | AppsError::Interrupted(_) => ApiError::Internal(detail),
         }
     }
 }
@@ -103,7 +103,9 @@ impl From<RuleChangeError> for ApiError {
             RuleChangeError::Conflict(_) => ApiError::Conflict(detail),
             RuleChangeError::NotFound(_) => ApiError::NotFound(detail),
             RuleChangeError::PreconditionFailed => ApiError::PreconditionFailed(detail),
-            RuleChangeError::Store(_) => ApiError::Internal(detail),
+            RuleChangeError::Store(_) | RuleChangeError::Interrupted(_) => {
+                ApiError::Internal(detail)
+            }
         }
     }
 }

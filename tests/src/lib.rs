@@ -313,6 +313,7 @@ pub struct DataPlaneCall {
 pub struct ScriptedDataPlane {
     calls: parking_lot::Mutex<Vec<DataPlaneCall>>,
     fail_at: parking_lot::Mutex<Option<usize>>,
+    delay: parking_lot::Mutex<Duration>,
 }
 
 impl ScriptedDataPlane {
@@ -325,12 +326,21 @@ impl ScriptedDataPlane {
         *self.fail_at.lock() = Some(self.calls.lock().len() + n);
     }
 
+    /// Every rule call from now on takes `delay` (a slow UPF controller).
+    pub fn delay_calls(&self, delay: Duration) {
+        *self.delay.lock() = delay;
+    }
+
     /// Every rule call so far.
     pub fn calls(&self) -> Vec<DataPlaneCall> {
         self.calls.lock().clone()
     }
 
     fn record(&self, op: &'static str, app: &AppInfo, rule: Value) -> Result<(), DataPlaneError> {
+        let delay = *self.delay.lock();
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let mut calls = self.calls.lock();
         calls.push(DataPlaneCall {
             op,

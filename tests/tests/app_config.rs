@@ -306,3 +306,38 @@ async fn configuration_survives_restart() {
     assert_eq!(task["configResult"], "SUCCESS");
     mep.stop().await;
 }
+
+/// A platform manager that gives up waiting does not cancel the task half-way.
+#[tokio::test]
+async fn a_client_going_away_does_not_cancel_the_task() {
+    let (mep, plane, _dir) = mep_with_plane().await;
+    plane.delay_calls(std::time::Duration::from_millis(300));
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let url = mep.mm5_url("/mepcfg/app_lcm/v1/applications/app-1/appd_configuration");
+    let r = impatient
+        .post(&url)
+        .json(&appd_body("video", "video.edge.example"))
+        .send()
+        .await;
+    assert!(r.is_err(), "the client timed out");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while mep.appd(Method::GET, "app-1", None).await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task was cancelled with the request"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let ops: Vec<&str> = plane.calls().iter().map(|c| c.op).collect();
+    assert_eq!(ops, vec!["add_dns", "add_traffic"]);
+    assert!(mep
+        .mep
+        .snapshot_cell()
+        .load()
+        .dns_answers("video.edge.example")
+        .is_some());
+    mep.stop().await;
+}

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use mep_dataplane::{AppInfo, DataPlaneError, DnsRule, RuleState, TrafficRule};
 
@@ -21,6 +22,8 @@ pub enum RuleChangeError {
     NotFound(String),
     #[error("If-Match does not match the current ETag of the rule")]
     PreconditionFailed,
+    #[error("the rule change task ended abnormally: {0}")]
+    Interrupted(String),
     #[error("the store failed: {0}")]
     Store(#[from] StoreError),
 }
@@ -192,7 +195,7 @@ impl Apps {
     }
 
     /// Replaces (`Some`) or removes (`None`) the configuration of `app` as one task.
-    pub async fn change(
+    pub(super) async fn change_serially(
         &self,
         app: &AppInstanceId,
         target: Option<AppDConfig>,
@@ -205,9 +208,24 @@ impl Apps {
         self.run_task(app, previous, target).await
     }
 
-    /// Like [`Apps::change`], but derives the target from the current configuration under the
-    /// change lock, so concurrent edits of one application never lose each other.
+    /// Changes the configuration of `app` to what `edit` makes of the current one (`None`
+    /// removes it), as one task. `edit` runs under the change lock, so concurrent edits of one
+    /// application never lose each other. The task runs on its own, so a client that goes away
+    /// cannot cancel it half-way.
     pub async fn edit(
+        self: &Arc<Self>,
+        app: &AppInstanceId,
+        edit: impl FnOnce(Option<&AppDConfig>) -> Result<Option<AppDConfig>, RuleChangeError>
+            + Send
+            + 'static,
+    ) -> Result<(ChangeOutcome, Option<AppDConfig>), RuleChangeError> {
+        let (apps, app) = (Arc::clone(self), app.clone());
+        tokio::spawn(async move { apps.edit_serially(&app, edit).await })
+            .await
+            .map_err(|e| RuleChangeError::Interrupted(e.to_string()))?
+    }
+
+    async fn edit_serially(
         &self,
         app: &AppInstanceId,
         edit: impl FnOnce(Option<&AppDConfig>) -> Result<Option<AppDConfig>, RuleChangeError>,
@@ -373,6 +391,7 @@ impl From<AppsError> for RuleChangeError {
             AppsError::NotFound(m) => RuleChangeError::NotFound(m),
             AppsError::Conflict(m) => RuleChangeError::Conflict(m),
             AppsError::Store(s) => RuleChangeError::Store(s),
+            AppsError::Interrupted(m) => RuleChangeError::Interrupted(m),
         }
     }
 }

@@ -132,6 +132,8 @@ pub enum AppsError {
     Quota(String),
     #[error("the store failed: {0}")]
     Store(#[from] StoreError),
+    #[error("the task ended abnormally: {0}")]
+    Interrupted(String),
 }
 
 /// What the application-support part of the control plane is built from.

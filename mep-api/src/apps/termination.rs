@@ -221,7 +221,22 @@ impl Apps {
     /// Terminates `app`: notifies its termination subscriptions, waits for confirmation up to
     /// `maxGracefulTimeout`, then removes its rules, services, subscriptions, readiness and
     /// registration.
-    pub async fn terminate(&self, app: &AppInstanceId) -> Result<TerminationReport, AppsError> {
+    /// The termination runs on its own task, so a platform manager that goes away cannot stop it
+    /// half-way.
+    pub async fn terminate(
+        self: &Arc<Self>,
+        app: &AppInstanceId,
+    ) -> Result<TerminationReport, AppsError> {
+        let (apps, app) = (Arc::clone(self), app.clone());
+        tokio::spawn(async move { apps.terminate_serially(&app).await })
+            .await
+            .map_err(|e| AppsError::Interrupted(e.to_string()))?
+    }
+
+    async fn terminate_serially(
+        &self,
+        app: &AppInstanceId,
+    ) -> Result<TerminationReport, AppsError> {
         let confirmed_signal = {
             let mut in_progress = self.terminations.in_progress.lock();
             if in_progress.contains_key(app) {
@@ -286,7 +301,7 @@ impl Apps {
             detail: String::new(),
         };
         if self.config(app).is_some() {
-            match self.change(app, None).await {
+            match self.change_serially(app, None).await {
                 Ok(outcome) if outcome.succeeded() => {}
                 Ok(outcome) => {
                     report.rules_removed = false;

@@ -51,10 +51,11 @@ async fn create(
     ApiJson(config): ApiJson<AppDConfig>,
 ) -> Result<Response, ApiError> {
     let app = app_id(&app)?;
+    let who = app.clone();
     let (outcome, _) = apps
-        .edit(&app, |current| match current {
+        .edit(&app, move |current| match current {
             Some(_) => Err(RuleChangeError::Conflict(format!(
-                "application instance {app} is already configured; use PUT to change it"
+                "application instance {who} is already configured; use PUT to change it"
             ))),
             None => Ok(Some(config)),
         })
@@ -68,10 +69,11 @@ async fn update(
     ApiJson(config): ApiJson<AppDConfig>,
 ) -> Result<Response, ApiError> {
     let app = app_id(&app)?;
+    let who = app.clone();
     let (outcome, _) = apps
-        .edit(&app, |current| match current {
+        .edit(&app, move |current| match current {
             None => Err(RuleChangeError::NotFound(format!(
-                "application instance {app} has no configuration; use POST to create it"
+                "application instance {who} has no configuration; use POST to create it"
             ))),
             Some(c) if c.app_name != config.app_name => Err(RuleChangeError::Invalid(format!(
                 "appName {} differs from the configured {}",
@@ -85,10 +87,11 @@ async fn update(
 
 async fn remove(State(apps): St, Path(app): Path<String>) -> Result<Response, ApiError> {
     let app = app_id(&app)?;
+    let who = app.clone();
     let (outcome, _) = apps
-        .edit(&app, |current| match current {
+        .edit(&app, move |current| match current {
             None => Err(RuleChangeError::NotFound(format!(
-                "application instance {app} has no configuration"
+                "application instance {who} has no configuration"
             ))),
             Some(_) => Ok(None),
         })

@@ -149,7 +149,7 @@ fn get_rule<R: AppRule>(apps: &Apps, app: &AppInstanceId, id: &str) -> Result<Re
 /// Replaces one rule as a task; the path id wins over the body's. A data-plane failure is 503
 /// and leaves the rule as it was.
 async fn put_rule<R: AppRule>(
-    apps: &Apps,
+    apps: &Arc<Apps>,
     app: &AppInstanceId,
     id: String,
     if_match: Option<String>,
@@ -157,10 +157,11 @@ async fn put_rule<R: AppRule>(
 ) -> Result<Response, ApiError> {
     rule.set_id(id.clone());
     let response = rule_response(&rule);
+    let who = app.clone();
     let (outcome, _) = apps
-        .edit(app, |current| {
+        .edit(app, move |current| {
             let mut config = current.cloned().ok_or_else(|| {
-                RuleChangeError::NotFound(format!("application instance {app} has no rules"))
+                RuleChangeError::NotFound(format!("application instance {who} has no rules"))
             })?;
             let slot = R::of_mut(&mut config)
                 .iter_mut()
