@@ -105,6 +105,21 @@ impl TestMep {
             .unwrap()
     }
 
+    /// Sends `body` as JSON to an absolute URL with `method`.
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        url: impl reqwest::IntoUrl,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.http
+            .request(method, url)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.unwrap()
     }

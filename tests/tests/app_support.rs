@@ -80,11 +80,11 @@ async fn apps_read_and_switch_their_rules() {
     let v2 = url.replace("/v1/", "/v2/");
     rule["state"] = json!("ACTIVE");
     plane.fail_nth_call(1);
-    let r = mep.http.put(&v2).json(&rule).send().await.unwrap();
+    let r = mep.send_json(reqwest::Method::PUT, &v2, &rule).await;
     let problem = assert_problem(r, 503).await;
     assert!(problem["detail"].as_str().unwrap().contains("told to fail"));
     assert_eq!(mep.json_at(&url).await["state"], "INACTIVE");
-    let r = mep.http.put(&v2).json(&rule).send().await.unwrap();
+    let r = mep.send_json(reqwest::Method::PUT, &v2, &rule).await;
     assert_eq!(r.status(), 200);
     assert_eq!(plane.calls().last().unwrap().op, "add_traffic");
     assert_eq!(mep.mep.snapshot_cell().load().traffic_rules.len(), 1);
@@ -99,18 +99,18 @@ async fn apps_read_and_switch_their_rules() {
     )
     .await;
     assert_problem(
-        mep.http
-            .put(mep.app_support("/applications/app-1/traffic_rules/nope"))
-            .json(&rule)
-            .send()
-            .await
-            .unwrap(),
+        mep.send_json(
+            reqwest::Method::PUT,
+            mep.app_support("/applications/app-1/traffic_rules/nope"),
+            &rule,
+        )
+        .await,
         404,
     )
     .await;
     let mut bad = rule.clone();
     bad["priority"] = json!(999);
-    assert_problem(mep.http.put(&url).json(&bad).send().await.unwrap(), 400).await;
+    assert_problem(mep.send_json(reqwest::Method::PUT, &url, &bad).await, 400).await;
     mep.stop().await;
 }
 
@@ -144,12 +144,8 @@ async fn dns_rules_switch_and_the_snapshot_follows() {
     rule["state"] = json!("ACTIVE");
     rule["ipAddress"] = json!("192.0.2.99");
     assert_eq!(
-        mep.http
-            .put(&url)
-            .json(&rule)
-            .send()
+        mep.send_json(reqwest::Method::PUT, &url, &rule)
             .await
-            .unwrap()
             .status(),
         200
     );
@@ -161,7 +157,7 @@ async fn dns_rules_switch_and_the_snapshot_follows() {
         "192.0.2.99"
     );
     rule["ipAddressType"] = json!("IP_V6");
-    assert_problem(mep.http.put(&url).json(&rule).send().await.unwrap(), 400).await;
+    assert_problem(mep.send_json(reqwest::Method::PUT, &url, &rule).await, 400).await;
     mep.stop().await;
 }
 
@@ -171,15 +167,13 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
     let mut rx = CallbackReceiver::start().await;
     let subs = mep.app_support("/applications/app-1/subscriptions");
     let r = mep
-        .http
-        .post(&subs)
-        .json(
-            &json!({"subscriptionType": "AppTerminationNotificationSubscription",
+        .send_json(
+            reqwest::Method::POST,
+            &subs,
+            &&json!({"subscriptionType": "AppTerminationNotificationSubscription",
                       "callbackReference": rx.url, "appInstanceId": "app-1"}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 201);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     let sub: Value = r.json().await.unwrap();
@@ -192,36 +186,29 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
         "AppTerminationNotificationSubscription"
     );
     let wrong_app = mep
-        .http
-        .post(&subs)
-        .json(
-            &json!({"subscriptionType": "AppTerminationNotificationSubscription",
+        .send_json(
+            reqwest::Method::POST,
+            &subs,
+            &&json!({"subscriptionType": "AppTerminationNotificationSubscription",
                       "callbackReference": rx.url, "appInstanceId": "app-2"}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_problem(wrong_app, 400).await;
 
     mep.register("app-1", &service_body("video-svc")).await;
     let confs = mep.mm5_url("/mep/appMng/v1/applications/app-1/confs");
-    let r = mep
-        .http
-        .put(&confs)
-        .json(&json!({"authInfo": {"credentials": {"accessKeyId": "A".repeat(20), "secretKey": "S".repeat(64)}},
+    let r = mep.send_json(reqwest::Method::PUT, &confs, &json!({"authInfo": {"credentials": {"accessKeyId": "A".repeat(20), "secretKey": "S".repeat(64)}},
                       "appInfo": {"appName": "video", "requiredServices": []}}))
-        .send()
-        .await
-        .unwrap();
+.await;
     assert!(r.status().is_success(), "{}", r.status());
     let confirm = mep.app_support("/applications/app-1/confirm_termination");
     let r = mep
-        .http
-        .post(&confirm)
-        .json(&json!({"operationAction": "TERMINATING"}))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            reqwest::Method::POST,
+            &confirm,
+            &json!({"operationAction": "TERMINATING"}),
+        )
+        .await;
     assert_problem(r, 409).await;
 
     let termination = {
@@ -236,20 +223,20 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
     assert_eq!(n["_links"]["subscription"]["href"], location);
     assert_eq!(n["_links"]["confirmTermination"]["href"], confirm);
     let r = mep
-        .http
-        .post(&confirm)
-        .json(&json!({"operationAction": "STOPPING"}))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            reqwest::Method::POST,
+            &confirm,
+            &json!({"operationAction": "STOPPING"}),
+        )
+        .await;
     assert_problem(r, 400).await;
     let r = mep
-        .http
-        .post(&confirm)
-        .json(&json!({"operationAction": "TERMINATING"}))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            reqwest::Method::POST,
+            &confirm,
+            &json!({"operationAction": "TERMINATING"}),
+        )
+        .await;
     assert_eq!(r.status(), 204);
 
     let report = tokio::time::timeout(Duration::from_secs(5), termination)
@@ -285,15 +272,13 @@ async fn termination_without_confirmation_waits_max_graceful_timeout() {
     let mep = TestMep::start_with(config).await;
     let mut rx = CallbackReceiver::start().await;
     let r = mep
-        .http
-        .post(mep.app_support("/applications/app-1/subscriptions"))
-        .json(
-            &json!({"subscriptionType": "AppTerminationNotificationSubscription",
+        .send_json(
+            reqwest::Method::POST,
+            mep.app_support("/applications/app-1/subscriptions"),
+            &&json!({"subscriptionType": "AppTerminationNotificationSubscription",
                       "callbackReference": rx.url, "appInstanceId": "app-1"}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 201);
     let r = mep
         .http
@@ -317,22 +302,18 @@ async fn confirm_ready_is_recorded_for_the_platform_manager() {
     assert_eq!(mep.http.get(&readiness).send().await.unwrap().status(), 404);
     let url = mep.app_support("/applications/app-1/confirm_ready");
     assert_problem(
-        mep.http
-            .post(&url)
-            .json(&json!({"indication": "NOT_READY"}))
-            .send()
-            .await
-            .unwrap(),
+        mep.send_json(
+            reqwest::Method::POST,
+            &url,
+            &json!({"indication": "NOT_READY"}),
+        )
+        .await,
         400,
     )
     .await;
     let r = mep
-        .http
-        .post(&url)
-        .json(&json!({"indication": "READY"}))
-        .send()
-        .await
-        .unwrap();
+        .send_json(reqwest::Method::POST, &url, &json!({"indication": "READY"}))
+        .await;
     assert_eq!(r.status(), 204);
     let seen: Value = mep.json_at(&readiness).await;
     assert_eq!(seen["indication"], "READY");
@@ -372,7 +353,7 @@ async fn v3_registrations() {
     let url = mep.app_support("/registrations");
     let info = json!({"appName": "iot-gw", "appProvider": "acme", "isInsByMec": false,
                       "endpoint": {"uris": ["http://10.0.0.7/"]}});
-    let r = mep.http.post(&url).json(&info).send().await.unwrap();
+    let r = mep.send_json(reqwest::Method::POST, &url, &info).await;
     assert_eq!(r.status(), 201);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     let created: Value = r.json().await.unwrap();
@@ -382,12 +363,8 @@ async fn v3_registrations() {
     let mut changed = created.clone();
     changed["appProvider"] = json!("acme-2");
     assert_eq!(
-        mep.http
-            .put(&location)
-            .json(&changed)
-            .send()
+        mep.send_json(reqwest::Method::PUT, &location, &changed)
             .await
-            .unwrap()
             .status(),
         204
     );
@@ -399,14 +376,19 @@ async fn v3_registrations() {
     assert_problem(mep.http.get(&location).send().await.unwrap(), 404).await;
     let no_endpoint = json!({"appName": "x", "isInsByMec": false});
     assert_problem(
-        mep.http.post(&url).json(&no_endpoint).send().await.unwrap(),
+        mep.send_json(reqwest::Method::POST, &url, &no_endpoint)
+            .await,
         400,
     )
     .await;
     let by_mec = json!({"appName": "x", "isInsByMec": true, "appInstanceId": "fixed-id"});
-    let r = mep.http.post(&url).json(&by_mec).send().await.unwrap();
+    let r = mep.send_json(reqwest::Method::POST, &url, &by_mec).await;
     assert_eq!(r.status(), 201);
-    assert_problem(mep.http.post(&url).json(&by_mec).send().await.unwrap(), 409).await;
+    assert_problem(
+        mep.send_json(reqwest::Method::POST, &url, &by_mec).await,
+        409,
+    )
+    .await;
     mep.stop().await;
 }
 

@@ -40,12 +40,12 @@ fn confs_url(mep: &TestMep, app: &str) -> String {
 
 async fn provision(mep: &TestMep, app: &str, ak: &str, sk: &str, required: &[&str]) {
     let r = mep
-        .http
-        .put(confs_url(mep, app))
-        .json(&confs(ak, sk, required))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            reqwest::Method::PUT,
+            confs_url(mep, app),
+            &confs(ak, sk, required),
+        )
+        .await;
     assert!(
         r.status().is_success(),
         "provisioning failed: {}",
@@ -947,12 +947,8 @@ async fn confs_api_validates_and_never_reveals_the_secret() {
     let url = confs_url(&mep, APP_A);
 
     let r = mep
-        .http
-        .put(&url)
-        .json(&confs(AK_A, SK_A, &["rnis"]))
-        .send()
-        .await
-        .unwrap();
+        .send_json(reqwest::Method::PUT, &url, &confs(AK_A, SK_A, &["rnis"]))
+        .await;
     assert_eq!(r.status(), 201);
     let text = r.text().await.unwrap();
     assert!(
@@ -971,58 +967,46 @@ async fn confs_api_validates_and_never_reveals_the_secret() {
         "{text}"
     );
     let r = mep
-        .http
-        .put(&url)
-        .json(&confs(AK_A, SK_A, &[]))
-        .send()
-        .await
-        .unwrap();
+        .send_json(reqwest::Method::PUT, &url, &confs(AK_A, SK_A, &[]))
+        .await;
     assert_eq!(r.status(), 200, "replacing answers 200");
 
     let short_ak = mep
-        .http
-        .put(&url)
-        .json(&confs("short", SK_A, &[]))
-        .send()
-        .await
-        .unwrap();
+        .send_json(reqwest::Method::PUT, &url, &confs("short", SK_A, &[]))
+        .await;
     assert!(assert_problem(short_ak, 400).await["detail"]
         .as_str()
         .unwrap()
         .contains("accessKeyId"));
     let bad_sk = format!("{}!", &SK_A[..63]);
     let r = mep
-        .http
-        .put(&url)
-        .json(&confs(AK_A, &bad_sk, &[]))
-        .send()
-        .await
-        .unwrap();
+        .send_json(reqwest::Method::PUT, &url, &confs(AK_A, &bad_sk, &[]))
+        .await;
     let problem = assert_problem(r, 400).await;
     assert!(!problem.to_string().contains(&SK_A[..63]));
     let r = mep
-        .http
-        .put(&url)
-        .json(&json!({"authInfo": {"credentials": {"accessKeyId": AK_A, "secretKey": 42}}}))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            reqwest::Method::PUT,
+            &url,
+            &json!({"authInfo": {"credentials": {"accessKeyId": AK_A, "secretKey": 42}}}),
+        )
+        .await;
     assert_problem(r, 400).await;
     let r = mep
-        .http
-        .put(confs_url(&mep, APP_B))
-        .json(&confs(AK_A, SK_B, &[]))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            reqwest::Method::PUT,
+            confs_url(&mep, APP_B),
+            &confs(AK_A, SK_B, &[]),
+        )
+        .await;
     assert_problem(r, 409).await;
     let r = mep
-        .http
-        .put(confs_url(&mep, "bad id"))
-        .json(&confs(AK_B, SK_B, &[]))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            reqwest::Method::PUT,
+            confs_url(&mep, "bad id"),
+            &confs(AK_B, SK_B, &[]),
+        )
+        .await;
     assert_problem(r, 400).await;
     assert_problem(
         mep.http.get(confs_url(&mep, APP_B)).send().await.unwrap(),
@@ -1219,12 +1203,8 @@ async fn callbacks_outside_the_operators_allow_list_are_refused() {
     let termination = json!({"subscriptionType": "AppTerminationNotificationSubscription",
                              "callbackReference": "http://10.0.0.1/n", "appInstanceId": APP_A});
     let r = mep
-        .http
-        .post(mep.app_support(&path))
-        .json(&termination)
-        .send()
-        .await
-        .unwrap();
+        .send_json(reqwest::Method::POST, mep.app_support(&path), &termination)
+        .await;
     assert_problem(r, 400).await;
     mep.stop().await;
 }

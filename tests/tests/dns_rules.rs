@@ -77,12 +77,8 @@ async fn answers_follow_rule_changes_from_the_next_query() {
     let mut rule: serde_json::Value = mep.json_at(&url).await;
     rule["state"] = json!("INACTIVE");
     assert_eq!(
-        mep.http
-            .put(&url)
-            .json(&rule)
-            .send()
+        mep.send_json(reqwest::Method::PUT, &url, &rule)
             .await
-            .unwrap()
             .status(),
         200
     );

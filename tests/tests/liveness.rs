@@ -104,12 +104,12 @@ async fn missed_heartbeats_suspend_and_a_heartbeat_revives() {
         mep.clock.advance(Duration::from_secs(8));
         mep.let_sweeper_run().await;
         let r = mep
-            .http
-            .patch(&liveness)
-            .json(&json!({"state": "ACTIVE"}))
-            .send()
-            .await
-            .unwrap();
+            .send_json(
+                reqwest::Method::PATCH,
+                &liveness,
+                &json!({"state": "ACTIVE"}),
+            )
+            .await;
         assert_eq!(r.status(), 204);
     }
     let info: Value = mep.json_at(&liveness).await;
@@ -125,31 +125,23 @@ async fn liveness_update_rules() {
 
     for state in ["INACTIVE", "SUSPENDED"] {
         let r = mep
-            .http
-            .patch(&liveness)
-            .json(&json!({"state": state}))
-            .send()
-            .await
-            .unwrap();
+            .send_json(reqwest::Method::PATCH, &liveness, &json!({"state": state}))
+            .await;
         assert_problem(r, 400).await;
     }
     let r = mep
-        .http
-        .patch(&liveness)
-        .json(&json!({"state": "asleep"}))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            reqwest::Method::PATCH,
+            &liveness,
+            &json!({"state": "asleep"}),
+        )
+        .await;
     assert_problem(r, 400).await;
 
     // EdgeGallery apps heartbeat with PUT.
     let r = mep
-        .http
-        .put(&liveness)
-        .json(&json!({"state": "ACTIVE"}))
-        .send()
-        .await
-        .unwrap();
+        .send_json(reqwest::Method::PUT, &liveness, &json!({"state": "ACTIVE"}))
+        .await;
     assert_eq!(r.status(), 204);
 
     let etag = mep.http.get(&liveness).send().await.unwrap().headers()["etag"]
@@ -177,12 +169,12 @@ async fn liveness_update_rules() {
 
     let foreign = mep.url(&format!("/applications/app-2/services/{id}/liveness"));
     let r = mep
-        .http
-        .patch(&foreign)
-        .json(&json!({"state": "ACTIVE"}))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            reqwest::Method::PATCH,
+            &foreign,
+            &json!({"state": "ACTIVE"}),
+        )
+        .await;
     assert_problem(r, 403).await;
 
     let plain = mep.register("app-1", &service_body("no-heartbeat")).await;

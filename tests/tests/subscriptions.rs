@@ -147,12 +147,12 @@ async fn every_change_type_is_notified() {
     assert_eq!(n["serviceReferences"][0]["changeType"], "STATE_CHANGED");
     assert_eq!(n["serviceReferences"][0]["state"], "SUSPENDED");
     let r = mep
-        .http
-        .patch(mep.url(&format!("{path}/liveness")))
-        .json(&json!({"state": "ACTIVE"}))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            reqwest::Method::PATCH,
+            mep.url(&format!("{path}/liveness")),
+            &json!({"state": "ACTIVE"}),
+        )
+        .await;
     assert_eq!(r.status(), 204);
     let n = rx.next().await;
     assert_eq!(n["serviceReferences"][0]["state"], "ACTIVE");

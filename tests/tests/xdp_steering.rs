@@ -66,12 +66,8 @@ fn mm5_and_mp1_rule_changes_steer_the_next_packet() {
     let status = rt.block_on(async {
         let mut rule: Value = mep.json_at(&url).await;
         rule["state"] = json!("INACTIVE");
-        mep.http
-            .put(&url)
-            .json(&rule)
-            .send()
+        mep.send_json(reqwest::Method::PUT, &url, &rule)
             .await
-            .unwrap()
             .status()
     });
     assert_eq!(status, 200);
