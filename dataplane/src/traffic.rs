@@ -138,36 +138,145 @@ impl DestinationInterface {
 }
 
 /// `TrafficFilter`: every member is optional; a packet matches when every present member does.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// GTP-U TEIDs are read from v3's `tag` or v2's `token` and written under both names, so clients
+/// of either version find what they sent (and may send back what they read).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "TrafficFilterIn")]
 pub struct TrafficFilter {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub src_address: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dst_address: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub src_port: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dst_port: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protocol: Vec<String>,
     /// GTP-U TEIDs (v3 `tag`, v2 `token`).
-    #[serde(default, alias = "token", skip_serializing_if = "Vec::is_empty")]
     pub tag: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub src_tunnel_address: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tgt_tunnel_address: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub src_tunnel_port: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dst_tunnel_port: Vec<String>,
-    #[serde(default, rename = "qCI", skip_serializing_if = "Option::is_none")]
     pub qci: Option<u32>,
-    #[serde(default, rename = "dSCP", skip_serializing_if = "Option::is_none")]
     pub dscp: Option<u32>,
-    #[serde(default, rename = "tC", skip_serializing_if = "Option::is_none")]
     pub tc: Option<u32>,
+}
+
+/// `TrafficFilter` as it arrives, with `tag` and `token` apart.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TrafficFilterIn {
+    #[serde(default)]
+    src_address: Vec<String>,
+    #[serde(default)]
+    dst_address: Vec<String>,
+    #[serde(default)]
+    src_port: Vec<String>,
+    #[serde(default)]
+    dst_port: Vec<String>,
+    #[serde(default)]
+    protocol: Vec<String>,
+    #[serde(default)]
+    tag: Option<Vec<String>>,
+    #[serde(default)]
+    token: Option<Vec<String>>,
+    #[serde(default)]
+    src_tunnel_address: Vec<String>,
+    #[serde(default)]
+    tgt_tunnel_address: Vec<String>,
+    #[serde(default)]
+    src_tunnel_port: Vec<String>,
+    #[serde(default)]
+    dst_tunnel_port: Vec<String>,
+    #[serde(default, rename = "qCI")]
+    qci: Option<u32>,
+    #[serde(default, rename = "dSCP")]
+    dscp: Option<u32>,
+    #[serde(default, rename = "tC")]
+    tc: Option<u32>,
+}
+
+impl TryFrom<TrafficFilterIn> for TrafficFilter {
+    type Error = String;
+
+    fn try_from(f: TrafficFilterIn) -> Result<Self, String> {
+        let tag = match (f.tag, f.token) {
+            (Some(tag), Some(token)) if tag != token => {
+                return Err("tag and token (its v2 name) are both given and differ".into())
+            }
+            (Some(tag), _) | (None, Some(tag)) => tag,
+            (None, None) => Vec::new(),
+        };
+        Ok(TrafficFilter {
+            src_address: f.src_address,
+            dst_address: f.dst_address,
+            src_port: f.src_port,
+            dst_port: f.dst_port,
+            protocol: f.protocol,
+            tag,
+            src_tunnel_address: f.src_tunnel_address,
+            tgt_tunnel_address: f.tgt_tunnel_address,
+            src_tunnel_port: f.src_tunnel_port,
+            dst_tunnel_port: f.dst_tunnel_port,
+            qci: f.qci,
+            dscp: f.dscp,
+            tc: f.tc,
+        })
+    }
+}
+
+impl Serialize for TrafficFilter {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        fn none(v: &[String]) -> bool {
+            v.is_empty()
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire<'a> {
+            #[serde(skip_serializing_if = "none")]
+            src_address: &'a [String],
+            #[serde(skip_serializing_if = "none")]
+            dst_address: &'a [String],
+            #[serde(skip_serializing_if = "none")]
+            src_port: &'a [String],
+            #[serde(skip_serializing_if = "none")]
+            dst_port: &'a [String],
+            #[serde(skip_serializing_if = "none")]
+            protocol: &'a [String],
+            #[serde(skip_serializing_if = "none")]
+            tag: &'a [String],
+            #[serde(skip_serializing_if = "none")]
+            token: &'a [String],
+            #[serde(skip_serializing_if = "none")]
+            src_tunnel_address: &'a [String],
+            #[serde(skip_serializing_if = "none")]
+            tgt_tunnel_address: &'a [String],
+            #[serde(skip_serializing_if = "none")]
+            src_tunnel_port: &'a [String],
+            #[serde(skip_serializing_if = "none")]
+            dst_tunnel_port: &'a [String],
+            #[serde(rename = "qCI", skip_serializing_if = "Option::is_none")]
+            qci: Option<u32>,
+            #[serde(rename = "dSCP", skip_serializing_if = "Option::is_none")]
+            dscp: Option<u32>,
+            #[serde(rename = "tC", skip_serializing_if = "Option::is_none")]
+            tc: Option<u32>,
+        }
+        Wire {
+            src_address: &self.src_address,
+            dst_address: &self.dst_address,
+            src_port: &self.src_port,
+            dst_port: &self.dst_port,
+            protocol: &self.protocol,
+            tag: &self.tag,
+            token: &self.tag,
+            src_tunnel_address: &self.src_tunnel_address,
+            tgt_tunnel_address: &self.tgt_tunnel_address,
+            src_tunnel_port: &self.src_tunnel_port,
+            dst_tunnel_port: &self.dst_tunnel_port,
+            qci: self.qci,
+            dscp: self.dscp,
+            tc: self.tc,
+        }
+        .serialize(serializer)
+    }
 }
 
 /// `TrafficRule`.
@@ -265,6 +374,10 @@ pub struct CompiledFilter {
     pub dscp: Option<u8>,
     /// IPv6 traffic class, 0..=255.
     pub tc: Option<u8>,
+    /// Members that are valid MEC 011 (free strings) but name no IP protocol number or GTP-U
+    /// TEID, such as protocol `"HTTP"` or a tag `"premium"`: stored and forwarded as sent, and
+    /// left for each data plane to honour or refuse (`protocol "HTTP"`, `tag "premium"`).
+    pub uninterpreted: Vec<String>,
 }
 
 impl CompiledFilter {
@@ -308,6 +421,11 @@ impl TrafficRule {
         if self.traffic_filter.is_empty() {
             return Err(RuleError::new("trafficFilter needs at least one filter"));
         }
+        // A DROP rule has no destination; one that names some anyway (ETSI's own conformance
+        // bodies do) is accepted and its dstInterface ignored.
+        if self.action == Action::Drop {
+            return self.traffic_filter.iter().map(compile_filter).collect();
+        }
         let wanted = match self.action {
             Action::Drop => 0..=0,
             Action::Passthrough => 0..=1,
@@ -348,21 +466,30 @@ fn compile_filter(f: &TrafficFilter) -> Result<CompiledFilter, RuleError> {
             None => Ok(None),
         }
     };
+    let mut uninterpreted = Vec::new();
+    let mut protocol = Vec::new();
+    for p in &f.protocol {
+        require_member("protocol", p)?;
+        match parse_protocol(p) {
+            Some(number) => protocol.push(number),
+            None => uninterpreted.push(format!("protocol {p:?}")),
+        }
+    }
+    let mut tag = Vec::new();
+    for t in &f.tag {
+        require_member("tag", t)?;
+        match parse_teid(t) {
+            Some(teid) => tag.push(teid),
+            None => uninterpreted.push(format!("tag {t:?}")),
+        }
+    }
     Ok(CompiledFilter {
         src_address: prefixes("srcAddress", &f.src_address)?,
         dst_address: prefixes("dstAddress", &f.dst_address)?,
         src_port: ports("srcPort", &f.src_port)?,
         dst_port: ports("dstPort", &f.dst_port)?,
-        protocol: f
-            .protocol
-            .iter()
-            .map(|p| parse_protocol(p))
-            .collect::<Result<_, _>>()?,
-        tag: f
-            .tag
-            .iter()
-            .map(|t| parse_teid(t))
-            .collect::<Result<_, _>>()?,
+        protocol,
+        tag,
         src_tunnel_address: prefixes("srcTunnelAddress", &f.src_tunnel_address)?,
         tgt_tunnel_address: prefixes("tgtTunnelAddress", &f.tgt_tunnel_address)?,
         src_tunnel_port: ports("srcTunnelPort", &f.src_tunnel_port)?,
@@ -370,7 +497,20 @@ fn compile_filter(f: &TrafficFilter) -> Result<CompiledFilter, RuleError> {
         qci: small("qCI", f.qci, 255)?,
         dscp: small("dSCP", f.dscp, 63)?,
         tc: small("tC", f.tc, 255)?,
+        uninterpreted,
     })
+}
+
+/// Longest free-string filter member (`protocol`, `tag`) accepted.
+const MAX_MEMBER: usize = 255;
+
+fn require_member(what: &str, value: &str) -> Result<(), RuleError> {
+    if value.trim().is_empty() || value.len() > MAX_MEMBER {
+        return Err(RuleError::new(format!(
+            "{what} entries must be 1 to {MAX_MEMBER} characters"
+        )));
+    }
+    Ok(())
 }
 
 fn parse_ip(what: &str, s: &str) -> Result<IpAddr, RuleError> {
@@ -488,7 +628,8 @@ fn parse_port_range(what: &str, s: &str) -> Result<PortRange, RuleError> {
     Ok(PortRange { start, end })
 }
 
-fn parse_protocol(s: &str) -> Result<u8, RuleError> {
+/// The IANA protocol number a `protocol` member names (a known name or a number), if any.
+fn parse_protocol(s: &str) -> Option<u8> {
     let number = match s.trim().to_ascii_uppercase().as_str() {
         "ICMP" => 1,
         "TCP" => 6,
@@ -497,22 +638,18 @@ fn parse_protocol(s: &str) -> Result<u8, RuleError> {
         "ESP" => 50,
         "ICMPV6" => 58,
         "SCTP" => 132,
-        other => other.parse::<u8>().map_err(|_| {
-            RuleError::new(format!(
-                "protocol {s:?} is neither a known name nor a number 0..255"
-            ))
-        })?,
+        other => return other.parse::<u8>().ok(),
     };
-    Ok(number)
+    Some(number)
 }
 
-fn parse_teid(s: &str) -> Result<u32, RuleError> {
+/// The GTP-U TEID a `tag` member names (decimal or `0x` hex), if any.
+fn parse_teid(s: &str) -> Option<u32> {
     let s = s.trim();
-    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(hex) => u32::from_str_radix(hex, 16),
-        None => s.parse(),
-    };
-    parsed.map_err(|_| RuleError::new(format!("tag {s:?} is not a GTP-U TEID (32-bit number)")))
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6], RuleError> {
@@ -603,7 +740,7 @@ mod tests {
         r["trafficFilter"][0]["dstPort"] = serde_json::json!(["9-1"]);
         assert!(rule(r).compile().is_err());
         let mut r = base();
-        r["trafficFilter"][0]["protocol"] = serde_json::json!(["QUIC"]);
+        r["trafficFilter"][0]["protocol"] = serde_json::json!([""]);
         assert!(rule(r).compile().is_err());
         let mut r = base();
         r["action"] = "FORWARD_DECAPSULATED".into();
@@ -623,6 +760,30 @@ mod tests {
     }
 
     #[test]
+    fn free_string_members_are_kept_for_the_data_plane_to_judge() {
+        let mut r = base();
+        r["trafficFilter"][0]["protocol"] = serde_json::json!(["TCP", "HTTP"]);
+        r["trafficFilter"][0]["tag"] = serde_json::json!(["7", "premium"]);
+        let f = &rule(r).compile().unwrap()[0];
+        assert_eq!(f.protocol, vec![6]);
+        assert_eq!(f.tag, vec![7]);
+        assert_eq!(
+            f.uninterpreted,
+            vec!["protocol \"HTTP\"", "tag \"premium\""]
+        );
+    }
+
+    #[test]
+    fn drop_ignores_a_destination() {
+        let mut r = base();
+        r["dstInterface"] = serde_json::json!({"interfaceType": "TUNNEL",
+            "tunnelInfo": {"tunnelType": "GTP_U", "tunnelDstAddress": "192.0.2.1"}});
+        let parsed = rule(r);
+        assert!(parsed.compile().is_ok());
+        assert_eq!(parsed.dst_interface.len(), 1, "kept as sent");
+    }
+
+    #[test]
     fn aliases_are_read_and_spec_names_written() {
         let mut r = base();
         r["action"] = "FORWARD_AS_IS".into();
@@ -635,6 +796,15 @@ mod tests {
         let back = serde_json::to_value(&parsed).unwrap();
         assert_eq!(back["action"], "FORWARD_ENCAPSULATED");
         assert_eq!(back["trafficFilter"][0]["tag"][0], "7");
+        assert_eq!(
+            back["trafficFilter"][0]["token"][0], "7",
+            "v2 clients find token"
+        );
+        let again: TrafficRule = serde_json::from_value(back.clone()).unwrap();
+        assert_eq!(again, parsed, "what mep writes it reads back the same");
         assert_eq!(back["dstInterface"][0]["dstIpAddress"], "10.9.9.9");
+        let mut differing = back;
+        differing["trafficFilter"][0]["token"] = serde_json::json!(["8"]);
+        assert!(serde_json::from_value::<TrafficRule>(differing).is_err());
     }
 }

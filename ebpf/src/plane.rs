@@ -434,6 +434,12 @@ impl State {
 
 /// Checks what the kernel program can honour, independent of the other rules.
 fn check(rule: &TrafficRule, filters: &[CompiledFilter]) -> Result<(), RuleError> {
+    if let Some(what) = filters.iter().flat_map(|f| &f.uninterpreted).next() {
+        return Err(RuleError::new(format!(
+            "the xdp data plane matches IP protocol numbers (or TCP, UDP, ICMP, ...) and numeric \
+             GTP-U TEIDs only, not {what}"
+        )));
+    }
     if filters.iter().any(|f| f.qci.is_some()) {
         return Err(RuleError::new(
             "the xdp data plane cannot match qCI: the QoS class is signalled, not carried in packets",
