@@ -136,7 +136,7 @@ async fn bad_bodies_are_400_413_415() {
     )
     .await;
     let mut bad_uri = service_body("x");
-    bad_uri["transportInfo"]["endpoint"] = json!({"uris": ["not a uri"]});
+    bad_uri["transportInfo"]["endpoint"] = json!({"uris": [""]});
     assert_problem(
         send(bad_uri.to_string(), "application/json").await.unwrap(),
         400,
@@ -180,8 +180,10 @@ async fn discovery_filters_combine_with_and() {
     let b = mep.register("app-2", &b).await;
     let mut c = service_body("location");
     c["serCategory"] = category("loc");
+    // isLocal is read-only: every service registered here runs on this host.
     c["isLocal"] = json!(false);
     let c = mep.register("app-2", &c).await;
+    assert_eq!(c["isLocal"], true);
     let id = |v: &Value| v["serInstanceId"].as_str().unwrap().to_owned();
     let ids = |v: Value| {
         let mut ids: Vec<String> = v.as_array().unwrap().iter().map(id).collect();
@@ -225,7 +227,8 @@ async fn discovery_filters_combine_with_and() {
     );
     assert_eq!(q("?ser_category_id=loc".into()).await, vec![id(&c)]);
     assert_eq!(q("?consumed_local_only=false".into()).await, vec![id(&b)]);
-    assert_eq!(q("?is_local=false".into()).await, vec![id(&c)]);
+    assert_eq!(q("?is_local=false".into()).await, Vec::<String>::new());
+    assert_eq!(q("?is_local=true".into()).await.len(), 3);
     assert_eq!(
         q("?scope_of_locality=MEC_SYSTEM".into()).await,
         vec![id(&b)]
@@ -256,8 +259,7 @@ async fn discovery_filters_combine_with_and() {
         .get("/applications/app-2/services?ser_name=location")
         .await;
     assert_eq!(ids(r.json().await.unwrap()), vec![id(&c)]);
-    let r = mep.get("/applications/app-3/services").await;
-    assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
+    assert_problem(mep.get("/applications/app-3/services").await, 404).await;
     let r = mep
         .get(&format!("/applications/app-1/services/{}", id(&b)))
         .await;
@@ -316,9 +318,13 @@ async fn put_replaces_and_honours_if_match() {
         .unwrap();
     assert_problem(reused, 412).await;
 
+    // serInstanceId is read-only: the URI's id wins.
     let mut other_id = replacement.clone();
     other_id["serInstanceId"] = json!("another");
-    assert_problem(mep.put(&path, &other_id).await, 400).await;
+    other_id["version"] = json!("3.0.1");
+    let r = mep.put(&path, &other_id).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["serInstanceId"], id);
     assert_problem(
         mep.put("/applications/app-1/services/unknown", &service_body("x"))
             .await,
@@ -347,6 +353,8 @@ async fn only_the_owner_may_update_or_delete() {
     let created = mep.register("app-1", &service_body("rnis")).await;
     let id = created["serInstanceId"].as_str().unwrap();
     let foreign = format!("/applications/app-2/services/{id}");
+    assert_problem(mep.put(&foreign, &service_body("stolen")).await, 404).await;
+    mep.register("app-2", &service_body("own")).await;
     assert_problem(mep.put(&foreign, &service_body("stolen")).await, 403).await;
     assert_problem(mep.delete(&foreign).await, 403).await;
     assert_eq!(

@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Apps, AppsError};
-use crate::model::common::require_text;
+use crate::model::common::{require_text, CategoryRef};
 use crate::model::ids::{new_id, AppInstanceId};
+use crate::model::service::EndPointInfo;
 use crate::store::{Table, Write};
 
 /// A stored registration: the `AppInfo` as given, with `appInstanceId` filled in.
@@ -17,25 +18,92 @@ pub struct AppRegistration {
     pub app_info: Value,
 }
 
-/// Checks the members of `AppInfo` the platform relies on.
+/// `ServiceDependency` of a v3 `AppInfo` (`appServiceRequired[]`, `appServiceOptional[]`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceDependency {
+    ser_name: String,
+    version: String,
+    #[serde(default)]
+    ser_category: Option<CategoryRef>,
+}
+
+/// `FeatureDependency` of a v3 `AppInfo` (`appFeatureRequired[]`, `appFeatureOptional[]`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FeatureDependency {
+    feature_name: String,
+    version: String,
+}
+
+/// The members of a MEC 011 v3.1.1 `AppInfo` that have a checkable form (the EAS `appProfile`,
+/// transport dependencies and permissions are any JSON); the registration itself is stored and
+/// echoed as the application sent it, members mep does not check included.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AppInfoMembers {
+    app_name: String,
+    #[serde(default)]
+    app_provider: Option<String>,
+    #[serde(default)]
+    app_category: Option<CategoryRef>,
+    #[serde(default)]
+    app_d_id: Option<String>,
+    #[serde(default)]
+    endpoint: Option<EndPointInfo>,
+    #[serde(default)]
+    app_service_required: Option<Vec<ServiceDependency>>,
+    #[serde(default)]
+    app_service_optional: Option<Vec<ServiceDependency>>,
+    #[serde(default)]
+    app_feature_required: Option<Vec<FeatureDependency>>,
+    #[serde(default)]
+    app_feature_optional: Option<Vec<FeatureDependency>>,
+    #[serde(default)]
+    is_ins_by_mec: Option<bool>,
+}
+
+/// Checks an `AppInfo` against MEC 011 v3.1.1 clause 7.1.2.6.
 fn validate_app_info(info: &Value) -> Result<(), AppsError> {
-    let obj = info
-        .as_object()
-        .ok_or_else(|| AppsError::Invalid("AppInfo must be a JSON object".into()))?;
-    let name = obj
-        .get("appName")
-        .and_then(Value::as_str)
-        .ok_or_else(|| AppsError::Invalid("appName is required".into()))?;
-    require_text("appName", name, 128).map_err(AppsError::Invalid)?;
-    let by_mec = match obj.get("isInsByMec") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(AppsError::Invalid("isInsByMec must be a boolean".into())),
-    };
-    if !by_mec && obj.get("endpoint").is_none_or(Value::is_null) {
-        return Err(AppsError::Invalid(
-            "endpoint is required when isInsByMec is false".into(),
-        ));
+    if !info.is_object() {
+        return Err(AppsError::Invalid("AppInfo must be a JSON object".into()));
+    }
+    let members: AppInfoMembers = serde_json::from_value(info.clone())
+        .map_err(|e| AppsError::Invalid(format!("invalid AppInfo: {e}")))?;
+    let invalid = AppsError::Invalid;
+    require_text("appName", &members.app_name, 128).map_err(invalid)?;
+    for (what, text) in [
+        ("appProvider", &members.app_provider),
+        ("appDId", &members.app_d_id),
+    ] {
+        if let Some(text) = text {
+            require_text(what, text, 256).map_err(invalid)?;
+        }
+    }
+    if let Some(category) = &members.app_category {
+        category.validate("appCategory").map_err(invalid)?;
+    }
+    match &members.endpoint {
+        Some(endpoint) => endpoint.validate("endpoint").map_err(invalid)?,
+        None if !members.is_ins_by_mec.unwrap_or(false) => {
+            return Err(AppsError::Invalid(
+                "endpoint is required when isInsByMec is false".into(),
+            ))
+        }
+        None => {}
+    }
+    let services = [&members.app_service_required, &members.app_service_optional];
+    for dependency in services.into_iter().flatten().flatten() {
+        require_text("serName", &dependency.ser_name, 128).map_err(invalid)?;
+        require_text("version", &dependency.version, 64).map_err(invalid)?;
+        if let Some(category) = &dependency.ser_category {
+            category.validate("serCategory").map_err(invalid)?;
+        }
+    }
+    let features = [&members.app_feature_required, &members.app_feature_optional];
+    for dependency in features.into_iter().flatten().flatten() {
+        require_text("featureName", &dependency.feature_name, 128).map_err(invalid)?;
+        require_text("version", &dependency.version, 64).map_err(invalid)?;
     }
     Ok(())
 }
@@ -67,14 +135,8 @@ impl Apps {
         mut info: Value,
     ) -> Result<(), AppsError> {
         validate_app_info(&info)?;
-        match info.get("appInstanceId").and_then(Value::as_str) {
-            Some(id) if id != app.as_str() => {
-                return Err(AppsError::Invalid(
-                    "appInstanceId in the body differs from the URI".into(),
-                ))
-            }
-            _ => info["appInstanceId"] = Value::String(app.to_string()),
-        }
+        // The URI names the registration, whatever the body says.
+        info["appInstanceId"] = Value::String(app.to_string());
         let _serial = self.changes.lock().await;
         if !self.index.read().registrations.contains_key(app) {
             return Err(AppsError::NotFound(format!(

@@ -14,7 +14,8 @@ impl LinkType {
     }
 }
 
-/// `CategoryRef`: a reference to a service category.
+/// `CategoryRef`: a reference to a service category. `href` is informational (mep never
+/// dereferences it), so any non-empty string is accepted: the spec's own examples use `"catItem1"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CategoryRef {
     pub href: String,
@@ -25,10 +26,10 @@ pub struct CategoryRef {
 
 impl CategoryRef {
     pub fn validate(&self, what: &str) -> Result<(), String> {
-        require_uri(&format!("{what}.href"), &self.href)?;
+        require_text(&format!("{what}.href"), &self.href, MAX_INFO_URI)?;
         require_text(&format!("{what}.id"), &self.id, 128)?;
         require_text(&format!("{what}.name"), &self.name, 128)?;
-        require_text(&format!("{what}.version"), &self.version, 32)?;
+        require_text(&format!("{what}.version"), &self.version, 64)?;
         Ok(())
     }
 }
@@ -49,6 +50,10 @@ pub fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, raw: &str) -> Resu
         .map_err(|e| format!("{what}: {e}"))
 }
 
+/// Longest informational URI accepted (`href`s, endpoint URIs, token endpoints): mep stores and
+/// echoes them but never dereferences them, so they are text, not URLs.
+pub const MAX_INFO_URI: usize = 2048;
+
 /// A non-empty string of at most `max` characters.
 pub fn require_text(what: &str, value: &str, max: usize) -> Result<(), String> {
     if value.trim().is_empty() {
@@ -60,7 +65,8 @@ pub fn require_text(what: &str, value: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// An absolute URI with a scheme and, for http(s), a host.
+/// An absolute URI with a scheme and, for http(s), a host: for URIs mep itself dereferences
+/// (`callbackReference`).
 pub fn require_uri(what: &str, value: &str) -> Result<url::Url, String> {
     let url = url::Url::parse(value).map_err(|e| format!("{what} is not an absolute URI: {e}"))?;
     if matches!(url.scheme(), "http" | "https") && url.host_str().is_none_or(str::is_empty) {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{require_text, require_uri, CategoryRef, LinkType, ServiceState};
+use super::common::{require_text, CategoryRef, LinkType, ServiceState, MAX_INFO_URI};
 use super::ids::AppInstanceId;
 
 /// `SerializerType`.
@@ -91,7 +91,8 @@ pub struct EndPointInfo {
 }
 
 impl EndPointInfo {
-    fn validate(&self) -> Result<(), String> {
+    /// Checks the form of an endpoint; `what` names it in messages.
+    pub fn validate(&self, what: &str) -> Result<(), String> {
         let present = [
             self.uris.is_some(),
             self.fqdn.is_some(),
@@ -102,29 +103,28 @@ impl EndPointInfo {
         .filter(|p| **p)
         .count();
         if present != 1 {
-            return Err(
-                "transportInfo.endpoint must carry exactly one of uris, fqdn, addresses, alternative"
-                    .into(),
-            );
+            return Err(format!(
+                "{what} must carry exactly one of uris, fqdn, addresses, alternative"
+            ));
         }
         if let Some(uris) = &self.uris {
-            non_empty_list("transportInfo.endpoint.uris", uris.len())?;
+            non_empty_list(&format!("{what}.uris"), uris.len())?;
             for uri in uris {
-                require_uri("transportInfo.endpoint.uris[]", uri)?;
+                require_text(&format!("{what}.uris[]"), uri, MAX_INFO_URI)?;
             }
         }
         if let Some(names) = &self.fqdn {
-            non_empty_list("transportInfo.endpoint.fqdn", names.len())?;
+            non_empty_list(&format!("{what}.fqdn"), names.len())?;
             for name in names {
-                require_text("transportInfo.endpoint.fqdn[]", name, 253)?;
+                require_text(&format!("{what}.fqdn[]"), name, 253)?;
             }
         }
         if let Some(addresses) = &self.addresses {
-            non_empty_list("transportInfo.endpoint.addresses", addresses.len())?;
+            non_empty_list(&format!("{what}.addresses"), addresses.len())?;
             for a in addresses {
-                require_text("transportInfo.endpoint.addresses[].host", &a.host, 253)?;
+                require_text(&format!("{what}.addresses[].host"), &a.host, 253)?;
                 if !(1..=65535).contains(&a.port) {
-                    return Err("transportInfo.endpoint.addresses[].port must be 1..65535".into());
+                    return Err(format!("{what}.addresses[].port must be 1..65535"));
                 }
             }
         }
@@ -153,6 +153,8 @@ pub struct TransportInfo {
     pub protocol: String,
     pub version: String,
     pub endpoint: EndPointInfo,
+    /// Required by the spec, but v2.2.1's own POST example omits it: absent means `{}`.
+    #[serde(default)]
     pub security: SecurityInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub impl_specific_info: Option<serde_json::Value>,
@@ -162,9 +164,9 @@ impl TransportInfo {
     pub fn validate(&self) -> Result<(), String> {
         require_text("transportInfo.id", &self.id, 128)?;
         require_text("transportInfo.name", &self.name, 128)?;
-        require_text("transportInfo.protocol", &self.protocol, 32)?;
-        require_text("transportInfo.version", &self.version, 32)?;
-        self.endpoint.validate()?;
+        require_text("transportInfo.protocol", &self.protocol, 64)?;
+        require_text("transportInfo.version", &self.version, 64)?;
+        self.endpoint.validate("transportInfo.endpoint")?;
         if let Some(oauth) = &self.security.o_auth2_info {
             if oauth.grant_types.is_empty() || oauth.grant_types.len() > 4 {
                 return Err(
@@ -172,20 +174,22 @@ impl TransportInfo {
                 );
             }
             if let Some(endpoint) = &oauth.token_endpoint {
-                require_uri("transportInfo.security.oAuth2Info.tokenEndpoint", endpoint)?;
+                require_text(
+                    "transportInfo.security.oAuth2Info.tokenEndpoint",
+                    endpoint,
+                    MAX_INFO_URI,
+                )?;
             }
         }
         Ok(())
     }
 }
 
-/// `ServiceInfo` as a client sends it in POST or PUT. Fields the platform owns (`_links`, and
-/// `serInstanceId` on POST) are accepted and ignored.
+/// `ServiceInfo` as a client sends it in POST or PUT. Fields the platform owns (`serInstanceId`,
+/// `_links`, `isLocal`) are read-only: accepted and ignored, never refused.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceInfoBody {
-    #[serde(default)]
-    pub ser_instance_id: Option<String>,
     pub ser_name: String,
     #[serde(default)]
     pub ser_category: Option<CategoryRef>,
@@ -201,9 +205,15 @@ pub struct ServiceInfoBody {
     #[serde(default)]
     pub consumed_local_only: Option<bool>,
     #[serde(default)]
-    pub is_local: Option<bool>,
-    #[serde(default)]
     pub liveness_interval: Option<u32>,
+}
+
+/// Which request a `ServiceInfo` body came with: POST takes exactly one of `transportId` and
+/// `transportInfo`; PUT replaces the representation, so `transportInfo` wins when both are there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceRequest {
+    Register,
+    Replace,
 }
 
 /// Where a service says it can be reached: either a transport the platform offers or its own.
@@ -224,15 +234,14 @@ pub struct ServiceSpec {
     pub serializer: SerializerType,
     pub scope_of_locality: LocalityType,
     pub consumed_local_only: bool,
-    pub is_local: bool,
     pub liveness_interval: u32,
 }
 
 impl ServiceInfoBody {
     /// Checks every rule of the POST/PUT form and returns the trusted spec.
-    pub fn validate(self) -> Result<ServiceSpec, String> {
+    pub fn validate(self, request: ServiceRequest) -> Result<ServiceSpec, String> {
         require_text("serName", &self.ser_name, 128)?;
-        require_text("version", &self.version, 32)?;
+        require_text("version", &self.version, 64)?;
         if let Some(category) = &self.ser_category {
             category.validate("serCategory")?;
         }
@@ -242,6 +251,10 @@ impl ServiceInfoBody {
         let transport = match (self.transport_id, self.transport_info) {
             (Some(id), None) => TransportChoice::Platform(id),
             (None, Some(info)) => {
+                info.validate()?;
+                TransportChoice::Own(Box::new(info))
+            }
+            (Some(_), Some(info)) if request == ServiceRequest::Replace => {
                 info.validate()?;
                 TransportChoice::Own(Box::new(info))
             }
@@ -259,7 +272,6 @@ impl ServiceInfoBody {
             serializer: self.serializer,
             scope_of_locality: self.scope_of_locality.unwrap_or(LocalityType::MecHost),
             consumed_local_only: self.consumed_local_only.unwrap_or(true),
-            is_local: self.is_local.unwrap_or(true),
             liveness_interval: self.liveness_interval.unwrap_or(0),
         })
     }
@@ -280,6 +292,8 @@ pub struct Service {
     pub serializer: SerializerType,
     pub scope_of_locality: LocalityType,
     pub consumed_local_only: bool,
+    /// Whether the service runs on this MEC host (every service registered over this platform's
+    /// Mp1 does); read-only for clients.
     pub is_local: bool,
     /// Heartbeat interval in seconds chosen by the platform; 0 means no heartbeats.
     pub liveness_interval: u32,
@@ -362,7 +376,7 @@ mod tests {
     fn parse(v: serde_json::Value) -> Result<ServiceSpec, String> {
         serde_json::from_value::<ServiceInfoBody>(v)
             .map_err(|e| e.to_string())?
-            .validate()
+            .validate(ServiceRequest::Register)
     }
 
     #[test]
@@ -374,12 +388,21 @@ mod tests {
             serde_json::json!({"transportId": "x", "transportInfo": transport()})
         ))
         .is_err());
+        let both: ServiceInfoBody = serde_json::from_value(body(
+            serde_json::json!({"transportId": "x", "transportInfo": transport()}),
+        ))
+        .unwrap();
+        let spec = both.validate(ServiceRequest::Replace).unwrap();
+        assert!(
+            matches!(spec.transport, TransportChoice::Own(_)),
+            "a PUT that carries both keeps the representation's transportInfo"
+        );
     }
 
     #[test]
     fn defaults_follow_v3() {
         let spec = parse(body(serde_json::json!({"transportId": "x"}))).unwrap();
-        assert!(spec.consumed_local_only && spec.is_local);
+        assert!(spec.consumed_local_only);
         assert_eq!(spec.scope_of_locality, LocalityType::MecHost);
         assert_eq!(spec.liveness_interval, 0);
     }
@@ -392,8 +415,13 @@ mod tests {
         assert!(parse(body(serde_json::json!({"transportInfo": t}))).is_err());
         t["endpoint"] = serde_json::json!({"addresses": [{"host": "a", "port": 70000}]});
         assert!(parse(body(serde_json::json!({"transportInfo": t}))).is_err());
-        t["endpoint"] = serde_json::json!({"uris": ["not a uri"]});
+        t["endpoint"] = serde_json::json!({"uris": [""]});
         assert!(parse(body(serde_json::json!({"transportInfo": t}))).is_err());
+        t["endpoint"] = serde_json::json!({"uris": ["/mecSerMgmtApi/service/EntryPoint"]});
+        assert!(
+            parse(body(serde_json::json!({"transportInfo": t}))).is_ok(),
+            "endpoint URIs are informational: the spec's example is relative"
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl Registry {
             serializer: spec.serializer,
             scope_of_locality: spec.scope_of_locality,
             consumed_local_only: spec.consumed_local_only,
-            is_local: spec.is_local,
+            is_local: true,
             liveness_interval: self.liveness.choose_interval(spec.liveness_interval),
         })
     }
