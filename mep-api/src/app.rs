@@ -19,6 +19,7 @@ use crate::auth::service::{run_key_maintenance, AuthError};
 use crate::auth::Auth;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::directory::KnownApps;
 use crate::http::header_case::spelling_template;
 use crate::http::middleware::{
     limit_uri_length, problem_for_routing_errors, record_metrics, MetricsContext,
@@ -32,7 +33,7 @@ use crate::model::service::{
     EndPointInfo, GrantType, OAuth2Info, SecurityInfo, TransportInfo, TransportType,
 };
 use crate::mp1::app_support::AppSupportState;
-use crate::mp1::timing::NtpServer;
+use crate::mp1::timing::{NtpServer, PtpMaster};
 use crate::notify::Notifier;
 use crate::registry::{run_liveness_sweeper, Registry, RegistryError, RegistryParts};
 use crate::store::{Store, StoreError, Table, Write};
@@ -171,7 +172,8 @@ impl Mep {
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::new());
         let notifier = Notifier::new(config.notify.clone(), metrics.clone(), shutdown.clone())?;
-        let transports = vec![platform_transport(&store, &links).await?];
+        let mut transports = vec![platform_transport(&store, &links).await?];
+        transports.extend(config.transports.iter().cloned());
         let registry = Arc::new(Registry::load(RegistryParts {
             store: store.clone(),
             clock: clock.clone(),
@@ -210,10 +212,21 @@ impl Mep {
                             .iter()
                             .map(|s| NtpServer::named(s))
                             .collect(),
+                        ptp_masters: config
+                            .ptp_masters
+                            .iter()
+                            .map(|a| PtpMaster::at(*a))
+                            .collect(),
                     },
                 )),
                 &auth,
                 &config.callback_allow,
+                Arc::new(KnownApps {
+                    auth: auth.clone(),
+                    apps: apps.clone(),
+                    registry: registry.clone(),
+                    trusting: !config.auth.enabled,
+                }),
             )
             .merge(auth::endpoint::router(auth.clone())),
             &config,

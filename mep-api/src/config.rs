@@ -12,6 +12,7 @@ use mep_dns::DnsConfig;
 
 use crate::apps::AppsConfig;
 use crate::auth::{AuthConfig, CallbackPolicy};
+use crate::model::service::TransportInfo;
 use crate::notify::NotifyConfig;
 use crate::registry::{Limits, LivenessPolicy};
 use crate::tls::TlsConfig;
@@ -89,6 +90,9 @@ pub struct ServeArgs {
     /// NTP server advertised in timing_caps (repeatable).
     #[arg(long = "ntp-server", env = "MEP_NTP_SERVERS", value_delimiter = ',')]
     pub ntp_servers: Option<Vec<String>>,
+    /// IP address of a PTP master advertised in timing_caps (repeatable).
+    #[arg(long = "ptp-master", env = "MEP_PTP_MASTERS", value_delimiter = ',')]
+    pub ptp_masters: Option<Vec<std::net::IpAddr>>,
     /// UDP and TCP address of the DNS server [default: 0.0.0.0:8053; production: 0.0.0.0:53].
     #[arg(long, env = "MEP_DNS_ADDR")]
     pub dns_addr: Option<SocketAddr>,
@@ -199,6 +203,10 @@ struct FileConfig {
     rules_per_app: Option<usize>,
     max_graceful_timeout: Option<u64>,
     ntp_servers: Option<Vec<String>>,
+    ptp_masters: Option<Vec<std::net::IpAddr>>,
+    /// Transports the operator provisions besides the built-in REST one (TOML only: a list of
+    /// tables).
+    transports: Option<Vec<TransportInfo>>,
     dns_addr: Option<SocketAddr>,
     dns_upstreams: Option<Vec<SocketAddr>>,
     no_auth: Option<bool>,
@@ -235,6 +243,8 @@ pub enum ConfigError {
     Invalid(&'static str),
     #[error("{0}")]
     CallbackAllow(String),
+    #[error("invalid [[transports]] entry: {0}")]
+    Transport(String),
 }
 
 /// The resolved configuration of a `mep` process.
@@ -255,6 +265,9 @@ pub struct Config {
     pub dataplane: DataPlaneChoice,
     pub apps: AppsConfig,
     pub ntp_servers: Vec<String>,
+    pub ptp_masters: Vec<std::net::IpAddr>,
+    /// Transports offered besides the built-in REST one (`[[transports]]`).
+    pub transports: Vec<TransportInfo>,
     /// The built-in DNS server.
     pub dns: DnsConfig,
     pub auth: AuthConfig,
@@ -332,6 +345,8 @@ impl Config {
             dataplane: DataPlaneChoice::None,
             apps: AppsConfig::default(),
             ntp_servers: Vec::new(),
+            ptp_masters: Vec::new(),
+            transports: Vec::new(),
             dns: DnsConfig::default(),
             auth: AuthConfig::default(),
             callback_allow: CallbackPolicy::default(),
@@ -436,6 +451,8 @@ impl Config {
                 ..d.apps.clone()
             },
             ntp_servers: args.ntp_servers.or(file.ntp_servers).unwrap_or_default(),
+            ptp_masters: args.ptp_masters.or(file.ptp_masters).unwrap_or_default(),
+            transports: file.transports.take().unwrap_or_default(),
             dns: DnsConfig {
                 listen: args.dns_addr.or(file.dns_addr).unwrap_or(d.dns.listen),
                 upstreams: args
@@ -486,6 +503,18 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "mm5_token must be at least 16 characters",
             ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for transport in &self.transports {
+            transport.validate().map_err(|e| {
+                ConfigError::Transport(format!("transport {:?}: {e}", transport.id))
+            })?;
+            if !ids.insert(transport.id.as_str()) {
+                return Err(ConfigError::Transport(format!(
+                    "transport id {:?} is used twice",
+                    transport.id
+                )));
+            }
         }
         if self.max_body_bytes == 0 || self.max_uri_bytes < 64 {
             return Err(ConfigError::Invalid(

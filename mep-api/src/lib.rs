@@ -9,6 +9,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod dataplanes;
+pub mod directory;
 pub mod http;
 pub mod links;
 pub mod metrics;

@@ -4,8 +4,33 @@
 /// Path prefix of the service management API (EdgeGallery-compatible).
 pub const SERVICE_MGMT: &str = "/mep/mec_service_mgmt/v1";
 
+/// Every prefix the service management API answers under: EdgeGallery's `/mep` root and the
+/// bare root that ETSI's conformance tooling uses by default, each as `v1` and as `v2` (where
+/// MEC 011 v3.x clients look for it). Links always name [`SERVICE_MGMT`].
+pub const SERVICE_MGMT_PREFIXES: [&str; 4] = [
+    SERVICE_MGMT,
+    "/mep/mec_service_mgmt/v2",
+    "/mec_service_mgmt/v1",
+    "/mec_service_mgmt/v2",
+];
+
 /// Path prefix of the application support API.
 pub const APP_SUPPORT: &str = "/mep/mec_app_support/v1";
+
+/// Every prefix the application support API answers under (see [`SERVICE_MGMT_PREFIXES`]).
+pub const APP_SUPPORT_PREFIXES: [&str; 4] = [
+    APP_SUPPORT,
+    "/mep/mec_app_support/v2",
+    "/mec_app_support/v1",
+    "/mec_app_support/v2",
+];
+
+/// `api` nested under every one of `prefixes`.
+pub fn nest_under(prefixes: &[&str], api: axum::Router) -> axum::Router {
+    prefixes.iter().fold(axum::Router::new(), |router, prefix| {
+        router.nest(prefix, api.clone())
+    })
+}
 
 /// Builds resource URIs under an API root such as `https://mep.example:8443`.
 #[derive(Debug, Clone)]

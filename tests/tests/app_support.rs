@@ -33,10 +33,14 @@ async fn apps_read_and_switch_their_rules() {
         .json_at(mep.app_support("/applications/app-1/traffic_rules"))
         .await;
     assert_eq!(list[0]["trafficRuleId"], "tr-1");
-    let empty: Value = mep
-        .json_at(mep.app_support("/applications/app-2/traffic_rules"))
-        .await;
-    assert_eq!(empty, json!([]));
+    // app-2 was never configured: its resources do not exist.
+    let unknown = mep
+        .http
+        .get(mep.app_support("/applications/app-2/traffic_rules"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(unknown, 404).await;
 
     let url = mep.app_support("/applications/app-1/traffic_rules/tr-1");
     let r = mep.http.get(&url).send().await.unwrap();
@@ -170,7 +174,7 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
         .send_json(
             reqwest::Method::POST,
             &subs,
-            &&json!({"subscriptionType": "AppTerminationNotificationSubscription",
+            &json!({"subscriptionType": "AppTerminationNotificationSubscription",
                       "callbackReference": rx.url, "appInstanceId": "app-1"}),
         )
         .await;
@@ -185,15 +189,29 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
         list["_links"]["subscriptions"][0]["subscriptionType"],
         "AppTerminationNotificationSubscription"
     );
-    let wrong_app = mep
+    // The URI names the instance: a body naming another one is not refused, and the
+    // subscription still covers app-1.
+    let other_name = mep
         .send_json(
             reqwest::Method::POST,
             &subs,
-            &&json!({"subscriptionType": "AppTerminationNotificationSubscription",
+            &json!({"subscriptionType": "AppTerminationNotificationSubscription",
                       "callbackReference": rx.url, "appInstanceId": "app-2"}),
         )
         .await;
-    assert_problem(wrong_app, 400).await;
+    assert_eq!(other_name.status(), 201);
+    let other: Value = other_name.json().await.unwrap();
+    assert_eq!(other["appInstanceId"], "app-1");
+    let other_location = other["_links"]["self"]["href"].as_str().unwrap().to_owned();
+    assert_eq!(
+        mep.http
+            .delete(&other_location)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
 
     mep.register("app-1", &service_body("video-svc")).await;
     let confs = mep.mm5_url("/mep/appMng/v1/applications/app-1/confs");
@@ -202,6 +220,7 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
 .await;
     assert!(r.status().is_success(), "{}", r.status());
     let confirm = mep.app_support("/applications/app-1/confirm_termination");
+    // Nothing to confirm yet: accepted, and nothing changes.
     let r = mep
         .send_json(
             reqwest::Method::POST,
@@ -209,7 +228,7 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
             &json!({"operationAction": "TERMINATING"}),
         )
         .await;
-    assert_problem(r, 409).await;
+    assert_eq!(r.status(), 204);
 
     let termination = {
         let http = mep.http.clone();
@@ -252,14 +271,8 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
     assert_eq!(mep.http.get(&confs).send().await.unwrap().status(), 404);
     assert_eq!(mep.appd(Method::GET, "app-1", None).await.0, 404);
     assert_eq!(plane.calls().last().unwrap().op, "delete_traffic");
-    assert_eq!(
-        mep.get("/applications/app-1/services")
-            .await
-            .json::<Value>()
-            .await
-            .unwrap(),
-        json!([])
-    );
+    // A terminated instance holds nothing: its resources are gone with it.
+    assert_problem(mep.get("/applications/app-1/services").await, 404).await;
     assert_problem(mep.http.get(&location).send().await.unwrap(), 404).await;
     mep.stop().await;
 }
@@ -275,7 +288,7 @@ async fn termination_without_confirmation_waits_max_graceful_timeout() {
         .send_json(
             reqwest::Method::POST,
             mep.app_support("/applications/app-1/subscriptions"),
-            &&json!({"subscriptionType": "AppTerminationNotificationSubscription",
+            &json!({"subscriptionType": "AppTerminationNotificationSubscription",
                       "callbackReference": rx.url, "appInstanceId": "app-1"}),
         )
         .await;
@@ -301,6 +314,16 @@ async fn confirm_ready_is_recorded_for_the_platform_manager() {
     let readiness = mep.mm5_url("/mepcfg/app_lcm/v1/applications/app-1/readiness");
     assert_eq!(mep.http.get(&readiness).send().await.unwrap().status(), 404);
     let url = mep.app_support("/applications/app-1/confirm_ready");
+    assert_problem(
+        mep.send_json(reqwest::Method::POST, &url, &json!({"indication": "READY"}))
+            .await,
+        404,
+    )
+    .await;
+    let (status, _) = mep
+        .appd(Method::POST, "app-1", Some(&appd_body("a1", "a1.example")))
+        .await;
+    assert_eq!(status, 200, "app-1 is now known to the platform");
     assert_problem(
         mep.send_json(
             reqwest::Method::POST,

@@ -79,7 +79,10 @@ async fn missed_heartbeats_suspend_and_a_heartbeat_revives() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(r.status(), 200, "PATCH answers the ServiceLivenessInfo");
+    let after: Value = r.json().await.unwrap();
+    assert_eq!(after["state"], "ACTIVE");
+    assert_eq!(after["interval"], 10);
     let one: Value = mep
         .get(&format!("/services/{id}"))
         .await
@@ -110,7 +113,7 @@ async fn missed_heartbeats_suspend_and_a_heartbeat_revives() {
                 &json!({"state": "ACTIVE"}),
             )
             .await;
-        assert_eq!(r.status(), 204);
+        assert_eq!(r.status(), 200);
     }
     let info: Value = mep.json_at(&liveness).await;
     assert_eq!(info["state"], "ACTIVE");
@@ -165,15 +168,19 @@ async fn liveness_update_rules() {
         .send()
         .await
         .unwrap();
-    assert_eq!(fresh.status(), 204);
+    assert_eq!(fresh.status(), 200);
+    assert!(fresh.headers().contains_key("etag"));
 
+    // An unknown instance's URI does not exist; a known one's is not the caller's.
     let foreign = mep.url(&format!("/applications/app-2/services/{id}/liveness"));
+    let patch = json!({"state": "ACTIVE"});
     let r = mep
-        .send_json(
-            reqwest::Method::PATCH,
-            &foreign,
-            &json!({"state": "ACTIVE"}),
-        )
+        .send_json(reqwest::Method::PATCH, &foreign, &patch)
+        .await;
+    assert_problem(r, 404).await;
+    mep.register("app-2", &service_body("other")).await;
+    let r = mep
+        .send_json(reqwest::Method::PATCH, &foreign, &patch)
         .await;
     assert_problem(r, 403).await;
 

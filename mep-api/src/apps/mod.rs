@@ -359,6 +359,21 @@ impl Apps {
         Ok(readiness)
     }
 
+    /// Whether the platform manager configured `app` or it registered itself.
+    pub fn is_configured_or_registered(&self, app: &AppInstanceId) -> bool {
+        let index = self.index.read();
+        index.configs.contains_key(app) || index.registrations.contains_key(app)
+    }
+
+    /// Whether `app` holds a termination subscription.
+    pub fn has_termination_subscriptions(&self, app: &AppInstanceId) -> bool {
+        self.index
+            .read()
+            .subscriptions
+            .values()
+            .any(|s| s.app == *app)
+    }
+
     /// When `app` confirmed readiness, if it did.
     pub fn readiness(&self, app: &AppInstanceId) -> Option<Readiness> {
         self.index.read().readiness.get(app).copied()

@@ -51,7 +51,27 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// The `{appInstanceId}` of an app-scoped route, after checking that the caller may act for it.
+/// Which application instances the platform knows: an app-scoped URI naming any other is 404.
+///
+/// An application instance is known once the platform manager configured it over Mm5
+/// (credentials or `appd_configuration`) or it registered itself (`/registrations`); where every
+/// caller is trusted (`--no-auth`), also while it holds a service or a subscription.
+pub trait AppDirectory: Send + Sync + 'static {
+    fn knows(&self, app: &AppInstanceId) -> bool;
+
+    /// Whether registering a service or a subscription may bring an unknown application
+    /// instance into being (only where every caller is trusted, so that trying mep out needs no
+    /// Mm5 step).
+    fn admits_new_registrants(&self) -> bool;
+}
+
+/// The platform's [`AppDirectory`], for the app-scoped extractors.
+#[derive(Clone)]
+pub struct Directory(pub Arc<dyn AppDirectory>);
+
+/// The `{appInstanceId}` of an app-scoped route, after checking that the application instance
+/// exists (404 otherwise) and that the caller may act for it (403 otherwise). Existence is
+/// decided first, so a caller learns nothing about instances it may not see.
 #[derive(Debug, Clone)]
 pub struct AppScope(pub AppInstanceId);
 
@@ -59,22 +79,59 @@ impl<S: Send + Sync> FromRequestParts<S> for AppScope {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let params = RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
-        let raw = params
-            .iter()
-            .find(|(name, _)| *name == "appInstanceId")
-            .map(|(_, value)| value)
-            .ok_or_else(|| ApiError::Internal("route has no appInstanceId".into()))?;
-        let app = AppInstanceId::parse(raw).map_err(ApiError::BadRequest)?;
-        match Caller::from_request_parts(parts, state).await? {
-            Caller::Trusted => Ok(AppScope(app)),
-            Caller::App(caller) if caller == app => Ok(AppScope(app)),
-            Caller::App(caller) => Err(ApiError::Forbidden(format!(
-                "application instance {caller} may not act for {app}"
-            ))),
+        scope(parts, state, false).await.map(AppScope)
+    }
+}
+
+/// Like [`AppScope`], for the requests that register something (a service, a subscription):
+/// where the directory admits new registrants, an unknown application instance may make them.
+#[derive(Debug, Clone)]
+pub struct RegistrantScope(pub AppInstanceId);
+
+impl<S: Send + Sync> FromRequestParts<S> for RegistrantScope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        scope(parts, state, true).await.map(RegistrantScope)
+    }
+}
+
+async fn scope<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    registers: bool,
+) -> Result<AppInstanceId, ApiError> {
+    let params = RawPathParams::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let raw = params
+        .iter()
+        .find(|(name, _)| *name == "appInstanceId")
+        .map(|(_, value)| value)
+        .ok_or_else(|| ApiError::Internal("route has no appInstanceId".into()))?;
+    let app = AppInstanceId::parse(raw).map_err(ApiError::BadRequest)?;
+    let caller = Caller::from_request_parts(parts, state).await?;
+    if caller == Caller::App(app.clone()) {
+        return Ok(app);
+    }
+    let directory = parts
+        .extensions
+        .get::<Directory>()
+        .ok_or_else(|| ApiError::Internal("no application directory on this router".into()))?;
+    match caller {
+        _ if !directory.0.knows(&app) => {
+            if caller == Caller::Trusted && registers && directory.0.admits_new_registrants() {
+                Ok(app)
+            } else {
+                Err(ApiError::NotFound(format!(
+                    "application instance {app} is not known to this platform"
+                )))
+            }
         }
+        Caller::Trusted => Ok(app),
+        Caller::App(caller) => Err(ApiError::Forbidden(format!(
+            "application instance {caller} may not act for {app}"
+        ))),
     }
 }
 
@@ -119,9 +176,16 @@ impl CallbackAllow {
 }
 
 /// Puts the Mp1 API behind bearer authentication (unless auth is off) and gives its handlers the
-/// callback allow-list.
-pub fn protect(api: axum::Router, auth: &Arc<Auth>, callbacks: &CallbackPolicy) -> axum::Router {
-    let api = api.layer(axum::Extension(CallbackAllow(Arc::new(callbacks.clone()))));
+/// callback allow-list and the application directory.
+pub fn protect(
+    api: axum::Router,
+    auth: &Arc<Auth>,
+    callbacks: &CallbackPolicy,
+    directory: Arc<dyn AppDirectory>,
+) -> axum::Router {
+    let api = api
+        .layer(axum::Extension(CallbackAllow(Arc::new(callbacks.clone()))))
+        .layer(axum::Extension(Directory(directory)));
     if auth.config().enabled {
         api.layer(axum::middleware::from_fn_with_state(
             auth.clone(),

@@ -14,12 +14,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use axum::Router;
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
 use http::{HeaderMap, StatusCode};
 
 use crate::auth::credentials::{ConfsBody, CredentialError, PutOutcome};
 use crate::auth::Auth;
-use crate::http::extract::ApiPath as Path;
+use crate::http::extract::{require_json_media_type, ApiPath as Path};
 use crate::model::ids::AppInstanceId;
 use crate::problem::ApiError;
 
@@ -63,19 +62,7 @@ async fn put_confs(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let app = app_id(&app)?;
-    let json_body = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_none_or(|m| {
-            let m = m.trim().to_ascii_lowercase();
-            m == "application/json" || m.ends_with("+json")
-        });
-    if !json_body {
-        return Err(ApiError::UnsupportedMediaType(
-            "request body must be application/json".into(),
-        ));
-    }
+    require_json_media_type(&headers)?;
     // serde's messages can quote input values, and this input holds a secret: say only where.
     let parsed: ConfsBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(

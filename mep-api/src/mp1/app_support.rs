@@ -1,4 +1,5 @@
-//! MEC application support API (`/mep/mec_app_support/v1`, also routed as `v2`; MEC 011 clause 7).
+//! MEC application support API (`/mep/mec_app_support/v1`, MEC 011 clause 7), also routed under
+//! the bare root and as `v2` (see [`APP_SUPPORT_PREFIXES`]).
 
 use std::sync::Arc;
 
@@ -11,13 +12,14 @@ use mep_dataplane::{DnsRule, TrafficRule};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::timing::{current_time, NtpServer, TimingCaps};
+use super::timing::{current_time, NtpServer, PtpMaster, TimingCaps};
 use super::{created, json, with_etag};
 use crate::apps::{Apps, RuleChangeError};
-use crate::auth::{AppScope, CallbackAllow, Caller};
+use crate::auth::{AppScope, CallbackAllow, Caller, RegistrantScope};
 use crate::clock::{unix_parts, Clock};
 use crate::http::etag::{etag_of, if_match_holds};
 use crate::http::extract::{ApiJson, ApiPath as Path, IfMatch};
+use crate::links::{nest_under, APP_SUPPORT_PREFIXES};
 use crate::model::appd::AppDConfig;
 use crate::model::ids::AppInstanceId;
 use crate::model::service::TimeStamp;
@@ -29,9 +31,10 @@ pub struct AppSupportState {
     pub apps: Arc<Apps>,
     pub clock: Arc<dyn Clock>,
     pub ntp_servers: Arc<[NtpServer]>,
+    pub ptp_masters: Arc<[PtpMaster]>,
 }
 
-/// The routes of the application support API under `v1` and `v2`.
+/// The routes of the application support API, under every prefix it answers to.
 pub fn router(state: AppSupportState) -> Router {
     let api = Router::new()
         .route(
@@ -58,13 +61,14 @@ pub fn router(state: AppSupportState) -> Router {
             "/applications/{appInstanceId}/subscriptions/{subscriptionId}",
             get(get_subscription).delete(unsubscribe),
         )
+        // POST is the spec's method; PUT is what ETSI's earlier conformance suites send.
         .route(
             "/applications/{appInstanceId}/confirm_termination",
-            post(confirm_termination),
+            post(confirm_termination).put(confirm_termination),
         )
         .route(
             "/applications/{appInstanceId}/confirm_ready",
-            post(confirm_ready),
+            post(confirm_ready).put(confirm_ready),
         )
         .route("/timing/timing_caps", get(timing_caps))
         .route("/timing/current_time", get(get_current_time))
@@ -76,9 +80,7 @@ pub fn router(state: AppSupportState) -> Router {
                 .delete(delete_registration),
         )
         .with_state(state);
-    Router::new()
-        .nest("/mep/mec_app_support/v1", api.clone())
-        .nest("/mep/mec_app_support/v2", api)
+    nest_under(&APP_SUPPORT_PREFIXES, api)
 }
 
 type St = State<AppSupportState>;
@@ -230,7 +232,9 @@ async fn put_dns_rule(
 struct TerminationSubscriptionBody {
     subscription_type: String,
     callback_reference: String,
-    app_instance_id: String,
+    /// Required by the spec, but the URI names the instance (ETSI's own test body names another).
+    #[serde(default)]
+    app_instance_id: Option<String>,
 }
 
 async fn list_subscriptions(State(s): St, AppScope(app): AppScope) -> Response {
@@ -239,19 +243,21 @@ async fn list_subscriptions(State(s): St, AppScope(app): AppScope) -> Response {
 
 async fn subscribe(
     State(s): St,
-    AppScope(app): AppScope,
+    RegistrantScope(app): RegistrantScope,
     callbacks: CallbackAllow,
     ApiJson(body): ApiJson<TerminationSubscriptionBody>,
 ) -> Result<Response, ApiError> {
     callbacks.check(&body.callback_reference)?;
+    if let Some(named) = body
+        .app_instance_id
+        .as_deref()
+        .filter(|id| *id != app.as_str())
+    {
+        tracing::debug!(app = %app, named, "termination subscription names another appInstanceId; the URI's applies");
+    }
     let (id, representation) = s
         .apps
-        .subscribe_termination(
-            &app,
-            &body.subscription_type,
-            body.callback_reference,
-            &body.app_instance_id,
-        )
+        .subscribe_termination(&app, &body.subscription_type, body.callback_reference)
         .await?;
     let location = s.apps.links().termination_subscription(app.as_str(), &id);
     Ok(created(&location, representation))
@@ -323,6 +329,7 @@ async fn timing_caps(State(s): St, _caller: Caller) -> Response {
             nano_seconds,
         },
         ntp_servers: &s.ntp_servers,
+        ptp_masters: &s.ptp_masters,
     })
     .into_response()
 }

@@ -1,4 +1,5 @@
-//! MEC service management API (`/mep/mec_service_mgmt/v1`, MEC 011 clause 8).
+//! MEC service management API (`/mep/mec_service_mgmt/v1`, MEC 011 clause 8), also routed under
+//! the bare root and as `v2` (see [`SERVICE_MGMT_PREFIXES`]); links always name the canonical URI.
 
 use std::sync::Arc;
 
@@ -9,16 +10,17 @@ use axum::{Json, Router};
 use http::StatusCode;
 
 use super::{created, json, with_etag};
-use crate::auth::{AppScope, CallbackAllow, Caller, VisibleServices};
+use crate::auth::{AppScope, CallbackAllow, Caller, RegistrantScope, VisibleServices};
 use crate::http::extract::{ApiJson, ApiPath as Path, IfMatch};
-use crate::links::SERVICE_MGMT;
+use crate::links::{nest_under, SERVICE_MGMT_PREFIXES};
 use crate::model::common::ServiceState;
-use crate::model::service::{ServiceInfoBody, ServiceLivenessUpdate};
+use crate::model::ids::AppInstanceId;
+use crate::model::service::{ServiceInfoBody, ServiceLivenessUpdate, ServiceRequest};
 use crate::model::subscription::SerAvailabilitySubscriptionBody;
 use crate::problem::ApiError;
-use crate::registry::{DiscoveryQuery, Registry};
+use crate::registry::{DiscoveryQuery, Registry, Rendered};
 
-/// The routes of the service management API, under their full path.
+/// The routes of the service management API, under every prefix it answers to.
 pub fn router(registry: Arc<Registry>) -> Router {
     let api = Router::new()
         .route("/services", get(discover))
@@ -34,7 +36,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         )
         .route(
             "/applications/{appInstanceId}/services/{serviceId}/liveness",
-            get(get_liveness).patch(heartbeat).put(heartbeat),
+            get(get_liveness).patch(heartbeat).put(heartbeat_put),
         )
         .route(
             "/applications/{appInstanceId}/subscriptions",
@@ -45,7 +47,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
             get(get_subscription).delete(unsubscribe),
         )
         .with_state(registry);
-    Router::new().nest(SERVICE_MGMT, api)
+    nest_under(&SERVICE_MGMT_PREFIXES, api)
 }
 
 type Reg = State<Arc<Registry>>;
@@ -88,10 +90,12 @@ async fn discover_app(
 
 async fn register(
     State(registry): Reg,
-    AppScope(app): AppScope,
+    RegistrantScope(app): RegistrantScope,
     ApiJson(body): ApiJson<ServiceInfoBody>,
 ) -> Result<Response, ApiError> {
-    let spec = body.validate().map_err(ApiError::BadRequest)?;
+    let spec = body
+        .validate(ServiceRequest::Register)
+        .map_err(ApiError::BadRequest)?;
     let (id, rendered) = registry.register(app.clone(), spec).await?;
     let location = registry.links().app_service(app.as_str(), &id);
     Ok(with_etag(created(&location, rendered.json), &rendered.etag))
@@ -116,14 +120,10 @@ async fn update(
     IfMatch(if_match): IfMatch,
     ApiJson(body): ApiJson<ServiceInfoBody>,
 ) -> Result<Response, ApiError> {
-    if let Some(id) = &body.ser_instance_id {
-        if *id != service_id {
-            return Err(ApiError::BadRequest(format!(
-                "serInstanceId {id} in the body differs from {service_id} in the URI"
-            )));
-        }
-    }
-    let spec = body.validate().map_err(ApiError::BadRequest)?;
+    // serInstanceId is read-only: the URI names the service, whatever the body says.
+    let spec = body
+        .validate(ServiceRequest::Replace)
+        .map_err(ApiError::BadRequest)?;
     let rendered = registry
         .update(&app, &service_id, spec, if_match.as_deref())
         .await?;
@@ -154,20 +154,47 @@ async fn get_liveness(
     ))
 }
 
+/// `PATCH` of the liveness resource: 200 with the `ServiceLivenessInfo` after the heartbeat
+/// (MEC 011 v2.2.1 allows 204 or 200; ETSI's v2.2.1 tests expect the body).
 async fn heartbeat(
     State(registry): Reg,
     AppScope(app): AppScope,
     Path((_, service_id)): Path<(String, String)>,
     IfMatch(if_match): IfMatch,
     ApiJson(update): ApiJson<ServiceLivenessUpdate>,
+) -> Result<Response, ApiError> {
+    let rendered = beat(&registry, &app, &service_id, if_match, update)?;
+    Ok(with_etag(
+        json(StatusCode::OK, rendered.json),
+        &rendered.etag,
+    ))
+}
+
+/// `PUT` of the liveness resource, as EdgeGallery's mep-agent sends it: 204.
+async fn heartbeat_put(
+    State(registry): Reg,
+    AppScope(app): AppScope,
+    Path((_, service_id)): Path<(String, String)>,
+    IfMatch(if_match): IfMatch,
+    ApiJson(update): ApiJson<ServiceLivenessUpdate>,
 ) -> Result<StatusCode, ApiError> {
+    beat(&registry, &app, &service_id, if_match, update)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn beat(
+    registry: &Registry,
+    app: &AppInstanceId,
+    service_id: &str,
+    if_match: Option<String>,
+    update: ServiceLivenessUpdate,
+) -> Result<Rendered, ApiError> {
     if update.state != ServiceState::Active {
         return Err(ApiError::BadRequest(
             "a liveness update may only set state ACTIVE".into(),
         ));
     }
-    registry.heartbeat(&app, &service_id, if_match.as_deref())?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(registry.heartbeat(app, service_id, if_match.as_deref())?)
 }
 
 async fn list_subscriptions(State(registry): Reg, AppScope(app): AppScope) -> Response {
@@ -176,7 +203,7 @@ async fn list_subscriptions(State(registry): Reg, AppScope(app): AppScope) -> Re
 
 async fn subscribe(
     State(registry): Reg,
-    AppScope(app): AppScope,
+    RegistrantScope(app): RegistrantScope,
     callbacks: CallbackAllow,
     ApiJson(body): ApiJson<SerAvailabilitySubscriptionBody>,
 ) -> Result<Response, ApiError> {

@@ -58,13 +58,35 @@ impl NtpServer {
     }
 }
 
-/// `TimingCaps`.
+/// One entry of `TimingCaps.ptpMasters`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PtpMaster {
+    pub ptp_master_ip_address: String,
+    pub ptp_master_local_priority: u32,
+    pub delay_req_max_rate: u32,
+}
+
+impl PtpMaster {
+    /// A PTP master as the operator named it, at the default Delay_Req rate of IEEE 1588
+    /// (one per second).
+    pub fn at(addr: std::net::IpAddr) -> Self {
+        Self {
+            ptp_master_ip_address: addr.to_string(),
+            ptp_master_local_priority: 1,
+            delay_req_max_rate: 1,
+        }
+    }
+}
+
+/// `TimingCaps`. Both lists are always present (v3.1.1 requires them), empty when the
+/// operator configured none.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TimingCaps<'a> {
     pub time_stamp: TimeStamp,
-    #[serde(skip_serializing_if = "<[NtpServer]>::is_empty")]
     pub ntp_servers: &'a [NtpServer],
+    pub ptp_masters: &'a [PtpMaster],
 }
 
 /// Whether the kernel considers the clock synchronized to a reference (NTP/PTP discipline).

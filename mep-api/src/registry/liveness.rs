@@ -58,13 +58,14 @@ impl Registry {
         ))
     }
 
-    /// A heartbeat (`PATCH` with `{"state":"ACTIVE"}`) for a service of `app`.
+    /// A heartbeat (`PATCH` with `{"state":"ACTIVE"}`) for a service of `app`; answers the
+    /// liveness resource as it is after the heartbeat.
     pub fn heartbeat(
         &self,
         app: &AppInstanceId,
         id: &str,
         if_match: Option<&str>,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Rendered, RegistryError> {
         let now = self.clock.now();
         let mut index = self.index.write();
         let entry = match index.services.get(id) {
@@ -101,6 +102,7 @@ impl Registry {
             return Err(RegistryError::ServiceNotFound(id.to_owned()));
         };
         entry.liveness = new_liveness;
+        let info = render_liveness(entry.service.state, now, entry.service.liveness_interval);
         if let Some(rendered) = rendered {
             entry.rendered = rendered;
             let index = &*index;
@@ -108,7 +110,7 @@ impl Registry {
                 self.emit(index, entry, ChangeType::StateChanged);
             }
         }
-        Ok(())
+        Ok(info)
     }
 
     /// Suspends every ACTIVE service whose heartbeat is overdue at `now`; answers how many.

@@ -256,6 +256,12 @@ impl Registry {
         }
     }
 
+    /// Whether `app` registered a service or a service availability subscription.
+    pub fn holds_anything_of(&self, app: &AppInstanceId) -> bool {
+        let index = self.index.read();
+        index.by_app.contains_key(app) || index.subscriptions.values().any(|s| s.app == *app)
+    }
+
     /// Serializes changes of one application instance.
     async fn lock_app(&self, app: &AppInstanceId) -> tokio::sync::MutexGuard<'_, ()> {
         let mut h = DefaultHasher::new();
