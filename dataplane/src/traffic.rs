@@ -429,13 +429,15 @@ impl TrafficRule {
         let wanted = match self.action {
             Action::Drop => 0..=0,
             Action::Passthrough => 0..=1,
-            Action::ForwardDecapsulated | Action::ForwardEncapsulated => 1..=1,
+            // One destination; a second (as AdvantEDGE's v2.2.1 example sends) is ignored.
+            Action::ForwardDecapsulated | Action::ForwardEncapsulated => 1..=2,
             Action::DuplicateDecapsulated | Action::DuplicateEncapsulated => 1..=2,
         };
         if !wanted.contains(&self.dst_interface.len()) {
+            let action = serde_json::to_value(self.action).unwrap_or_default();
             return Err(RuleError::new(format!(
-                "action {:?} takes {} to {} dstInterface values, not {}",
-                self.action,
+                "action {} takes {} to {} dstInterface values, not {}",
+                action.as_str().unwrap_or("?"),
                 wanted.start(),
                 wanted.end(),
                 self.dst_interface.len()

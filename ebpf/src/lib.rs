@@ -34,5 +34,5 @@ pub use attach::{Attached, AttachedMode};
 pub use compile::CapacityError;
 pub use config::{AttachMode, XdpConfig, DEFAULT_PIN_PATH};
 pub use error::XdpError;
-pub use plane::{TestProgram, TestRunOutput, XdpDataPlane};
+pub use plane::{check as check_rule, TestProgram, TestRunOutput, XdpDataPlane};
 pub use status::{read_status, status_text, InterfaceStatus, RuleCounters, XdpStatus};

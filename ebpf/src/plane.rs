@@ -433,7 +433,7 @@ impl State {
 }
 
 /// Checks what the kernel program can honour, independent of the other rules.
-fn check(rule: &TrafficRule, filters: &[CompiledFilter]) -> Result<(), RuleError> {
+pub fn check(rule: &TrafficRule, filters: &[CompiledFilter]) -> Result<(), RuleError> {
     if let Some(what) = filters.iter().flat_map(|f| &f.uninterpreted).next() {
         return Err(RuleError::new(format!(
             "the xdp data plane matches IP protocol numbers (or TCP, UDP, ICMP, ...) and numeric \

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests in `tests/tests/`: a real `mep` on ephemeral loopback ports with
 //! a controllable clock, and a real HTTP callback receiver for notifications.
 
+pub mod spec_examples;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -189,10 +191,107 @@ impl TestMep {
         r.json().await.unwrap()
     }
 
+    /// Sends `method` to `url` with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut request = self.http.request(method, url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// [`TestMep::call`], asserting the answer's status (and `ProblemDetails` for errors);
+    /// answers the JSON body, or `Null` when there is none.
+    pub async fn expect(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        status: u16,
+    ) -> Value {
+        let what = format!("{method} {url}");
+        let r = self.call(method, url, token, body).await;
+        if status >= 400 {
+            let got = r.status().as_u16();
+            assert_eq!(got, status, "{what}");
+            return assert_problem(r, status).await;
+        }
+        let got = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(got, status, "{what}: {text}");
+        if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        }
+    }
+
+    /// `POST /mep/token` of this mep.
+    pub fn token_url(&self) -> String {
+        format!("{}/mep/token", self.mp1)
+    }
+
+    /// Provisions AK/SK credentials for `app` over Mm5 (EdgeGallery's `confs` call), which also
+    /// makes `app` known to the platform.
+    pub async fn provision(&self, app: &str, ak: &str, sk: &str, required: &[&str]) {
+        let url = self.mm5_url(&format!("/mep/appMng/v1/applications/{app}/confs"));
+        let r = self
+            .send_json(reqwest::Method::PUT, url, &confs_body(ak, sk, required))
+            .await;
+        assert!(
+            r.status().is_success(),
+            "provisioning failed: {}",
+            r.status()
+        );
+    }
+
+    /// An access token for the credentials `ak`/`sk`, by OAuth client credentials.
+    pub async fn token(&self, ak: &str, sk: &str) -> String {
+        let r = self
+            .http
+            .post(self.token_url())
+            .basic_auth(ak, Some(sk))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
     /// Waits until the liveness sweeper has run at least once more.
     pub async fn let_sweeper_run(&self) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The body of EdgeGallery's `confs` call.
+pub fn confs_body(ak: &str, sk: &str, required: &[&str]) -> Value {
+    json!({
+        "authInfo": {"credentials": {"accessKeyId": ak, "secretKey": sk}},
+        "appInfo": {"appName": "demo", "requiredServices": required}
+    })
+}
+
+/// Two application instances with credentials, for tests with authentication on.
+pub mod apps {
+    pub const APP_A: &str = "5abe4782-2c70-4e47-9a4e-0ee3a1a0fd1f";
+    pub const APP_B: &str = "8c2a1f3e-6b7d-4c1e-9f0a-2d3b4c5e6f70";
+    pub const AK_A: &str = "QVUJMSUMgS0VZLS0tLS0";
+    pub const SK_A: &str = "DXPb4sqElKhcHe07Kw5uorayETwId1JOjjOIRomRs5wyszoCR5R7AtVa28KT3lSc";
+    pub const AK_B: &str = "bbbbbbbbbbbbbbbbbbbb";
+    pub const SK_B: &str = "b+b/b=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 }
 
 /// A valid POST body for a service named `name`.

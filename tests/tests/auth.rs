@@ -14,12 +14,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-const APP_A: &str = "5abe4782-2c70-4e47-9a4e-0ee3a1a0fd1f";
-const APP_B: &str = "8c2a1f3e-6b7d-4c1e-9f0a-2d3b4c5e6f70";
-const AK_A: &str = "QVUJMSUMgS0VZLS0tLS0";
-const SK_A: &str = "DXPb4sqElKhcHe07Kw5uorayETwId1JOjjOIRomRs5wyszoCR5R7AtVa28KT3lSc";
-const AK_B: &str = "bbbbbbbbbbbbbbbbbbbb";
-const SK_B: &str = "b+b/b=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+use mep_tests::apps::{AK_A, AK_B, APP_A, APP_B, SK_A, SK_B};
 
 async fn start_with_auth(dir: &std::path::Path) -> TestMep {
     let mut config = test_config(dir);
@@ -28,10 +23,7 @@ async fn start_with_auth(dir: &std::path::Path) -> TestMep {
 }
 
 fn confs(ak: &str, sk: &str, required: &[&str]) -> Value {
-    json!({
-        "authInfo": {"credentials": {"accessKeyId": ak, "secretKey": sk}},
-        "appInfo": {"appName": "demo", "requiredServices": required}
-    })
+    mep_tests::confs_body(ak, sk, required)
 }
 
 fn confs_url(mep: &TestMep, app: &str) -> String {
@@ -39,22 +31,11 @@ fn confs_url(mep: &TestMep, app: &str) -> String {
 }
 
 async fn provision(mep: &TestMep, app: &str, ak: &str, sk: &str, required: &[&str]) {
-    let r = mep
-        .send_json(
-            reqwest::Method::PUT,
-            confs_url(mep, app),
-            &confs(ak, sk, required),
-        )
-        .await;
-    assert!(
-        r.status().is_success(),
-        "provisioning failed: {}",
-        r.status()
-    );
+    mep.provision(app, ak, sk, required).await
 }
 
 fn token_url(mep: &TestMep) -> String {
-    format!("{}/mep/token", mep.mp1)
+    mep.token_url()
 }
 
 async fn basic_token_response(mep: &TestMep, ak: &str, sk: &str) -> reqwest::Response {
@@ -68,10 +49,7 @@ async fn basic_token_response(mep: &TestMep, ak: &str, sk: &str) -> reqwest::Res
 }
 
 async fn token(mep: &TestMep, ak: &str, sk: &str) -> String {
-    let r = basic_token_response(mep, ak, sk).await;
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
+    mep.token(ak, sk).await
 }
 
 fn claims_of(token: &str) -> (Value, Value) {

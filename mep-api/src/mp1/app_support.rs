@@ -338,11 +338,25 @@ async fn get_current_time(State(s): St, _caller: Caller) -> Response {
     Json(current_time(s.clock.now())).into_response()
 }
 
+/// An `AppInfo` body, without the `{"AppInfo": {..}}` wrapper of v3.1.1-generated clients (the
+/// body is kept as JSON, so [`ApiJson`]'s unwrapping on parse errors never applies to it).
+fn app_info(body: Value) -> Value {
+    match body {
+        Value::Object(mut outer)
+            if outer.len() == 1 && outer.get("AppInfo").is_some_and(Value::is_object) =>
+        {
+            outer.remove("AppInfo").unwrap_or_default()
+        }
+        other => other,
+    }
+}
+
 async fn register_app(
     State(s): St,
     caller: Caller,
-    ApiJson(mut info): ApiJson<Value>,
+    ApiJson(info): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
+    let mut info = app_info(info);
     if let (Caller::App(me), Some(obj)) = (&caller, info.as_object_mut()) {
         match obj.get("appInstanceId").and_then(Value::as_str) {
             Some(id) if id != me.as_str() => {
@@ -372,7 +386,7 @@ async fn put_registration(
     AppScope(app): AppScope,
     ApiJson(info): ApiJson<Value>,
 ) -> Result<StatusCode, ApiError> {
-    s.apps.update_registration(&app, info).await?;
+    s.apps.update_registration(&app, app_info(info)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
