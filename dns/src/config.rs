@@ -31,10 +31,18 @@ pub struct DnsConfig {
     pub upstream_attempt_timeout: Duration,
     /// Forwarded queries waiting for an upstream at once; beyond that, SERVFAIL at once.
     pub max_forwarded_in_flight: usize,
-    /// Open client TCP connections at once; further connections are closed at once.
+    /// Open client TCP connections at once. A new connection at a full table closes the
+    /// longest-idle one; it is refused only when every connection has a query in flight.
     pub max_tcp_connections: usize,
-    /// A TCP connection without a complete query for this long is closed.
+    /// Open TCP connections of one client (an IPv4 address or an IPv6 /64) at once.
+    pub max_tcp_per_client: usize,
+    /// A TCP connection without a query for this long is closed, while at most half the
+    /// connection slots are taken; beyond that the limit falls linearly to `tcp_min_idle_timeout`.
     pub tcp_idle_timeout: Duration,
+    /// The idle limit when every TCP connection slot is taken.
+    pub tcp_min_idle_timeout: Duration,
+    /// Time a query has to arrive whole once its length prefix has, and its answer to be written.
+    pub tcp_message_timeout: Duration,
     /// Our EDNS UDP payload size, towards clients and upstreams. 1232 avoids IP fragmentation
     /// on common paths (DNS flag day 2020).
     pub udp_payload: u16,
@@ -53,8 +61,11 @@ impl Default for DnsConfig {
             upstream_timeout: Duration::from_secs(2),
             upstream_attempt_timeout: Duration::from_millis(700),
             max_forwarded_in_flight: 1024,
-            max_tcp_connections: 256,
+            max_tcp_connections: 1024,
+            max_tcp_per_client: 32,
             tcp_idle_timeout: Duration::from_secs(10),
+            tcp_min_idle_timeout: Duration::from_millis(500),
+            tcp_message_timeout: Duration::from_secs(2),
             udp_payload: 1232,
             udp_workers: 0,
         }
@@ -73,10 +84,17 @@ impl DnsConfig {
         if self.upstream_timeout.is_zero() || self.upstream_attempt_timeout.is_zero() {
             return invalid("upstream timeouts must be positive".into());
         }
-        if self.max_forwarded_in_flight == 0 || self.max_tcp_connections == 0 {
+        if self.max_forwarded_in_flight == 0
+            || self.max_tcp_connections == 0
+            || self.max_tcp_per_client == 0
+        {
             return invalid(
-                "max_forwarded_in_flight and max_tcp_connections must be positive".into(),
+                "max_forwarded_in_flight, max_tcp_connections and max_tcp_per_client must be positive"
+                    .into(),
             );
+        }
+        if self.tcp_idle_timeout.is_zero() || self.tcp_message_timeout.is_zero() {
+            return invalid("TCP idle and message timeouts must be positive".into());
         }
         if self.udp_payload < 512 {
             return invalid(format!("udp_payload {} is below 512", self.udp_payload));

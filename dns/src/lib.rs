@@ -24,5 +24,5 @@ mod wire;
 
 pub use config::{nameservers, DnsConfig, MAX_UPSTREAMS, RESOLV_CONF};
 pub use error::DnsError;
-pub use metrics::{AnswerSource, DnsMetrics, DropReason};
+pub use metrics::{AnswerSource, DnsMetrics, DropReason, TcpClose};
 pub use server::{DnsHandle, DnsServer};

@@ -43,22 +43,50 @@ pub enum DropReason {
     Malformed,
     /// The UDP send buffer was full.
     SendBufferFull,
-    /// All TCP connection slots were taken.
-    TcpConnectionLimit,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 3] = [
-        Self::Malformed,
-        Self::SendBufferFull,
-        Self::TcpConnectionLimit,
-    ];
+    const ALL: [DropReason; 2] = [Self::Malformed, Self::SendBufferFull];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Malformed => "malformed",
             Self::SendBufferFull => "send_buffer_full",
-            Self::TcpConnectionLimit => "tcp_connection_limit",
+        }
+    }
+}
+
+/// Why the server refused or closed a TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TcpClose {
+    /// Refused: its client already holds its share of connections.
+    ClientLimit,
+    /// Refused: every connection slot holds a connection with a query in flight.
+    TableFull,
+    /// Closed to make room: it was the longest idle when the table was full.
+    Evicted,
+    /// Closed: no query for longer than the idle limit (which shrinks as the table fills).
+    Idle,
+    /// Closed: a message (query in, or answer out) was not complete within the message timeout.
+    MessageTimeout,
+}
+
+impl TcpClose {
+    const ALL: [TcpClose; 5] = [
+        Self::ClientLimit,
+        Self::TableFull,
+        Self::Evicted,
+        Self::Idle,
+        Self::MessageTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientLimit => "client_limit",
+            Self::TableFull => "table_full",
+            Self::Evicted => "evicted",
+            Self::Idle => "idle",
+            Self::MessageTimeout => "message_timeout",
         }
     }
 }
@@ -102,6 +130,11 @@ struct DropLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TcpCloseLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     transport: &'static str,
     outcome: &'static str,
@@ -118,6 +151,9 @@ pub struct DnsMetrics {
     /// UDP then TCP, by [`UpstreamOutcome`].
     upstream_counters: [[Counter; 3]; 2],
     cache_entries: Gauge,
+    tcp_closed: Family<TcpCloseLabels, Counter>,
+    tcp_closed_counters: [Counter; TcpClose::ALL.len()],
+    tcp_connections: Gauge,
 }
 
 impl Default for DnsMetrics {
@@ -147,6 +183,14 @@ impl DnsMetrics {
                 })
                 .clone()
         });
+        let tcp_closed = Family::<TcpCloseLabels, Counter>::default();
+        let tcp_closed_counters = TcpClose::ALL.map(|reason| {
+            tcp_closed
+                .get_or_create(&TcpCloseLabels {
+                    reason: reason.as_str(),
+                })
+                .clone()
+        });
         let upstream = Family::<UpstreamLabels, Counter>::default();
         let upstream_counters = ["udp", "tcp"].map(|transport| {
             ["answer", "timeout", "error"].map(|outcome| {
@@ -163,11 +207,15 @@ impl DnsMetrics {
             upstream,
             upstream_counters,
             cache_entries: Gauge::default(),
+            tcp_closed,
+            tcp_closed_counters,
+            tcp_connections: Gauge::default(),
         }
     }
 
     /// Registers `dns_responses_total{source,rcode}`, `dns_dropped_total{reason}`,
-    /// `dns_upstream_queries_total{transport,outcome}` and `dns_cache_entries`.
+    /// `dns_upstream_queries_total{transport,outcome}`, `dns_cache_entries`,
+    /// `dns_tcp_closed_total{reason}` and `dns_tcp_connections`.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "dns_responses",
@@ -189,6 +237,33 @@ impl DnsMetrics {
             "Forwarded answers held in the cache",
             self.cache_entries.clone(),
         );
+        registry.register(
+            "dns_tcp_closed",
+            "TCP connections the server refused or closed, by reason",
+            self.tcp_closed.clone(),
+        );
+        registry.register(
+            "dns_tcp_connections",
+            "Open DNS-over-TCP connections",
+            self.tcp_connections.clone(),
+        );
+    }
+
+    /// TCP connections refused or closed so far for `reason`.
+    pub fn tcp_closed(&self, reason: TcpClose) -> u64 {
+        self.tcp_closed_counters[reason as usize].get()
+    }
+
+    pub(crate) fn count_tcp_close(&self, reason: TcpClose) {
+        self.tcp_closed_counters[reason as usize].inc();
+    }
+
+    pub(crate) fn tcp_connection_opened(&self) {
+        self.tcp_connections.inc();
+    }
+
+    pub(crate) fn tcp_connection_closed(&self) {
+        self.tcp_connections.dec();
     }
 
     /// Responses sent so far from `source` with `rcode`.

@@ -88,8 +88,13 @@ impl DnsServer {
         }
         let listener = tokio::net::TcpListener::from_std(tcp).map_err(|e| bind_error("TCP", e))?;
         let limits = TcpLimits {
-            max_connections: config.max_tcp_connections,
-            idle_timeout: config.tcp_idle_timeout,
+            table: mep_net::ConnLimits {
+                max_connections: config.max_tcp_connections,
+                max_per_client: config.max_tcp_per_client,
+                idle_timeout: config.tcp_idle_timeout,
+                min_idle_timeout: config.tcp_min_idle_timeout,
+            },
+            message_timeout: config.tcp_message_timeout,
         };
         let serve = serve_tcp(listener, handler, limits, shutdown.clone());
         tasks.spawn(shutdown.run_until_cancelled_owned(serve));

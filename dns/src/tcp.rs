@@ -1,24 +1,22 @@
-//! DNS over TCP (RFC 7766): length-prefixed queries answered in order on each connection, a
-//! bounded number of connections, and an idle timeout so that silent clients free their slot.
+//! DNS over TCP (RFC 7766): length-prefixed queries answered in order on each connection, with
+//! the connection table of `mep-net` deciding who may hold a connection and for how long.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mep_net::{AcceptBackoff, Closed, ConnLimits, ConnTable, ConnTicket, Refusal};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::{Outcome, QueryHandler, Transport};
-use crate::metrics::DropReason;
+use crate::metrics::TcpClose;
 
 const LISTEN_BACKLOG: i32 = 1024;
-/// Pause after a failed accept (e.g. out of file descriptors), so the loop does not spin.
-const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 pub(crate) fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -29,44 +27,70 @@ pub(crate) fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// What a DNS-over-TCP listener allows.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TcpLimits {
-    pub(crate) max_connections: usize,
-    pub(crate) idle_timeout: Duration,
+    pub(crate) table: ConnLimits,
+    pub(crate) message_timeout: Duration,
 }
 
-/// Accepts connections until the task is dropped; each connection ends on `shutdown`.
+/// How often idle connections are looked for.
+const SWEEP_PERIOD: Duration = Duration::from_millis(100);
+
+/// Accepts connections until the task is dropped; each connection ends on `shutdown`. Every
+/// connection holds a place in a [`ConnTable`]: a client may hold `max_tcp_per_client`, an idle
+/// connection is closed after the idle limit (shorter the fuller the table), and a new
+/// connection at a full table takes the place of the longest-idle one, as Knot and Unbound do.
 pub(crate) async fn serve_tcp(
     listener: TcpListener,
     handler: Arc<QueryHandler>,
     limits: TcpLimits,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let table = ConnTable::new("dns-tcp", limits.table);
+    tokio::spawn(Arc::clone(&table).run_sweeper(SWEEP_PERIOD, shutdown.child_token()));
+    let mut backoff = AcceptBackoff::new("dns-tcp");
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff.succeeded();
+                accepted
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "DNS TCP accept failed");
-                tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
+                tokio::time::sleep(backoff.failed(&e)).await;
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            handler.metrics.count_drop(DropReason::TcpConnectionLimit);
-            continue;
+        let ticket = match table.admit(peer.ip()) {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                handler.metrics.count_tcp_close(match refusal {
+                    Refusal::ClientLimit => TcpClose::ClientLimit,
+                    Refusal::Full => TcpClose::TableFull,
+                });
+                continue;
+            }
         };
         let handler = Arc::clone(&handler);
-        let connection = serve_connection(stream, handler, limits.idle_timeout);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            shutdown.run_until_cancelled(connection).await;
-            drop(slot);
+            handler.metrics.tcp_connection_opened();
+            let connection = serve_connection(stream, &ticket, &handler, limits.message_timeout);
+            if let Some(Some(reason)) = shutdown.run_until_cancelled(connection).await {
+                handler.metrics.count_tcp_close(reason);
+            }
+            handler.metrics.tcp_connection_closed();
         });
     }
 }
 
-async fn serve_connection(stream: TcpStream, handler: Arc<QueryHandler>, idle: Duration) {
+/// Serves one connection; answers why the server closed it, if it did.
+async fn serve_connection(
+    stream: TcpStream,
+    ticket: &ConnTicket,
+    handler: &QueryHandler,
+    message_timeout: Duration,
+) -> Option<TcpClose> {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY on a DNS connection");
     }
@@ -76,27 +100,37 @@ async fn serve_connection(stream: TcpStream, handler: Arc<QueryHandler>, idle: D
     let mut out = Vec::with_capacity(4096);
     let mut framed = Vec::with_capacity(4096);
     loop {
-        let Ok(Ok(len)) = timeout(idle, reader.read_u16()).await else {
-            return;
+        // Between queries the connection is idle: the table may close it.
+        let len = tokio::select! {
+            closed = ticket.closed() => {
+                return Some(match closed {
+                    Closed::Evicted => TcpClose::Evicted,
+                    Closed::Idle => TcpClose::Idle,
+                });
+            }
+            len = reader.read_u16() => len.ok()?,
         };
+        let _work = ticket.start();
         packet.resize(usize::from(len), 0);
-        let Ok(Ok(_)) = timeout(idle, reader.read_exact(&mut packet)).await else {
-            return;
-        };
+        match timeout(message_timeout, reader.read_exact(&mut packet)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return None,
+            Err(_) => return Some(TcpClose::MessageTimeout),
+        }
         match handler.answer_now(&packet, Transport::Tcp, &mut out) {
             Outcome::Answered => {}
-            Outcome::Ignored => return,
+            Outcome::Ignored => return None,
             Outcome::Forward(pending) => handler.answer_forwarded(pending, &mut out).await,
         }
         // Responses over TCP are limited to 65,535 bytes when they are written.
-        let Ok(out_len) = u16::try_from(out.len()) else {
-            return;
-        };
+        let out_len = u16::try_from(out.len()).ok()?;
         framed.clear();
         framed.extend_from_slice(&out_len.to_be_bytes());
         framed.extend_from_slice(&out);
-        let Ok(Ok(())) = timeout(idle, writer.write_all(&framed)).await else {
-            return;
-        };
+        match timeout(message_timeout, writer.write_all(&framed)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return None,
+            Err(_) => return Some(TcpClose::MessageTimeout),
+        }
     }
 }

@@ -1,0 +1,17 @@
+//! Listener hygiene shared by mep's TCP servers (Mp1, Mm5, DNS over TCP), so that a handful of
+//! cheap connections cannot take a service away from everyone else:
+//!
+//! - [`ConnTable`]: every open connection of a listener, with a cap per client address, an idle
+//!   limit that shrinks as the table fills (as Knot and Unbound do), and eviction of the
+//!   longest-idle connection when a new one arrives at a full table;
+//! - [`fd`]: the process's descriptor budget, raised to the hard limit at start and divided
+//!   between the listeners;
+//! - [`AcceptBackoff`]: what an accept loop does when `accept` fails (out of descriptors): wait,
+//!   longer each time, and say so once a second rather than on every attempt.
+
+mod backoff;
+pub mod fd;
+mod table;
+
+pub use backoff::AcceptBackoff;
+pub use table::{Closed, ConnLimits, ConnTable, ConnTicket, InFlight, Refusal, TableCounts};
