@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -271,7 +272,7 @@ impl Mep {
         ));
         let mm5_router = match &config.mm5_token {
             Some(token) => mm5_router.layer(axum::middleware::from_fn_with_state(
-                Arc::new(OperatorToken::new(token.expose())),
+                Arc::new(OperatorToken::new(token.expose_secret())),
                 require_operator_token,
             )),
             None => mm5_router,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use mep_dns::DnsConfig;
@@ -79,8 +80,8 @@ pub struct ServeArgs {
     #[arg(long, env = "MEP_UPF_CA_CERT")]
     pub upf_ca_cert: Option<PathBuf>,
     /// Bearer token sent to the UPF controller.
-    #[arg(long, env = "MEP_UPF_TOKEN")]
-    pub upf_token: Option<String>,
+    #[arg(long, env = "MEP_UPF_TOKEN", hide_env_values = true)]
+    pub upf_token: Option<Secret>,
     /// Traffic plus DNS rules per application instance [default: 64].
     #[arg(long, env = "MEP_RULES_PER_APP")]
     pub rules_per_app: Option<usize>,
@@ -148,34 +149,9 @@ pub struct ServeArgs {
     pub mm5_token: Option<Secret>,
 }
 
-/// A configured secret: never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
+/// A configured secret (a bearer token): `Debug` shows `[REDACTED]`, and reading it takes an
+/// explicit `expose_secret()`.
+pub type Secret = secrecy::SecretString;
 
 /// The same keys, read from the TOML file. Unknown keys are errors, so typos do not pass silently.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -199,7 +175,7 @@ struct FileConfig {
     xdp_ifaces: Option<Vec<String>>,
     upf_endpoint: Option<String>,
     upf_ca_cert: Option<PathBuf>,
-    upf_token: Option<String>,
+    upf_token: Option<Secret>,
     rules_per_app: Option<usize>,
     max_graceful_timeout: Option<u64>,
     ntp_servers: Option<Vec<String>>,
@@ -278,13 +254,13 @@ pub struct Config {
 }
 
 /// Which data plane receives rule changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum DataPlaneChoice {
     None,
     UpfHttp {
         endpoint: String,
         ca_cert: Option<PathBuf>,
-        token: Option<String>,
+        token: Option<Secret>,
     },
     Xdp {
         interfaces: Vec<String>,
@@ -297,7 +273,7 @@ impl DataPlaneChoice {
         xdp_ifaces: Option<Vec<String>>,
         upf_endpoint: Option<String>,
         ca_cert: Option<PathBuf>,
-        token: Option<String>,
+        token: Option<Secret>,
     ) -> Result<Self, ConfigError> {
         match kind.as_deref().unwrap_or("none") {
             "none" => Ok(DataPlaneChoice::None),
@@ -498,7 +474,7 @@ impl Config {
         if self
             .mm5_token
             .as_ref()
-            .is_some_and(|t| t.expose().len() < 16)
+            .is_some_and(|t| t.expose_secret().len() < 16)
         {
             return Err(ConfigError::Invalid(
                 "mm5_token must be at least 16 characters",
@@ -623,6 +599,27 @@ mod tests {
     }
 
     #[test]
+    fn the_upf_token_is_hidden_from_help_and_debug() {
+        use clap::{Args as _, Command};
+        // SAFETY: the variable is unique to this test; no other test reads it.
+        unsafe { std::env::set_var("MEP_UPF_TOKEN", "upf-s3cret-from-env") };
+        let help = ServeArgs::augment_args(Command::new("serve"))
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("MEP_UPF_TOKEN"), "{help}");
+        assert!(!help.contains("upf-s3cret-from-env"), "{help}");
+        unsafe { std::env::remove_var("MEP_UPF_TOKEN") };
+        let c = Config::resolve(ServeArgs {
+            dataplane: Some("upf-http".into()),
+            upf_endpoint: Some("https://upf.example".into()),
+            upf_token: Some(Secret::from("upf-s3cret-in-flag")),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!format!("{c:?}").contains("upf-s3cret"), "{c:?}");
+    }
+
+    #[test]
     fn security_keys_resolve_and_secrets_stay_hidden() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("mep.toml");
@@ -645,7 +642,7 @@ mod tests {
         assert!(c.callback_allow.check("http://10.1.1.1/n").is_ok());
         assert!(c.callback_allow.check("http://192.0.2.1/n").is_err());
         assert_eq!(
-            c.mm5_token.as_ref().map(Secret::expose),
+            c.mm5_token.as_ref().map(|t| t.expose_secret()),
             Some("0123456789abcdef-from-file")
         );
         assert!(
@@ -658,7 +655,7 @@ mod tests {
         assert_eq!(defaults.auth.token_ttl, Duration::from_secs(3600));
         for bad in [
             ServeArgs {
-                mm5_token: Some(Secret::new("short")),
+                mm5_token: Some(Secret::from("short")),
                 ..Default::default()
             },
             ServeArgs {

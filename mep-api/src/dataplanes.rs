@@ -6,6 +6,7 @@ use std::sync::Arc;
 use mep_dataplane::none::NoneDataPlane;
 use mep_dataplane::{DataPlane, UpfHttpConfig, UpfHttpDataPlane};
 use mep_ebpf::{XdpConfig, XdpDataPlane};
+use secrecy::ExposeSecret;
 
 use crate::config::DataPlaneChoice;
 
@@ -22,7 +23,7 @@ pub fn build(choice: &DataPlaneChoice) -> Result<Arc<dyn DataPlane>, String> {
                 .map_err(|e| format!("upf_endpoint {endpoint:?} is not a URL: {e}"))?;
             let mut config = UpfHttpConfig::new(endpoint);
             config.ca_cert_pem = ca_cert.clone();
-            config.bearer_token = token.clone();
+            config.bearer_token = token.as_ref().map(|t| t.expose_secret().to_owned());
             Ok(Arc::new(
                 UpfHttpDataPlane::new(config).map_err(|e| e.to_string())?,
             ))

@@ -77,7 +77,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::NotOwner { .. } => ApiError::Forbidden(detail),
             RegistryError::PreconditionFailed => ApiError::PreconditionFailed(detail),
             RegistryError::Quota(_) => ApiError::Forbidden(detail),
-            RegistryError::Store(_) => ApiError::Internal(detail),
+            RegistryError::Store(_) | RegistryError::Encoding(_) => ApiError::Internal(detail),
         }
     }
 }
@@ -90,7 +90,9 @@ impl From<AppsError> for ApiError {
             AppsError::NotFound(_) => ApiError::NotFound(detail),
             AppsError::Conflict(_) => ApiError::Conflict(detail),
             AppsError::Quota(_) => ApiError::Forbidden(detail),
-            AppsError::Store(_) | AppsError::Interrupted(_) => ApiError::Internal(detail),
+            AppsError::Store(_) | AppsError::Interrupted(_) | AppsError::Encoding(_) => {
+                ApiError::Internal(detail)
+            }
         }
     }
 }
@@ -103,9 +105,9 @@ impl From<RuleChangeError> for ApiError {
             RuleChangeError::Conflict(_) => ApiError::Conflict(detail),
             RuleChangeError::NotFound(_) => ApiError::NotFound(detail),
             RuleChangeError::PreconditionFailed => ApiError::PreconditionFailed(detail),
-            RuleChangeError::Store(_) | RuleChangeError::Interrupted(_) => {
-                ApiError::Internal(detail)
-            }
+            RuleChangeError::Store(_)
+            | RuleChangeError::Interrupted(_)
+            | RuleChangeError::Encoding(_) => ApiError::Internal(detail),
         }
     }
 }

@@ -389,10 +389,12 @@ mod tests {
         let _work = busy.start();
         busy.touch();
         let _young = table.admit(ip("192.0.2.3")).unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
         oldest.touch();
         // `oldest` was touched last; of the idle ones `young` is now the longest idle.
         let _new = table.admit(ip("192.0.2.4")).unwrap();
-        assert_eq!(_young.closed().await, Closed::Evicted);
+        let closed = tokio::time::timeout(Duration::from_secs(1), _young.closed()).await;
+        assert_eq!(closed, Ok(Closed::Evicted));
         assert_eq!(table.counts().evicted, 1);
         assert_eq!(table.counts().open, 3);
         // Everyone left is busy: the next one is refused.
@@ -423,7 +425,8 @@ mod tests {
         let _work = busy.start();
         tokio::time::sleep(Duration::from_millis(40)).await;
         assert_eq!(short.sweep(), 1);
-        assert_eq!(idle.closed().await, Closed::Idle);
+        let closed = tokio::time::timeout(Duration::from_secs(1), idle.closed()).await;
+        assert_eq!(closed, Ok(Closed::Idle));
         assert_eq!(short.counts().closed_idle, 1);
         assert_eq!(short.counts().open, 1);
         drop(idle);

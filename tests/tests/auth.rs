@@ -476,6 +476,32 @@ async fn repeated_failures_lock_the_access_key_for_a_while() {
     mep.stop().await;
 }
 
+/// An access key is no secret: whoever knows it may lock it, but only for themselves.
+#[tokio::test]
+async fn a_lock_holds_for_the_failing_source_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mep = start_with_auth(dir.path()).await;
+    provision(&mep, APP_A, AK_A, SK_A, &[]).await;
+    let attacker = reqwest::Client::builder()
+        .local_address(Some("127.0.0.66".parse().unwrap()))
+        .build()
+        .unwrap();
+    let from = |client: &reqwest::Client, sk: &'static str| {
+        client
+            .post(token_url(&mep))
+            .basic_auth(AK_A, Some(sk))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    for _ in 0..3 {
+        from(&attacker, "wrong").await.unwrap();
+    }
+    assert_eq!(from(&attacker, SK_A).await.unwrap().status(), 429);
+    // The owner, from its own address, is not locked out.
+    assert_eq!(from(&mep.http, SK_A).await.unwrap().status(), 200);
+    mep.stop().await;
+}
+
 /// One Mp1 route: method, path, body, and whether it acts for one application instance.
 struct Route {
     method: Method,

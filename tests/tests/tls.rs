@@ -201,7 +201,7 @@ async fn mm5_with_an_operator_token_requires_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     config.mm5_addr = "0.0.0.0:0".parse().unwrap();
-    config.mm5_token = Some(Secret::new(OPERATOR_TOKEN));
+    config.mm5_token = Some(Secret::from(OPERATOR_TOKEN));
     let mep = TestMep::start_with(config).await;
     let base = format!("http://127.0.0.1:{}", mep.mep.mm5_addr.port());
 
@@ -243,7 +243,7 @@ async fn mm5_beyond_loopback_is_served_over_tls() {
     let mut config = test_config(dir.path());
     config.insecure_http = false;
     config.mm5_addr = "0.0.0.0:0".parse().unwrap();
-    config.mm5_token = Some(Secret::new(OPERATOR_TOKEN));
+    config.mm5_token = Some(Secret::from(OPERATOR_TOKEN));
     let mep = TestMep::start_with(config).await;
     let port = mep.mep.mm5_addr.port();
     let client = https_client(dir.path());

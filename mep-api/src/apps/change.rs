@@ -26,6 +26,8 @@ pub enum RuleChangeError {
     Interrupted(String),
     #[error("the store failed: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot encode a record for the store: {0}")]
+    Encoding(String),
 }
 
 /// How a started rule change ended.
@@ -129,11 +131,11 @@ fn diff(old: Option<&AppDConfig>, new: Option<&AppDConfig>) -> Vec<Op> {
     ops
 }
 
-pub(super) fn put_task(task: &TaskRecord) -> Result<Write, StoreError> {
+pub(super) fn put_task(task: &TaskRecord) -> Result<Write, RuleChangeError> {
     Ok(Write::Put {
         table: Table::Tasks,
         key: task.task_id.clone(),
-        value: serde_json::to_vec(task).unwrap_or_default(),
+        value: serde_json::to_vec(task).map_err(|e| RuleChangeError::Encoding(e.to_string()))?,
     })
 }
 
@@ -247,6 +249,20 @@ impl Apps {
         target: Option<AppDConfig>,
     ) -> Result<ChangeOutcome, RuleChangeError> {
         let ops = diff(previous.as_ref(), target.as_ref());
+        // Encoded before the data plane is called, so nothing it applied can fail to be stored
+        // for want of an encoding.
+        let config_write = match &target {
+            Some(config) => Write::Put {
+                table: Table::AppConfigs,
+                key: app.to_string(),
+                value: serde_json::to_vec(config)
+                    .map_err(|e| RuleChangeError::Encoding(e.to_string()))?,
+            },
+            None => Write::Delete {
+                table: Table::AppConfigs,
+                key: app.to_string(),
+            },
+        };
         let mut task = TaskRecord {
             task_id: new_id(),
             app_instance_id: app.clone(),
@@ -287,18 +303,7 @@ impl Apps {
         match &failure {
             None => {
                 task.result = ConfigResult::Success;
-                writes.push(match &target {
-                    Some(config) => Write::Put {
-                        table: Table::AppConfigs,
-                        key: app.to_string(),
-                        value: serde_json::to_vec(config)
-                            .map_err(|e| RuleChangeError::Invalid(e.to_string()))?,
-                    },
-                    None => Write::Delete {
-                        table: Table::AppConfigs,
-                        key: app.to_string(),
-                    },
-                });
+                writes.push(config_write);
             }
             Some(e) => {
                 self.revert(app, &info, &ops[..task.done]).await;
@@ -392,6 +397,7 @@ impl From<AppsError> for RuleChangeError {
             AppsError::Conflict(m) => RuleChangeError::Conflict(m),
             AppsError::Store(s) => RuleChangeError::Store(s),
             AppsError::Interrupted(m) => RuleChangeError::Interrupted(m),
+            AppsError::Encoding(m) => RuleChangeError::Encoding(m),
         }
     }
 }

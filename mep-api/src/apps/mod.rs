@@ -134,6 +134,24 @@ pub enum AppsError {
     Store(#[from] StoreError),
     #[error("the task ended abnormally: {0}")]
     Interrupted(String),
+    #[error("cannot encode a record for the store: {0}")]
+    Encoding(String),
+}
+
+impl From<crate::registry::RegistryError> for AppsError {
+    /// A registry failure inside an application-support operation (termination) is the
+    /// platform's, never the caller's.
+    fn from(e: crate::registry::RegistryError) -> Self {
+        match e {
+            crate::registry::RegistryError::Store(s) => AppsError::Store(s),
+            other => AppsError::Interrupted(other.to_string()),
+        }
+    }
+}
+
+/// A record as the store keeps it (JSON); failing to encode one is an internal error.
+pub(crate) fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, AppsError> {
+    serde_json::to_vec(record).map_err(|e| AppsError::Encoding(e.to_string()))
 }
 
 /// What the application-support part of the control plane is built from.
@@ -237,7 +255,8 @@ impl Apps {
                     interrupted
                         .iter()
                         .map(change::put_task)
-                        .collect::<Result<_, _>>()?,
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| AppsError::Encoding(e.to_string()))?,
                 )
                 .await?;
         }
@@ -351,8 +370,7 @@ impl Apps {
             .commit(vec![crate::store::Write::Put {
                 table: Table::Readiness,
                 key: app.to_string(),
-                value: serde_json::to_vec(&readiness)
-                    .map_err(|e| AppsError::Invalid(e.to_string()))?,
+                value: encode(&readiness)?,
             }])
             .await?;
         self.index.write().readiness.insert(app.clone(), readiness);

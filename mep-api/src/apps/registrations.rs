@@ -155,8 +155,7 @@ impl Apps {
             .commit(vec![Write::Put {
                 table: Table::Registrations,
                 key: app.to_string(),
-                value: serde_json::to_vec(&record)
-                    .map_err(|e| AppsError::Invalid(e.to_string()))?,
+                value: super::encode(&record)?,
             }])
             .await?;
         self.index.write().registrations.insert(app.clone(), record);

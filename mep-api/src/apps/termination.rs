@@ -131,7 +131,7 @@ impl Apps {
             .commit(vec![Write::Put {
                 table: Table::TerminationSubscriptions,
                 key: sub.id.clone(),
-                value: serde_json::to_vec(&sub).map_err(|e| AppsError::Invalid(e.to_string()))?,
+                value: super::encode(&sub)?,
             }])
             .await?;
         let body = self.render_termination_subscription(&sub);
@@ -309,16 +309,8 @@ impl Apps {
                 }
             }
         }
-        report.services_removed = self
-            .registry
-            .deregister_all(app)
-            .await
-            .map_err(|e| AppsError::Invalid(e.to_string()))?;
-        report.subscriptions_removed = self
-            .registry
-            .unsubscribe_all(app)
-            .await
-            .map_err(|e| AppsError::Invalid(e.to_string()))?;
+        report.services_removed = self.registry.deregister_all(app).await?;
+        report.subscriptions_removed = self.registry.unsubscribe_all(app).await?;
 
         let _serial = self.changes.lock().await;
         let mut writes: Vec<Write> = subscriptions

@@ -10,6 +10,7 @@
 //! Both share the lockout: repeated bad secrets or signatures for one access key lock it.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -31,6 +33,7 @@ use super::credentials::AppCredential;
 use super::replay::Replay;
 use super::service::Auth;
 use super::signing::{self, RequestParts};
+use crate::http::serve::PeerAddr;
 
 /// Path of the token endpoint.
 pub const TOKEN_PATH: &str = "/mep/token";
@@ -131,17 +134,20 @@ fn token_json(status: StatusCode, body: serde_json::Value) -> Response {
 async fn token(
     State(auth): State<Arc<Auth>>,
     OriginalUri(uri): OriginalUri,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // The lockout counts per source; a request without a peer (in-process) is one source.
+    let source = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(p)| p.0.ip());
     let signed = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with(signing::SCHEME));
     let result = if signed {
-        signed_request(&auth, &uri, &headers)
+        signed_request(&auth, source, &uri, &headers)
     } else {
-        client_credentials(&auth, &headers, body)
+        client_credentials(&auth, source, &headers, body)
     };
     let cred = match result {
         Ok(cred) => cred,
@@ -169,6 +175,7 @@ async fn token(
 /// RFC 6749 section 4.4.
 fn client_credentials(
     auth: &Auth,
+    source: IpAddr,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Arc<AppCredential>, TokenRequestError> {
@@ -230,7 +237,7 @@ fn client_credentials(
             ))
         }
     };
-    let cred = authenticate_secret(auth, &client_id, &secret, challenge)?;
+    let cred = authenticate_secret(auth, source, &client_id, &secret, challenge)?;
     if grant_type != "client_credentials" {
         return Err(TokenRequestError::UnsupportedGrantType);
     }
@@ -264,6 +271,7 @@ fn form_decode(s: &str) -> String {
 /// Checks a client secret against the stored secret key, in constant time, under the lockout.
 fn authenticate_secret(
     auth: &Auth,
+    source: IpAddr,
     client_id: &str,
     secret: &str,
     challenge: Challenge,
@@ -276,7 +284,7 @@ fn authenticate_secret(
         .ok_or(unknown)?;
     let now = auth.now();
     auth.lockout()
-        .check(&cred.access_key_id, now)
+        .check(&cred.access_key_id, source, now)
         .map_err(TokenRequestError::Locked)?;
     let stored = auth.credentials().secret_key(&cred).map_err(|e| {
         tracing::error!(error = %e, app = %cred.app, "cannot open a stored secret key");
@@ -286,21 +294,26 @@ fn authenticate_secret(
     let matches = bool::from(stored.as_slice().ct_eq(secret.as_bytes()))
         || (decoded != secret && bool::from(stored.as_slice().ct_eq(decoded.as_bytes())));
     if !matches {
-        return Err(failure(auth, &cred, challenge));
+        return Err(failure(auth, source, &cred, challenge));
     }
-    auth.lockout().record_success(&cred.access_key_id);
+    auth.lockout().record_success(&cred.access_key_id, source);
     Ok(cred)
 }
 
 /// Counts a failed attempt and answers the error for it.
-fn failure(auth: &Auth, cred: &AppCredential, challenge: Challenge) -> TokenRequestError {
+fn failure(
+    auth: &Auth,
+    source: IpAddr,
+    cred: &AppCredential,
+    challenge: Challenge,
+) -> TokenRequestError {
     match auth
         .lockout()
-        .record_failure(&cred.access_key_id, auth.now())
+        .record_failure(&cred.access_key_id, source, auth.now())
     {
         Some(locked_for) => {
-            tracing::warn!(app = %cred.app, access_key = %cred.access_key_id,
-                "token requests locked after repeated failures");
+            tracing::warn!(app = %cred.app, access_key = %cred.access_key_id, %source,
+                "token requests from this source locked after repeated failures");
             TokenRequestError::Locked(locked_for)
         }
         None => {
@@ -314,6 +327,7 @@ fn failure(auth: &Auth, cred: &AppCredential, challenge: Challenge) -> TokenRequ
 /// EdgeGallery's `SDK-HMAC-SHA256` signed request.
 fn signed_request(
     auth: &Auth,
+    source: IpAddr,
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Arc<AppCredential>, TokenRequestError> {
@@ -347,7 +361,7 @@ fn signed_request(
         ),
     )?;
     auth.lockout()
-        .check(&cred.access_key_id, now)
+        .check(&cred.access_key_id, source, now)
         .map_err(TokenRequestError::Locked)?;
     let host = headers
         .get(HOST)
@@ -376,7 +390,7 @@ fn signed_request(
         TokenRequestError::Server
     })?;
     if !signing::verify(&secret, &string_to_sign, &parsed.signature) {
-        return Err(match failure(auth, &cred, Challenge::Signed) {
+        return Err(match failure(auth, source, &cred, Challenge::Signed) {
             TokenRequestError::InvalidClient(c, _) => {
                 TokenRequestError::InvalidClient(c, "unknown access key or wrong signature")
             }
@@ -392,7 +406,7 @@ fn signed_request(
             ),
             Replay::Full => TokenRequestError::Server,
         })?;
-    auth.lockout().record_success(&cred.access_key_id);
+    auth.lockout().record_success(&cred.access_key_id, source);
     Ok(cred)
 }
 

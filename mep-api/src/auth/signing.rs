@@ -95,7 +95,8 @@ pub fn parse_authorization(value: &str) -> Result<SdkAuthorization, SigningError
 /// Parses an `x-sdk-date` (`YYYYMMDDTHHMMSSZ`, UTC).
 pub fn parse_sdk_date(value: &str) -> Result<SystemTime, SigningError> {
     let b = value.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+    // ASCII first: the digits are sliced by byte offset below.
+    if !value.is_ascii() || b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return Err(SigningError::BadDate);
     }
     let num = |range: std::ops::Range<usize>| -> Result<u32, SigningError> {
@@ -346,6 +347,9 @@ mod tests {
             "20240101 000000Z",
             "2024-01-01T00:00",
             "20241301T000000Z",
+            // 16 bytes whose 'T' and 'Z' sit where they should, with multi-byte characters
+            // between: byte-offset slicing would panic.
+            "2é40101T0é000Z",
         ] {
             assert_eq!(parse_sdk_date(bad), Err(SigningError::BadDate), "{bad}");
         }

@@ -55,6 +55,8 @@ pub enum RegistryError {
     Quota(String),
     #[error("the store failed: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot encode a record for the store: {0}")]
+    Encoding(String),
 }
 
 /// Per-application limits.

@@ -54,7 +54,7 @@ impl Registry {
             table: Table::Services,
             key: service.ser_instance_id.clone(),
             value: serde_json::to_vec(service)
-                .map_err(|e| RegistryError::Invalid(format!("cannot encode service: {e}")))?,
+                .map_err(|e| RegistryError::Encoding(e.to_string()))?,
         })
     }
 

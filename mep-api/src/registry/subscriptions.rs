@@ -30,8 +30,7 @@ impl Registry {
                 sub.app
             )));
         }
-        let value = serde_json::to_vec(&sub)
-            .map_err(|e| RegistryError::Invalid(format!("cannot encode subscription: {e}")))?;
+        let value = serde_json::to_vec(&sub).map_err(|e| RegistryError::Encoding(e.to_string()))?;
         self.store
             .commit(vec![Write::Put {
                 table: Table::SerAvailabilitySubscriptions,
