@@ -93,6 +93,7 @@ impl DnsServer {
                 max_per_client: config.max_tcp_per_client,
                 idle_timeout: config.tcp_idle_timeout,
                 min_idle_timeout: config.tcp_min_idle_timeout,
+                first_request_timeout: None,
             },
             message_timeout: config.tcp_message_timeout,
         };

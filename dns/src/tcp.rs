@@ -105,7 +105,7 @@ async fn serve_connection(
             closed = ticket.closed() => {
                 return Some(match closed {
                     Closed::Evicted => TcpClose::Evicted,
-                    Closed::Idle => TcpClose::Idle,
+                    Closed::Idle | Closed::NoRequest => TcpClose::Idle,
                 });
             }
             len = reader.read_u16() => len.ok()?,

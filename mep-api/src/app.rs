@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use mep_dataplane::{DataPlane, SnapshotCell};
 use mep_dns::DnsServer;
+use mep_net::{fd, ConnLimits, ConnTable};
 
 use crate::apps::{Apps, AppsError, AppsParts};
 use crate::auth::middleware::{require_operator_token, OperatorToken};
@@ -23,9 +24,10 @@ use crate::config::Config;
 use crate::directory::KnownApps;
 use crate::http::header_case::spelling_template;
 use crate::http::middleware::{
-    limit_uri_length, problem_for_routing_errors, record_metrics, MetricsContext,
+    limit_uri_length, problem_for_routing_errors, read_body_within, record_metrics, BodyLimits,
+    MetricsContext,
 };
-use crate::http::serve::serve;
+use crate::http::serve::{serve, Listener};
 use crate::links::Links;
 use crate::metrics::Metrics;
 use crate::mm5::{ops_router, OpsState};
@@ -120,6 +122,7 @@ impl Mep {
         if mm5_exposed && config.tls.mm5_client_ca.is_none() && config.mm5_token.is_none() {
             return Err(StartError::Mm5Unprotected(config.mm5_addr));
         }
+        let budget = descriptor_budget(&config);
         let store = Store::open(&config.data_dir)?;
         let mp1_listener = bind(config.mp1_addr).await?;
         let mm5_listener = bind(config.mm5_addr).await?;
@@ -254,7 +257,11 @@ impl Mep {
             },
         );
 
-        let dns = DnsServer::start(config.dns.clone(), apps.snapshot_cell(), shutdown.clone())
+        let dns_config = mep_dns::DnsConfig {
+            max_tcp_connections: budget.dns_tcp,
+            ..config.dns.clone()
+        };
+        let dns = DnsServer::start(dns_config, apps.snapshot_cell(), shutdown.clone())
             .await
             .map_err(StartError::Dns)?;
         metrics.register_with(|registry| dns.metrics().register(registry));
@@ -262,13 +269,32 @@ impl Mep {
 
         let mut tasks = JoinSet::new();
         tasks.spawn(dns.stopped());
+        let table = |name, max_connections| {
+            ConnTable::new(
+                name,
+                ConnLimits {
+                    max_connections,
+                    max_per_client: config.http.max_connections_per_client,
+                    idle_timeout: config.http.idle_timeout,
+                    min_idle_timeout: config.http.min_idle_timeout,
+                    // hyper times request heads once it reads them; this covers the time
+                    // before (the TLS handshake, the protocol sniff) on a new connection.
+                    first_request_timeout: Some(config.http.header_timeout),
+                },
+            )
+        };
         tasks.spawn(serve(
-            "mp1",
-            mp1_listener,
-            mp1_router,
-            spelling.clone(),
+            Listener {
+                name: "mp1",
+                listener: mp1_listener,
+                router: mp1_router,
+                spelling: spelling.clone(),
+                tls: mp1_tls,
+                table: table("mp1", budget.mp1),
+                header_timeout: config.http.header_timeout,
+                metrics: metrics.clone(),
+            },
             shutdown.clone(),
-            mp1_tls,
         ));
         let mm5_router = match &config.mm5_token {
             Some(token) => mm5_router.layer(axum::middleware::from_fn_with_state(
@@ -278,12 +304,17 @@ impl Mep {
             None => mm5_router,
         };
         tasks.spawn(serve(
-            "mm5",
-            mm5_listener,
-            mm5_router,
-            spelling,
+            Listener {
+                name: "mm5",
+                listener: mm5_listener,
+                router: mm5_router,
+                spelling,
+                tls: mm5_tls,
+                table: table("mm5", budget.mm5),
+                header_timeout: config.http.header_timeout,
+                metrics: metrics.clone(),
+            },
             shutdown.clone(),
-            mm5_tls,
         ));
         tasks.spawn(run_key_maintenance(auth.clone(), shutdown.clone()));
         {
@@ -351,6 +382,13 @@ fn with_common_layers(router: Router, config: &Config, metrics: MetricsContext) 
         })
         .layer(axum::middleware::from_fn(problem_for_routing_errors))
         .layer(axum::middleware::from_fn_with_state(
+            BodyLimits {
+                max_bytes: config.max_body_bytes,
+                timeout: config.http.body_timeout,
+            },
+            read_body_within,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             config.max_uri_bytes,
             limit_uri_length,
         ))
@@ -359,6 +397,46 @@ fn with_common_layers(router: Router, config: &Config, metrics: MetricsContext) 
             record_metrics,
         ))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+}
+
+/// Raises the descriptor limit to the hard limit and divides it between the listeners (Mm5
+/// first, so the platform manager and `/health` answer however Mp1 is flooded).
+fn descriptor_budget(config: &Config) -> fd::Budget {
+    let limit = match fd::raise_to_hard() {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise RLIMIT_NOFILE; assuming 1024");
+            fd::FdLimit {
+                soft: 1024,
+                hard: 1024,
+                raised_from: None,
+            }
+        }
+    };
+    let open = fd::open_now();
+    let budget = fd::divide(
+        limit.soft,
+        open,
+        fd::Wanted {
+            mp1: config.http.mp1_max_connections,
+            mm5: config.http.mm5_max_connections,
+            dns_tcp: config.dns.max_tcp_connections,
+            notify: config.notify.max_in_flight,
+        },
+    );
+    tracing::info!(
+        soft = limit.soft,
+        hard = limit.hard,
+        raised_from = ?limit.raised_from,
+        open,
+        mp1 = budget.mp1,
+        mm5 = budget.mm5,
+        dns_tcp = budget.dns_tcp,
+        notify = budget.notify,
+        reserve = budget.reserve,
+        "descriptor budget"
+    );
+    budget
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -13,6 +13,7 @@ use mep_dns::DnsConfig;
 
 use crate::apps::AppsConfig;
 use crate::auth::{AuthConfig, CallbackPolicy};
+use crate::http::HttpLimits;
 use crate::model::service::TransportInfo;
 use crate::notify::NotifyConfig;
 use crate::registry::{Limits, LivenessPolicy};
@@ -46,6 +47,26 @@ pub struct ServeArgs {
     /// Longest accepted request target (path and query) in bytes [default: 8192].
     #[arg(long, env = "MEP_MAX_URI_BYTES")]
     pub max_uri_bytes: Option<usize>,
+    /// Seconds a client has to send a request head, on a new connection and between keep-alive
+    /// requests [default: 10].
+    #[arg(long, env = "MEP_HTTP_HEADER_TIMEOUT")]
+    pub http_header_timeout: Option<u64>,
+    /// Seconds a request body has to arrive whole once its head has; then 408 [default: 10].
+    #[arg(long, env = "MEP_HTTP_BODY_TIMEOUT")]
+    pub http_body_timeout: Option<u64>,
+    /// Seconds a connection with no request in flight may stay silent while its listener is at
+    /// most half full; it falls to 1 s as the listener fills [default: 60].
+    #[arg(long, env = "MEP_HTTP_IDLE_TIMEOUT")]
+    pub http_idle_timeout: Option<u64>,
+    /// Connections Mp1 holds at once, at most what the descriptor budget allows [default: 4096].
+    #[arg(long, env = "MEP_MP1_MAX_CONNECTIONS")]
+    pub mp1_max_connections: Option<usize>,
+    /// Connections Mm5 holds at once; kept apart from Mp1's [default: 128].
+    #[arg(long, env = "MEP_MM5_MAX_CONNECTIONS")]
+    pub mm5_max_connections: Option<usize>,
+    /// Connections one client (an IPv4 address or IPv6 /64) holds on one listener [default: 256].
+    #[arg(long, env = "MEP_HTTP_MAX_CONNECTIONS_PER_CLIENT")]
+    pub http_max_connections_per_client: Option<usize>,
     /// Services one application instance may register [default: 1000].
     #[arg(long, env = "MEP_SERVICES_PER_APP")]
     pub services_per_app: Option<usize>,
@@ -164,6 +185,12 @@ struct FileConfig {
     api_root: Option<String>,
     max_body_bytes: Option<usize>,
     max_uri_bytes: Option<usize>,
+    http_header_timeout: Option<u64>,
+    http_body_timeout: Option<u64>,
+    http_idle_timeout: Option<u64>,
+    mp1_max_connections: Option<usize>,
+    mm5_max_connections: Option<usize>,
+    http_max_connections_per_client: Option<usize>,
     services_per_app: Option<usize>,
     subscriptions_per_app: Option<usize>,
     liveness_min_interval: Option<u32>,
@@ -233,6 +260,8 @@ pub struct Config {
     pub api_root: Option<String>,
     pub max_body_bytes: usize,
     pub max_uri_bytes: usize,
+    /// Timeouts and connection caps of the Mp1 and Mm5 listeners.
+    pub http: HttpLimits,
     pub limits: Limits,
     pub liveness: LivenessPolicy,
     /// How often overdue heartbeats are looked for.
@@ -308,6 +337,7 @@ impl Config {
             api_root: None,
             max_body_bytes: 64 * 1024,
             max_uri_bytes: 8192,
+            http: HttpLimits::default(),
             limits: Limits {
                 services_per_app: 1000,
                 subscriptions_per_app: 100,
@@ -373,6 +403,33 @@ impl Config {
                 .max_uri_bytes
                 .or(file.max_uri_bytes)
                 .unwrap_or(d.max_uri_bytes),
+            http: HttpLimits {
+                header_timeout: args
+                    .http_header_timeout
+                    .or(file.http_header_timeout)
+                    .map_or(d.http.header_timeout, Duration::from_secs),
+                body_timeout: args
+                    .http_body_timeout
+                    .or(file.http_body_timeout)
+                    .map_or(d.http.body_timeout, Duration::from_secs),
+                idle_timeout: args
+                    .http_idle_timeout
+                    .or(file.http_idle_timeout)
+                    .map_or(d.http.idle_timeout, Duration::from_secs),
+                mp1_max_connections: args
+                    .mp1_max_connections
+                    .or(file.mp1_max_connections)
+                    .unwrap_or(d.http.mp1_max_connections),
+                mm5_max_connections: args
+                    .mm5_max_connections
+                    .or(file.mm5_max_connections)
+                    .unwrap_or(d.http.mm5_max_connections),
+                max_connections_per_client: args
+                    .http_max_connections_per_client
+                    .or(file.http_max_connections_per_client)
+                    .unwrap_or(d.http.max_connections_per_client),
+                ..d.http
+            },
             limits: Limits {
                 services_per_app: args
                     .services_per_app
@@ -491,6 +548,20 @@ impl Config {
                     transport.id
                 )));
             }
+        }
+        let h = &self.http;
+        if h.header_timeout.is_zero() || h.body_timeout.is_zero() || h.idle_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "http_header_timeout, http_body_timeout and http_idle_timeout must be at least 1",
+            ));
+        }
+        if h.mp1_max_connections == 0
+            || h.mm5_max_connections == 0
+            || h.max_connections_per_client == 0
+        {
+            return Err(ConfigError::Invalid(
+                "mp1_max_connections, mm5_max_connections and http_max_connections_per_client must be positive",
+            ));
         }
         if self.max_body_bytes == 0 || self.max_uri_bytes < 64 {
             return Err(ConfigError::Invalid(

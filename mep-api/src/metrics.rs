@@ -37,6 +37,21 @@ pub struct RuleLabels {
     pub traffic_rule_id: String,
 }
 
+/// Labels of a listener's connection gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+/// Labels of refused and closed connections.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnCloseLabels {
+    pub listener: &'static str,
+    /// `client_limit`, `table_full` (refused), `evicted`, `idle`, `no_request` (closed by the
+    /// server).
+    pub reason: &'static str,
+}
+
 /// All metrics of the process.
 pub struct Metrics {
     /// Written only while components register their own metrics at start.
@@ -52,6 +67,8 @@ pub struct Metrics {
     pub subscriptions: Gauge,
     pub traffic_rule_packets: Family<RuleLabels, Gauge>,
     pub traffic_rule_bytes: Family<RuleLabels, Gauge>,
+    pub http_connections: Family<ListenerLabels, Gauge>,
+    pub http_connections_closed: Family<ConnCloseLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -126,6 +143,18 @@ impl Metrics {
             "Bytes an ACTIVE traffic rule matched in the data plane since it became ACTIVE",
             traffic_rule_bytes.clone(),
         );
+        let http_connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "http_connections",
+            "Open HTTP connections, by listener",
+            http_connections.clone(),
+        );
+        let http_connections_closed = Family::<ConnCloseLabels, Counter>::default();
+        registry.register(
+            "http_connections_closed",
+            "HTTP connections the server refused or closed, by listener and reason",
+            http_connections_closed.clone(),
+        );
         Self {
             registry: parking_lot::RwLock::new(registry),
             http_requests,
@@ -139,6 +168,8 @@ impl Metrics {
             subscriptions,
             traffic_rule_packets,
             traffic_rule_bytes,
+            http_connections,
+            http_connections_closed,
         }
     }
 

@@ -388,3 +388,96 @@ fn xdp_status_without_a_running_data_plane_says_so() {
     let text = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("no xdp data plane is running"), "{text}");
 }
+
+/// Under the common soft and hard limit of 1,024 descriptors, 1,100 connections to Mp1 that send
+/// nothing neither take Mm5 (`/health`) away nor keep a well-behaved Mp1 client out, and the
+/// accept loop neither spins nor floods the log.
+#[test]
+fn a_descriptor_flood_leaves_mm5_and_mp1_answering() {
+    use std::os::unix::process::CommandExt;
+
+    mep_net::fd::raise_to_hard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mp1_port, mm5_port) = (free_port(), free_port());
+    let log = dir.path().join("mep.log");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mep"));
+    command
+        .args([
+            "serve",
+            "--insecure-http",
+            "--no-auth",
+            "--dns-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--mp1-addr", &format!("127.0.0.1:{mp1_port}")])
+        .args(["--mm5-addr", &format!("127.0.0.1:{mm5_port}")])
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null());
+    // SAFETY: setrlimit is async-signal-safe and touches only the child between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = command.spawn().expect("mep starts");
+    let mm5 = format!("http://127.0.0.1:{mm5_port}");
+    wait_until(|| reqwest::blocking::get(format!("{mm5}/health")).is_ok_and(|r| r.status() == 200));
+
+    let mut flood = Vec::new();
+    for i in 0..1100u32 {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let source = std::net::Ipv4Addr::new(127, 2, (i / 200) as u8, 1 + (i % 200) as u8);
+        socket
+            .bind(&std::net::SocketAddr::from((source, 0)).into())
+            .unwrap();
+        if socket
+            .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], mp1_port)).into())
+            .is_ok()
+        {
+            flood.push(socket);
+        }
+    }
+    assert!(flood.len() >= 1000, "{} connections", flood.len());
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let health = client.get(format!("{mm5}/health")).send().unwrap();
+    assert_eq!(health.status(), 200, "Mm5 keeps its own descriptors");
+    let transports = format!("http://127.0.0.1:{mp1_port}/mep/mec_service_mgmt/v1/transports");
+    for _ in 0..10 {
+        assert_eq!(client.get(&transports).send().unwrap().status(), 200);
+    }
+    let metrics = client
+        .get(format!("{mm5}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("reason=\"evicted\""),
+        "the flood made room by eviction:\n{metrics}"
+    );
+    drop(flood);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("descriptor budget"), "{text}");
+    let accept_warnings = text.matches("accept failed").count();
+    assert!(
+        accept_warnings <= 5,
+        "{accept_warnings} accept warnings:\n{text}"
+    );
+}

@@ -25,6 +25,9 @@ pub struct ConnLimits {
     /// The idle limit when the table is full; between half and full it falls linearly, so that
     /// idle connections make room sooner the more there are.
     pub min_idle_timeout: Duration,
+    /// Time a new connection has to start its first request (see [`ConnTicket::start`]),
+    /// however many bytes it trickles meanwhile; `None` leaves it to the idle limit.
+    pub first_request_timeout: Option<Duration>,
 }
 
 /// Why a new connection was not admitted.
@@ -43,11 +46,14 @@ pub enum Closed {
     Evicted,
     /// It stayed silent, with nothing in flight, beyond the idle limit.
     Idle,
+    /// It did not start a request within the first-request timeout.
+    NoRequest,
 }
 
 const OPEN: u8 = 0;
 const EVICTED: u8 = 1;
 const IDLE: u8 = 2;
+const NO_REQUEST: u8 = 3;
 
 /// Counts of a table, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,6 +64,7 @@ pub struct TableCounts {
     pub refused_full: u64,
     pub evicted: u64,
     pub closed_idle: u64,
+    pub closed_no_request: u64,
 }
 
 #[derive(Debug)]
@@ -65,8 +72,11 @@ struct Entry {
     id: u64,
     client: IpAddr,
     /// Milliseconds since the table's epoch.
+    admitted: u64,
     last_active: AtomicU64,
     in_flight: AtomicUsize,
+    /// Whether a request was ever started on it.
+    started: std::sync::atomic::AtomicBool,
     closed_as: AtomicU8,
     close: CancellationToken,
 }
@@ -85,6 +95,7 @@ struct Counters {
     refused_full: AtomicU64,
     evicted: AtomicU64,
     closed_idle: AtomicU64,
+    closed_no_request: AtomicU64,
 }
 
 /// Every open connection of one listener. Share it in an `Arc`.
@@ -174,11 +185,14 @@ impl ConnTable {
             }
         }
         inner.next_id += 1;
+        let now = self.now_ms();
         let entry = Arc::new(Entry {
             id: inner.next_id,
             client,
-            last_active: AtomicU64::new(self.now_ms()),
+            admitted: now,
+            last_active: AtomicU64::new(now),
             in_flight: AtomicUsize::new(0),
+            started: std::sync::atomic::AtomicBool::new(false),
             closed_as: AtomicU8::new(OPEN),
             close: CancellationToken::new(),
         });
@@ -226,27 +240,41 @@ impl ConnTable {
         idle_timeout - (idle_timeout - min_idle_timeout).mul_f64(pressure)
     }
 
-    /// Closes every connection idle beyond the current limit; answers how many.
+    /// Closes every connection idle beyond the current limit, and every one that has not
+    /// started a request within the first-request timeout; answers how many.
     pub fn sweep(&self) -> usize {
         let limit = self.idle_timeout().as_millis() as u64;
+        let first = self
+            .limits
+            .first_request_timeout
+            .map(|t| t.as_millis() as u64);
         let now = self.now_ms();
         let mut inner = self.lock();
-        let idle: Vec<u64> = inner
-            .entries
-            .values()
-            .filter(|e| {
-                e.in_flight.load(Ordering::Acquire) == 0
-                    && now.saturating_sub(e.last_active.load(Ordering::Relaxed)) > limit
-            })
-            .map(|e| e.id)
-            .collect();
+        let mut idle = Vec::new();
+        let mut no_request = Vec::new();
+        for e in inner.entries.values() {
+            if first.is_some_and(|first| {
+                !e.started.load(Ordering::Acquire) && now.saturating_sub(e.admitted) > first
+            }) {
+                no_request.push(e.id);
+            } else if e.in_flight.load(Ordering::Acquire) == 0
+                && now.saturating_sub(e.last_active.load(Ordering::Relaxed)) > limit
+            {
+                idle.push(e.id);
+            }
+        }
         for id in &idle {
             self.close_locked(&mut inner, *id, IDLE);
         }
-        self.counters
-            .closed_idle
+        for id in &no_request {
+            self.close_locked(&mut inner, *id, NO_REQUEST);
+        }
+        let c = &self.counters;
+        c.closed_idle
             .fetch_add(idle.len() as u64, Ordering::Relaxed);
-        idle.len()
+        c.closed_no_request
+            .fetch_add(no_request.len() as u64, Ordering::Relaxed);
+        idle.len() + no_request.len()
     }
 
     /// Sweeps every `period` until `shutdown` fires.
@@ -275,6 +303,7 @@ impl ConnTable {
             refused_full: c.refused_full.load(Ordering::Relaxed),
             evicted: c.evicted.load(Ordering::Relaxed),
             closed_idle: c.closed_idle.load(Ordering::Relaxed),
+            closed_no_request: c.closed_no_request.load(Ordering::Relaxed),
         }
     }
 }
@@ -298,6 +327,7 @@ impl ConnTicket {
     /// connection is neither idle nor evictable until the guard is dropped.
     pub fn start(&self) -> InFlight {
         self.entry.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.entry.started.store(true, Ordering::Release);
         InFlight {
             table: Arc::clone(&self.table),
             entry: Arc::clone(&self.entry),
@@ -309,6 +339,7 @@ impl ConnTicket {
         self.entry.close.cancelled().await;
         match self.entry.closed_as.load(Ordering::Acquire) {
             EVICTED => Closed::Evicted,
+            NO_REQUEST => Closed::NoRequest,
             _ => Closed::Idle,
         }
     }
@@ -352,6 +383,7 @@ mod tests {
             max_per_client: per_client,
             idle_timeout: Duration::from_secs(10),
             min_idle_timeout: Duration::from_millis(500),
+            first_request_timeout: None,
         }
     }
 
@@ -435,5 +467,28 @@ mod tests {
             1,
             "a closed ticket's drop frees nothing twice"
         );
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_starts_a_request_is_closed_however_it_trickles() {
+        let table = ConnTable::new(
+            "t",
+            ConnLimits {
+                first_request_timeout: Some(Duration::from_millis(30)),
+                ..limits(4, 10)
+            },
+        );
+        let trickler = table.admit(ip("192.0.2.1")).unwrap();
+        let served = table.admit(ip("192.0.2.2")).unwrap();
+        drop(served.start());
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            trickler.touch();
+            table.sweep();
+        }
+        let closed = tokio::time::timeout(Duration::from_secs(1), trickler.closed()).await;
+        assert_eq!(closed, Ok(Closed::NoRequest));
+        assert_eq!(table.counts().closed_no_request, 1);
+        assert_eq!(table.counts().open, 1, "the served connection stays");
     }
 }

@@ -1,13 +1,15 @@
 //! Middleware every listener uses.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use axum::body::HttpBody as _;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::header::CONTENT_TYPE;
-use http::StatusCode;
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, StatusCode};
+use http_body_util::BodyExt;
 
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 use crate::problem::{problem_response, ApiError};
@@ -19,6 +21,76 @@ pub async fn limit_uri_length(State(max): State<usize>, req: Request, next: Next
         return ApiError::UriTooLong(max).into_response();
     }
     next.run(req).await
+}
+
+/// What a request body may be.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    /// Time the whole body has to arrive once the head has.
+    pub timeout: Duration,
+}
+
+/// Reads a request's body before any handler sees it: 413 straight from a `Content-Length` over
+/// the limit (before a byte of the body is read, and without `100 Continue`), 413 when a body
+/// without a declared length grows over it, 408 (closing the connection) when it does not arrive
+/// whole within the timeout. Handlers then read it from memory.
+pub async fn read_body_within(
+    State(limits): State<BodyLimits>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_bytes as u64) {
+        return ApiError::PayloadTooLarge(format!(
+            "the declared body of {} bytes is larger than the limit of {} bytes",
+            declared.unwrap_or_default(),
+            limits.max_bytes
+        ))
+        .into_response();
+    }
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let collected = tokio::time::timeout(
+        limits.timeout,
+        http_body_util::Limited::new(body, limits.max_bytes).collect(),
+    )
+    .await;
+    match collected {
+        Ok(Ok(body)) => {
+            let req = Request::from_parts(parts, axum::body::Body::from(body.to_bytes()));
+            next.run(req).await
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            ApiError::PayloadTooLarge(format!(
+                "the request body is larger than the limit of {} bytes",
+                limits.max_bytes
+            ))
+            .into_response()
+        }
+        Ok(Err(e)) => {
+            ApiError::BadRequest(format!("the request body could not be read: {e}")).into_response()
+        }
+        Err(_) => {
+            let mut response = problem_response(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    limits.timeout.as_secs_f64()
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
 }
 
 /// Gives the bodiless 404 and 405 responses of routing a `ProblemDetails` body.

@@ -26,6 +26,8 @@ pub struct NotifyConfig {
     /// Wait before the first retry; doubles each time up to `max_backoff`.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// Deliveries in flight at once, over all subscriptions (each holds a connection).
+    pub max_in_flight: usize,
 }
 
 impl Default for NotifyConfig {
@@ -36,6 +38,7 @@ impl Default for NotifyConfig {
             retries: 4,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            max_in_flight: 256,
         }
     }
 }
