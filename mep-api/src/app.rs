@@ -37,7 +37,7 @@ use crate::model::service::{
 };
 use crate::mp1::app_support::AppSupportState;
 use crate::mp1::timing::{NtpServer, PtpMaster};
-use crate::notify::Notifier;
+use crate::notify::{Notifier, NotifyConfig};
 use crate::registry::{run_liveness_sweeper, Registry, RegistryError, RegistryParts};
 use crate::store::{Store, StoreError, Table, Write};
 use crate::tls::TlsError;
@@ -175,7 +175,11 @@ impl Mep {
 
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::new());
-        let notifier = Notifier::new(config.notify.clone(), metrics.clone(), shutdown.clone())?;
+        let notify_config = NotifyConfig {
+            max_in_flight: budget.notify,
+            ..config.notify.clone()
+        };
+        let notifier = Notifier::new(notify_config, metrics.clone(), shutdown.clone())?;
         let mut transports = vec![platform_transport(&store, &links).await?];
         transports.extend(config.transports.iter().cloned());
         let registry = Arc::new(Registry::load(RegistryParts {

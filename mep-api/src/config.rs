@@ -85,9 +85,17 @@ pub struct ServeArgs {
     /// Retries of a failed notification [default: 4].
     #[arg(long, env = "MEP_NOTIFY_RETRIES")]
     pub notify_retries: Option<u32>,
-    /// Notifications queued per subscription before new ones are dropped [default: 1024].
+    /// Notifications queued per subscription; beyond that the oldest are dropped [default: 1024].
     #[arg(long, env = "MEP_NOTIFY_QUEUE")]
     pub notify_queue: Option<usize>,
+    /// Bytes of notifications queued over all subscriptions; beyond that the oldest of the
+    /// fullest queue are dropped [default: 33554432].
+    #[arg(long, env = "MEP_NOTIFY_QUEUE_BYTES")]
+    pub notify_queue_bytes: Option<usize>,
+    /// Failed delivery attempts in a row after which a subscription is failing (one attempt per
+    /// notification, a short queue, a quarter of the connections) [default: 5].
+    #[arg(long, env = "MEP_NOTIFY_FAILING_AFTER")]
+    pub notify_failing_after: Option<u32>,
     /// Data plane that receives rule changes: none, upf-http, xdp [default: none].
     #[arg(long, env = "MEP_DATAPLANE")]
     pub dataplane: Option<String>,
@@ -198,6 +206,8 @@ struct FileConfig {
     notify_timeout_ms: Option<u64>,
     notify_retries: Option<u32>,
     notify_queue: Option<usize>,
+    notify_queue_bytes: Option<usize>,
+    notify_failing_after: Option<u32>,
     dataplane: Option<String>,
     xdp_ifaces: Option<Vec<String>>,
     upf_endpoint: Option<String>,
@@ -463,6 +473,14 @@ impl Config {
                     .notify_queue
                     .or(file.notify_queue)
                     .unwrap_or(d.notify.queue_capacity),
+                queue_bytes: args
+                    .notify_queue_bytes
+                    .or(file.notify_queue_bytes)
+                    .unwrap_or(d.notify.queue_bytes),
+                failing_after: args
+                    .notify_failing_after
+                    .or(file.notify_failing_after)
+                    .unwrap_or(d.notify.failing_after),
                 ..d.notify.clone()
             },
             dataplane: DataPlaneChoice::parse(
@@ -548,6 +566,14 @@ impl Config {
                     transport.id
                 )));
             }
+        }
+        if self.notify.queue_capacity == 0
+            || self.notify.queue_bytes == 0
+            || self.notify.failing_after == 0
+        {
+            return Err(ConfigError::Invalid(
+                "notify_queue, notify_queue_bytes and notify_failing_after must be positive",
+            ));
         }
         let h = &self.http;
         if h.header_timeout.is_zero() || h.body_timeout.is_zero() || h.idle_timeout.is_zero() {

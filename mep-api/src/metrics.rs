@@ -62,6 +62,8 @@ pub struct Metrics {
     pub notifications_failed: Counter,
     pub notification_attempts_failed: Counter,
     pub notifications_dropped: Counter,
+    pub notification_queue_bytes: Gauge,
+    pub notification_subscriptions_failing: Gauge,
     pub store_bytes: Gauge,
     pub services: Gauge,
     pub subscriptions: Gauge,
@@ -114,8 +116,20 @@ impl Metrics {
         let notifications_dropped = Counter::default();
         registry.register(
             "notifications_dropped",
-            "Notifications dropped because the subscriber's queue was full",
+            "Queued notifications dropped, oldest first, because a subscriber's queue or the queue budget was full",
             notifications_dropped.clone(),
+        );
+        let notification_queue_bytes = Gauge::default();
+        registry.register(
+            "notification_queue_bytes",
+            "Bytes of notifications waiting for delivery, all subscriptions together",
+            notification_queue_bytes.clone(),
+        );
+        let notification_subscriptions_failing = Gauge::default();
+        registry.register(
+            "notification_subscriptions_failing",
+            "Subscriptions whose callback failed notify_failing_after attempts in a row",
+            notification_subscriptions_failing.clone(),
         );
         let store_bytes = Gauge::default();
         registry.register(
@@ -163,6 +177,8 @@ impl Metrics {
             notifications_failed,
             notification_attempts_failed,
             notifications_dropped,
+            notification_queue_bytes,
+            notification_subscriptions_failing,
             store_bytes,
             services,
             subscriptions,

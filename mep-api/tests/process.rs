@@ -22,6 +22,10 @@ struct Running {
 }
 
 fn start(data_dir: &std::path::Path, mp1_port: u16) -> Running {
+    start_with_args(data_dir, mp1_port, &[])
+}
+
+fn start_with_args(data_dir: &std::path::Path, mp1_port: u16, extra: &[&str]) -> Running {
     let mm5_port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_mep"))
         .args([
@@ -35,6 +39,7 @@ fn start(data_dir: &std::path::Path, mp1_port: u16) -> Running {
         .arg(data_dir)
         .args(["--mp1-addr", &format!("127.0.0.1:{mp1_port}")])
         .args(["--mm5-addr", &format!("127.0.0.1:{mm5_port}")])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -480,4 +485,190 @@ fn a_descriptor_flood_leaves_mm5_and_mp1_answering() {
         accept_warnings <= 5,
         "{accept_warnings} accept warnings:\n{text}"
     );
+}
+
+/// The resident memory of a process, from `/proc/<pid>/status`.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A callback that accepts connections and never answers; holds what it accepted.
+fn black_hole() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    port
+}
+
+/// A callback that answers every request 204 and counts them.
+fn counting_receiver() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if writer
+                        .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, count)
+}
+
+/// 300 subscriptions whose callback accepts and never answers, under service churn: the
+/// process stays under 96 MiB, a working subscriber keeps getting its notifications, and the
+/// memory comes back down when the 300 are deleted.
+#[test]
+fn black_hole_subscriptions_neither_grow_memory_nor_starve_others() {
+    let dir = tempfile::tempdir().unwrap();
+    // Short attempts, so that the holes are found failing within the test.
+    let mep = start_with_args(
+        dir.path(),
+        free_port(),
+        &["--notify-timeout-ms", "1000", "--notify-failing-after", "2"],
+    );
+    let client = reqwest::blocking::Client::new();
+    let hole = format!("http://127.0.0.1:{}/notify", black_hole());
+    let mut holes = Vec::new();
+    for i in 0..300 {
+        let r = client
+            .post(format!("{}/applications/bh-{i}/subscriptions", mep.mp1))
+            .json(
+                &json!({"subscriptionType": "SerAvailabilityNotificationSubscription",
+                          "callbackReference": hole}),
+            )
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        holes.push(r.headers()["location"].to_str().unwrap().to_owned());
+    }
+    let (port, delivered) = counting_receiver();
+    let r = client
+        .post(format!("{}/applications/watcher/subscriptions", mep.mp1))
+        .json(
+            &json!({"subscriptionType": "SerAvailabilityNotificationSubscription",
+                      "callbackReference": format!("http://127.0.0.1:{port}/notify")}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let baseline = rss_bytes(mep.child.id());
+
+    let pid = mep.child.id();
+    let mut peak = 0;
+    let mut changes = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(25) {
+        let r = client
+            .post(format!("{}/applications/churn/services", mep.mp1))
+            .json(&service(&format!("churn-{changes}")))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let id = r.json::<Value>().unwrap()["serInstanceId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let r = client
+            .delete(format!("{}/applications/churn/services/{id}", mep.mp1))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        changes += 2;
+        if changes % 50 == 0 {
+            peak = peak.max(rss_bytes(pid));
+        }
+    }
+    peak = peak.max(rss_bytes(pid));
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    assert!(
+        peak < 96 << 20,
+        "RSS {:.1} MiB at peak (baseline {:.1} MiB) after {changes} changes",
+        mib(peak),
+        mib(baseline)
+    );
+    let during = delivered.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!(
+        "RSS {:.1} MiB at first, {:.1} MiB at peak; {changes} changes, the working subscriber \
+         had {during} notifications when they ended",
+        mib(baseline),
+        mib(peak)
+    );
+    wait_until(|| delivered.load(std::sync::atomic::Ordering::SeqCst) >= changes * 9 / 10);
+    let failing = || {
+        client
+            .get(format!("{}/metrics", mep.mm5))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+            .contains("mep_notification_subscriptions_failing 300")
+    };
+    wait_until(failing);
+    for location in &holes {
+        assert_eq!(client.delete(location).send().unwrap().status(), 204);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss_bytes(pid);
+    let metrics = client
+        .get(format!("{}/metrics", mep.mm5))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("mep_notification_queue_bytes 0"),
+        "{metrics}"
+    );
+    eprintln!("RSS {:.1} MiB after deleting the 300", mib(after));
+    assert!(
+        after < peak - (peak - baseline) / 3,
+        "RSS {:.1} MiB after deleting them, {:.1} MiB at peak, {:.1} MiB at first",
+        mib(after),
+        mib(peak),
+        mib(baseline)
+    );
+    let mut child = mep.child;
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

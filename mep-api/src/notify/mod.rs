@@ -2,23 +2,44 @@
 //! POSTs in order with a timeout and retries with exponential backoff, so a slow or dead callback
 //! delays only its own subscriber and never the API. Certificates are verified; redirects are not
 //! followed (a notification never goes anywhere but the subscriber's callback).
+//!
+//! Memory and connections are bounded whatever the subscribers do:
+//! - every queue holds at most `queue_capacity` notifications, and all queues together at most
+//!   `queue_bytes` bytes; when either is exceeded the *oldest* queued notifications go first, from
+//!   the queue that holds the most (a stuck receiver's), and each is counted as dropped;
+//! - attempts of a subscription whose last attempt failed (retries, and everything a stuck
+//!   receiver is sent) draw on a quarter of the connection budget, so stuck receivers never
+//!   take the connections of working ones; after `failing_after` failed attempts in a row it is
+//!   *failing*: it keeps only `failing_queue` notifications and gets one attempt per
+//!   notification. A delivered notification makes it healthy again;
+//! - deleting a subscription drops its queue at once; when the queues have shrunk by more than
+//!   [`RETURN_AFTER`] bytes since the last look, the freed memory is handed back to the
+//!   operating system (glibc keeps freed small blocks otherwise, and the process's RSS would stay
+//!   at its high-water mark).
+
+mod queue;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use queue::{Job, Queue};
 
 /// Delivery settings.
 #[derive(Debug, Clone)]
 pub struct NotifyConfig {
-    /// Notifications waiting per subscription before new ones are dropped.
+    /// Notifications waiting per subscription; beyond that the oldest is dropped.
     pub queue_capacity: usize,
+    /// Bytes of notifications waiting in all queues together; beyond that the oldest of the
+    /// fullest queue are dropped.
+    pub queue_bytes: usize,
     /// Timeout of one delivery attempt.
     pub timeout: Duration,
     /// Attempts after the first one.
@@ -28,36 +49,48 @@ pub struct NotifyConfig {
     pub max_backoff: Duration,
     /// Deliveries in flight at once, over all subscriptions (each holds a connection).
     pub max_in_flight: usize,
+    /// Failed attempts in a row after which a subscription is failing.
+    pub failing_after: u32,
+    /// Notifications a failing subscription keeps queued.
+    pub failing_queue: usize,
 }
 
 impl Default for NotifyConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 1024,
+            queue_bytes: 32 << 20,
             timeout: Duration::from_secs(5),
             retries: 4,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             max_in_flight: 256,
+            failing_after: 5,
+            failing_queue: 16,
         }
     }
 }
 
-struct Job {
-    callback: Arc<str>,
-    body: Bytes,
-}
+/// Shrinkage of the queues, in bytes, after which freed memory is returned to the system.
+pub const RETURN_AFTER: usize = 8 << 20;
 
-struct Queue {
-    jobs: mpsc::Sender<Job>,
-    cancel: CancellationToken,
-}
+/// How often the queues' high-water mark is looked at.
+const MAINTENANCE_PERIOD: Duration = Duration::from_secs(2);
 
 struct Inner {
     client: reqwest::Client,
     config: NotifyConfig,
     metrics: Arc<Metrics>,
-    queues: Mutex<HashMap<String, Queue>>,
+    queues: Mutex<HashMap<String, Arc<Queue>>>,
+    /// Bytes queued in all queues.
+    queued_bytes: AtomicUsize,
+    /// The most `queued_bytes` held since the last maintenance look.
+    high_water: AtomicUsize,
+    failing: AtomicI64,
+    /// Connections for the attempts of subscriptions whose last attempt succeeded, and for the
+    /// others'.
+    healthy_slots: Semaphore,
+    failing_slots: Semaphore,
     shutdown: CancellationToken,
 }
 
@@ -77,98 +110,195 @@ impl Notifier {
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(2)
+            .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("mep/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self {
+        let slots = config.max_in_flight.max(2);
+        let failing_slots = (slots / 4).max(1);
+        let notifier = Self {
             inner: Arc::new(Inner {
                 client,
-                config,
                 metrics,
                 queues: Mutex::new(HashMap::new()),
+                queued_bytes: AtomicUsize::new(0),
+                high_water: AtomicUsize::new(0),
+                failing: AtomicI64::new(0),
+                healthy_slots: Semaphore::new(slots - failing_slots),
+                failing_slots: Semaphore::new(failing_slots),
                 shutdown,
+                config,
             }),
-        })
-    }
-
-    /// Queues `body` for the subscription's callback. Never waits: a full queue drops the
-    /// notification and counts it.
-    pub fn deliver(&self, subscription_id: &str, callback: &str, body: Bytes) {
-        let mut queues = self.inner.queues.lock();
-        let queue = queues
-            .entry(subscription_id.to_owned())
-            .or_insert_with(|| self.spawn_worker(subscription_id));
-        let job = Job {
-            callback: Arc::from(callback),
-            body,
         };
-        match queue.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.inner.metrics.notifications_dropped.inc();
-                tracing::warn!(
-                    subscription = subscription_id,
-                    "notification queue full; dropped"
-                );
+        tokio::spawn(notifier.clone().return_memory());
+        Ok(notifier)
+    }
+
+    /// Hands freed memory back to the system after the queues shrank a lot.
+    async fn return_memory(self) {
+        let inner = &self.inner;
+        let mut tick = tokio::time::interval(MAINTENANCE_PERIOD);
+        loop {
+            tokio::select! {
+                _ = inner.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
             }
-            Err(mpsc::error::TrySendError::Closed(job)) => {
-                let fresh = self.spawn_worker(subscription_id);
-                let _ = fresh.jobs.try_send(job);
-                queues.insert(subscription_id.to_owned(), fresh);
+            let now = inner.queued_bytes.load(Ordering::Relaxed);
+            let high = inner.high_water.swap(now, Ordering::Relaxed);
+            if high.saturating_sub(now) > RETURN_AFTER {
+                let _ = tokio::task::spawn_blocking(release_free_memory).await;
             }
         }
     }
 
-    /// Stops delivering to a subscription and drops what it still had queued.
+    /// Queues `body` for the subscription's callback. Never waits: a full queue (or a full
+    /// budget) drops the oldest waiting notification and counts it.
+    pub fn deliver(&self, subscription_id: &str, callback: &str, body: Bytes) {
+        let inner = &self.inner;
+        let queue = Arc::clone(
+            inner
+                .queues
+                .lock()
+                .entry(subscription_id.to_owned())
+                .or_insert_with(|| self.spawn_worker(subscription_id, callback)),
+        );
+        let capacity = if queue.is_failing() {
+            inner.config.failing_queue
+        } else {
+            inner.config.queue_capacity
+        };
+        let job = Job { body };
+        let (added, dropped) = queue.push(job, capacity.max(1));
+        self.account(added as isize - dropped.bytes as isize, dropped.count);
+        if inner.queued_bytes.load(Ordering::Relaxed) > inner.config.queue_bytes {
+            self.shed();
+        }
+    }
+
+    /// Stops delivering to a subscription and drops (and frees) what it still had queued.
     pub fn forget(&self, subscription_id: &str) {
-        if let Some(queue) = self.inner.queues.lock().remove(subscription_id) {
-            queue.cancel.cancel();
+        let Some(queue) = self.inner.queues.lock().remove(subscription_id) else {
+            return;
+        };
+        queue.cancel.cancel();
+        let freed = queue.clear();
+        self.account(-(freed.bytes as isize), 0);
+        if queue.is_failing() {
+            self.set_failing_delta(-1);
         }
     }
 
-    fn spawn_worker(&self, subscription_id: &str) -> Queue {
-        let (jobs, rx) = mpsc::channel(self.inner.config.queue_capacity.max(1));
-        let cancel = self.inner.shutdown.child_token();
+    /// Bytes waiting in all queues.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Adds `bytes` (which may be negative) to the global count, and counts `dropped`.
+    fn account(&self, bytes: isize, dropped: usize) {
+        let inner = &self.inner;
+        if bytes >= 0 {
+            let now = inner
+                .queued_bytes
+                .fetch_add(bytes as usize, Ordering::Relaxed)
+                + bytes as usize;
+            inner.high_water.fetch_max(now, Ordering::Relaxed);
+        } else {
+            inner
+                .queued_bytes
+                .fetch_sub(bytes.unsigned_abs(), Ordering::Relaxed);
+        }
+        inner
+            .metrics
+            .notification_queue_bytes
+            .set(inner.queued_bytes.load(Ordering::Relaxed) as i64);
+        if dropped > 0 {
+            inner.metrics.notifications_dropped.inc_by(dropped as u64);
+        }
+    }
+
+    /// Drops the oldest notifications of the fullest queues until all queues fit the budget.
+    fn shed(&self) {
+        let inner = &self.inner;
+        let queues = inner.queues.lock();
+        while inner.queued_bytes.load(Ordering::Relaxed) > inner.config.queue_bytes {
+            let Some(fullest) = queues.values().max_by_key(|q| q.bytes()) else {
+                return;
+            };
+            let dropped = fullest.drop_oldest();
+            if dropped.count == 0 {
+                return;
+            }
+            self.account(-(dropped.bytes as isize), dropped.count);
+        }
+    }
+
+    fn set_failing_delta(&self, delta: i64) {
+        let now = self.inner.failing.fetch_add(delta, Ordering::Relaxed) + delta;
+        self.inner
+            .metrics
+            .notification_subscriptions_failing
+            .set(now);
+    }
+
+    fn spawn_worker(&self, subscription_id: &str, callback: &str) -> Arc<Queue> {
+        let queue = Arc::new(Queue::new(callback, self.inner.shutdown.child_token()));
         tokio::spawn(run_worker(
-            self.inner.clone(),
+            self.clone(),
             subscription_id.to_owned(),
-            rx,
-            cancel.clone(),
+            Arc::clone(&queue),
         ));
-        Queue { jobs, cancel }
+        queue
     }
 }
 
-async fn run_worker(
-    inner: Arc<Inner>,
-    subscription: String,
-    mut jobs: mpsc::Receiver<Job>,
-    cancel: CancellationToken,
-) {
+async fn run_worker(notifier: Notifier, subscription: String, queue: Arc<Queue>) {
+    let inner = &notifier.inner;
     loop {
         let job = tokio::select! {
-            _ = cancel.cancelled() => return,
-            job = jobs.recv() => match job {
-                Some(job) => job,
-                None => return,
-            },
+            _ = queue.cancel.cancelled() => return,
+            job = queue.next() => job,
         };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = deliver_with_retries(&inner, &subscription, &job) => {}
+        notifier.account(-(job.cost() as isize), 0);
+        let delivered = tokio::select! {
+            _ = queue.cancel.cancelled() => return,
+            delivered = deliver_with_retries(&notifier, &subscription, &queue, &job) => delivered,
+        };
+        if delivered {
+            if queue.record_success() {
+                notifier.set_failing_delta(-1);
+                tracing::info!(subscription, "callback answers again; subscription healthy");
+            }
+        } else {
+            inner.metrics.notifications_failed.inc();
+            tracing::warn!(subscription, callback = %queue.callback, "notification not delivered");
         }
     }
 }
 
-async fn deliver_with_retries(inner: &Inner, subscription: &str, job: &Job) {
+/// Delivers one notification; answers whether it was acknowledged. A failing subscription gets
+/// one attempt; a healthy one the configured retries with backoff.
+async fn deliver_with_retries(
+    notifier: &Notifier,
+    subscription: &str,
+    queue: &Queue,
+    job: &Job,
+) -> bool {
+    let inner = &notifier.inner;
     let mut backoff = inner.config.initial_backoff;
-    for attempt in 0..=inner.config.retries {
-        if attempt > 0 {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(inner.config.max_backoff);
-        }
+    let mut attempt = 0;
+    loop {
+        let failing = queue.is_failing();
+        let slots = if queue.recently_failed() {
+            &inner.failing_slots
+        } else {
+            &inner.healthy_slots
+        };
+        let Ok(_slot) = slots.acquire().await else {
+            return false;
+        };
         let outcome = inner
             .client
-            .post(&*job.callback)
+            .post(&*queue.callback)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(job.body.clone())
             .send()
@@ -176,23 +306,44 @@ async fn deliver_with_retries(inner: &Inner, subscription: &str, job: &Job) {
         match outcome {
             Ok(response) if response.status().is_success() => {
                 inner.metrics.notifications_delivered.inc();
-                return;
+                return true;
             }
             Ok(response) => {
-                inner.metrics.notification_attempts_failed.inc();
                 tracing::debug!(subscription, status = %response.status(), attempt, "callback refused notification");
             }
             Err(e) => {
-                inner.metrics.notification_attempts_failed.inc();
                 tracing::debug!(subscription, error = %e, attempt, "callback unreachable");
             }
         }
+        inner.metrics.notification_attempts_failed.inc();
+        if queue.record_failure(inner.config.failing_after) {
+            notifier.set_failing_delta(1);
+            let dropped = queue.trim(inner.config.failing_queue.max(1));
+            notifier.account(-(dropped.bytes as isize), dropped.count);
+            tracing::warn!(
+                subscription,
+                callback = %queue.callback,
+                failures = inner.config.failing_after,
+                "callback keeps failing; subscription marked failing"
+            );
+        }
+        if failing || attempt >= inner.config.retries {
+            return false;
+        }
+        attempt += 1;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(inner.config.max_backoff);
     }
-    inner.metrics.notifications_failed.inc();
-    tracing::warn!(
-        subscription,
-        callback = %job.callback,
-        "notification not delivered after {} attempts",
-        inner.config.retries + 1
-    );
 }
+
+/// Returns the allocator's free memory to the operating system.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
