@@ -38,6 +38,7 @@ use crate::model::service::{
 use crate::mp1::app_support::AppSupportState;
 use crate::mp1::timing::{NtpServer, PtpMaster};
 use crate::notify::{Notifier, NotifyConfig};
+use crate::readiness::{Part, Readiness};
 use crate::registry::{run_liveness_sweeper, Registry, RegistryError, RegistryParts};
 use crate::store::{Store, StoreError, Table, Write};
 use crate::tls::TlsError;
@@ -174,6 +175,7 @@ impl Mep {
         }
 
         let shutdown = CancellationToken::new();
+        let readiness = Arc::new(Readiness::default());
         let metrics = Arc::new(Metrics::new());
         let notify_config = NotifyConfig {
             max_in_flight: budget.notify,
@@ -204,9 +206,11 @@ impl Mep {
                 dataplane,
                 registry: registry.clone(),
                 config: config.apps.clone(),
+                readiness: readiness.clone(),
             })
             .await?,
         );
+        readiness.set(Part::Store, true);
 
         let spelling = spelling_template().await;
         let mp1_router = with_common_layers(
@@ -249,6 +253,7 @@ impl Mep {
                 registry: registry.clone(),
                 store: store.clone(),
                 dataplane: apps.dataplane().clone(),
+                readiness: readiness.clone(),
             })
             .merge(mm5::appd::router(apps.clone()))
             .merge(mm5::capabilities::router(registry.clone()))
@@ -270,6 +275,7 @@ impl Mep {
             .map_err(StartError::Dns)?;
         metrics.register_with(|registry| dns.metrics().register(registry));
         let dns_addr = dns.local_addr();
+        readiness.set(Part::Dns, true);
 
         let mut tasks = JoinSet::new();
         tasks.spawn(dns.stopped());

@@ -18,6 +18,7 @@ pub mod model;
 pub mod mp1;
 pub mod notify;
 pub mod problem;
+pub mod readiness;
 pub mod registry;
 pub mod store;
 pub mod tls;

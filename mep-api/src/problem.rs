@@ -108,6 +108,7 @@ impl From<RuleChangeError> for ApiError {
             RuleChangeError::Store(_)
             | RuleChangeError::Interrupted(_)
             | RuleChangeError::Encoding(_) => ApiError::Internal(detail),
+            RuleChangeError::DataPlaneOutOfSync(_) => ApiError::ServiceUnavailable(detail),
         }
     }
 }

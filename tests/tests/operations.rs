@@ -55,3 +55,109 @@ async fn health_and_metrics() {
     assert!(store_bytes > 0);
     mep.stop().await;
 }
+
+/// A data plane whose first sync waits until the test lets it through.
+struct GatedDataPlane {
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl mep_dataplane::DataPlane for GatedDataPlane {
+    fn kind(&self) -> &'static str {
+        "gated"
+    }
+    async fn init(&self, _: &mep_dataplane::Snapshot) -> Result<(), mep_dataplane::DataPlaneError> {
+        let _ = self.gate.acquire().await;
+        Ok(())
+    }
+    async fn add_traffic_rule(
+        &self,
+        _: &mep_dataplane::AppInfo,
+        _: &mep_dataplane::TrafficRule,
+    ) -> Result<(), mep_dataplane::DataPlaneError> {
+        Ok(())
+    }
+    async fn set_traffic_rule(
+        &self,
+        _: &mep_dataplane::AppInfo,
+        _: &mep_dataplane::TrafficRule,
+    ) -> Result<(), mep_dataplane::DataPlaneError> {
+        Ok(())
+    }
+    async fn delete_traffic_rule(
+        &self,
+        _: &mep_dataplane::AppInfo,
+        _: &mep_dataplane::TrafficRule,
+    ) -> Result<(), mep_dataplane::DataPlaneError> {
+        Ok(())
+    }
+    async fn add_dns_rule(
+        &self,
+        _: &mep_dataplane::AppInfo,
+        _: &mep_dataplane::DnsRule,
+    ) -> Result<(), mep_dataplane::DataPlaneError> {
+        Ok(())
+    }
+    async fn set_dns_rule(
+        &self,
+        _: &mep_dataplane::AppInfo,
+        _: &mep_dataplane::DnsRule,
+    ) -> Result<(), mep_dataplane::DataPlaneError> {
+        Ok(())
+    }
+    async fn delete_dns_rule(
+        &self,
+        _: &mep_dataplane::AppInfo,
+        _: &mep_dataplane::DnsRule,
+    ) -> Result<(), mep_dataplane::DataPlaneError> {
+        Ok(())
+    }
+    async fn resync(
+        &self,
+        _: &mep_dataplane::Snapshot,
+    ) -> Result<(), mep_dataplane::DataPlaneError> {
+        Ok(())
+    }
+}
+
+/// `/ready` is 503, saying what is missing, until the data plane holds the committed rules;
+/// `/health` answers all along.
+#[tokio::test]
+async fn ready_waits_for_the_data_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = std::sync::Arc::new(GatedDataPlane {
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let mep =
+        TestMep::start_with_dataplane(mep_tests::test_config(dir.path()), Some(plane.clone()))
+            .await;
+    let ready = format!("{}/ready", mep.mm5);
+    let r = mep.http.get(&ready).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let problem = mep_tests::assert_problem(r, 503).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("data plane"),
+        "{problem}"
+    );
+    let health = mep
+        .http
+        .get(format!("{}/health", mep.mm5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    plane.gate.add_permits(1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = mep.http.get(&ready).send().await.unwrap();
+        if r.status() == 200 {
+            assert_eq!(r.json::<Value>().await.unwrap()["status"], "ready");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    mep.stop().await;
+}

@@ -9,6 +9,7 @@ use mep_dataplane::{AppInfo, DataPlaneError, DnsRule, RuleState, TrafficRule};
 use super::{Apps, AppsError, TaskRecord};
 use crate::model::appd::{AppDConfig, ConfigResult, TaskProgress};
 use crate::model::ids::{new_id, AppInstanceId};
+use crate::readiness::Part;
 use crate::store::{StoreError, Table, Write};
 
 /// Why a rule change was not even started.
@@ -28,6 +29,8 @@ pub enum RuleChangeError {
     Store(#[from] StoreError),
     #[error("cannot encode a record for the store: {0}")]
     Encoding(String),
+    #[error("the data plane is out of sync and cannot be resynchronized: {0}")]
+    DataPlaneOutOfSync(String),
 }
 
 /// How a started rule change ended.
@@ -249,6 +252,7 @@ impl Apps {
         target: Option<AppDConfig>,
     ) -> Result<ChangeOutcome, RuleChangeError> {
         let ops = diff(previous.as_ref(), target.as_ref());
+        self.ensure_in_sync().await?;
         // Encoded before the data plane is called, so nothing it applied can fail to be stored
         // for want of an encoding.
         let config_write = match &target {
@@ -344,6 +348,23 @@ impl Apps {
         })
     }
 
+    /// A data plane left out of sync (a revert and the resync after it failed) is resynced
+    /// before any further change reaches it; while that fails, changes fail.
+    async fn ensure_in_sync(&self) -> Result<(), RuleChangeError> {
+        if self.readiness.is_ready(Part::DataPlane) {
+            return Ok(());
+        }
+        let snapshot = self.snapshot.load_full();
+        match self.dataplane.resync(&snapshot).await {
+            Ok(()) => {
+                tracing::info!("data plane resynchronized");
+                self.readiness.set(Part::DataPlane, true);
+                Ok(())
+            }
+            Err(e) => Err(RuleChangeError::DataPlaneOutOfSync(e.to_string())),
+        }
+    }
+
     /// Undoes `applied` in reverse order; if an undo fails, resynchronizes the data plane from
     /// the published (committed) snapshot instead.
     async fn revert(&self, app: &AppInstanceId, info: &AppInfo, applied: &[Op]) {
@@ -351,9 +372,14 @@ impl Apps {
             if let Err(undo) = self.call(info, &op.inverse()).await {
                 tracing::error!(app = %app, error = %undo, "revert failed; resynchronizing the data plane");
                 let snapshot = self.snapshot.load_full();
-                if let Err(e) = self.dataplane.resync(&snapshot).await {
-                    tracing::error!(error = %e, "data plane resync failed");
-                }
+                let in_sync = match self.dataplane.resync(&snapshot).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "data plane resync failed; not ready until a resync succeeds");
+                        false
+                    }
+                };
+                self.readiness.set(Part::DataPlane, in_sync);
                 return;
             }
         }

@@ -30,6 +30,7 @@ use crate::links::Links;
 use crate::model::appd::{AppDConfig, ConfigResult, TaskProgress};
 use crate::model::ids::AppInstanceId;
 use crate::notify::Notifier;
+use crate::readiness::{Part, Readiness as PlatformReadiness};
 use crate::registry::Registry;
 use crate::store::{Store, StoreError, Table};
 
@@ -163,6 +164,8 @@ pub struct AppsParts {
     pub dataplane: Arc<dyn DataPlane>,
     pub registry: Arc<Registry>,
     pub config: AppsConfig,
+    /// Where the data plane's sync state is reported.
+    pub readiness: Arc<PlatformReadiness>,
 }
 
 /// Application support state. Share it in an `Arc`.
@@ -182,6 +185,7 @@ pub struct Apps {
     /// data-plane calls and snapshot versions in one order.
     changes: tokio::sync::Mutex<()>,
     terminations: termination::Terminations,
+    readiness: Arc<PlatformReadiness>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(table: &str, key: &str, value: &[u8]) -> Option<T> {
@@ -274,6 +278,7 @@ impl Apps {
             task_seq: AtomicU64::new(max_seq),
             changes: tokio::sync::Mutex::new(()),
             terminations: termination::Terminations::default(),
+            readiness: parts.readiness,
         };
         apps.publish();
         Ok(apps)
@@ -292,6 +297,7 @@ impl Apps {
             match result {
                 Ok(()) => {
                     tracing::info!(kind = self.dataplane.kind(), "data plane in sync");
+                    self.readiness.set(Part::DataPlane, true);
                     return;
                 }
                 Err(e) => {

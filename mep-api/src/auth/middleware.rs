@@ -109,13 +109,13 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-/// Requires the operator token on every Mm5 route but `/health`.
+/// Requires the operator token on every Mm5 route but the probes (`/health`, `/ready`).
 pub async fn require_operator_token(
     State(token): State<Arc<OperatorToken>>,
     req: Request,
     next: Next,
 ) -> Response {
-    if req.uri().path() == "/health" {
+    if matches!(req.uri().path(), "/health" | "/ready") {
         return next.run(req).await;
     }
     match bearer(req.headers()) {

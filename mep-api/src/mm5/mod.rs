@@ -11,12 +11,14 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use http::header::CONTENT_TYPE;
-use http::HeaderValue;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, StatusCode};
 
 use mep_dataplane::DataPlane;
 
 use crate::metrics::{Metrics, RuleLabels};
+use crate::problem::problem_response;
+use crate::readiness::Readiness;
 use crate::registry::Registry;
 use crate::store::Store;
 
@@ -27,12 +29,14 @@ pub struct OpsState {
     pub registry: Arc<Registry>,
     pub store: Store,
     pub dataplane: Arc<dyn DataPlane>,
+    pub readiness: Arc<Readiness>,
 }
 
-/// `GET /health`, `GET /metrics` and the data plane's per-rule counters.
+/// `GET /health`, `GET /ready`, `GET /metrics` and the data plane's per-rule counters.
 pub fn ops_router(state: OpsState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route(
             "/mepcfg/dataplane/v1/traffic_rule_counters",
@@ -51,6 +55,23 @@ async fn health() -> Response {
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
+}
+
+/// 200 once the store is loaded, the data plane holds the committed rules and DNS listens; 503
+/// with what is missing until then.
+async fn ready(State(state): State<OpsState>) -> Response {
+    let missing = state.readiness.missing();
+    if missing.is_empty() {
+        return axum::Json(serde_json::json!({"status": "ready"})).into_response();
+    }
+    let mut response = problem_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: {}", missing.join("; ")),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 async fn metrics(State(state): State<OpsState>) -> Response {
