@@ -10,6 +10,8 @@
 
 mod cache;
 mod config;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod differential;
 mod error;
 mod forwarded;
 mod handler;

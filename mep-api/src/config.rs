@@ -133,6 +133,17 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub dns_upstreams: Option<Vec<SocketAddr>>,
+    /// DNS-over-TCP connections held at once; a full table closes the longest-idle one for a
+    /// newcomer [default: 1024].
+    #[arg(long, env = "MEP_DNS_TCP_MAX_CONNECTIONS")]
+    pub dns_tcp_max_connections: Option<usize>,
+    /// DNS-over-TCP connections of one client (IPv4 address or IPv6 /64) [default: 32].
+    #[arg(long, env = "MEP_DNS_TCP_MAX_PER_CLIENT")]
+    pub dns_tcp_max_per_client: Option<usize>,
+    /// Milliseconds a DNS-over-TCP connection may wait for its next query, falling to 500 as the
+    /// table fills [default: 10000].
+    #[arg(long, env = "MEP_DNS_TCP_IDLE_TIMEOUT_MS")]
+    pub dns_tcp_idle_timeout_ms: Option<u64>,
     /// Trust every Mp1 caller without a token (local testing only).
     #[arg(long, env = "MEP_NO_AUTH", num_args = 0..=1, default_missing_value = "true")]
     pub no_auth: Option<bool>,
@@ -222,6 +233,9 @@ struct FileConfig {
     transports: Option<Vec<TransportInfo>>,
     dns_addr: Option<SocketAddr>,
     dns_upstreams: Option<Vec<SocketAddr>>,
+    dns_tcp_max_connections: Option<usize>,
+    dns_tcp_max_per_client: Option<usize>,
+    dns_tcp_idle_timeout_ms: Option<u64>,
     no_auth: Option<bool>,
     token_ttl: Option<u64>,
     token_issuer: Option<String>,
@@ -510,6 +524,18 @@ impl Config {
                     .dns_upstreams
                     .or(file.dns_upstreams)
                     .unwrap_or_default(),
+                max_tcp_connections: args
+                    .dns_tcp_max_connections
+                    .or(file.dns_tcp_max_connections)
+                    .unwrap_or(d.dns.max_tcp_connections),
+                max_tcp_per_client: args
+                    .dns_tcp_max_per_client
+                    .or(file.dns_tcp_max_per_client)
+                    .unwrap_or(d.dns.max_tcp_per_client),
+                tcp_idle_timeout: args
+                    .dns_tcp_idle_timeout_ms
+                    .or(file.dns_tcp_idle_timeout_ms)
+                    .map_or(d.dns.tcp_idle_timeout, Duration::from_millis),
                 ..d.dns.clone()
             },
             auth,
