@@ -16,10 +16,10 @@ use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
-use mep_dataplane::{DnsRule, IpAddressType, RuleState, Snapshot, SnapshotCell};
+use mep_rules::{DnsRule, IpAddressType, RuleState, Snapshot, SnapshotPublisher, SnapshotReader};
 
 struct SnapshotHandler {
-    snapshots: SnapshotCell,
+    snapshots: SnapshotReader,
 }
 
 #[async_trait::async_trait]
@@ -94,8 +94,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             state: RuleState::Active,
         })
         .collect();
-    let snapshots = Snapshot::new_cell();
-    snapshots.store(Arc::new(Snapshot::build(
+    let snapshots = SnapshotPublisher::new();
+    snapshots.publish(Arc::new(Snapshot::build(
         1,
         [],
         rules.iter().map(|r| ("bench-app", r)),
@@ -105,7 +105,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut server = Server::new(SnapshotHandler { snapshots });
+        let mut server = Server::new(SnapshotHandler {
+            snapshots: snapshots.reader(),
+        });
         for _ in 0..threads {
             let socket = socket2::Socket::new(
                 socket2::Domain::for_address(listen),

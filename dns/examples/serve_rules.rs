@@ -7,8 +7,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mep_dataplane::{DnsRule, IpAddressType, RuleState, Snapshot};
 use mep_dns::{DnsConfig, DnsServer};
+use mep_rules::{DnsRule, IpAddressType, RuleState, Snapshot};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,8 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             state: RuleState::Active,
         })
         .collect();
-    let snapshots = Snapshot::new_cell();
-    snapshots.store(Arc::new(Snapshot::build(
+    let snapshots = mep_rules::SnapshotPublisher::new();
+    snapshots.publish(Arc::new(Snapshot::build(
         1,
         [],
         rules.iter().map(|r| ("bench-app", r)),
@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..DnsConfig::default()
         };
         let shutdown = CancellationToken::new();
-        let handle = DnsServer::start(config, snapshots, shutdown.clone()).await?;
+        let handle = DnsServer::start(config, snapshots.reader(), shutdown.clone()).await?;
         println!("serving {count} rules on {}", handle.local_addr());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use mep_dataplane::SnapshotCell;
+use mep_rules::SnapshotReader;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::AnswerCache;
@@ -43,7 +43,7 @@ pub(crate) struct PendingForward {
 }
 
 pub(crate) struct QueryHandler {
-    pub(crate) snapshots: SnapshotCell,
+    pub(crate) snapshots: SnapshotReader,
     pub(crate) cache: AnswerCache,
     pub(crate) forwarder: Forwarder,
     pub(crate) forward_permits: Arc<Semaphore>,

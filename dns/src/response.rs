@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use mep_dataplane::DnsAnswer;
+use mep_rules::DnsAnswer;
 
 use crate::query::{Query, ReplyTo};
 use crate::wire::{

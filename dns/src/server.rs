@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mep_dataplane::SnapshotCell;
+use mep_rules::SnapshotReader;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,7 @@ impl DnsServer {
     /// the very next query on. Must be called within a Tokio runtime.
     pub async fn start(
         config: DnsConfig,
-        snapshots: SnapshotCell,
+        snapshots: SnapshotReader,
         shutdown: CancellationToken,
     ) -> Result<DnsHandle, DnsError> {
         let upstreams = config.resolved_upstreams(|| std::fs::read_to_string(RESOLV_CONF))?;

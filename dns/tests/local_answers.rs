@@ -13,7 +13,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn edge_rules() -> Vec<mep_dataplane::DnsRule> {
+fn edge_rules() -> Vec<mep_rules::DnsRule> {
     vec![
         rule("r1", "edge.example", "192.0.2.1", Some(0)),
         rule("r2", "Edge.Example.", "192.0.2.2", Some(60)),
@@ -85,7 +85,7 @@ async fn a_published_change_is_answered_by_the_very_next_query() {
     let before = udp(mep.addr(), "svc.test.", RecordType::A, None).await;
     assert_eq!(addresses(&before), vec![ip("192.0.2.10")]);
 
-    mep.snapshots.store(snapshot(
+    mep.snapshots.publish(snapshot(
         2,
         &[rule("r1", "svc.test", "192.0.2.11", Some(5))],
     ));
@@ -93,8 +93,8 @@ async fn a_published_change_is_answered_by_the_very_next_query() {
     assert_eq!(addresses(&changed), vec![ip("192.0.2.11")]);
 
     let mut inactive = rule("r1", "svc.test", "192.0.2.11", Some(5));
-    inactive.state = mep_dataplane::RuleState::Inactive;
-    mep.snapshots.store(snapshot(3, &[inactive]));
+    inactive.state = mep_rules::RuleState::Inactive;
+    mep.snapshots.publish(snapshot(3, &[inactive]));
     let gone = udp(mep.addr(), "svc.test.", RecordType::A, None).await;
     assert_eq!(
         gone.metadata.response_code,

@@ -172,8 +172,8 @@ async fn shutdown_stops_the_listeners() {
         ..mep_dns::DnsConfig::default()
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let snapshots = mep_dataplane::Snapshot::new_cell();
-    let handle = mep_dns::DnsServer::start(config, snapshots, shutdown.clone())
+    let snapshots = mep_rules::SnapshotPublisher::new();
+    let handle = mep_dns::DnsServer::start(config, snapshots.reader(), shutdown.clone())
         .await
         .unwrap();
     let addr = handle.local_addr();

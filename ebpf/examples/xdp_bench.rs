@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use mep_dataplane::{AppInfo, DataPlane, Snapshot, TrafficRule};
 use mep_ebpf::{TestProgram, XdpConfig, XdpDataPlane};
+use mep_rules::{AppInfo, DataPlane, RuleChange, Snapshot, TrafficRule};
 
 const REPEAT: u32 = 2_000_000;
 const ROUNDS: usize = 5;
@@ -122,10 +122,10 @@ fn main() {
             publish_10k = started.elapsed();
             let extra = rule(n);
             let started = Instant::now();
-            rt.block_on(plane.add_traffic_rule(&app, &extra))
+            rt.block_on(plane.apply(&app, &[RuleChange::AddTraffic(extra.clone())]))
                 .expect("add");
             one_more = started.elapsed();
-            rt.block_on(plane.delete_traffic_rule(&app, &extra))
+            rt.block_on(plane.apply(&app, &[RuleChange::RemoveTraffic(extra.clone())]))
                 .expect("delete");
         }
         let (plain, gtp) = packets(n / 2);

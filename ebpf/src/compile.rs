@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use mep_dataplane::{Action, CompiledFilter, DestinationInterface, IpPrefix, PortRange};
 use mep_ebpf_common::{
     AddrKey, DstIf, Entry, GenConfig, ListRef, Ports, Prefix, RuleAction, ACT_DROP, ACT_DUPLICATE,
     ACT_DUPLICATE_DECAP, ACT_FORWARD, ACT_FORWARD_DECAP, ACT_PASS, DIM_DST, DIM_SRC, DIM_TEID,
@@ -13,6 +12,7 @@ use mep_ebpf_common::{
     F_TEID, F_TSPORT, F_TSRC, F_TUNNEL, IF_DST_IP, IF_DST_IP6, IF_DST_MAC, IF_SRC_MAC, MAX_ENTRIES,
     MAX_KEYS, MAX_LENS, MAX_LIST_IDS, MAX_SCAN,
 };
+use mep_rules::{Action, CompiledFilter, DestinationInterface, IpPrefix, PortRange};
 
 /// Entries one filter may be split into (its long lists, chunked, multiplied out).
 pub const MAX_SPLIT: usize = 64;
@@ -491,7 +491,7 @@ fn describe(k: &AddrKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mep_dataplane::TrafficRule;
+    use mep_rules::TrafficRule;
 
     fn filters(filter: serde_json::Value) -> Vec<CompiledFilter> {
         let rule: TrafficRule = serde_json::from_value(serde_json::json!({

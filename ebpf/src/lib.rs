@@ -1,6 +1,6 @@
 //! mep's XDP traffic-steering data plane (`--dataplane xdp`): loads the programs of
 //! `mep-ebpf-ebpf` with aya, compiles the ACTIVE traffic rules into double-buffered BPF maps and
-//! implements [`mep_dataplane::DataPlane`] on them.
+//! implements [`mep_rules::DataPlane`] on them.
 //!
 //! - [`XdpDataPlane`] is the data plane; [`XdpConfig`] configures it.
 //! - [`status_text`] / [`read_status`] read what a running data plane pinned (for

@@ -1,6 +1,6 @@
-//! `XdpDataPlane`: the `xdp` implementation of `mep_dataplane::DataPlane`. Every change compiles
-//! the whole ACTIVE rule set anew and publishes it as the next map generation; a change that does
-//! not fit is refused before anything in the kernel changes.
+//! `XdpDataPlane`: the `xdp` implementation of `mep_rules::DataPlane`. Every task's batch of
+//! changes compiles the whole ACTIVE rule set anew and publishes it as the next map generation; a
+//! batch that does not fit is refused before anything in the kernel changes.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -12,11 +12,11 @@ use async_trait::async_trait;
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::{SchedClassifier, Xdp};
 use aya::Ebpf;
-use mep_dataplane::{
-    Action, AppInfo, CompiledFilter, DataPlane, DataPlaneError, DnsRule, InterfaceType, RuleError,
-    RuleState, Snapshot, TrafficRule,
-};
 use mep_ebpf_common::{Counter, IfaceInfo, RuleId, MAX_IFACES};
+use mep_rules::{
+    Action, AppInfo, ApplyError, CompiledFilter, DataPlane, DataPlaneError, InterfaceType,
+    RuleChange, RuleError, RuleState, Snapshot, TrafficRule,
+};
 
 use crate::attach::{self, Attached, DUP_PROGRAM, PASS_PROGRAM, XDP_PROGRAM};
 use crate::compile::{self, CapacityError, RuleInput};
@@ -270,30 +270,44 @@ impl XdpDataPlane {
         }
     }
 
-    async fn change(
-        &self,
-        app: &AppInfo,
-        rule: &TrafficRule,
-        remove: bool,
-    ) -> Result<(), DataPlaneError> {
-        let key: RuleKey = (app.app_instance_id.clone(), rule.traffic_rule_id.clone());
-        let held = if remove || rule.state != RuleState::Active {
-            None
-        } else {
-            let filters = rule.compile().map_err(|e| unsupported(e.0))?;
-            self.check_traffic_rule(rule, &filters)
-                .map_err(|e| unsupported(e.0))?;
-            Some(Held {
-                rule: rule.clone(),
-                filters,
-            })
-        };
+    /// Applies the traffic rule changes of one task as one step: the new rule set is
+    /// compiled and published once, so a packet sees all of them or none.
+    async fn change(&self, app: &AppInfo, changes: &[RuleChange]) -> Result<(), DataPlaneError> {
+        let mut edits = Vec::new();
+        for change in changes {
+            let (rule, keep) = match change {
+                RuleChange::AddTraffic(r) | RuleChange::UpdateTraffic { new: r, .. } => (r, true),
+                RuleChange::RemoveTraffic(r) => (r, false),
+                // DNS rules are the DNS server's business.
+                RuleChange::AddDns(_) | RuleChange::UpdateDns { .. } | RuleChange::RemoveDns(_) => {
+                    continue
+                }
+            };
+            let key: RuleKey = (app.app_instance_id.clone(), rule.traffic_rule_id.clone());
+            let held = if keep && rule.state == RuleState::Active {
+                let filters = rule.compile().map_err(|e| unsupported(e.0))?;
+                self.check_traffic_rule(rule, &filters)
+                    .map_err(|e| unsupported(e.0))?;
+                Some(Held {
+                    rule: rule.clone(),
+                    filters,
+                })
+            } else {
+                None
+            };
+            edits.push((key, held));
+        }
+        if edits.is_empty() {
+            return Ok(());
+        }
         self.with_state(move |st| {
             let mut rules = clone_rules(&st.rules);
-            match held {
-                Some(h) => rules.insert(key, h),
-                None => rules.remove(&key),
-            };
+            for (key, held) in edits {
+                match held {
+                    Some(h) => rules.insert(key, h),
+                    None => rules.remove(&key),
+                };
+            }
             st.apply(rules)
         })
         .await
@@ -485,10 +499,10 @@ impl DataPlane for XdpDataPlane {
         check(rule, filters)
     }
 
-    fn rule_counters(&self) -> Vec<mep_dataplane::RuleCounter> {
+    fn counters(&self) -> Vec<mep_rules::RuleCounter> {
         XdpDataPlane::rule_counters(self)
             .into_iter()
-            .map(|c| mep_dataplane::RuleCounter {
+            .map(|c| mep_rules::RuleCounter {
                 app_instance_id: c.app_instance_id,
                 traffic_rule_id: c.traffic_rule_id,
                 packets: c.packets,
@@ -501,41 +515,11 @@ impl DataPlane for XdpDataPlane {
         self.resync(snapshot).await
     }
 
-    async fn add_traffic_rule(
-        &self,
-        app: &AppInfo,
-        rule: &TrafficRule,
-    ) -> Result<(), DataPlaneError> {
-        self.change(app, rule, false).await
-    }
-
-    async fn set_traffic_rule(
-        &self,
-        app: &AppInfo,
-        rule: &TrafficRule,
-    ) -> Result<(), DataPlaneError> {
-        self.change(app, rule, false).await
-    }
-
-    async fn delete_traffic_rule(
-        &self,
-        app: &AppInfo,
-        rule: &TrafficRule,
-    ) -> Result<(), DataPlaneError> {
-        self.change(app, rule, true).await
-    }
-
-    /// DNS rules are the DNS server's business.
-    async fn add_dns_rule(&self, _app: &AppInfo, _rule: &DnsRule) -> Result<(), DataPlaneError> {
-        Ok(())
-    }
-
-    async fn set_dns_rule(&self, _app: &AppInfo, _rule: &DnsRule) -> Result<(), DataPlaneError> {
-        Ok(())
-    }
-
-    async fn delete_dns_rule(&self, _app: &AppInfo, _rule: &DnsRule) -> Result<(), DataPlaneError> {
-        Ok(())
+    /// All or nothing: on failure the kernel keeps the previous generation.
+    async fn apply(&self, app: &AppInfo, changes: &[RuleChange]) -> Result<(), ApplyError> {
+        self.change(app, changes)
+            .await
+            .map_err(ApplyError::nothing_applied)
     }
 
     async fn resync(&self, snapshot: &Snapshot) -> Result<(), DataPlaneError> {

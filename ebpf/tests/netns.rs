@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use common::topology::*;
 use common::*;
-use mep_dataplane::DataPlane;
 use mep_ebpf::{AttachMode, XdpDataPlane};
+use mep_rules::DataPlane;
 use serde_json::{json, Value};
 
 fn attach(host: &Netns, mode: AttachMode) -> Arc<XdpDataPlane> {
@@ -52,8 +52,7 @@ fn drop_rule_stops_a_flow_and_deleting_it_lets_the_next_packet_through() {
         json!({"dstAddress": ["10.201.2.2"], "dstPort": ["5000"], "protocol": ["UDP"]}),
         Value::Null,
     );
-    r.block_on(plane.add_traffic_rule(&app("app-1"), &drop))
-        .unwrap();
+    r.block_on(add(&plane, &app("app-1"), &drop)).unwrap();
     send_from_upf(&t.upf, "10.201.2.2", 5000, b"dropped".to_vec());
     assert_eq!(received(&sock), None, "the DROP rule stops the flow");
     assert_eq!(plane.rule_counters()[0].packets, 1);
@@ -64,8 +63,7 @@ fn drop_rule_stops_a_flow_and_deleting_it_lets_the_next_packet_through() {
         "{status}"
     );
 
-    r.block_on(plane.delete_traffic_rule(&app("app-1"), &drop))
-        .unwrap();
+    r.block_on(remove(&plane, &app("app-1"), &drop)).unwrap();
     send_from_upf(&t.upf, "10.201.2.2", 5000, b"after".to_vec());
     assert_eq!(
         received(&sock).as_deref(),
@@ -95,8 +93,7 @@ fn forward_decapsulated_delivers_the_inner_packet_to_the_app() {
         json!({"tag": ["0x100"], "dstAddress": ["10.201.2.2"]}),
         json!([{"interfaceType": "MAC", "dstMacAddress": mac_str(t.a0_mac)}]),
     );
-    r.block_on(plane.add_traffic_rule(&app("app-1"), &decap))
-        .unwrap();
+    r.block_on(add(&plane, &app("app-1"), &decap)).unwrap();
 
     // The UE's packet inside GTP-U, sent by the "UPF" to the host's N3/N6 address.
     let inner = ip(
@@ -134,8 +131,7 @@ fn duplicate_sends_a_copy_and_the_original_goes_on() {
         json!({"dstAddress": ["10.201.2.2"], "dstPort": ["7000"]}),
         json!([{"interfaceType": "MAC", "dstMacAddress": mac_str(t.a0_mac)}]),
     );
-    r.block_on(plane.add_traffic_rule(&app("app-1"), &dup))
-        .unwrap();
+    r.block_on(add(&plane, &app("app-1"), &dup)).unwrap();
     send_from_upf(&t.upf, "10.201.2.2", 7000, b"twice".to_vec());
     assert_eq!(received(&sock).as_deref(), Some(&b"twice"[..]));
     assert_eq!(received(&sock).as_deref(), Some(&b"twice"[..]), "the copy");
@@ -156,10 +152,8 @@ fn duplicate_sends_a_copy_and_the_original_goes_on() {
         json!({"tag": ["0x300"]}),
         json!([{"interfaceType": "MAC", "dstMacAddress": mac_str(t.a0_mac)}]),
     );
-    r.block_on(plane.delete_traffic_rule(&app("app-1"), &dup))
-        .unwrap();
-    r.block_on(plane.add_traffic_rule(&app("app-1"), &dup_decap))
-        .unwrap();
+    r.block_on(remove(&plane, &app("app-1"), &dup)).unwrap();
+    r.block_on(add(&plane, &app("app-1"), &dup_decap)).unwrap();
     let inner = ip(
         "10.60.0.7",
         "10.201.2.2",
@@ -203,8 +197,7 @@ fn duplicate_decapsulated_over_ipv6_keeps_the_original_intact() {
         json!({"tag": ["0x310"]}),
         json!([{"interfaceType": "MAC", "dstMacAddress": mac_str(t.a0_mac)}]),
     );
-    r.block_on(plane.add_traffic_rule(&app("app-1"), &dup_decap))
-        .unwrap();
+    r.block_on(add(&plane, &app("app-1"), &dup_decap)).unwrap();
     // Short datagrams with and without a GTP-U extension header, and one of odd length that spans
     // many checksum chunks.
     for (i, (ext, pad)) in [(false, 0), (true, 0), (true, 1001)]

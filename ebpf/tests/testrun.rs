@@ -6,8 +6,8 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use mep_dataplane::{DataPlane, DataPlaneError};
 use mep_ebpf::{TestProgram, XdpDataPlane};
+use mep_rules::{DataPlane, DataPlaneError};
 use serde_json::{json, Value};
 
 fn verdict(p: &XdpDataPlane, frame: &[u8]) -> u32 {
@@ -16,11 +16,11 @@ fn verdict(p: &XdpDataPlane, frame: &[u8]) -> u32 {
         .verdict
 }
 
-fn install(p: &XdpDataPlane, rules: Vec<(&str, mep_dataplane::TrafficRule)>) {
+fn install(p: &XdpDataPlane, rules: Vec<(&str, mep_rules::TrafficRule)>) {
     rt().block_on(p.resync(&snapshot(&rules))).expect("resync");
 }
 
-fn drop_rule(filter: Value) -> mep_dataplane::TrafficRule {
+fn drop_rule(filter: Value) -> mep_rules::TrafficRule {
     rule("r", 1, "DROP", filter, Value::Null)
 }
 
@@ -378,7 +378,7 @@ fn rule_changes_through_the_api_change_the_next_verdict() {
     let frame = plain_udp("10.0.0.1", "10.5.5.5", 1, 2);
     let drop = drop_rule(json!({"dstAddress": ["10.5.5.5"]}));
     assert_eq!(verdict(&p, &frame), XDP_PASS);
-    r.block_on(p.add_traffic_rule(&app("a"), &drop)).unwrap();
+    r.block_on(add(&p, &app("a"), &drop)).unwrap();
     assert_eq!(verdict(&p, &frame), XDP_DROP);
     let pass = rule(
         "r",
@@ -387,17 +387,16 @@ fn rule_changes_through_the_api_change_the_next_verdict() {
         json!({"dstAddress": ["10.5.5.5"]}),
         Value::Null,
     );
-    r.block_on(p.set_traffic_rule(&app("a"), &pass)).unwrap();
+    r.block_on(update(&p, &app("a"), &pass)).unwrap();
     assert_eq!(verdict(&p, &frame), XDP_PASS);
-    r.block_on(p.set_traffic_rule(&app("a"), &drop)).unwrap();
+    r.block_on(update(&p, &app("a"), &drop)).unwrap();
     assert_eq!(verdict(&p, &frame), XDP_DROP);
     let mut inactive = drop.clone();
-    inactive.state = mep_dataplane::RuleState::Inactive;
-    r.block_on(p.set_traffic_rule(&app("a"), &inactive))
-        .unwrap();
+    inactive.state = mep_rules::RuleState::Inactive;
+    r.block_on(update(&p, &app("a"), &inactive)).unwrap();
     assert_eq!(verdict(&p, &frame), XDP_PASS);
-    r.block_on(p.set_traffic_rule(&app("a"), &drop)).unwrap();
-    r.block_on(p.delete_traffic_rule(&app("a"), &drop)).unwrap();
+    r.block_on(update(&p, &app("a"), &drop)).unwrap();
+    r.block_on(remove(&p, &app("a"), &drop)).unwrap();
     assert_eq!(verdict(&p, &frame), XDP_PASS);
     assert!(p.rule_counters().is_empty());
 }
@@ -428,12 +427,10 @@ fn rules_the_plane_cannot_honour_are_refused() {
             json!({"protocol": ["UDP"], "dstPort": [format!("{i}")]}),
             Value::Null,
         );
-        r.block_on(p.add_traffic_rule(&app("a"), &x)).unwrap();
+        r.block_on(add(&p, &app("a"), &x)).unwrap();
     }
     let one_more = rule("w16", 1, "DROP", json!({"protocol": ["UDP"]}), Value::Null);
-    let err = r
-        .block_on(p.add_traffic_rule(&app("a"), &one_more))
-        .unwrap_err();
+    let err = r.block_on(add(&p, &app("a"), &one_more)).unwrap_err();
     assert!(matches!(err, DataPlaneError::Unsupported { .. }), "{err}");
     assert_eq!(p.rule_counters().len(), 16);
     assert_eq!(
@@ -445,7 +442,7 @@ fn rules_the_plane_cannot_honour_are_refused() {
 #[test]
 fn thousands_of_rules_each_find_their_packets() {
     let p = plane();
-    let rules: Vec<(String, mep_dataplane::TrafficRule)> = (0..3000u32)
+    let rules: Vec<(String, mep_rules::TrafficRule)> = (0..3000u32)
         .map(|i| {
             let dst = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
             let action = if i % 2 == 0 { "DROP" } else { "PASSTHROUGH" };
@@ -461,7 +458,7 @@ fn thousands_of_rules_each_find_their_packets() {
             )
         })
         .collect();
-    let refs: Vec<(&str, mep_dataplane::TrafficRule)> =
+    let refs: Vec<(&str, mep_rules::TrafficRule)> =
         rules.iter().map(|(a, r)| (a.as_str(), r.clone())).collect();
     install(&p, refs);
     for i in [0u32, 1, 2, 999, 1000, 2998, 2999] {

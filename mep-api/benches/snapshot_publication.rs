@@ -58,7 +58,7 @@ async fn main() {
     }
 
     // The reader: records when each snapshot version first became visible.
-    let cell = mep.snapshot_cell();
+    let cell = mep.snapshots();
     let seen: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {

@@ -11,9 +11,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use mep_dataplane::{DataPlane, SnapshotCell};
 use mep_dns::DnsServer;
 use mep_net::{fd, ConnLimits, ConnTable};
+use mep_rules::{DataPlane, SnapshotReader};
 
 use crate::apps::{Apps, AppsError, AppsParts};
 use crate::auth::middleware::{require_operator_token, OperatorToken};
@@ -270,7 +270,7 @@ impl Mep {
             max_tcp_connections: budget.dns_tcp,
             ..config.dns.clone()
         };
-        let dns = DnsServer::start(dns_config, apps.snapshot_cell(), shutdown.clone())
+        let dns = DnsServer::start(dns_config, apps.snapshots(), shutdown.clone())
             .await
             .map_err(StartError::Dns)?;
         metrics.register_with(|registry| dns.metrics().register(registry));
@@ -364,9 +364,9 @@ impl Mep {
         &self.apps
     }
 
-    /// Where the newest rule snapshot is published.
-    pub fn snapshot_cell(&self) -> SnapshotCell {
-        self.apps.snapshot_cell()
+    /// A reader of the newest rule snapshot.
+    pub fn snapshots(&self) -> SnapshotReader {
+        self.apps.snapshots()
     }
 
     /// Stops accepting, lets in-flight requests finish, stops background work, releases the data

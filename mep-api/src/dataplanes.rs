@@ -1,11 +1,12 @@
 //! The data-plane factory: turns the configured choice into a `DataPlane`. A new kind is one module
-//! implementing `mep_dataplane::DataPlane` plus one arm here (and its name in `DataPlaneChoice`).
+//! implementing `mep_rules::DataPlane` plus one arm here (and its name in `DataPlaneChoice`).
 
 use std::sync::Arc;
 
-use mep_dataplane::none::NoneDataPlane;
-use mep_dataplane::{DataPlane, UpfHttpConfig, UpfHttpDataPlane};
 use mep_ebpf::{XdpConfig, XdpDataPlane};
+use mep_rules::none::NoneDataPlane;
+use mep_rules::DataPlane;
+use mep_upf_http::{UpfHttpConfig, UpfHttpDataPlane};
 use secrecy::ExposeSecret;
 
 use crate::config::DataPlaneChoice;

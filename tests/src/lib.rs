@@ -16,7 +16,7 @@ use axum::Router;
 use mep_api::app::Substitutes;
 use mep_api::clock::ManualClock;
 use mep_api::{Config, Mep};
-use mep_dataplane::{AppInfo, DataPlane, DataPlaneError, DnsRule, Snapshot, TrafficRule};
+use mep_rules::{AppInfo, ApplyError, DataPlane, DataPlaneError, RuleChange, Snapshot};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -421,13 +421,14 @@ pub struct DataPlaneCall {
     pub rule: Value,
 }
 
-/// A real `DataPlane` implementation that records every call and can be told to fail the Nth one
-/// from now, for the rollback paths.
+/// A real `DataPlane` implementation that records every rule change and can be told to fail the
+/// Nth one from now, for the rollback paths.
 #[derive(Default)]
 pub struct ScriptedDataPlane {
     calls: parking_lot::Mutex<Vec<DataPlaneCall>>,
     fail_at: parking_lot::Mutex<Option<usize>>,
     delay: parking_lot::Mutex<Duration>,
+    batches: parking_lot::Mutex<usize>,
 }
 
 impl ScriptedDataPlane {
@@ -435,19 +436,24 @@ impl ScriptedDataPlane {
         Arc::new(Self::default())
     }
 
-    /// The `n`th rule call from now (1 = the next) fails.
+    /// The `n`th rule change from now (1 = the next) fails.
     pub fn fail_nth_call(&self, n: usize) {
         *self.fail_at.lock() = Some(self.calls.lock().len() + n);
     }
 
-    /// Every rule call from now on takes `delay` (a slow UPF controller).
+    /// Every rule change from now on takes `delay` (a slow UPF controller).
     pub fn delay_calls(&self, delay: Duration) {
         *self.delay.lock() = delay;
     }
 
-    /// Every rule call so far.
+    /// Every rule change so far.
     pub fn calls(&self) -> Vec<DataPlaneCall> {
         self.calls.lock().clone()
+    }
+
+    /// How many `apply` calls (batches) came so far.
+    pub fn batches(&self) -> usize {
+        *self.batches.lock()
     }
 
     fn record(&self, op: &'static str, app: &AppInfo, rule: Value) -> Result<(), DataPlaneError> {
@@ -479,35 +485,21 @@ impl DataPlane for ScriptedDataPlane {
     async fn init(&self, _: &Snapshot) -> Result<(), DataPlaneError> {
         Ok(())
     }
-    async fn add_traffic_rule(
-        &self,
-        app: &AppInfo,
-        rule: &TrafficRule,
-    ) -> Result<(), DataPlaneError> {
-        self.record("add_traffic", app, serde_json::to_value(rule).unwrap())
-    }
-    async fn set_traffic_rule(
-        &self,
-        app: &AppInfo,
-        rule: &TrafficRule,
-    ) -> Result<(), DataPlaneError> {
-        self.record("set_traffic", app, serde_json::to_value(rule).unwrap())
-    }
-    async fn delete_traffic_rule(
-        &self,
-        app: &AppInfo,
-        rule: &TrafficRule,
-    ) -> Result<(), DataPlaneError> {
-        self.record("delete_traffic", app, serde_json::to_value(rule).unwrap())
-    }
-    async fn add_dns_rule(&self, app: &AppInfo, rule: &DnsRule) -> Result<(), DataPlaneError> {
-        self.record("add_dns", app, serde_json::to_value(rule).unwrap())
-    }
-    async fn set_dns_rule(&self, app: &AppInfo, rule: &DnsRule) -> Result<(), DataPlaneError> {
-        self.record("set_dns", app, serde_json::to_value(rule).unwrap())
-    }
-    async fn delete_dns_rule(&self, app: &AppInfo, rule: &DnsRule) -> Result<(), DataPlaneError> {
-        self.record("delete_dns", app, serde_json::to_value(rule).unwrap())
+    async fn apply(&self, app: &AppInfo, changes: &[RuleChange]) -> Result<(), ApplyError> {
+        *self.batches.lock() += 1;
+        for (applied, change) in changes.iter().enumerate() {
+            let (op, rule) = match change {
+                RuleChange::AddTraffic(r) => ("add_traffic", serde_json::to_value(r)),
+                RuleChange::UpdateTraffic { new, .. } => ("set_traffic", serde_json::to_value(new)),
+                RuleChange::RemoveTraffic(r) => ("delete_traffic", serde_json::to_value(r)),
+                RuleChange::AddDns(r) => ("add_dns", serde_json::to_value(r)),
+                RuleChange::UpdateDns { new, .. } => ("set_dns", serde_json::to_value(new)),
+                RuleChange::RemoveDns(r) => ("delete_dns", serde_json::to_value(r)),
+            };
+            self.record(op, app, rule.unwrap())
+                .map_err(|error| ApplyError { applied, error })?;
+        }
+        Ok(())
     }
     async fn resync(&self, _: &Snapshot) -> Result<(), DataPlaneError> {
         Ok(())

@@ -195,7 +195,7 @@ async fn validation_edgegallery_skipped() {
 #[tokio::test]
 async fn a_failing_data_plane_rolls_the_task_back() {
     let (mep, plane, _dir) = mep_with_plane().await;
-    let cell = mep.mep.snapshot_cell();
+    let cell = mep.mep.snapshots();
     plane.fail_nth_call(2); // the DNS rule goes in, the traffic rule fails
     let (status, progress) = mep
         .appd(
@@ -245,7 +245,7 @@ async fn a_failing_data_plane_rolls_the_task_back() {
 #[tokio::test]
 async fn snapshots_follow_every_committed_change() {
     let (mep, _plane, _dir) = mep_with_plane().await;
-    let cell = mep.mep.snapshot_cell();
+    let cell = mep.mep.snapshots();
     let v0 = cell.load().version;
     let (_, progress) = mep
         .appd(
@@ -294,7 +294,7 @@ async fn configuration_survives_restart() {
     );
     assert!(mep
         .mep
-        .snapshot_cell()
+        .snapshots()
         .load()
         .dns_answers("video.edge.example")
         .is_some());
@@ -335,7 +335,7 @@ async fn a_client_going_away_does_not_cancel_the_task() {
     assert_eq!(ops, vec!["add_dns", "add_traffic"]);
     assert!(mep
         .mep
-        .snapshot_cell()
+        .snapshots()
         .load()
         .dns_answers("video.edge.example")
         .is_some());

@@ -76,7 +76,7 @@ async fn apps_read_and_switch_their_rules() {
     );
     assert_eq!(updated["state"], "INACTIVE");
     assert_eq!(plane.calls().last().unwrap().op, "delete_traffic");
-    assert!(mep.mep.snapshot_cell().load().traffic_rules.is_empty());
+    assert!(mep.mep.snapshots().load().traffic_rules.is_empty());
     let again = mep.http.get(&url).send().await.unwrap();
     assert_eq!(again.json::<Value>().await.unwrap(), updated);
 
@@ -91,7 +91,7 @@ async fn apps_read_and_switch_their_rules() {
     let r = mep.send_json(reqwest::Method::PUT, &v2, &rule).await;
     assert_eq!(r.status(), 200);
     assert_eq!(plane.calls().last().unwrap().op, "add_traffic");
-    assert_eq!(mep.mep.snapshot_cell().load().traffic_rules.len(), 1);
+    assert_eq!(mep.mep.snapshots().load().traffic_rules.len(), 1);
 
     assert_problem(
         mep.http
@@ -141,7 +141,7 @@ async fn dns_rules_switch_and_the_snapshot_follows() {
     assert_eq!(r.status(), 200);
     assert!(mep
         .mep
-        .snapshot_cell()
+        .snapshots()
         .load()
         .dns_answers("video.edge.example")
         .is_none());
@@ -153,7 +153,7 @@ async fn dns_rules_switch_and_the_snapshot_follows() {
             .status(),
         200
     );
-    let snap = mep.mep.snapshot_cell().load_full();
+    let snap = mep.mep.snapshots().load_full();
     assert_eq!(
         snap.dns_answers("video.edge.example").unwrap()[0]
             .address

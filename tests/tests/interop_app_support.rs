@@ -338,7 +338,7 @@ async fn only_a_data_plane_that_cannot_match_a_member_refuses_it() {
     assert_eq!(rule["trafficFilter"][0]["protocol"], json!(["HTTP"]));
 
     let filters =
-        serde_json::from_value::<mep_dataplane::TrafficRule>(body["appTrafficRule"][0].clone())
+        serde_json::from_value::<mep_rules::TrafficRule>(body["appTrafficRule"][0].clone())
             .unwrap();
     let compiled = filters.compile().unwrap();
     let xdp = mep_ebpf::check_rule(&filters, &compiled).unwrap_err();

@@ -62,60 +62,22 @@ struct GatedDataPlane {
 }
 
 #[async_trait::async_trait]
-impl mep_dataplane::DataPlane for GatedDataPlane {
+impl mep_rules::DataPlane for GatedDataPlane {
     fn kind(&self) -> &'static str {
         "gated"
     }
-    async fn init(&self, _: &mep_dataplane::Snapshot) -> Result<(), mep_dataplane::DataPlaneError> {
+    async fn init(&self, _: &mep_rules::Snapshot) -> Result<(), mep_rules::DataPlaneError> {
         let _ = self.gate.acquire().await;
         Ok(())
     }
-    async fn add_traffic_rule(
+    async fn apply(
         &self,
-        _: &mep_dataplane::AppInfo,
-        _: &mep_dataplane::TrafficRule,
-    ) -> Result<(), mep_dataplane::DataPlaneError> {
+        _: &mep_rules::AppInfo,
+        _: &[mep_rules::RuleChange],
+    ) -> Result<(), mep_rules::ApplyError> {
         Ok(())
     }
-    async fn set_traffic_rule(
-        &self,
-        _: &mep_dataplane::AppInfo,
-        _: &mep_dataplane::TrafficRule,
-    ) -> Result<(), mep_dataplane::DataPlaneError> {
-        Ok(())
-    }
-    async fn delete_traffic_rule(
-        &self,
-        _: &mep_dataplane::AppInfo,
-        _: &mep_dataplane::TrafficRule,
-    ) -> Result<(), mep_dataplane::DataPlaneError> {
-        Ok(())
-    }
-    async fn add_dns_rule(
-        &self,
-        _: &mep_dataplane::AppInfo,
-        _: &mep_dataplane::DnsRule,
-    ) -> Result<(), mep_dataplane::DataPlaneError> {
-        Ok(())
-    }
-    async fn set_dns_rule(
-        &self,
-        _: &mep_dataplane::AppInfo,
-        _: &mep_dataplane::DnsRule,
-    ) -> Result<(), mep_dataplane::DataPlaneError> {
-        Ok(())
-    }
-    async fn delete_dns_rule(
-        &self,
-        _: &mep_dataplane::AppInfo,
-        _: &mep_dataplane::DnsRule,
-    ) -> Result<(), mep_dataplane::DataPlaneError> {
-        Ok(())
-    }
-    async fn resync(
-        &self,
-        _: &mep_dataplane::Snapshot,
-    ) -> Result<(), mep_dataplane::DataPlaneError> {
+    async fn resync(&self, _: &mep_rules::Snapshot) -> Result<(), mep_rules::DataPlaneError> {
         Ok(())
     }
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use common::topology::*;
 use common::*;
-use mep_dataplane::DataPlane;
 use mep_ebpf::AttachMode;
+use mep_rules::DataPlane;
 use mep_tests::{test_config, TestMep};
 use reqwest::Method;
 use serde_json::{json, Value};

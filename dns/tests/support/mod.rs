@@ -11,8 +11,8 @@ use std::time::Duration;
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use mep_dataplane::{DnsRule, IpAddressType, RuleState, Snapshot, SnapshotCell};
 use mep_dns::{DnsConfig, DnsHandle, DnsServer};
+use mep_rules::{DnsRule, IpAddressType, RuleState, Snapshot, SnapshotPublisher};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
@@ -47,7 +47,7 @@ pub fn snapshot(version: u64, rules: &[DnsRule]) -> Arc<Snapshot> {
 /// every later query of the test unanswered.
 pub struct Mep {
     pub handle: DnsHandle,
-    pub snapshots: SnapshotCell,
+    pub snapshots: SnapshotPublisher,
     pub shutdown: CancellationToken,
 }
 
@@ -61,8 +61,8 @@ impl Mep {
         upstreams: Vec<SocketAddr>,
         tweak: impl FnOnce(&mut DnsConfig),
     ) -> Mep {
-        let snapshots = Snapshot::new_cell();
-        snapshots.store(snapshot(1, rules));
+        let snapshots = SnapshotPublisher::new();
+        snapshots.publish(snapshot(1, rules));
         let mut config = DnsConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             upstreams: if upstreams.is_empty() {
@@ -77,7 +77,7 @@ impl Mep {
         };
         tweak(&mut config);
         let shutdown = CancellationToken::new();
-        let handle = DnsServer::start(config, snapshots.clone(), shutdown.clone())
+        let handle = DnsServer::start(config, snapshots.reader(), shutdown.clone())
             .await
             .expect("the DNS server starts");
         Mep {

@@ -8,8 +8,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use mep_dataplane::{ActiveTrafficRule, AppInfo, Snapshot, TrafficRule};
 use mep_ebpf::{AttachMode, XdpConfig, XdpDataPlane};
+use mep_rules::{
+    ActiveTrafficRule, AppInfo, DataPlane, DataPlaneError, RuleChange, Snapshot, TrafficRule,
+};
 
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
@@ -358,4 +360,38 @@ pub fn mac_str(mac: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// One traffic rule change through `DataPlane::apply`, as most tests make them.
+pub async fn change(
+    plane: &XdpDataPlane,
+    app: &AppInfo,
+    change: RuleChange,
+) -> Result<(), DataPlaneError> {
+    plane.apply(app, &[change]).await.map_err(|e| e.error)
+}
+
+pub async fn add(
+    plane: &XdpDataPlane,
+    app: &AppInfo,
+    rule: &TrafficRule,
+) -> Result<(), DataPlaneError> {
+    change(plane, app, RuleChange::AddTraffic(rule.clone())).await
+}
+
+pub async fn update(
+    plane: &XdpDataPlane,
+    app: &AppInfo,
+    rule: &TrafficRule,
+) -> Result<(), DataPlaneError> {
+    let (old, new) = (rule.clone(), rule.clone());
+    change(plane, app, RuleChange::UpdateTraffic { old, new }).await
+}
+
+pub async fn remove(
+    plane: &XdpDataPlane,
+    app: &AppInfo,
+    rule: &TrafficRule,
+) -> Result<(), DataPlaneError> {
+    change(plane, app, RuleChange::RemoveTraffic(rule.clone())).await
 }

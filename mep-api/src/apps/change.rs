@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use mep_dataplane::{AppInfo, DataPlaneError, DnsRule, RuleState, TrafficRule};
+use mep_rules::{AppInfo, RuleChange, RuleState};
 
 use super::{Apps, AppsError, TaskRecord};
 use crate::model::appd::{AppDConfig, ConfigResult, TaskProgress};
@@ -45,40 +45,9 @@ impl ChangeOutcome {
     }
 }
 
-/// One data-plane call.
-#[derive(Debug, Clone)]
-enum Op {
-    AddDns(DnsRule),
-    SetDns { old: DnsRule, new: DnsRule },
-    DeleteDns(DnsRule),
-    AddTraffic(TrafficRule),
-    SetTraffic { old: TrafficRule, new: TrafficRule },
-    DeleteTraffic(TrafficRule),
-}
-
-impl Op {
-    /// The call that undoes this one.
-    fn inverse(&self) -> Op {
-        match self {
-            Op::AddDns(r) => Op::DeleteDns(r.clone()),
-            Op::DeleteDns(r) => Op::AddDns(r.clone()),
-            Op::SetDns { old, new } => Op::SetDns {
-                old: new.clone(),
-                new: old.clone(),
-            },
-            Op::AddTraffic(r) => Op::DeleteTraffic(r.clone()),
-            Op::DeleteTraffic(r) => Op::AddTraffic(r.clone()),
-            Op::SetTraffic { old, new } => Op::SetTraffic {
-                old: new.clone(),
-                new: old.clone(),
-            },
-        }
-    }
-}
-
-/// Which data-plane calls turn `old` into `new`: DNS rules first, then traffic rules; only
-/// ACTIVE rules live in the data plane.
-fn diff(old: Option<&AppDConfig>, new: Option<&AppDConfig>) -> Vec<Op> {
+/// Which rule changes turn `old` into `new`: DNS rules first, then traffic rules; only ACTIVE
+/// rules live in the data plane.
+fn diff(old: Option<&AppDConfig>, new: Option<&AppDConfig>) -> Vec<RuleChange> {
     fn pairs<'a, R, K: Eq + std::hash::Hash + Ord + Clone>(
         old: &'a [R],
         new: &'a [R],
@@ -107,9 +76,9 @@ fn diff(old: Option<&AppDConfig>, new: Option<&AppDConfig>) -> Vec<Op> {
         let o = o.filter(|r| r.state == RuleState::Active);
         let n = n.filter(|r| r.state == RuleState::Active);
         match (o, n) {
-            (None, Some(n)) => ops.push(Op::AddDns(n.clone())),
-            (Some(o), None) => ops.push(Op::DeleteDns(o.clone())),
-            (Some(o), Some(n)) if o != n => ops.push(Op::SetDns {
+            (None, Some(n)) => ops.push(RuleChange::AddDns(n.clone())),
+            (Some(o), None) => ops.push(RuleChange::RemoveDns(o.clone())),
+            (Some(o), Some(n)) if o != n => ops.push(RuleChange::UpdateDns {
                 old: o.clone(),
                 new: n.clone(),
             }),
@@ -122,9 +91,9 @@ fn diff(old: Option<&AppDConfig>, new: Option<&AppDConfig>) -> Vec<Op> {
         let o = o.filter(|r| r.state == RuleState::Active);
         let n = n.filter(|r| r.state == RuleState::Active);
         match (o, n) {
-            (None, Some(n)) => ops.push(Op::AddTraffic(n.clone())),
-            (Some(o), None) => ops.push(Op::DeleteTraffic(o.clone())),
-            (Some(o), Some(n)) if o != n => ops.push(Op::SetTraffic {
+            (None, Some(n)) => ops.push(RuleChange::AddTraffic(n.clone())),
+            (Some(o), None) => ops.push(RuleChange::RemoveTraffic(o.clone())),
+            (Some(o), Some(n)) if o != n => ops.push(RuleChange::UpdateTraffic {
                 old: o.clone(),
                 new: n.clone(),
             }),
@@ -143,18 +112,6 @@ pub(super) fn put_task(task: &TaskRecord) -> Result<Write, RuleChangeError> {
 }
 
 impl Apps {
-    async fn call(&self, app: &AppInfo, op: &Op) -> Result<(), DataPlaneError> {
-        let dp = &self.dataplane;
-        match op {
-            Op::AddDns(r) => dp.add_dns_rule(app, r).await,
-            Op::SetDns { new, .. } => dp.set_dns_rule(app, new).await,
-            Op::DeleteDns(r) => dp.delete_dns_rule(app, r).await,
-            Op::AddTraffic(r) => dp.add_traffic_rule(app, r).await,
-            Op::SetTraffic { new, .. } => dp.set_traffic_rule(app, new).await,
-            Op::DeleteTraffic(r) => dp.delete_traffic_rule(app, r).await,
-        }
-    }
-
     /// Checks what a single configuration cannot: a domain name belongs to one application, and
     /// every ACTIVE traffic rule is one the data plane can honour.
     fn check_target(
@@ -292,16 +249,17 @@ impl Apps {
             app_instance_id: app.to_string(),
             app_name: name,
         };
-        let mut failure = None;
-        for op in &ops {
-            match self.call(&info, op).await {
-                Ok(()) => task.done += 1,
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+        // One batch per task: the data plane applies it in one step where it can.
+        let failure = match self.dataplane.apply(&info, &ops).await {
+            Ok(()) => {
+                task.done = ops.len();
+                None
             }
-        }
+            Err(e) => {
+                task.done = e.applied.min(ops.len());
+                Some(e.error)
+            }
+        };
 
         let mut writes = Vec::new();
         match &failure {
@@ -354,7 +312,7 @@ impl Apps {
         if self.readiness.is_ready(Part::DataPlane) {
             return Ok(());
         }
-        let snapshot = self.snapshot.load_full();
+        let snapshot = self.snapshot.current();
         match self.dataplane.resync(&snapshot).await {
             Ok(()) => {
                 tracing::info!("data plane resynchronized");
@@ -367,21 +325,22 @@ impl Apps {
 
     /// Undoes `applied` in reverse order; if an undo fails, resynchronizes the data plane from
     /// the published (committed) snapshot instead.
-    async fn revert(&self, app: &AppInstanceId, info: &AppInfo, applied: &[Op]) {
-        for op in applied.iter().rev() {
-            if let Err(undo) = self.call(info, &op.inverse()).await {
-                tracing::error!(app = %app, error = %undo, "revert failed; resynchronizing the data plane");
-                let snapshot = self.snapshot.load_full();
-                let in_sync = match self.dataplane.resync(&snapshot).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::error!(error = %e, "data plane resync failed; not ready until a resync succeeds");
-                        false
-                    }
-                };
-                self.readiness.set(Part::DataPlane, in_sync);
-                return;
-            }
+    async fn revert(&self, app: &AppInstanceId, info: &AppInfo, applied: &[RuleChange]) {
+        if applied.is_empty() {
+            return;
+        }
+        let undo: Vec<RuleChange> = applied.iter().rev().map(RuleChange::inverse).collect();
+        if let Err(e) = self.dataplane.apply(info, &undo).await {
+            tracing::error!(app = %app, error = %e, "revert failed; resynchronizing the data plane");
+            let snapshot = self.snapshot.current();
+            let in_sync = match self.dataplane.resync(&snapshot).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "data plane resync failed; not ready until a resync succeeds");
+                    false
+                }
+            };
+            self.readiness.set(Part::DataPlane, in_sync);
         }
     }
 
@@ -431,7 +390,7 @@ impl From<AppsError> for RuleChangeError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mep_dataplane::{Action, FilterType, IpAddressType, TrafficFilter};
+    use mep_rules::{Action, DnsRule, FilterType, IpAddressType, TrafficFilter, TrafficRule};
 
     fn dns(id: &str, ip: &str, state: RuleState) -> DnsRule {
         DnsRule {
@@ -465,15 +424,15 @@ mod tests {
         }
     }
 
-    fn kinds(ops: &[Op]) -> Vec<&'static str> {
+    fn kinds(ops: &[RuleChange]) -> Vec<&'static str> {
         ops.iter()
             .map(|o| match o {
-                Op::AddDns(_) => "add-dns",
-                Op::SetDns { .. } => "set-dns",
-                Op::DeleteDns(_) => "del-dns",
-                Op::AddTraffic(_) => "add-traffic",
-                Op::SetTraffic { .. } => "set-traffic",
-                Op::DeleteTraffic(_) => "del-traffic",
+                RuleChange::AddDns(_) => "add-dns",
+                RuleChange::UpdateDns { .. } => "set-dns",
+                RuleChange::RemoveDns(_) => "del-dns",
+                RuleChange::AddTraffic(_) => "add-traffic",
+                RuleChange::UpdateTraffic { .. } => "set-traffic",
+                RuleChange::RemoveTraffic(_) => "del-traffic",
             })
             .collect()
     }
@@ -507,24 +466,5 @@ mod tests {
             vec!["del-dns", "del-dns"]
         );
         assert!(diff(Some(&new), Some(&new)).is_empty());
-    }
-
-    #[test]
-    fn inverses_undo() {
-        let a = dns("d1", "192.0.2.1", RuleState::Active);
-        let b = dns("d1", "192.0.2.2", RuleState::Active);
-        match (Op::SetDns {
-            old: a.clone(),
-            new: b.clone(),
-        })
-        .inverse()
-        {
-            Op::SetDns { old, new } => assert_eq!((old, new), (b, a)),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            Op::AddTraffic(traffic("t", RuleState::Active)).inverse(),
-            Op::DeleteTraffic(_)
-        ));
     }
 }

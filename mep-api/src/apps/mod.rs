@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mep_dataplane::{DataPlane, Snapshot, SnapshotCell};
+use mep_rules::{DataPlane, Snapshot, SnapshotPublisher, SnapshotReader};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
@@ -178,7 +178,7 @@ pub struct Apps {
     dataplane: Arc<dyn DataPlane>,
     registry: Arc<Registry>,
     config: AppsConfig,
-    snapshot: SnapshotCell,
+    snapshot: SnapshotPublisher,
     snapshot_version: AtomicU64,
     task_seq: AtomicU64,
     /// Serializes rule changes: they are rare, and one at a time keeps domain ownership checks,
@@ -273,7 +273,7 @@ impl Apps {
             dataplane: parts.dataplane,
             registry: parts.registry,
             config: parts.config,
-            snapshot: Snapshot::new_cell(),
+            snapshot: SnapshotPublisher::new(),
             snapshot_version: AtomicU64::new(0),
             task_seq: AtomicU64::new(max_seq),
             changes: tokio::sync::Mutex::new(()),
@@ -291,7 +291,7 @@ impl Apps {
         loop {
             let result = {
                 let _serial = self.changes.lock().await;
-                let snapshot = self.snapshot.load_full();
+                let snapshot = self.snapshot.current();
                 self.dataplane.init(&snapshot).await
             };
             match result {
@@ -312,9 +312,9 @@ impl Apps {
         }
     }
 
-    /// The cell readers load the newest rule snapshot from.
-    pub fn snapshot_cell(&self) -> SnapshotCell {
-        self.snapshot.clone()
+    /// A reader of the newest rule snapshot.
+    pub fn snapshots(&self) -> SnapshotReader {
+        self.snapshot.reader()
     }
 
     pub fn links(&self) -> &Links {
@@ -348,7 +348,7 @@ impl Apps {
                     .map(|(app, c)| (app.as_str(), c.app_name.as_str())),
             )
         };
-        self.snapshot.store(Arc::new(snapshot));
+        self.snapshot.publish(Arc::new(snapshot));
     }
 
     /// The stored configuration of an application instance.

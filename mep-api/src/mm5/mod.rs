@@ -14,7 +14,7 @@ use axum::Router;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 
-use mep_dataplane::DataPlane;
+use mep_rules::DataPlane;
 
 use crate::metrics::{Metrics, RuleLabels};
 use crate::problem::problem_response;
@@ -47,7 +47,7 @@ pub fn ops_router(state: OpsState) -> Router {
 
 /// Packets and bytes per ACTIVE traffic rule, from data planes that count (xdp).
 async fn rule_counters(State(state): State<OpsState>) -> Response {
-    axum::Json(state.dataplane.rule_counters()).into_response()
+    axum::Json(state.dataplane.counters()).into_response()
 }
 
 async fn health() -> Response {
@@ -84,7 +84,7 @@ async fn metrics(State(state): State<OpsState>) -> Response {
         .set(state.store.file_size() as i64);
     state.metrics.traffic_rule_packets.clear();
     state.metrics.traffic_rule_bytes.clear();
-    for c in state.dataplane.rule_counters() {
+    for c in state.dataplane.counters() {
         let labels = RuleLabels {
             app_instance_id: c.app_instance_id,
             traffic_rule_id: c.traffic_rule_id,

@@ -1,7 +1,7 @@
 //! The Mm5 application configuration (EdgeGallery's `appd_configuration` shape) and the task
 //! progress the platform manager polls.
 
-use mep_dataplane::{DnsRule, TrafficRule};
+use mep_rules::{DnsRule, TrafficRule};
 use serde::{Deserialize, Serialize};
 
 use super::common::require_text;

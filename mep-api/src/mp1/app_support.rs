@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::StatusCode;
-use mep_dataplane::{DnsRule, TrafficRule};
+use mep_rules::{DnsRule, TrafficRule};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -1,6 +1,10 @@
 //! The rule model of mep (MEC 011 traffic rules and DNS rules), the immutable [`Snapshot`] of every
-//! ACTIVE rule that the control plane publishes after each committed change, and the
-//! [`DataPlane`] trait that receives every rule change before it is committed.
+//! ACTIVE rule that the control plane publishes after each committed change (through a
+//! [`SnapshotPublisher`]; readers hold a [`SnapshotReader`]), and the [`DataPlane`] trait that
+//! receives every task's [`RuleChange`]s before they are committed, with the `none` data plane.
+//!
+//! A lean crate on purpose: the DNS server and the data planes depend on it, and on nothing of
+//! the control plane's.
 //!
 //! The wire types keep the spec's JSON names so that the control plane stores and returns them as
 //! they came; [`TrafficRule::compile`] and [`DnsRule::validate`] turn them into the checked forms
@@ -12,16 +16,14 @@ mod snapshot;
 mod traffic;
 
 pub mod none;
-pub mod upf_http;
 
 pub use dns::{DnsAnswer, DnsRule, IpAddressType};
-pub use plane::{AppInfo, DataPlane, DataPlaneError, RuleCounter};
-pub use snapshot::{ActiveDnsRule, ActiveTrafficRule, Snapshot, SnapshotCell};
+pub use plane::{AppInfo, ApplyError, DataPlane, DataPlaneError, RuleChange, RuleCounter};
+pub use snapshot::{ActiveDnsRule, ActiveTrafficRule, Snapshot, SnapshotPublisher, SnapshotReader};
 pub use traffic::{
     Action, CompiledFilter, DestinationInterface, FilterType, InterfaceType, IpPrefix, PortRange,
     RuleError, TrafficFilter, TrafficRule, TunnelInfo, TunnelType,
 };
-pub use upf_http::{UpfHttpConfig, UpfHttpDataPlane, UpfHttpError};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,6 @@
 //! The `upf-http` data plane: forwards every rule change, whole, to an external UPF controller as
 //! JSON over HTTP(S), and pushes the full set of ACTIVE rules at start. The schema is documented
-//! for controller authors in `dataplane/UPF-HTTP.md`.
+//! for controller authors in `dataplane/upf-http/UPF-HTTP.md`.
 //!
 //! Every call is idempotent (PUT of a whole rule under its own id, DELETE that accepts 404), so
 //! retrying after a timeout or a 5xx can never apply a change twice; a call either succeeds or
@@ -19,10 +19,7 @@ use reqwest::{Certificate, Method};
 use serde::Serialize;
 use url::Url;
 
-use crate::dns::DnsRule;
-use crate::plane::{AppInfo, DataPlane, DataPlaneError};
-use crate::snapshot::Snapshot;
-use crate::traffic::TrafficRule;
+use mep_rules::{AppInfo, ApplyError, DataPlane, DataPlaneError, RuleChange, Snapshot};
 
 pub use schema::{SCHEMA_HEADER, SCHEMA_VERSION, SEQUENCE_HEADER};
 
@@ -207,46 +204,30 @@ impl DataPlane for UpfHttpDataPlane {
         Ok(())
     }
 
-    async fn add_traffic_rule(
-        &self,
-        app: &AppInfo,
-        rule: &TrafficRule,
-    ) -> Result<(), DataPlaneError> {
-        self.put_rule(app, Collection::Traffic, &rule.traffic_rule_id, rule)
-            .await
-    }
-
-    async fn set_traffic_rule(
-        &self,
-        app: &AppInfo,
-        rule: &TrafficRule,
-    ) -> Result<(), DataPlaneError> {
-        self.put_rule(app, Collection::Traffic, &rule.traffic_rule_id, rule)
-            .await
-    }
-
-    async fn delete_traffic_rule(
-        &self,
-        app: &AppInfo,
-        rule: &TrafficRule,
-    ) -> Result<(), DataPlaneError> {
-        self.delete_rule(app, Collection::Traffic, &rule.traffic_rule_id)
-            .await
-    }
-
-    async fn add_dns_rule(&self, app: &AppInfo, rule: &DnsRule) -> Result<(), DataPlaneError> {
-        self.put_rule(app, Collection::Dns, &rule.dns_rule_id, rule)
-            .await
-    }
-
-    async fn set_dns_rule(&self, app: &AppInfo, rule: &DnsRule) -> Result<(), DataPlaneError> {
-        self.put_rule(app, Collection::Dns, &rule.dns_rule_id, rule)
-            .await
-    }
-
-    async fn delete_dns_rule(&self, app: &AppInfo, rule: &DnsRule) -> Result<(), DataPlaneError> {
-        self.delete_rule(app, Collection::Dns, &rule.dns_rule_id)
-            .await
+    /// One idempotent call per change, in order; on a failure, how many went through.
+    async fn apply(&self, app: &AppInfo, changes: &[RuleChange]) -> Result<(), ApplyError> {
+        for (applied, change) in changes.iter().enumerate() {
+            let result = match change {
+                RuleChange::AddTraffic(rule) | RuleChange::UpdateTraffic { new: rule, .. } => {
+                    self.put_rule(app, Collection::Traffic, &rule.traffic_rule_id, rule)
+                        .await
+                }
+                RuleChange::RemoveTraffic(rule) => {
+                    self.delete_rule(app, Collection::Traffic, &rule.traffic_rule_id)
+                        .await
+                }
+                RuleChange::AddDns(rule) | RuleChange::UpdateDns { new: rule, .. } => {
+                    self.put_rule(app, Collection::Dns, &rule.dns_rule_id, rule)
+                        .await
+                }
+                RuleChange::RemoveDns(rule) => {
+                    self.delete_rule(app, Collection::Dns, &rule.dns_rule_id)
+                        .await
+                }
+            };
+            result.map_err(|error| ApplyError { applied, error })?;
+        }
+        Ok(())
     }
 
     async fn resync(&self, snapshot: &Snapshot) -> Result<(), DataPlaneError> {

@@ -1,13 +1,11 @@
 //! The wire schema of `upf-http` (version 1), described for controller authors in
-//! `dataplane/UPF-HTTP.md`. Changing anything here that a controller can see is a schema change:
+//! `dataplane/upf-http/UPF-HTTP.md`. Changing anything here that a controller can see is a schema change:
 //! additive and optional fields keep the version, anything else needs a new one.
 
 use serde::Serialize;
 use url::Url;
 
-use crate::dns::DnsRule;
-use crate::snapshot::Snapshot;
-use crate::traffic::TrafficRule;
+use mep_rules::{DnsRule, Snapshot, TrafficRule};
 
 /// The schema version in every body (`schemaVersion`), in [`SCHEMA_HEADER`] and in the path.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -12,11 +12,60 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use mep_dataplane::{
+use mep_rules::{
     Action, AppInfo, DataPlane, DataPlaneError, DestinationInterface, DnsRule, FilterType,
-    InterfaceType, IpAddressType, RuleState, Snapshot, TrafficFilter, TrafficRule, UpfHttpConfig,
-    UpfHttpDataPlane,
+    InterfaceType, IpAddressType, RuleChange, RuleState, Snapshot, TrafficFilter, TrafficRule,
 };
+use mep_upf_http::{UpfHttpConfig, UpfHttpDataPlane};
+
+/// One change at a time, as the tests below send them.
+trait OneByOne {
+    async fn add_traffic_rule(&self, app: &AppInfo, r: &TrafficRule) -> Result<(), DataPlaneError>;
+    async fn set_traffic_rule(&self, app: &AppInfo, r: &TrafficRule) -> Result<(), DataPlaneError>;
+    async fn delete_traffic_rule(
+        &self,
+        app: &AppInfo,
+        r: &TrafficRule,
+    ) -> Result<(), DataPlaneError>;
+    async fn add_dns_rule(&self, app: &AppInfo, r: &DnsRule) -> Result<(), DataPlaneError>;
+    async fn set_dns_rule(&self, app: &AppInfo, r: &DnsRule) -> Result<(), DataPlaneError>;
+    async fn delete_dns_rule(&self, app: &AppInfo, r: &DnsRule) -> Result<(), DataPlaneError>;
+}
+
+impl OneByOne for UpfHttpDataPlane {
+    async fn add_traffic_rule(&self, app: &AppInfo, r: &TrafficRule) -> Result<(), DataPlaneError> {
+        one(self, app, RuleChange::AddTraffic(r.clone())).await
+    }
+    async fn set_traffic_rule(&self, app: &AppInfo, r: &TrafficRule) -> Result<(), DataPlaneError> {
+        let (old, new) = (r.clone(), r.clone());
+        one(self, app, RuleChange::UpdateTraffic { old, new }).await
+    }
+    async fn delete_traffic_rule(
+        &self,
+        app: &AppInfo,
+        r: &TrafficRule,
+    ) -> Result<(), DataPlaneError> {
+        one(self, app, RuleChange::RemoveTraffic(r.clone())).await
+    }
+    async fn add_dns_rule(&self, app: &AppInfo, r: &DnsRule) -> Result<(), DataPlaneError> {
+        one(self, app, RuleChange::AddDns(r.clone())).await
+    }
+    async fn set_dns_rule(&self, app: &AppInfo, r: &DnsRule) -> Result<(), DataPlaneError> {
+        let (old, new) = (r.clone(), r.clone());
+        one(self, app, RuleChange::UpdateDns { old, new }).await
+    }
+    async fn delete_dns_rule(&self, app: &AppInfo, r: &DnsRule) -> Result<(), DataPlaneError> {
+        one(self, app, RuleChange::RemoveDns(r.clone())).await
+    }
+}
+
+async fn one(
+    plane: &UpfHttpDataPlane,
+    app: &AppInfo,
+    change: RuleChange,
+) -> Result<(), DataPlaneError> {
+    plane.apply(app, &[change]).await.map_err(|e| e.error)
+}
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -408,6 +457,24 @@ async fn transport_errors_are_retried() {
     let reason = failure_reason(e);
     assert!(reason.contains("gave up after 3 attempt(s)"), "{reason}");
     assert!(reason.contains(&addr.to_string()), "{reason}");
+}
+
+/// A batch is sent in order; when one call fails, the answer says how many went through.
+#[tokio::test]
+async fn a_batch_reports_how_far_it_got() {
+    let (ctl, addr) = start_http().await;
+    let plane = plane_for(addr);
+    *ctl.reject.lock().unwrap() = Some(("tr-bad".into(), 400, "no".into()));
+    let changes = [
+        RuleChange::AddDns(dns_rule("d", "a.example", RuleState::Active)),
+        RuleChange::AddTraffic(traffic_rule("tr-bad", 7, RuleState::Active)),
+        RuleChange::AddTraffic(traffic_rule("tr-2", 1, RuleState::Active)),
+    ];
+    let e = plane.apply(&app("a"), &changes).await.unwrap_err();
+    assert_eq!(e.applied, 1);
+    assert!(failure_reason(e.error).contains("400"));
+    assert_eq!(ctl.requests().len(), 2, "the third change was not tried");
+    assert!(ctl.rules().contains_key("a/dns-rules/d"));
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Immutable snapshots of every ACTIVE rule. The control plane builds a new one after each
-//! committed change and publishes it through a [`SnapshotCell`]; readers (the DNS server, the XDP
-//! data plane) `load()` it without locks and never see a half-applied change.
+//! committed change and publishes it through its [`SnapshotPublisher`]; readers (the DNS server,
+//! the XDP data plane) hold a [`SnapshotReader`], `load()` it without locks and never see a
+//! half-applied change. Only the publisher can publish.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,8 +12,61 @@ use crate::dns::{normalize_name, DnsAnswer, DnsRule};
 use crate::traffic::{CompiledFilter, TrafficRule};
 use crate::RuleState;
 
-/// Where the newest snapshot is published.
-pub type SnapshotCell = Arc<ArcSwap<Snapshot>>;
+/// The one writer of the newest snapshot.
+#[derive(Debug)]
+pub struct SnapshotPublisher {
+    cell: Arc<ArcSwap<Snapshot>>,
+}
+
+impl Default for SnapshotPublisher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SnapshotPublisher {
+    /// A publisher whose readers see an empty snapshot until the first `publish`.
+    pub fn new() -> Self {
+        Self {
+            cell: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+        }
+    }
+
+    /// Makes `snapshot` the one every reader loads from now on.
+    pub fn publish(&self, snapshot: Arc<Snapshot>) {
+        self.cell.store(snapshot);
+    }
+
+    /// The snapshot published last.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.cell.load_full()
+    }
+
+    /// A reader of this publisher's snapshots.
+    pub fn reader(&self) -> SnapshotReader {
+        SnapshotReader {
+            cell: Arc::clone(&self.cell),
+        }
+    }
+}
+
+/// Reads the newest snapshot without locks; cheap to clone, cannot publish.
+#[derive(Debug, Clone)]
+pub struct SnapshotReader {
+    cell: Arc<ArcSwap<Snapshot>>,
+}
+
+impl SnapshotReader {
+    /// The newest snapshot, for the length of one query or update (no reference count).
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.cell.load()
+    }
+
+    /// The newest snapshot, to keep.
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.cell.load_full()
+    }
+}
 
 /// An ACTIVE traffic rule with its owner and parsed filters.
 #[derive(Debug, Clone)]
@@ -45,11 +99,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// A new cell holding an empty snapshot.
-    pub fn new_cell() -> SnapshotCell {
-        Arc::new(ArcSwap::from_pointee(Snapshot::default()))
-    }
-
     /// Builds a snapshot from `(appInstanceId, rule)` pairs. INACTIVE rules are left out; rules
     /// that do not validate (which the control plane never stores) are left out and logged.
     pub fn build<'a>(
@@ -225,15 +274,17 @@ mod tests {
 
     #[test]
     fn readers_see_whole_snapshots() {
-        let cell = Snapshot::new_cell();
-        let before = cell.load_full();
+        let publisher = SnapshotPublisher::new();
+        let reader = publisher.reader();
+        let before = reader.load_full();
         let d = [dns("a", "x.example", "192.0.2.1", RuleState::Active)];
-        cell.store(Arc::new(Snapshot::build(
+        publisher.publish(Arc::new(Snapshot::build(
             1,
             [],
             d.iter().map(|r| ("app", r)),
         )));
         assert!(before.dns_answers("x.example").is_none());
-        assert!(cell.load().dns_answers("x.example").is_some());
+        assert!(reader.load().dns_answers("x.example").is_some());
+        assert_eq!(publisher.current().version, 1);
     }
 }
