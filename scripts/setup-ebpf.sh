@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Installs what building and testing the XDP data plane (ebpf/) needs: the nightly toolchain with
-# rust-src (the kernel program is built with -Z build-std=core for bpfel-unknown-none), bpf-linker
-# built against that nightly's own LLVM (so its bitcode is always readable), and bpftool/iproute2
-# for the tests and the benchmark. Idempotent: when everything is there it only checks.
+# Installs what building and testing the XDP data plane (ebpf/) needs: the nightly toolchain pinned
+# in ebpf/mep-ebpf-ebpf/rust-toolchain.toml with rust-src (the kernel program is built with
+# -Z build-std=core for bpfel-unknown-none), bpf-linker built against that nightly's own LLVM (so
+# its bitcode is always readable), and bpftool/iproute2 for the tests and the benchmark.
+# Idempotent: when everything is there it only checks.
 set -euo pipefail
+
+TOOLCHAIN_FILE="$(dirname "$0")/../ebpf/mep-ebpf-ebpf/rust-toolchain.toml"
+NIGHTLY="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$TOOLCHAIN_FILE")"
+[ -n "$NIGHTLY" ] || { echo "setup-ebpf: no channel in $TOOLCHAIN_FILE" >&2; exit 1; }
 
 BPF_LINKER_VERSION=0.13.0
 
@@ -20,18 +25,21 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     fi
 fi
 
-if ! rustup toolchain list | grep -q '^nightly-'; then
-    rustup toolchain install nightly --profile minimal
+if ! rustup toolchain list | grep -q "^$NIGHTLY-"; then
+    rustup toolchain install "$NIGHTLY" --profile minimal
 fi
-if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
-    rustup component add rust-src --toolchain nightly
+if ! rustup component list --toolchain "$NIGHTLY" --installed | grep -q '^rust-src'; then
+    rustup component add rust-src --toolchain "$NIGHTLY"
 fi
 
-# bpf-linker loads the nightly's libLLVM at run time; after a nightly update the old library is
-# gone and `--version` fails, which triggers a rebuild.
-if ! bpf-linker --version >/dev/null 2>&1; then
-    sysroot_lib="$(rustc +nightly --print sysroot)/lib"
-    llvm_major="$(rustc +nightly -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')"
+# bpf-linker loads the pinned nightly's libLLVM at run time: rebuild it when it does not run or
+# was built against another toolchain.
+linked_to_pin() {
+    ldd "$(command -v bpf-linker)" 2>/dev/null | grep -q "toolchains/$NIGHTLY-"
+}
+if ! bpf-linker --version >/dev/null 2>&1 || ! linked_to_pin; then
+    sysroot_lib="$(rustc +"$NIGHTLY" --print sysroot)/lib"
+    llvm_major="$(rustc +"$NIGHTLY" -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')"
     llvm_so="$(cd "$sysroot_lib" && ls libLLVM-"$llvm_major"-rust-*.so | head -n1)"
     llvm_lib="${llvm_so#lib}"
     llvm_lib="${llvm_lib%.so}"

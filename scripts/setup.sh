@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building, testing and benchmarking mep needs on a fresh Debian machine with a Rust
-# toolchain. Idempotent: a second run only checks.
+# toolchain, then builds the release binary with every data plane (target/release/mep).
+# Idempotent: a second run only checks (and rebuilds what changed).
 set -euo pipefail
 
 need_apt=()
@@ -17,5 +18,11 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     fi
 fi
 
-# The XDP data plane (ebpf/): nightly toolchain, rust-src, bpf-linker, bpftool.
+# The XDP data plane (ebpf/): the pinned nightly toolchain, rust-src, bpf-linker, bpftool.
 "$(dirname "$0")/setup-ebpf.sh"
+
+# The release binary with every data plane (scripts/test.sh skips this: it builds what it tests).
+if [ "${MEP_SETUP_NO_BUILD:-0}" != 1 ]; then
+    cd "$(dirname "$0")/.."
+    cargo build --release --locked --features xdp --bin mep
+fi

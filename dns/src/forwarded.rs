@@ -191,9 +191,7 @@ impl ForwardedAnswer {
 
     /// Bytes held, for the cache's memory bound.
     pub(crate) fn footprint(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.records.len()
-            + self.stored.len() * std::mem::size_of::<StoredRecord>()
+        size_of::<Self>() + self.records.len() + self.stored.len() * size_of::<StoredRecord>()
     }
 
     /// Writes the answer for the client: its ID and question, our flags, the upstream's RCODE,

@@ -8,6 +8,9 @@
 //! upstream answers it must re-encode): a local answer or cache hit is one lock-free snapshot
 //! load (or one sharded cache read), a copy into a reused buffer and one send.
 
+// Input and I/O paths never unwrap; tests may.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 mod cache;
 mod config;
 #[cfg(any(test, feature = "fuzzing"))]

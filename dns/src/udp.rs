@@ -92,7 +92,7 @@ impl Batch {
             iov.iov_base = slot.as_mut_ptr().cast();
             iov.iov_len = slot.len();
             header.msg_hdr.msg_name = (peer as *mut libc::sockaddr_storage).cast();
-            header.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
+            header.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as _;
             header.msg_hdr.msg_iov = iov;
             header.msg_hdr.msg_iovlen = 1;
         }
@@ -190,7 +190,7 @@ impl Batch {
 fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
     let len = len as usize;
     match i32::from(storage.ss_family) {
-        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+        libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
             // SAFETY: the family says the storage holds a sockaddr_in, it is long enough, and
             // sockaddr_storage is at least as large and as aligned as any socket address.
             let a =
@@ -201,7 +201,7 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Op
                 u16::from_be(a.sin_port),
             )))
         }
-        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
+        libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
             // SAFETY: as above, for a sockaddr_in6.
             let a = unsafe {
                 &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()

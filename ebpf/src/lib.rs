@@ -19,6 +19,9 @@
 //! (encapsulating into a new tunnel). Among matching rules the lowest `priority` wins, then the
 //! snapshot order (app instance id, rule id); no match passes the packet.
 
+// Input and I/O paths never unwrap; tests may.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 mod attach;
 mod bpffs;
 mod compile;

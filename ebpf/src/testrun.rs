@@ -52,7 +52,7 @@ pub(crate) fn run(
             libc::SYS_bpf,
             BPF_PROG_TEST_RUN,
             &mut attr as *mut TestAttr,
-            std::mem::size_of::<TestAttr>() as u32,
+            size_of::<TestAttr>() as u32,
         )
     };
     if rc < 0 {

@@ -7,15 +7,13 @@
 //!
 //! Real UDP sockets send and receive. Needs root.
 
-mod common;
-
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::topology::*;
-use common::*;
 use mep_ebpf::{AttachMode, XdpDataPlane};
+use mep_ebpf_testkit::topology::*;
+use mep_ebpf_testkit::*;
 use mep_rules::DataPlane;
 use serde_json::{json, Value};
 

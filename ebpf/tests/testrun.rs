@@ -1,12 +1,10 @@
 //! The XDP program on crafted packets through `BPF_PROG_TEST_RUN`: every filter kind and action,
 //! plain and GTP-U, IPv4 and IPv6; verdicts and output bytes. Needs root.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
 use mep_ebpf::{TestProgram, XdpDataPlane};
+use mep_ebpf_testkit::*;
 use mep_rules::{DataPlane, DataPlaneError};
 use serde_json::{json, Value};
 

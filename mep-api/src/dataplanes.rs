@@ -1,13 +1,12 @@
 //! The data-plane factory: turns the configured choice into a `DataPlane`. A new kind is one module
 //! implementing `mep_rules::DataPlane` plus one arm here (and its name in `DataPlaneChoice`).
+//! `upf-http` and `xdp` are cargo features of the binary; a kind that was not built in is refused
+//! at start with the feature it needs.
 
 use std::sync::Arc;
 
-use mep_ebpf::{XdpConfig, XdpDataPlane};
 use mep_rules::none::NoneDataPlane;
 use mep_rules::DataPlane;
-use mep_upf_http::{UpfHttpConfig, UpfHttpDataPlane};
-use secrecy::ExposeSecret;
 
 use crate::config::DataPlaneChoice;
 
@@ -19,22 +18,61 @@ pub fn build(choice: &DataPlaneChoice) -> Result<Arc<dyn DataPlane>, String> {
             endpoint,
             ca_cert,
             token,
-        } => {
-            let endpoint = url::Url::parse(endpoint)
-                .map_err(|e| format!("upf_endpoint {endpoint:?} is not a URL: {e}"))?;
-            let mut config = UpfHttpConfig::new(endpoint);
-            config.ca_cert_pem = ca_cert.clone();
-            config.bearer_token = token.as_ref().map(|t| t.expose_secret().to_owned());
-            Ok(Arc::new(
-                UpfHttpDataPlane::new(config).map_err(|e| e.to_string())?,
-            ))
-        }
-        DataPlaneChoice::Xdp { interfaces } => Ok(Arc::new(
-            XdpDataPlane::new(XdpConfig {
-                interfaces: interfaces.clone(),
-                ..XdpConfig::default()
-            })
-            .map_err(|e| e.to_string())?,
-        )),
+        } => upf_http(endpoint, ca_cert.clone(), token.as_ref()),
+        DataPlaneChoice::Xdp { interfaces } => xdp(interfaces),
     }
+}
+
+#[cfg(feature = "upf-http")]
+fn upf_http(
+    endpoint: &str,
+    ca_cert: Option<std::path::PathBuf>,
+    token: Option<&crate::config::Secret>,
+) -> Result<Arc<dyn DataPlane>, String> {
+    use mep_upf_http::{UpfHttpConfig, UpfHttpDataPlane};
+    use secrecy::ExposeSecret;
+
+    let endpoint = url::Url::parse(endpoint)
+        .map_err(|e| format!("upf_endpoint {endpoint:?} is not a URL: {e}"))?;
+    let mut config = UpfHttpConfig::new(endpoint);
+    config.ca_cert_pem = ca_cert;
+    config.bearer_token = token.map(|t| t.expose_secret().to_owned());
+    Ok(Arc::new(
+        UpfHttpDataPlane::new(config).map_err(|e| e.to_string())?,
+    ))
+}
+
+#[cfg(not(feature = "upf-http"))]
+fn upf_http(
+    _: &str,
+    _: Option<std::path::PathBuf>,
+    _: Option<&crate::config::Secret>,
+) -> Result<Arc<dyn DataPlane>, String> {
+    Err(not_built("upf-http"))
+}
+
+#[cfg(feature = "xdp")]
+fn xdp(interfaces: &[String]) -> Result<Arc<dyn DataPlane>, String> {
+    use mep_ebpf::{XdpConfig, XdpDataPlane};
+
+    Ok(Arc::new(
+        XdpDataPlane::new(XdpConfig {
+            interfaces: interfaces.to_vec(),
+            ..XdpConfig::default()
+        })
+        .map_err(|e| e.to_string())?,
+    ))
+}
+
+#[cfg(not(feature = "xdp"))]
+fn xdp(_: &[String]) -> Result<Arc<dyn DataPlane>, String> {
+    Err(not_built("xdp"))
+}
+
+#[cfg(any(not(feature = "xdp"), not(feature = "upf-http")))]
+fn not_built(kind: &str) -> String {
+    format!(
+        "this mep was built without the {kind} data plane: build it with `--features {kind}` \
+         (scripts/setup.sh builds every data plane)"
+    )
 }

@@ -3,6 +3,9 @@
 //!
 //! [`app::Mep`] starts a complete process; the modules below are its parts.
 
+// Input and I/O paths never unwrap; tests may.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod app;
 pub mod apps;
 pub mod auth;

@@ -1,5 +1,8 @@
 //! The `mep` command.
 
+// Input and I/O paths never unwrap; tests may.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 use clap::{Parser, Subcommand};
 use mep_api::config::{Config, ServeArgs};
 use mep_api::Mep;
@@ -18,12 +21,14 @@ enum Command {
     /// Run the platform: Mp1 and Mm5 listeners on an embedded store.
     Serve(Box<ServeArgs>),
     /// Inspect the XDP data plane of a running mep.
+    #[cfg(feature = "xdp")]
     Xdp {
         #[command(subcommand)]
         command: XdpCommand,
     },
 }
 
+#[cfg(feature = "xdp")]
 #[derive(Debug, Subcommand)]
 enum XdpCommand {
     /// Interfaces, attach mode and per-rule counters, read from the pinned maps.
@@ -56,6 +61,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
+            #[cfg(feature = "xdp")]
             Command::Xdp {
                 command: XdpCommand::Status { pin_path },
             } => {

@@ -381,6 +381,7 @@ fn a_task_interrupted_by_kill_9_is_rolled_back_at_the_next_start() {
     mep.child.wait().unwrap();
 }
 
+#[cfg(feature = "xdp")]
 #[test]
 fn xdp_status_without_a_running_data_plane_says_so() {
     let dir = tempfile::tempdir().unwrap();

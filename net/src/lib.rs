@@ -9,6 +9,9 @@
 //! - [`AcceptBackoff`]: what an accept loop does when `accept` fails (out of descriptors): wait,
 //!   longer each time, and say so once a second rather than on every attempt.
 
+// Input and I/O paths never unwrap; tests may.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 mod backoff;
 pub mod fd;
 mod table;

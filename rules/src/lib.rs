@@ -10,6 +10,9 @@
 //! they came; [`TrafficRule::compile`] and [`DnsRule::validate`] turn them into the checked forms
 //! that data planes and the DNS server use.
 
+// Input and I/O paths never unwrap; tests may.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 mod dns;
 mod plane;
 mod snapshot;

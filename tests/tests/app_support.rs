@@ -84,11 +84,11 @@ async fn apps_read_and_switch_their_rules() {
     let v2 = url.replace("/v1/", "/v2/");
     rule["state"] = json!("ACTIVE");
     plane.fail_nth_call(1);
-    let r = mep.send_json(reqwest::Method::PUT, &v2, &rule).await;
+    let r = mep.send_json(Method::PUT, &v2, &rule).await;
     let problem = assert_problem(r, 503).await;
     assert!(problem["detail"].as_str().unwrap().contains("told to fail"));
     assert_eq!(mep.json_at(&url).await["state"], "INACTIVE");
-    let r = mep.send_json(reqwest::Method::PUT, &v2, &rule).await;
+    let r = mep.send_json(Method::PUT, &v2, &rule).await;
     assert_eq!(r.status(), 200);
     assert_eq!(plane.calls().last().unwrap().op, "add_traffic");
     assert_eq!(mep.mep.snapshots().load().traffic_rules.len(), 1);
@@ -104,7 +104,7 @@ async fn apps_read_and_switch_their_rules() {
     .await;
     assert_problem(
         mep.send_json(
-            reqwest::Method::PUT,
+            Method::PUT,
             mep.app_support("/applications/app-1/traffic_rules/nope"),
             &rule,
         )
@@ -114,7 +114,7 @@ async fn apps_read_and_switch_their_rules() {
     .await;
     let mut bad = rule.clone();
     bad["priority"] = json!(999);
-    assert_problem(mep.send_json(reqwest::Method::PUT, &url, &bad).await, 400).await;
+    assert_problem(mep.send_json(Method::PUT, &url, &bad).await, 400).await;
     mep.stop().await;
 }
 
@@ -147,12 +147,7 @@ async fn dns_rules_switch_and_the_snapshot_follows() {
         .is_none());
     rule["state"] = json!("ACTIVE");
     rule["ipAddress"] = json!("192.0.2.99");
-    assert_eq!(
-        mep.send_json(reqwest::Method::PUT, &url, &rule)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(mep.send_json(Method::PUT, &url, &rule).await.status(), 200);
     let snap = mep.mep.snapshots().load_full();
     assert_eq!(
         snap.dns_answers("video.edge.example").unwrap()[0]
@@ -161,7 +156,7 @@ async fn dns_rules_switch_and_the_snapshot_follows() {
         "192.0.2.99"
     );
     rule["ipAddressType"] = json!("IP_V6");
-    assert_problem(mep.send_json(reqwest::Method::PUT, &url, &rule).await, 400).await;
+    assert_problem(mep.send_json(Method::PUT, &url, &rule).await, 400).await;
     mep.stop().await;
 }
 
@@ -172,7 +167,7 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
     let subs = mep.app_support("/applications/app-1/subscriptions");
     let r = mep
         .send_json(
-            reqwest::Method::POST,
+            Method::POST,
             &subs,
             &json!({"subscriptionType": "AppTerminationNotificationSubscription",
                       "callbackReference": rx.url, "appInstanceId": "app-1"}),
@@ -193,7 +188,7 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
     // subscription still covers app-1.
     let other_name = mep
         .send_json(
-            reqwest::Method::POST,
+            Method::POST,
             &subs,
             &json!({"subscriptionType": "AppTerminationNotificationSubscription",
                       "callbackReference": rx.url, "appInstanceId": "app-2"}),
@@ -215,7 +210,7 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
 
     mep.register("app-1", &service_body("video-svc")).await;
     let confs = mep.mm5_url("/mep/appMng/v1/applications/app-1/confs");
-    let r = mep.send_json(reqwest::Method::PUT, &confs, &json!({"authInfo": {"credentials": {"accessKeyId": "A".repeat(20), "secretKey": "S".repeat(64)}},
+    let r = mep.send_json(Method::PUT, &confs, &json!({"authInfo": {"credentials": {"accessKeyId": "A".repeat(20), "secretKey": "S".repeat(64)}},
                       "appInfo": {"appName": "video", "requiredServices": []}}))
 .await;
     assert!(r.status().is_success(), "{}", r.status());
@@ -223,7 +218,7 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
     // Nothing to confirm yet: accepted, and nothing changes.
     let r = mep
         .send_json(
-            reqwest::Method::POST,
+            Method::POST,
             &confirm,
             &json!({"operationAction": "TERMINATING"}),
         )
@@ -243,7 +238,7 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
     assert_eq!(n["_links"]["confirmTermination"]["href"], confirm);
     let r = mep
         .send_json(
-            reqwest::Method::POST,
+            Method::POST,
             &confirm,
             &json!({"operationAction": "STOPPING"}),
         )
@@ -251,7 +246,7 @@ async fn termination_notifies_waits_for_confirmation_and_cleans_up() {
     assert_problem(r, 400).await;
     let r = mep
         .send_json(
-            reqwest::Method::POST,
+            Method::POST,
             &confirm,
             &json!({"operationAction": "TERMINATING"}),
         )
@@ -286,7 +281,7 @@ async fn termination_without_confirmation_waits_max_graceful_timeout() {
     let mut rx = CallbackReceiver::start().await;
     let r = mep
         .send_json(
-            reqwest::Method::POST,
+            Method::POST,
             mep.app_support("/applications/app-1/subscriptions"),
             &json!({"subscriptionType": "AppTerminationNotificationSubscription",
                       "callbackReference": rx.url, "appInstanceId": "app-1"}),
@@ -315,7 +310,7 @@ async fn confirm_ready_is_recorded_for_the_platform_manager() {
     assert_eq!(mep.http.get(&readiness).send().await.unwrap().status(), 404);
     let url = mep.app_support("/applications/app-1/confirm_ready");
     assert_problem(
-        mep.send_json(reqwest::Method::POST, &url, &json!({"indication": "READY"}))
+        mep.send_json(Method::POST, &url, &json!({"indication": "READY"}))
             .await,
         404,
     )
@@ -325,17 +320,13 @@ async fn confirm_ready_is_recorded_for_the_platform_manager() {
         .await;
     assert_eq!(status, 200, "app-1 is now known to the platform");
     assert_problem(
-        mep.send_json(
-            reqwest::Method::POST,
-            &url,
-            &json!({"indication": "NOT_READY"}),
-        )
-        .await,
+        mep.send_json(Method::POST, &url, &json!({"indication": "NOT_READY"}))
+            .await,
         400,
     )
     .await;
     let r = mep
-        .send_json(reqwest::Method::POST, &url, &json!({"indication": "READY"}))
+        .send_json(Method::POST, &url, &json!({"indication": "READY"}))
         .await;
     assert_eq!(r.status(), 204);
     let seen: Value = mep.json_at(&readiness).await;
@@ -376,7 +367,7 @@ async fn v3_registrations() {
     let url = mep.app_support("/registrations");
     let info = json!({"appName": "iot-gw", "appProvider": "acme", "isInsByMec": false,
                       "endpoint": {"uris": ["http://10.0.0.7/"]}});
-    let r = mep.send_json(reqwest::Method::POST, &url, &info).await;
+    let r = mep.send_json(Method::POST, &url, &info).await;
     assert_eq!(r.status(), 201);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     let created: Value = r.json().await.unwrap();
@@ -386,7 +377,7 @@ async fn v3_registrations() {
     let mut changed = created.clone();
     changed["appProvider"] = json!("acme-2");
     assert_eq!(
-        mep.send_json(reqwest::Method::PUT, &location, &changed)
+        mep.send_json(Method::PUT, &location, &changed)
             .await
             .status(),
         204
@@ -398,20 +389,11 @@ async fn v3_registrations() {
     );
     assert_problem(mep.http.get(&location).send().await.unwrap(), 404).await;
     let no_endpoint = json!({"appName": "x", "isInsByMec": false});
-    assert_problem(
-        mep.send_json(reqwest::Method::POST, &url, &no_endpoint)
-            .await,
-        400,
-    )
-    .await;
+    assert_problem(mep.send_json(Method::POST, &url, &no_endpoint).await, 400).await;
     let by_mec = json!({"appName": "x", "isInsByMec": true, "appInstanceId": "fixed-id"});
-    let r = mep.send_json(reqwest::Method::POST, &url, &by_mec).await;
+    let r = mep.send_json(Method::POST, &url, &by_mec).await;
     assert_eq!(r.status(), 201);
-    assert_problem(
-        mep.send_json(reqwest::Method::POST, &url, &by_mec).await,
-        409,
-    )
-    .await;
+    assert_problem(mep.send_json(Method::POST, &url, &by_mec).await, 409).await;
     mep.stop().await;
 }
 

@@ -951,7 +951,7 @@ async fn confs_api_validates_and_never_reveals_the_secret() {
     let url = confs_url(&mep, APP_A);
 
     let r = mep
-        .send_json(reqwest::Method::PUT, &url, &confs(AK_A, SK_A, &["rnis"]))
+        .send_json(Method::PUT, &url, &confs(AK_A, SK_A, &["rnis"]))
         .await;
     assert_eq!(r.status(), 201);
     let text = r.text().await.unwrap();
@@ -971,12 +971,12 @@ async fn confs_api_validates_and_never_reveals_the_secret() {
         "{text}"
     );
     let r = mep
-        .send_json(reqwest::Method::PUT, &url, &confs(AK_A, SK_A, &[]))
+        .send_json(Method::PUT, &url, &confs(AK_A, SK_A, &[]))
         .await;
     assert_eq!(r.status(), 200, "replacing answers 200");
 
     let short_ak = mep
-        .send_json(reqwest::Method::PUT, &url, &confs("short", SK_A, &[]))
+        .send_json(Method::PUT, &url, &confs("short", SK_A, &[]))
         .await;
     assert!(assert_problem(short_ak, 400).await["detail"]
         .as_str()
@@ -984,29 +984,25 @@ async fn confs_api_validates_and_never_reveals_the_secret() {
         .contains("accessKeyId"));
     let bad_sk = format!("{}!", &SK_A[..63]);
     let r = mep
-        .send_json(reqwest::Method::PUT, &url, &confs(AK_A, &bad_sk, &[]))
+        .send_json(Method::PUT, &url, &confs(AK_A, &bad_sk, &[]))
         .await;
     let problem = assert_problem(r, 400).await;
     assert!(!problem.to_string().contains(&SK_A[..63]));
     let r = mep
         .send_json(
-            reqwest::Method::PUT,
+            Method::PUT,
             &url,
             &json!({"authInfo": {"credentials": {"accessKeyId": AK_A, "secretKey": 42}}}),
         )
         .await;
     assert_problem(r, 400).await;
     let r = mep
-        .send_json(
-            reqwest::Method::PUT,
-            confs_url(&mep, APP_B),
-            &confs(AK_A, SK_B, &[]),
-        )
+        .send_json(Method::PUT, confs_url(&mep, APP_B), &confs(AK_A, SK_B, &[]))
         .await;
     assert_problem(r, 409).await;
     let r = mep
         .send_json(
-            reqwest::Method::PUT,
+            Method::PUT,
             confs_url(&mep, "bad id"),
             &confs(AK_B, SK_B, &[]),
         )
@@ -1207,7 +1203,7 @@ async fn callbacks_outside_the_operators_allow_list_are_refused() {
     let termination = json!({"subscriptionType": "AppTerminationNotificationSubscription",
                              "callbackReference": "http://10.0.0.1/n", "appInstanceId": APP_A});
     let r = mep
-        .send_json(reqwest::Method::POST, mep.app_support(&path), &termination)
+        .send_json(Method::POST, mep.app_support(&path), &termination)
         .await;
     assert_problem(r, 400).await;
     mep.stop().await;

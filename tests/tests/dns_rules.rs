@@ -76,12 +76,7 @@ async fn answers_follow_rule_changes_from_the_next_query() {
     let url = mep.app_support("/applications/app-1/dns_rules/dns-1");
     let mut rule: serde_json::Value = mep.json_at(&url).await;
     rule["state"] = json!("INACTIVE");
-    assert_eq!(
-        mep.send_json(reqwest::Method::PUT, &url, &rule)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(mep.send_json(Method::PUT, &url, &rule).await.status(), 200);
     let gone = ask(dns, "video.edge.example.", RecordType::A).await;
     assert!(addresses(&gone).is_empty());
 

@@ -1,14 +1,13 @@
 //! `mep` with the XDP data plane on a real veth in a network namespace: a rule change made over
 //! Mm5 or Mp1 changes what happens to the very next packet. Needs root (CI runs as root).
 
-#[path = "../../ebpf/tests/common/mod.rs"]
-mod common;
+#![cfg(feature = "xdp")]
 
 use std::sync::Arc;
 
-use common::topology::*;
-use common::*;
 use mep_ebpf::AttachMode;
+use mep_ebpf_testkit::topology::*;
+use mep_ebpf_testkit::*;
 use mep_rules::DataPlane;
 use mep_tests::{test_config, TestMep};
 use reqwest::Method;
@@ -66,9 +65,7 @@ fn mm5_and_mp1_rule_changes_steer_the_next_packet() {
     let status = rt.block_on(async {
         let mut rule: Value = mep.json_at(&url).await;
         rule["state"] = json!("INACTIVE");
-        mep.send_json(reqwest::Method::PUT, &url, &rule)
-            .await
-            .status()
+        mep.send_json(Method::PUT, &url, &rule).await.status()
     });
     assert_eq!(status, 200);
     send_from_upf(&t.upf, "10.201.2.2", 5000, b"after".to_vec());

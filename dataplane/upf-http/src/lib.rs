@@ -6,6 +6,9 @@
 //! retrying after a timeout or a 5xx can never apply a change twice; a call either succeeds or
 //! returns an error, which lets the control plane commit or revert.
 
+// Input and I/O paths never unwrap; tests may.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 mod schema;
 mod transport;
 

@@ -1,6 +1,6 @@
-//! Shared helpers of the XDP tests: root check, a data plane with its own pin path, rules from
-//! JSON, crafted packets (Ethernet/VLAN, IPv4/IPv6, UDP/TCP, GTP-U) and network namespaces.
-#![allow(dead_code)]
+//! Shared helpers of the XDP tests (those of `mep-ebpf` and the end-to-end ones of `mep-tests`):
+//! root check, a data plane with its own pin path, rules from JSON, crafted packets
+//! (Ethernet/VLAN, IPv4/IPv6, UDP/TCP, GTP-U) and network namespaces.
 
 pub mod topology;
 
