@@ -3,8 +3,8 @@
 // Input and I/O paths never unwrap; tests may.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-use clap::{Parser, Subcommand};
-use mep_api::config::{Config, ServeArgs};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use mep_api::config::{settings, Config, ServeArgs};
 use mep_api::Mep;
 use tracing_subscriber::EnvFilter;
 
@@ -20,12 +20,25 @@ struct Cli {
 enum Command {
     /// Run the platform: Mp1 and Mm5 listeners on an embedded store.
     Serve(Box<ServeArgs>),
+    /// Print the configuration keys.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Inspect the XDP data plane of a running mep.
     #[cfg(feature = "xdp")]
     Xdp {
         #[command(subcommand)]
         command: XdpCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Every key with its default, as a TOML file to start from.
+    Defaults,
+    /// The keys as the README's Markdown table.
+    Table,
 }
 
 #[cfg(feature = "xdp")]
@@ -47,7 +60,14 @@ fn main() -> std::process::ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
+    // The serve flags' help names each default, from the one definition of the keys.
+    let matches = Cli::command()
+        .mut_subcommand("serve", settings::command)
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,6 +81,16 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
+            Command::Config { command } => {
+                print!(
+                    "{}",
+                    match command {
+                        ConfigCommand::Defaults => settings::defaults_toml(),
+                        ConfigCommand::Table => settings::table(),
+                    }
+                );
+                Ok(())
+            }
             #[cfg(feature = "xdp")]
             Command::Xdp {
                 command: XdpCommand::Status { pin_path },
