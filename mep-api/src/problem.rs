@@ -1,12 +1,10 @@
 //! The one place where errors become HTTP responses: RFC 7807 `ProblemDetails` with
-//! `Content-Type: application/problem+json` and `status` equal to the HTTP status.
+//! `Content-Type: application/problem+json` and `status` equal to the HTTP status. Which status
+//! each domain error is, is `error_mapping`'s.
 
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 use serde::Serialize;
-
-use crate::apps::{AppsError, RuleChangeError};
-use crate::registry::RegistryError;
 
 /// RFC 7807 problem details, as MEC 011 defines them.
 #[derive(Debug, Serialize)]
@@ -62,53 +60,6 @@ impl ApiError {
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
-impl From<RegistryError> for ApiError {
-    fn from(e: RegistryError) -> Self {
-        let detail = e.to_string();
-        match e {
-            RegistryError::Invalid(_) => ApiError::BadRequest(detail),
-            RegistryError::ServiceNotFound(_) | RegistryError::SubscriptionNotFound(_) => {
-                ApiError::NotFound(detail)
-            }
-            RegistryError::NotOwner { .. } => ApiError::Forbidden(detail),
-            RegistryError::PreconditionFailed => ApiError::PreconditionFailed(detail),
-            RegistryError::Quota(_) => ApiError::Forbidden(detail),
-            RegistryError::Store(_) | RegistryError::Encoding(_) => ApiError::Internal(detail),
-        }
-    }
-}
-
-impl From<AppsError> for ApiError {
-    fn from(e: AppsError) -> Self {
-        let detail = e.to_string();
-        match e {
-            AppsError::Invalid(_) => ApiError::BadRequest(detail),
-            AppsError::NotFound(_) => ApiError::NotFound(detail),
-            AppsError::Conflict(_) => ApiError::Conflict(detail),
-            AppsError::Quota(_) => ApiError::Forbidden(detail),
-            AppsError::Store(_) | AppsError::Interrupted(_) | AppsError::Encoding(_) => {
-                ApiError::Internal(detail)
-            }
-        }
-    }
-}
-
-impl From<RuleChangeError> for ApiError {
-    fn from(e: RuleChangeError) -> Self {
-        let detail = e.to_string();
-        match e {
-            RuleChangeError::Invalid(_) => ApiError::BadRequest(detail),
-            RuleChangeError::Conflict(_) => ApiError::Conflict(detail),
-            RuleChangeError::NotFound(_) => ApiError::NotFound(detail),
-            RuleChangeError::PreconditionFailed => ApiError::PreconditionFailed(detail),
-            RuleChangeError::Store(_)
-            | RuleChangeError::Interrupted(_)
-            | RuleChangeError::Encoding(_) => ApiError::Internal(detail),
-            RuleChangeError::DataPlaneOutOfSync(_) => ApiError::ServiceUnavailable(detail),
         }
     }
 }

@@ -21,7 +21,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::secrets::replace_private_file;
+use crate::private_files::replace_private_file;
 
 /// Where certificates come from.
 #[derive(Debug, Clone, Default)]

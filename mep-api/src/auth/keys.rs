@@ -22,7 +22,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivatePkcs8KeyDer;
 use serde::{Deserialize, Serialize};
 
-use super::secrets::{create_private_dir, replace_private_file, write_private_file};
+use crate::private_files::{create_private_dir, replace_private_file, write_private_file};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {

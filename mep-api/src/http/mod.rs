@@ -36,7 +36,6 @@ impl Default for HttpLimits {
     }
 }
 
-pub mod etag;
 pub mod extract;
 pub mod header_case;
 pub mod middleware;

@@ -16,7 +16,7 @@ use axum::Router;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use crate::auth::credentials::{ConfsBody, CredentialError, PutOutcome};
+use crate::auth::credentials::{ConfsBody, PutOutcome};
 use crate::auth::Auth;
 use crate::http::extract::{require_json_media_type, ApiPath as Path};
 use crate::model::ids::AppInstanceId;
@@ -33,18 +33,6 @@ pub fn router(auth: Arc<Auth>) -> Router {
         )
         .route(ROTATE_PATH, post(rotate))
         .with_state(auth)
-}
-
-impl From<CredentialError> for ApiError {
-    fn from(e: CredentialError) -> Self {
-        match e {
-            CredentialError::Invalid(d) => ApiError::BadRequest(d),
-            CredentialError::AccessKeyTaken => ApiError::Conflict(e.to_string()),
-            CredentialError::Store(_) | CredentialError::Secret(_) => {
-                ApiError::Internal(e.to_string())
-            }
-        }
-    }
 }
 
 fn app_id(raw: &str) -> Result<AppInstanceId, ApiError> {

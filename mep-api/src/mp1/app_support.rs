@@ -17,7 +17,7 @@ use super::{created, json, with_etag};
 use crate::apps::{Apps, RuleChangeError};
 use crate::auth::{AppScope, CallbackAllow, Caller, RegistrantScope};
 use crate::clock::{unix_parts, Clock};
-use crate::http::etag::{etag_of, if_match_holds};
+use crate::etag::{etag_of, if_match_holds};
 use crate::http::extract::{ApiJson, ApiPath as Path, IfMatch};
 use crate::links::{nest_under, APP_SUPPORT_PREFIXES};
 use crate::model::appd::AppDConfig;

@@ -25,8 +25,8 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 
 use crate::clock::Clock;
-use crate::http::etag::etag_of;
-pub(crate) use crate::http::etag::if_match_holds;
+use crate::etag::etag_of;
+pub(crate) use crate::etag::if_match_holds;
 use crate::links::Links;
 use crate::model::common::{LinkType, ServiceState};
 use crate::model::ids::AppInstanceId;
