@@ -25,24 +25,46 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
                 .to_string_lossy()
                 .trim_end_matches(".rs")
                 .to_owned();
-            if top == "lib" || top == "main" {
+            let test_only = matches!(
+                path.file_name().and_then(|n| n.to_str()),
+                Some("tests.rs" | "testing.rs")
+            );
+            if top == "lib" || top == "main" || test_only {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
             let code = text.split("#[cfg(test)]").next().unwrap_or_default();
             let deps = graph.entry(top.clone()).or_default();
             for (at, _) in code.match_indices("crate::") {
-                let name: String = code[at + 7..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-                    .collect();
-                if !name.is_empty() && name != top {
-                    deps.insert(name);
+                let rest = &code[at + 7..];
+                // `crate::{a, b::c}` names several modules at once.
+                let names: Vec<&str> = match rest.strip_prefix('{') {
+                    Some(group) => group
+                        .split('}')
+                        .next()
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(|item| module_name(item.trim()))
+                        .collect(),
+                    None => vec![module_name(rest)],
+                };
+                for name in names {
+                    if !name.is_empty() && name != top {
+                        deps.insert(name.to_owned());
+                    }
                 }
             }
         }
     }
     graph
+}
+
+/// The leading module name of a path such as `registry::Registry`.
+fn module_name(path: &str) -> &str {
+    let end = path
+        .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        .unwrap_or(path.len());
+    &path[..end]
 }
 
 #[test]

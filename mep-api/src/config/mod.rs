@@ -184,6 +184,7 @@ impl Config {
                 header_timeout: secs(key!(s.http_header_timeout)),
                 body_timeout: secs(key!(s.http_body_timeout)),
                 idle_timeout: secs(key!(s.http_idle_timeout)),
+                request_timeout: secs(key!(s.http_request_timeout)),
                 mp1_max_connections: key!(s.mp1_max_connections),
                 mm5_max_connections: key!(s.mm5_max_connections),
                 max_connections_per_client: key!(s.http_max_connections_per_client),
@@ -312,9 +313,14 @@ impl Config {
             ));
         }
         let h = &self.http;
-        if h.header_timeout.is_zero() || h.body_timeout.is_zero() || h.idle_timeout.is_zero() {
+        if h.header_timeout.is_zero()
+            || h.body_timeout.is_zero()
+            || h.idle_timeout.is_zero()
+            || h.request_timeout.is_zero()
+        {
             return Err(ConfigError::Invalid(
-                "http_header_timeout, http_body_timeout and http_idle_timeout must be at least 1",
+                "http_header_timeout, http_body_timeout, http_idle_timeout and \
+                 http_request_timeout must be at least 1",
             ));
         }
         if h.mp1_max_connections == 0

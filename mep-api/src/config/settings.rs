@@ -112,6 +112,11 @@ pub struct Settings {
     #[arg(long, env = "MEP_HTTP_IDLE_TIMEOUT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_idle_timeout: Option<u64>,
+    /// Seconds a request may take before it is answered 503 (termination requests get at least
+    /// max_graceful_timeout + 30).
+    #[arg(long, env = "MEP_HTTP_REQUEST_TIMEOUT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_request_timeout: Option<u64>,
     /// Connections Mp1 holds at once, at most its share of the descriptor budget.
     #[arg(long, env = "MEP_MP1_MAX_CONNECTIONS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -306,6 +311,7 @@ impl Settings {
             http_header_timeout: Some(10),
             http_body_timeout: Some(10),
             http_idle_timeout: Some(60),
+            http_request_timeout: Some(60),
             mp1_max_connections: Some(4096),
             mm5_max_connections: Some(128),
             http_max_connections_per_client: Some(256),

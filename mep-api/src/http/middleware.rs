@@ -93,23 +93,26 @@ pub async fn read_body_within(
     }
 }
 
-/// Gives the bodiless 404 and 405 responses of routing a `ProblemDetails` body.
-pub async fn problem_for_routing_errors(req: Request, next: Next) -> Response {
+/// Gives the bodiless error responses of routing (404, 405) and of tower layers (the 503 of a
+/// request that ran past its deadline) a `ProblemDetails` body.
+pub async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
-    if !matches!(
-        status,
-        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
-    ) || response.headers().contains_key(CONTENT_TYPE)
+    if !(status.is_client_error() || status.is_server_error())
+        || response.headers().contains_key(CONTENT_TYPE)
     {
         return response;
     }
-    let detail = if status == StatusCode::NOT_FOUND {
-        "no resource at this URI".to_owned()
-    } else {
-        ApiError::MethodNotAllowed.to_string()
+    let detail = match status {
+        StatusCode::NOT_FOUND => "no resource at this URI".to_owned(),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed.to_string(),
+        StatusCode::SERVICE_UNAVAILABLE => {
+            "the request was not answered in time; the work it started goes on".to_owned()
+        }
+        other => other.canonical_reason().unwrap_or("error").to_owned(),
     };
     let (mut parts, _) = response.into_parts();
+    parts.headers.remove(CONTENT_LENGTH);
     let problem = problem_response(status, detail);
     parts.headers.extend(problem.headers().clone());
     Response::from_parts(parts, problem.into_body())

@@ -20,6 +20,8 @@ pub struct HttpLimits {
     pub mm5_max_connections: usize,
     /// Connections one client (an IPv4 address or IPv6 /64) holds on one listener.
     pub max_connections_per_client: usize,
+    /// Time a request may take before it is answered 503 (the work it started goes on).
+    pub request_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -32,6 +34,7 @@ impl Default for HttpLimits {
             mp1_max_connections: 4096,
             mm5_max_connections: 128,
             max_connections_per_client: 256,
+            request_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -5,6 +5,9 @@ pub mod capabilities;
 pub mod credentials;
 pub mod termination;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use axum::extract::State;

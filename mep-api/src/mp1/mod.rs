@@ -4,6 +4,9 @@ pub mod app_support;
 pub mod service_mgmt;
 pub mod timing;
 
+#[cfg(test)]
+mod tests;
+
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, ETAG, LOCATION};

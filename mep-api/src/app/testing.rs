@@ -1,0 +1,134 @@
+//! The Mp1 and Mm5 routers over a real store in a temporary directory, without listeners, for
+//! `Router::oneshot` handler tests.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::Router;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::Value;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+use super::core::Core;
+use super::{listeners, routers, Substitutes};
+use crate::config::Config;
+use crate::readiness::Part;
+use crate::store::Store;
+
+/// Both routers and what keeps them alive; dropping it stops the background work.
+pub(crate) struct Routers {
+    pub(crate) mp1: Router,
+    pub(crate) mm5: Router,
+    _background: JoinSet<()>,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Routers {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The routers of a `mep` with the defaults (auth on, the `none` data plane), changed by
+/// `configure`; the data plane's first sync has run when this returns unless `configure` keeps
+/// it from.
+pub(crate) async fn routers(configure: impl FnOnce(&mut Config)) -> Routers {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut config = Config::with_data_dir(dir.path());
+    configure(&mut config);
+    let store = Store::open(&config.data_dir).expect("a store");
+    let shutdown = CancellationToken::new();
+    let mp1_addr: SocketAddr = ([127, 0, 0, 1], 8443).into();
+    let core = Core::load(
+        &config,
+        Substitutes::default(),
+        store,
+        listeners::links(&config, mp1_addr),
+        16,
+        &shutdown,
+    )
+    .await
+    .expect("the state loads");
+    let mut background = JoinSet::new();
+    core.spawn_background(&mut background, &config, &shutdown);
+    for _ in 0..200 {
+        if core.readiness.is_ready(Part::DataPlane) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Routers {
+        mp1: routers::mp1(&config, &core),
+        mm5: routers::mm5(&config, &core),
+        _background: background,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+/// What a request got back: status, headers and the body as JSON (`Value::Null` when empty or
+/// not JSON).
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) json: Value,
+}
+
+impl Answer {
+    pub(crate) fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// Asserts a `ProblemDetails` body with `status`, as MEC 011 wants for every error.
+    pub(crate) fn assert_problem(&self, status: u16) {
+        assert_eq!(self.status.as_u16(), status, "{}", self.json);
+        assert_eq!(self.header("content-type"), "application/problem+json");
+        assert_eq!(self.json["status"], status, "{}", self.json);
+    }
+}
+
+/// Sends `request` to `router` and reads the answer whole.
+pub(crate) async fn send(router: &Router, request: Request<Body>) -> Answer {
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("a body")
+        .to_bytes();
+    Answer {
+        status,
+        headers,
+        json: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    }
+}
+
+/// A request with a JSON body (or none), and a bearer token when given.
+pub(crate) fn request(
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    let body = match body {
+        Some(body) => {
+            builder = builder.header("content-type", "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    builder.body(body).expect("a request")
+}
