@@ -72,7 +72,7 @@ fn words(octets: [u8; 16]) -> [u32; 4] {
 }
 
 fn mapped_len(p: &IpPrefix) -> u32 {
-    u32::from(p.len) + if p.addr.is_ipv4() { 96 } else { 0 }
+    u32::from(p.prefix_len()) + if p.addr().is_ipv4() { 96 } else { 0 }
 }
 
 fn mask_words(len: u32) -> [u32; 4] {
@@ -87,7 +87,7 @@ fn and(a: [u32; 4], m: [u32; 4]) -> [u32; 4] {
 fn prefix(p: &IpPrefix) -> Prefix {
     let mask = mask_words(mapped_len(p));
     Prefix {
-        addr: and(addr_words(p.addr), mask),
+        addr: and(addr_words(p.addr()), mask),
         mask,
     }
 }

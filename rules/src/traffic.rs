@@ -1,7 +1,7 @@
 //! `TrafficRule` and its parts (MEC 011 clauses 7.1.2.2, 7.1.2.3, 7.1.2.5), and their compiled,
 //! checked form.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -317,29 +317,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<DestinationInterfa
 }
 
 /// An IP prefix (`addr/len`); a plain address is a full-length prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IpPrefix {
-    pub addr: IpAddr,
-    pub len: u8,
-}
-
-impl IpPrefix {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.len))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
+pub type IpPrefix = ipnet::IpNet;
 
 /// An inclusive port range; a single port is a range of one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -529,89 +507,51 @@ fn parse_address(what: &str, s: &str) -> Result<Vec<IpPrefix>, RuleError> {
         return range_to_prefixes(first, last)
             .ok_or_else(|| RuleError::new(format!("{what}: {s:?} is not an address range")));
     }
-    let (addr, len) = match s.split_once('/') {
-        None => {
-            let addr = parse_ip(what, s)?;
-            (addr, if addr.is_ipv4() { 32 } else { 128 })
-        }
-        Some((addr, len)) => {
-            let addr = parse_ip(what, addr)?;
-            let len = match (len.parse::<u8>(), addr, len.parse::<Ipv4Addr>()) {
-                (Ok(len), _, _) => len,
-                (_, IpAddr::V4(_), Ok(mask)) => {
-                    let m = u32::from(mask);
-                    if m.leading_ones() + m.trailing_zeros() != 32 {
-                        return Err(RuleError::new(format!(
-                            "{what}: {s:?} has a non-contiguous mask"
-                        )));
-                    }
-                    m.leading_ones() as u8
-                }
-                _ => {
-                    return Err(RuleError::new(format!(
-                        "{what}: {s:?} has a bad prefix length"
-                    )))
-                }
-            };
-            (addr, len)
+    let Some((addr, len)) = s.split_once('/') else {
+        return Ok(vec![IpPrefix::from(parse_ip(what, s)?)]);
+    };
+    let addr = parse_ip(what, addr)?;
+    let len = match (
+        len.trim().parse::<u8>(),
+        addr,
+        len.trim().parse::<Ipv4Addr>(),
+    ) {
+        (Ok(len), _, _) => len,
+        (_, IpAddr::V4(_), Ok(mask)) => ipnet::ipv4_mask_to_prefix(mask)
+            .map_err(|_| RuleError::new(format!("{what}: {s:?} has a non-contiguous mask")))?,
+        _ => {
+            return Err(RuleError::new(format!(
+                "{what}: {s:?} has a bad prefix length"
+            )))
         }
     };
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    if len > max {
-        return Err(RuleError::new(format!(
-            "{what}: {s:?} has a prefix longer than {max}"
-        )));
-    }
-    Ok(vec![IpPrefix { addr, len }])
+    IpPrefix::new(addr, len).map(|net| vec![net]).map_err(|_| {
+        RuleError::new(format!(
+            "{what}: {s:?} has a prefix longer than the address"
+        ))
+    })
 }
+
+/// Most prefixes one range may turn into (a worst-case IPv6 range needs 254).
+const MAX_RANGE_PREFIXES: usize = 256;
 
 /// The smallest set of prefixes covering `first..=last` (same family, first <= last).
 fn range_to_prefixes(first: IpAddr, last: IpAddr) -> Option<Vec<IpPrefix>> {
-    let (mut lo, hi, bits, v4) = match (first, last) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => (
-            u128::from(u32::from(a)),
-            u128::from(u32::from(b)),
-            32u32,
-            true,
-        ),
-        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128u32, false),
-        _ => return None,
-    };
-    if lo > hi {
+    if first > last {
         return None;
     }
-    let mut out = Vec::new();
-    loop {
-        // Largest aligned block starting at lo that does not pass hi.
-        let mut size_bits = if lo == 0 {
-            bits
-        } else {
-            lo.trailing_zeros().min(bits)
-        };
-        while size_bits > 0
-            && lo
-                .checked_add((1u128 << size_bits) - 1)
-                .is_none_or(|end| end > hi)
-        {
-            size_bits -= 1;
-        }
-        let addr = if v4 {
-            IpAddr::V4(Ipv4Addr::from(lo as u32))
-        } else {
-            IpAddr::V6(Ipv6Addr::from(lo))
-        };
-        out.push(IpPrefix {
-            addr,
-            len: (bits - size_bits) as u8,
-        });
-        if out.len() > 256 {
-            return None;
-        }
-        match lo.checked_add(1u128.checked_shl(size_bits).unwrap_or(0)) {
-            Some(next) if size_bits < 128 && next <= hi && next != 0 => lo = next,
-            _ => return Some(out),
-        }
-    }
+    let out: Vec<IpPrefix> = match (first, last) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => ipnet::Ipv4Subnets::new(a, b, 0)
+            .take(MAX_RANGE_PREFIXES + 1)
+            .map(IpPrefix::V4)
+            .collect(),
+        (IpAddr::V6(a), IpAddr::V6(b)) => ipnet::Ipv6Subnets::new(a, b, 0)
+            .take(MAX_RANGE_PREFIXES + 1)
+            .map(IpPrefix::V6)
+            .collect(),
+        _ => return None,
+    };
+    (out.len() <= MAX_RANGE_PREFIXES).then_some(out)
 }
 
 fn parse_port_range(what: &str, s: &str) -> Result<PortRange, RuleError> {
@@ -692,8 +632,8 @@ mod tests {
         let c = rule(base()).compile().unwrap();
         let f = &c[0];
         assert_eq!(f.src_address.len(), 2);
-        assert!(f.src_address[0].contains("10.0.0.200".parse().unwrap()));
-        assert!(!f.src_address[0].contains("10.0.1.1".parse().unwrap()));
+        assert!(f.src_address[0].contains(&"10.0.0.200".parse::<IpAddr>().unwrap()));
+        assert!(!f.src_address[0].contains(&"10.0.1.1".parse::<IpAddr>().unwrap()));
         assert_eq!(
             f.dst_port[1],
             PortRange {
@@ -710,27 +650,25 @@ mod tests {
     #[test]
     fn masks_and_ranges() {
         let p = parse_address("a", "10.1.0.0/255.255.0.0").unwrap();
-        assert_eq!(
-            p,
-            vec![IpPrefix {
-                addr: "10.1.0.0".parse().unwrap(),
-                len: 16
-            }]
-        );
+        assert_eq!(p, vec!["10.1.0.0/16".parse::<IpPrefix>().unwrap()]);
         assert!(parse_address("a", "10.1.0.0/255.0.255.0").is_err());
         let r = parse_address("a", "10.0.0.1-10.0.0.6").unwrap();
-        let lens: Vec<u8> = r.iter().map(|p| p.len).collect();
+        let lens: Vec<u8> = r.iter().map(|p| p.prefix_len()).collect();
         assert_eq!(lens, vec![32, 31, 31, 32]); // .1, .2-.3, .4-.5, .6
         for i in 1..=6 {
             let ip: IpAddr = format!("10.0.0.{i}").parse().unwrap();
-            assert!(r.iter().any(|p| p.contains(ip)));
+            assert!(r.iter().any(|p| p.contains(&ip)));
         }
-        assert!(!r.iter().any(|p| p.contains("10.0.0.7".parse().unwrap())));
+        assert!(!r
+            .iter()
+            .any(|p| p.contains(&"10.0.0.7".parse::<IpAddr>().unwrap())));
         let v6 = parse_address("a", "2001:db8::/32").unwrap();
-        assert!(v6[0].contains("2001:db8:1::1".parse().unwrap()));
+        assert!(v6[0].contains(&"2001:db8:1::1".parse::<IpAddr>().unwrap()));
         assert!(parse_address("a", "10.0.0.0/33").is_err());
         assert!(parse_address("a", "nonsense").is_err());
-        assert!(parse_address("a", "0.0.0.0-255.255.255.255").unwrap()[0].len == 0);
+        assert!(parse_address("a", "0.0.0.0-255.255.255.255").unwrap()[0].prefix_len() == 0);
+        let widest = parse_address("a", "::1-ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe").unwrap();
+        assert_eq!(widest.len(), 254);
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! Sends one change to the controller: per-attempt timeout, bounded retries with exponential
-//! backoff on transport errors, 5xx and 429, and an immediate error with the controller's reason
+//! Sends one change to the controller: per-attempt timeout, bounded retries with jittered
+//! exponential backoff (backon) on transport errors, 5xx and 429, and an immediate error with the controller's reason
 //! on any other non-success answer.
 
 use std::error::Error as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use reqwest::{header::RETRY_AFTER, Client, Method, Response, StatusCode};
 use url::Url;
 
@@ -64,38 +65,45 @@ impl Transport {
         body: Option<Vec<u8>>,
     ) -> Result<(), String> {
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let attempts = self.retries.saturating_add(1);
-        let mut attempt = 0;
+        let mut waits = self.waits();
+        let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let reason = match self.attempt(&method, &url, body.as_ref(), sequence).await {
-                Attempt::Done => return Ok(()),
-                Attempt::Fatal(reason) => return Err(format!("{method} {url}: {reason}")),
-                Attempt::Retry { reason, .. } if attempt >= attempts => reason,
-                Attempt::Retry {
-                    reason,
-                    retry_after,
-                } => {
-                    let wait = self.wait_before(attempt, retry_after);
-                    tracing::warn!(%method, %url, attempt, error = %reason, ?wait, "upf-http attempt failed, retrying");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
+            let (reason, retry_after) =
+                match self.attempt(&method, &url, body.as_ref(), sequence).await {
+                    Attempt::Done => return Ok(()),
+                    Attempt::Fatal(reason) => return Err(format!("{method} {url}: {reason}")),
+                    Attempt::Retry {
+                        reason,
+                        retry_after,
+                    } => (reason, retry_after),
+                };
+            let Some(backoff) = waits.next() else {
+                return Err(format!(
+                    "{method} {url}: gave up after {attempt} attempt(s): {reason}"
+                ));
             };
-            return Err(format!(
-                "{method} {url}: gave up after {attempts} attempt(s): {reason}"
-            ));
+            let wait = retry_after.unwrap_or(backoff).min(self.max_wait());
+            tracing::warn!(%method, %url, attempt, error = %reason, ?wait, "upf-http attempt failed, retrying");
+            tokio::time::sleep(wait).await;
         }
     }
 
-    /// Exponential backoff (`backoff`, `2 × backoff`, ...) or the controller's `Retry-After`,
-    /// never more than `MAX_BACKOFF_FACTOR × backoff`.
-    fn wait_before(&self, failed_attempts: u32, retry_after: Option<Duration>) -> Duration {
-        let cap = self.backoff.saturating_mul(MAX_BACKOFF_FACTOR);
-        let exponential = self
-            .backoff
-            .saturating_mul(1u32 << (failed_attempts - 1).min(16));
-        retry_after.unwrap_or(exponential).min(cap)
+    /// The waits between attempts: `backoff`, then doubling, each with up to as much again of
+    /// random jitter (so that controllers restarted together are not hit in lockstep), at most
+    /// `retries` of them.
+    fn waits(&self) -> ExponentialBackoff {
+        ExponentialBuilder::new()
+            .with_min_delay(self.backoff)
+            .with_max_delay(self.max_wait() / 2)
+            .with_jitter()
+            .with_max_times(self.retries as usize)
+            .build()
+    }
+
+    /// The longest wait, whether from the backoff or from the controller's `Retry-After`.
+    fn max_wait(&self) -> Duration {
+        self.backoff.saturating_mul(MAX_BACKOFF_FACTOR)
     }
 
     async fn attempt(
@@ -202,23 +210,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_and_is_capped() {
+    fn waits_double_with_jitter_and_are_capped() {
         let t = Transport::new(
             Client::new(),
             Duration::from_secs(1),
             10,
             Duration::from_millis(10),
         );
-        assert_eq!(t.wait_before(1, None), Duration::from_millis(10));
-        assert_eq!(t.wait_before(3, None), Duration::from_millis(40));
-        assert_eq!(t.wait_before(9, None), Duration::from_millis(160));
-        assert_eq!(
-            t.wait_before(1, Some(Duration::from_secs(60))),
-            Duration::from_millis(160)
-        );
-        assert_eq!(
-            t.wait_before(5, Some(Duration::from_millis(5))),
-            Duration::from_millis(5)
-        );
+        let waits: Vec<Duration> = t.waits().collect();
+        assert_eq!(waits.len(), 10);
+        for (i, wait) in waits.iter().enumerate() {
+            let base = Duration::from_millis(10 << i.min(3));
+            assert!(
+                *wait >= base && *wait <= base * 2,
+                "wait {i} was {wait:?}, base {base:?}"
+            );
+        }
+        assert_eq!(t.max_wait(), Duration::from_millis(160));
+        let firsts: std::collections::HashSet<Duration> =
+            (0..20).filter_map(|_| t.waits().next()).collect();
+        assert!(firsts.len() > 1, "no jitter: {firsts:?}");
+        let zero = Transport::new(Client::new(), Duration::from_secs(1), 0, Duration::ZERO);
+        assert_eq!(zero.waits().count(), 0);
     }
 }

@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use ring::{digest, hmac};
 
 pub const SCHEME: &str = "SDK-HMAC-SHA256";
@@ -173,12 +174,12 @@ pub fn string_to_sign(request: &RequestParts<'_>, signed_headers: &[String]) -> 
         &canonical_query(request.query),
         &canonical_headers,
         &signed_names,
-        &hex(digest::digest(&digest::SHA256, b"").as_ref()),
+        &hex::encode(digest::digest(&digest::SHA256, b"").as_ref()),
     ]
     .join("\n");
     format!(
         "{SCHEME}\n{date}\n{}",
-        hex(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
+        hex::encode(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
     )
 }
 
@@ -210,63 +211,29 @@ fn canonical_query(query: Option<&str>) -> String {
     params.join("&")
 }
 
+/// What Go's `url.QueryEscape` escapes: everything but ASCII letters, digits and `-_.~`.
+const QUERY_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Go's `url.QueryEscape`: unreserved bytes stay, space becomes `+`, the rest `%XX`.
 fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    utf8_percent_encode(s, QUERY_ESCAPED)
+        .map(|chunk| if chunk == "%20" { "+" } else { chunk })
+        .collect()
 }
 
 /// Decodes `%XX` escapes of a URI path (a `+` stays a `+`); invalid escapes stay as they are.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex_val(bytes[i + 1]), hex_val(bytes[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 fn decode_hex32(s: &str) -> Option<[u8; 32]> {
-    let b = s.as_bytes();
-    if b.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        out[i] = hex_val(pair[0])? << 4 | hex_val(pair[1])?;
-    }
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn is_token_char(b: u8) -> bool {
@@ -372,6 +339,11 @@ mod tests {
         assert_eq!(canonical_uri("//mep/./../token/"), "/mep/token/");
         assert_eq!(canonical_uri("/a%20b/c+d"), "/a+b/c%2Bd/");
         assert_eq!(canonical_uri(""), "/");
+        assert_eq!(canonical_uri("/a~b*c/%zz%4"), "/a~b%2Ac/%25zz%254/");
+        assert_eq!(canonical_uri("/caf%C3%A9"), "/caf%C3%A9/");
+        assert_eq!(decode_hex32(&"aB".repeat(32)), Some([0xab; 32]));
+        assert_eq!(decode_hex32(&"ab".repeat(31)), None);
+        assert_eq!(decode_hex32(&"zz".repeat(32)), None);
         assert_eq!(canonical_query(Some("b=2&a=x y&a=1")), "a=1&a=x+y&b=2");
         assert_eq!(canonical_query(None), "");
     }

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
@@ -44,7 +45,8 @@ pub struct NotifyConfig {
     pub timeout: Duration,
     /// Attempts after the first one.
     pub retries: u32,
-    /// Wait before the first retry; doubles each time up to `max_backoff`.
+    /// Wait before the first retry; doubles each time up to `max_backoff`, each wait with up
+    /// to as much again of random jitter.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     /// Deliveries in flight at once, over all subscriptions (each holds a connection).
@@ -68,6 +70,19 @@ impl Default for NotifyConfig {
             failing_after: 5,
             failing_queue: 16,
         }
+    }
+}
+
+impl NotifyConfig {
+    /// The waits before the retries of one notification: jittered so that the subscribers of
+    /// one callback host that failed together are not retried in lockstep.
+    fn retry_waits(&self) -> ExponentialBackoff {
+        ExponentialBuilder::new()
+            .with_min_delay(self.initial_backoff)
+            .with_max_delay(self.max_backoff)
+            .with_jitter()
+            .with_max_times(self.retries as usize)
+            .build()
     }
 }
 
@@ -284,7 +299,7 @@ async fn deliver_with_retries(
     job: &Job,
 ) -> bool {
     let inner = &notifier.inner;
-    let mut backoff = inner.config.initial_backoff;
+    let mut waits = inner.config.retry_waits();
     let mut attempt = 0;
     loop {
         let failing = queue.is_failing();
@@ -327,12 +342,14 @@ async fn deliver_with_retries(
                 "callback keeps failing; subscription marked failing"
             );
         }
-        if failing || attempt >= inner.config.retries {
+        if failing {
             return false;
         }
+        let Some(wait) = waits.next() else {
+            return false;
+        };
         attempt += 1;
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(inner.config.max_backoff);
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -347,3 +364,6 @@ fn release_free_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
+
+#[cfg(test)]
+mod tests;
