@@ -12,11 +12,13 @@
 //!   take the connections of working ones; after `failing_after` failed attempts in a row it is
 //!   *failing*: it keeps only `failing_queue` notifications and gets one attempt per
 //!   notification. A delivered notification makes it healthy again;
-//! - deleting a subscription drops its queue at once; when the queues have shrunk by more than
-//!   [`RETURN_AFTER`] bytes since the last look, the freed memory is handed back to the
-//!   operating system (glibc keeps freed small blocks otherwise, and the process's RSS would stay
-//!   at its high-water mark).
+//! - deleting a subscription drops its queue at once; when the allocator holds more than
+//!   [`RETURN_AFTER`] bytes free beyond what it held after the last look, the free memory is
+//!   handed back to the operating system (glibc keeps freed small blocks otherwise, and the
+//!   process's RSS would stay at its high-water mark: queues, connections and tasks of deleted
+//!   subscribers all free memory, not only the queues).
 
+mod memory;
 mod queue;
 
 use std::collections::HashMap;
@@ -86,10 +88,10 @@ impl NotifyConfig {
     }
 }
 
-/// Shrinkage of the queues, in bytes, after which freed memory is returned to the system.
+/// Free bytes the allocator may gain before they are returned to the system.
 pub const RETURN_AFTER: usize = 8 << 20;
 
-/// How often the queues' high-water mark is looked at.
+/// How often the allocator's free memory is looked at.
 const MAINTENANCE_PERIOD: Duration = Duration::from_secs(2);
 
 struct Inner {
@@ -99,8 +101,6 @@ struct Inner {
     queues: Mutex<HashMap<String, Arc<Queue>>>,
     /// Bytes queued in all queues.
     queued_bytes: AtomicUsize,
-    /// The most `queued_bytes` held since the last maintenance look.
-    high_water: AtomicUsize,
     failing: AtomicI64,
     /// Connections for the attempts of subscriptions whose last attempt succeeded, and for the
     /// others'.
@@ -137,7 +137,6 @@ impl Notifier {
                 metrics,
                 queues: Mutex::new(HashMap::new()),
                 queued_bytes: AtomicUsize::new(0),
-                high_water: AtomicUsize::new(0),
                 failing: AtomicI64::new(0),
                 healthy_slots: Semaphore::new(slots - failing_slots),
                 failing_slots: Semaphore::new(failing_slots),
@@ -149,20 +148,22 @@ impl Notifier {
         Ok(notifier)
     }
 
-    /// Hands freed memory back to the system after the queues shrank a lot.
+    /// Hands free memory back to the system whenever the allocator gained much of it.
     async fn return_memory(self) {
-        let inner = &self.inner;
         let mut tick = tokio::time::interval(MAINTENANCE_PERIOD);
+        let mut held = 0;
         loop {
             tokio::select! {
-                _ = inner.shutdown.cancelled() => return,
+                _ = self.inner.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let now = inner.queued_bytes.load(Ordering::Relaxed);
-            let high = inner.high_water.swap(now, Ordering::Relaxed);
-            if high.saturating_sub(now) > RETURN_AFTER {
-                let _ = tokio::task::spawn_blocking(release_free_memory).await;
-            }
+            let Ok(now) =
+                tokio::task::spawn_blocking(move || memory::release_beyond(held, RETURN_AFTER))
+                    .await
+            else {
+                return;
+            };
+            held = now;
         }
     }
 
@@ -212,11 +213,9 @@ impl Notifier {
     fn account(&self, bytes: isize, dropped: usize) {
         let inner = &self.inner;
         if bytes >= 0 {
-            let now = inner
+            inner
                 .queued_bytes
-                .fetch_add(bytes as usize, Ordering::Relaxed)
-                + bytes as usize;
-            inner.high_water.fetch_max(now, Ordering::Relaxed);
+                .fetch_add(bytes as usize, Ordering::Relaxed);
         } else {
             inner
                 .queued_bytes
@@ -308,7 +307,7 @@ async fn deliver_with_retries(
         } else {
             &inner.healthy_slots
         };
-        let Ok(_slot) = slots.acquire().await else {
+        let Ok(slot) = slots.acquire().await else {
             return false;
         };
         let outcome = inner
@@ -342,6 +341,8 @@ async fn deliver_with_retries(
                 "callback keeps failing; subscription marked failing"
             );
         }
+        // The connection slot is for the attempt, not for the wait before the next one.
+        drop(slot);
         if failing {
             return false;
         }
@@ -352,18 +353,6 @@ async fn deliver_with_retries(
         tokio::time::sleep(wait).await;
     }
 }
-
-/// Returns the allocator's free memory to the operating system.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn release_free_memory() {
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_free_memory() {}
 
 #[cfg(test)]
 mod tests;
