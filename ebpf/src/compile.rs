@@ -301,8 +301,18 @@ fn entry_prefix_keys(p: &[Prefix; FIELD_MAX], n: u8) -> Vec<AddrKey> {
         .collect()
 }
 
-/// Compiles `rules` (in priority order: earlier wins).
+/// Compiles `rules` (in priority order: earlier wins): expands them into entries, places each
+/// entry in one index, and lays the indexes out as candidate lists and a program config.
 pub fn compile(rules: &[RuleInput<'_>]) -> Result<Compiled, CapacityError> {
+    let mut out = expand(rules)?;
+    let keys = EntryKeys::of(&out.entries);
+    let placement = place(&out.entries, &keys);
+    out.config = emit(&mut out, placement, &keys)?;
+    Ok(out)
+}
+
+/// The actions of `rules` and one entry per filter.
+fn expand(rules: &[RuleInput<'_>]) -> Result<Compiled, CapacityError> {
     let mut out = Compiled::default();
     for r in rules {
         out.actions
@@ -314,66 +324,88 @@ pub fn compile(rules: &[RuleInput<'_>]) -> Result<Compiled, CapacityError> {
     if out.entries.len() > MAX_ENTRIES as usize {
         return Err(CapacityError::TooManyEntries);
     }
+    Ok(out)
+}
 
-    let dst_keys: Vec<Vec<AddrKey>> = out
-        .entries
-        .iter()
-        .map(|e| {
-            if e.flags & F_DST != 0 {
-                entry_prefix_keys(&e.dst, e.n_dst)
-            } else {
-                Vec::new()
-            }
-        })
-        .collect();
-    let src_keys: Vec<Vec<AddrKey>> = out
-        .entries
-        .iter()
-        .map(|e| {
-            if e.flags & F_SRC != 0 {
-                entry_prefix_keys(&e.src, e.n_src)
-            } else {
-                Vec::new()
-            }
-        })
-        .collect();
-    let dst_lens = choose_lens(dst_keys.iter().flatten().map(|k| k.len));
-    let src_lens = choose_lens(src_keys.iter().flatten().map(|k| k.len));
+/// The address keys of every entry (none for a dimension it does not match on), and the prefix
+/// lengths each address index uses.
+struct EntryKeys {
+    dst: Vec<Vec<AddrKey>>,
+    src: Vec<Vec<AddrKey>>,
+    dst_lens: Vec<u32>,
+    src_lens: Vec<u32>,
+}
 
-    // Greedy: each entry goes to the index whose fullest bucket among its keys is emptiest.
-    let mut dst_own: HashMap<AddrKey, Vec<u32>> = HashMap::new();
-    let mut src_own: HashMap<AddrKey, Vec<u32>> = HashMap::new();
-    let mut teid_own: HashMap<u32, Vec<u32>> = HashMap::new();
-    let mut wild: Vec<u32> = Vec::new();
-    for (id, e) in out.entries.iter().enumerate() {
+impl EntryKeys {
+    fn of(entries: &[Entry]) -> Self {
+        let keys =
+            |flag: u32, field: fn(&Entry) -> (&[Prefix; FIELD_MAX], u8)| -> Vec<Vec<AddrKey>> {
+                entries
+                    .iter()
+                    .map(|e| {
+                        let (prefixes, n) = field(e);
+                        if e.flags & flag != 0 {
+                            entry_prefix_keys(prefixes, n)
+                        } else {
+                            Vec::new()
+                        }
+                    })
+                    .collect()
+            };
+        let dst = keys(F_DST, |e| (&e.dst, e.n_dst));
+        let src = keys(F_SRC, |e| (&e.src, e.n_src));
+        let dst_lens = choose_lens(dst.iter().flatten().map(|k| k.len));
+        let src_lens = choose_lens(src.iter().flatten().map(|k| k.len));
+        Self {
+            dst,
+            src,
+            dst_lens,
+            src_lens,
+        }
+    }
+}
+
+/// Which entries each index key holds, and the entries no index can hold.
+#[derive(Default)]
+struct Placement {
+    dst: HashMap<AddrKey, Vec<u32>>,
+    src: HashMap<AddrKey, Vec<u32>>,
+    teid: HashMap<u32, Vec<u32>>,
+    wild: Vec<u32>,
+}
+
+/// Greedy: each entry goes to the index whose fullest bucket among its keys is emptiest.
+fn place(entries: &[Entry], keys: &EntryKeys) -> Placement {
+    let mut p = Placement::default();
+    let usable = |keys: &[AddrKey], lens: &[u32]| {
+        !keys.is_empty() && keys.iter().all(|k| lens.contains(&k.len))
+    };
+    let fullest = |keys: &[AddrKey], own: &HashMap<AddrKey, Vec<u32>>| {
+        keys.iter()
+            .map(|k| own.get(k).map_or(0, Vec::len))
+            .max()
+            .unwrap_or(0)
+    };
+    for (id, e) in entries.iter().enumerate() {
+        let (dk, sk) = (&keys.dst[id], &keys.src[id]);
         let id = id as u32;
-        let usable = |keys: &[AddrKey], lens: &[u32]| {
-            !keys.is_empty() && keys.iter().all(|k| lens.contains(&k.len))
-        };
-        let fullest = |keys: &[AddrKey], own: &HashMap<AddrKey, Vec<u32>>| {
-            keys.iter()
-                .map(|k| own.get(k).map_or(0, Vec::len))
-                .max()
-                .unwrap_or(0)
-        };
         let mut best: Option<(usize, Dim)> = None;
         let mut consider = |cost: usize, dim: Dim| {
             if best.is_none_or(|(c, _)| cost < c) {
                 best = Some((cost, dim));
             }
         };
-        let (dk, sk) = (&dst_keys[id as usize], &src_keys[id as usize]);
-        if usable(dk, &dst_lens) {
-            consider(fullest(dk, &dst_own), Dim::Dst);
+        if usable(dk, &keys.dst_lens) {
+            consider(fullest(dk, &p.dst), Dim::Dst);
         }
-        if usable(sk, &src_lens) {
-            consider(fullest(sk, &src_own), Dim::Src);
+        if usable(sk, &keys.src_lens) {
+            consider(fullest(sk, &p.src), Dim::Src);
         }
         let teids = &e.teid[..usize::from(e.n_teid)];
         if e.flags & F_TEID != 0 {
             let cost = teids
                 .iter()
-                .map(|t| teid_own.get(t).map_or(0, Vec::len))
+                .map(|t| p.teid.get(t).map_or(0, Vec::len))
                 .max()
                 .unwrap_or(0);
             consider(cost, Dim::Teid);
@@ -381,35 +413,49 @@ pub fn compile(rules: &[RuleInput<'_>]) -> Result<Compiled, CapacityError> {
         match best.map_or(Dim::Wild, |(_, d)| d) {
             Dim::Dst => dk
                 .iter()
-                .for_each(|k| dst_own.entry(*k).or_default().push(id)),
+                .for_each(|k| p.dst.entry(*k).or_default().push(id)),
             Dim::Src => sk
                 .iter()
-                .for_each(|k| src_own.entry(*k).or_default().push(id)),
+                .for_each(|k| p.src.entry(*k).or_default().push(id)),
             Dim::Teid => teids
                 .iter()
-                .for_each(|t| teid_own.entry(*t).or_default().push(id)),
-            Dim::Wild => wild.push(id),
+                .for_each(|t| p.teid.entry(*t).or_default().push(id)),
+            Dim::Wild => p.wild.push(id),
         }
     }
+    p
+}
 
-    let mut cfg = GenConfig::default();
+/// Writes the candidate lists and index maps of `placement` into `out`; answers the program
+/// config that says which indexes exist and which prefix lengths they probe.
+fn emit(
+    out: &mut Compiled,
+    placement: Placement,
+    keys: &EntryKeys,
+) -> Result<GenConfig, CapacityError> {
+    let lists = &mut out.lists;
     let mut push_list = |ids: Vec<u32>, what: String| -> Result<ListRef, CapacityError> {
         if ids.len() > MAX_SCAN as usize {
             return Err(CapacityError::TooManyCandidates(ids.len(), what));
         }
-        let start = out.lists.len() as u32;
-        if out.lists.len() + ids.len() > MAX_LIST_IDS as usize {
+        let start = lists.len() as u32;
+        if lists.len() + ids.len() > MAX_LIST_IDS as usize {
             return Err(CapacityError::ListsFull);
         }
-        out.lists.extend_from_slice(&ids);
+        lists.extend_from_slice(&ids);
         Ok(ListRef {
             start,
             len: ids.len() as u32,
         })
     };
-    out.dst = closure(&dst_own, &dst_lens, "destination", &mut push_list)?;
-    out.src = closure(&src_own, &src_lens, "source", &mut push_list)?;
-    for (teid, ids) in teid_own {
+    out.dst = closure(
+        &placement.dst,
+        &keys.dst_lens,
+        "destination",
+        &mut push_list,
+    )?;
+    out.src = closure(&placement.src, &keys.src_lens, "source", &mut push_list)?;
+    for (teid, ids) in placement.teid {
         let what = format!("TEID {}", u32::from_be(teid));
         out.teid.insert(teid, push_list(ids, what)?);
     }
@@ -419,31 +465,31 @@ pub fn compile(rules: &[RuleInput<'_>]) -> Result<Compiled, CapacityError> {
     {
         return Err(CapacityError::TooManyKeys);
     }
-    if !wild.is_empty() {
-        cfg.wild = push_list(wild, "filters without an address or TEID".into())?;
+    let mut cfg = GenConfig::default();
+    if !placement.wild.is_empty() {
+        cfg.wild = push_list(placement.wild, "filters without an address or TEID".into())?;
         cfg.dims |= DIM_WILD;
     }
-    if !out.dst.is_empty() {
-        cfg.dims |= DIM_DST;
+    for (present, dim) in [
+        (!out.dst.is_empty(), DIM_DST),
+        (!out.src.is_empty(), DIM_SRC),
+        (!out.teid.is_empty(), DIM_TEID),
+    ] {
+        if present {
+            cfg.dims |= dim;
+        }
     }
-    if !out.src.is_empty() {
-        cfg.dims |= DIM_SRC;
-    }
-    if !out.teid.is_empty() {
-        cfg.dims |= DIM_TEID;
-    }
-    cfg.n_dst_lens = dst_lens.len() as u32;
-    for (i, len) in dst_lens.iter().enumerate() {
+    cfg.n_dst_lens = keys.dst_lens.len() as u32;
+    for (i, len) in keys.dst_lens.iter().enumerate() {
         cfg.dst_lens[i] = *len;
         cfg.dst_masks[i] = mask_words(*len);
     }
-    cfg.n_src_lens = src_lens.len() as u32;
-    for (i, len) in src_lens.iter().enumerate() {
+    cfg.n_src_lens = keys.src_lens.len() as u32;
+    for (i, len) in keys.src_lens.iter().enumerate() {
         cfg.src_lens[i] = *len;
         cfg.src_masks[i] = mask_words(*len);
     }
-    out.config = cfg;
-    Ok(out)
+    Ok(cfg)
 }
 
 /// Each key's list: its own entries and those of every shorter indexed prefix that covers it,

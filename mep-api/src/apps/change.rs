@@ -103,6 +103,25 @@ fn diff(old: Option<&AppDConfig>, new: Option<&AppDConfig>) -> Vec<RuleChange> {
     ops
 }
 
+/// The store write that leaves the app with `target` (or with no configuration).
+fn config_write(
+    app: &AppInstanceId,
+    target: Option<&AppDConfig>,
+) -> Result<Write, RuleChangeError> {
+    Ok(match target {
+        Some(config) => Write::Put {
+            table: Table::AppConfigs,
+            key: app.to_string(),
+            value: serde_json::to_vec(config)
+                .map_err(|e| RuleChangeError::Encoding(e.to_string()))?,
+        },
+        None => Write::Delete {
+            table: Table::AppConfigs,
+            key: app.to_string(),
+        },
+    })
+}
+
 pub(super) fn put_task(task: &TaskRecord) -> Result<Write, RuleChangeError> {
     Ok(Write::Put {
         table: Table::Tasks,
@@ -212,98 +231,108 @@ impl Apps {
         self.ensure_in_sync().await?;
         // Encoded before the data plane is called, so nothing it applied can fail to be stored
         // for want of an encoding.
-        let config_write = match &target {
-            Some(config) => Write::Put {
-                table: Table::AppConfigs,
-                key: app.to_string(),
-                value: serde_json::to_vec(config)
-                    .map_err(|e| RuleChangeError::Encoding(e.to_string()))?,
-            },
-            None => Write::Delete {
-                table: Table::AppConfigs,
-                key: app.to_string(),
-            },
-        };
-        let mut task = TaskRecord {
-            task_id: new_id(),
-            app_instance_id: app.clone(),
-            seq: self.task_seq.fetch_add(1, Ordering::SeqCst) + 1,
-            result: ConfigResult::Processing,
-            done: 0,
-            total: ops.len(),
-            detail: String::new(),
-        };
-        // The journal entry: if mep stops before the end, the next start finds it PROCESSING.
-        self.store.commit(vec![put_task(&task)?]).await?;
-        self.index
-            .write()
-            .tasks
-            .insert(task.task_id.clone(), task.clone());
-
-        let name = target
-            .as_ref()
-            .or(previous.as_ref())
-            .map(|c| c.app_name.clone())
-            .unwrap_or_default();
+        let config_write = config_write(app, target.as_ref())?;
+        let mut task = self.open_task(app, ops.len()).await?;
         let info = AppInfo {
             app_instance_id: app.to_string(),
-            app_name: name,
+            app_name: target
+                .as_ref()
+                .or(previous.as_ref())
+                .map(|c| c.app_name.clone())
+                .unwrap_or_default(),
         };
-        // One batch per task: the data plane applies it in one step where it can.
-        let failure = match self.dataplane.apply(&info, &ops).await {
-            Ok(()) => {
-                task.done = ops.len();
-                None
-            }
-            Err(e) => {
-                task.done = e.applied.min(ops.len());
-                Some(e.error)
-            }
-        };
-
+        let applied = self.apply_or_revert(app, &info, &ops, &mut task).await;
         let mut writes = Vec::new();
-        match &failure {
-            None => {
-                task.result = ConfigResult::Success;
-                writes.push(config_write);
-            }
-            Some(e) => {
-                self.revert(app, &info, &ops[..task.done]).await;
-                task.result = ConfigResult::Failure;
-                task.detail = e.to_string();
-                tracing::warn!(app = %app, task = %task.task_id, reason = %e, "rule change failed and was reverted");
-            }
+        if applied {
+            writes.push(config_write);
         }
         writes.push(put_task(&task)?);
         writes.extend(self.expired_tasks());
         if let Err(e) = self.store.commit(writes).await {
             // The data plane holds a change the store does not: take it back. The journal entry
             // stays PROCESSING, so the next start reports the task as rolled back too.
-            if failure.is_none() {
+            if applied {
                 self.revert(app, &info, &ops).await;
             }
             return Err(e.into());
         }
-        {
-            let mut index = self.index.write();
-            if failure.is_none() {
-                match &target {
-                    Some(config) => {
-                        index.configs.insert(app.clone(), config.clone());
-                    }
-                    None => {
-                        index.configs.remove(app);
-                    }
-                }
-            }
-            index.tasks.insert(task.task_id.clone(), task.clone());
-        }
-        if failure.is_none() && !ops.is_empty() {
+        self.index_task(app, &task, applied.then_some(target.as_ref()));
+        if applied && !ops.is_empty() {
             self.publish();
         }
         Ok(ChangeOutcome {
             progress: task.progress(),
         })
+    }
+
+    /// Journals a new PROCESSING task: if mep stops before the end, the next start finds it.
+    async fn open_task(
+        &self,
+        app: &AppInstanceId,
+        total: usize,
+    ) -> Result<TaskRecord, RuleChangeError> {
+        let task = TaskRecord {
+            task_id: new_id(),
+            app_instance_id: app.clone(),
+            seq: self.task_seq.fetch_add(1, Ordering::SeqCst) + 1,
+            result: ConfigResult::Processing,
+            done: 0,
+            total,
+            detail: String::new(),
+        };
+        self.store.commit(vec![put_task(&task)?]).await?;
+        self.index
+            .write()
+            .tasks
+            .insert(task.task_id.clone(), task.clone());
+        Ok(task)
+    }
+
+    /// Hands `ops` to the data plane as one batch (one step where it can). On failure takes back
+    /// the part it applied and marks the task failed; answers whether all of it was applied.
+    async fn apply_or_revert(
+        &self,
+        app: &AppInstanceId,
+        info: &AppInfo,
+        ops: &[RuleChange],
+        task: &mut TaskRecord,
+    ) -> bool {
+        match self.dataplane.apply(info, ops).await {
+            Ok(()) => {
+                task.done = ops.len();
+                task.result = ConfigResult::Success;
+                true
+            }
+            Err(e) => {
+                task.done = e.applied.min(ops.len());
+                self.revert(app, info, &ops[..task.done]).await;
+                task.result = ConfigResult::Failure;
+                task.detail = e.error.to_string();
+                tracing::warn!(app = %app, task = %task.task_id, reason = %e.error, "rule change failed and was reverted");
+                false
+            }
+        }
+    }
+
+    /// Updates the in-memory index after the task's commit: the task, and the app's
+    /// configuration when `config` is given (`Some(None)`: the app has none any more).
+    fn index_task(
+        &self,
+        app: &AppInstanceId,
+        task: &TaskRecord,
+        config: Option<Option<&AppDConfig>>,
+    ) {
+        let mut index = self.index.write();
+        match config {
+            Some(Some(config)) => {
+                index.configs.insert(app.clone(), config.clone());
+            }
+            Some(None) => {
+                index.configs.remove(app);
+            }
+            None => {}
+        }
+        index.tasks.insert(task.task_id.clone(), task.clone());
     }
 
     /// A data plane left out of sync (a revert and the resync after it failed) is resynced

@@ -130,7 +130,9 @@ impl DataPlaneChoice {
 /// The value of a key that has a default.
 macro_rules! key {
     ($s:ident . $key:ident) => {
-        $s.$key.ok_or(ConfigError::Missing(stringify!($key)))?
+        $s.$key
+            .take()
+            .ok_or(ConfigError::Missing(stringify!($key)))?
     };
 }
 
@@ -169,27 +171,17 @@ impl Config {
     }
 
     /// The configuration the keys describe.
-    pub fn from_settings(s: Settings) -> Result<Self, ConfigError> {
+    pub fn from_settings(mut s: Settings) -> Result<Self, ConfigError> {
         let secs = Duration::from_secs;
-        let d = NotifyConfig::default();
         let config = Config {
             data_dir: key!(s.data_dir),
             mp1_addr: key!(s.mp1_addr),
             mm5_addr: key!(s.mm5_addr),
             insecure_http: key!(s.insecure_http),
-            api_root: s.api_root,
+            api_root: s.api_root.take(),
             max_body_bytes: key!(s.max_body_bytes),
             max_uri_bytes: key!(s.max_uri_bytes),
-            http: HttpLimits {
-                header_timeout: secs(key!(s.http_header_timeout)),
-                body_timeout: secs(key!(s.http_body_timeout)),
-                idle_timeout: secs(key!(s.http_idle_timeout)),
-                request_timeout: secs(key!(s.http_request_timeout)),
-                mp1_max_connections: key!(s.mp1_max_connections),
-                mm5_max_connections: key!(s.mm5_max_connections),
-                max_connections_per_client: key!(s.http_max_connections_per_client),
-                ..HttpLimits::default()
-            },
+            http: http_limits(&mut s)?,
             limits: Limits {
                 services_per_app: key!(s.services_per_app),
                 subscriptions_per_app: key!(s.subscriptions_per_app),
@@ -199,20 +191,13 @@ impl Config {
                 max_interval: key!(s.liveness_max_interval),
             },
             liveness_sweep: Duration::from_millis(250),
-            notify: NotifyConfig {
-                timeout: Duration::from_millis(key!(s.notify_timeout_ms)),
-                retries: key!(s.notify_retries),
-                queue_capacity: key!(s.notify_queue),
-                queue_bytes: key!(s.notify_queue_bytes),
-                failing_after: key!(s.notify_failing_after),
-                ..d
-            },
+            notify: notify_config(&mut s)?,
             dataplane: DataPlaneChoice::parse(
                 &key!(s.dataplane),
                 key!(s.xdp_ifaces),
-                s.upf_endpoint,
-                s.upf_ca_cert,
-                s.upf_token,
+                s.upf_endpoint.take(),
+                s.upf_ca_cert.take(),
+                s.upf_token.take(),
             )?,
             apps: AppsConfig {
                 rules_per_app: key!(s.rules_per_app),
@@ -222,38 +207,16 @@ impl Config {
             ntp_servers: key!(s.ntp_servers),
             ptp_masters: key!(s.ptp_masters),
             transports: key!(s.transports),
-            dns: DnsConfig {
-                listen: key!(s.dns_addr),
-                upstreams: key!(s.dns_upstreams),
-                max_tcp_connections: key!(s.dns_tcp_max_connections),
-                max_tcp_per_client: key!(s.dns_tcp_max_per_client),
-                tcp_idle_timeout: Duration::from_millis(key!(s.dns_tcp_idle_timeout_ms)),
-                ..DnsConfig::default()
-            },
-            auth: AuthConfig {
-                enabled: !key!(s.no_auth),
-                issuer: key!(s.token_issuer),
-                token_ttl: secs(key!(s.token_ttl)),
-                max_clock_skew: secs(key!(s.signature_max_skew)),
-                lockout: LockoutPolicy {
-                    max_failures: key!(s.lockout_failures),
-                    window: secs(key!(s.lockout_window)),
-                    lock_for: secs(key!(s.lockout_duration)),
-                },
-                key_max_age: match key!(s.token_key_max_age) {
-                    0 => None,
-                    age => Some(secs(age)),
-                },
-                restrict_discovery: key!(s.restrict_discovery),
-            },
+            dns: dns_config(&mut s)?,
+            auth: auth_config(&mut s)?,
             callback_allow: CallbackPolicy::parse(&key!(s.callback_allow))
                 .map_err(ConfigError::CallbackAllow)?,
             tls: TlsConfig {
-                cert: s.tls_cert,
-                key: s.tls_key,
-                mm5_client_ca: s.mm5_client_ca,
+                cert: s.tls_cert.take(),
+                key: s.tls_key.take(),
+                mm5_client_ca: s.mm5_client_ca.take(),
             },
-            mm5_token: s.mm5_token,
+            mm5_token: s.mm5_token.take(),
         };
         config.validate()?;
         Ok(config)
@@ -338,6 +301,66 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The HTTP listeners' timeouts and connection caps.
+fn http_limits(s: &mut Settings) -> Result<HttpLimits, ConfigError> {
+    let secs = Duration::from_secs;
+    Ok(HttpLimits {
+        header_timeout: secs(key!(s.http_header_timeout)),
+        body_timeout: secs(key!(s.http_body_timeout)),
+        idle_timeout: secs(key!(s.http_idle_timeout)),
+        request_timeout: secs(key!(s.http_request_timeout)),
+        mp1_max_connections: key!(s.mp1_max_connections),
+        mm5_max_connections: key!(s.mm5_max_connections),
+        max_connections_per_client: key!(s.http_max_connections_per_client),
+        ..HttpLimits::default()
+    })
+}
+
+/// Notification delivery: timeouts, retries and queue bounds.
+fn notify_config(s: &mut Settings) -> Result<NotifyConfig, ConfigError> {
+    Ok(NotifyConfig {
+        timeout: Duration::from_millis(key!(s.notify_timeout_ms)),
+        retries: key!(s.notify_retries),
+        queue_capacity: key!(s.notify_queue),
+        queue_bytes: key!(s.notify_queue_bytes),
+        failing_after: key!(s.notify_failing_after),
+        ..NotifyConfig::default()
+    })
+}
+
+/// The DNS server: addresses, upstreams and TCP connection limits.
+fn dns_config(s: &mut Settings) -> Result<DnsConfig, ConfigError> {
+    Ok(DnsConfig {
+        listen: key!(s.dns_addr),
+        upstreams: key!(s.dns_upstreams),
+        max_tcp_connections: key!(s.dns_tcp_max_connections),
+        max_tcp_per_client: key!(s.dns_tcp_max_per_client),
+        tcp_idle_timeout: Duration::from_millis(key!(s.dns_tcp_idle_timeout_ms)),
+        ..DnsConfig::default()
+    })
+}
+
+/// Tokens, request signing and lockout.
+fn auth_config(s: &mut Settings) -> Result<AuthConfig, ConfigError> {
+    let secs = Duration::from_secs;
+    Ok(AuthConfig {
+        enabled: !key!(s.no_auth),
+        issuer: key!(s.token_issuer),
+        token_ttl: secs(key!(s.token_ttl)),
+        max_clock_skew: secs(key!(s.signature_max_skew)),
+        lockout: LockoutPolicy {
+            max_failures: key!(s.lockout_failures),
+            window: secs(key!(s.lockout_window)),
+            lock_for: secs(key!(s.lockout_duration)),
+        },
+        key_max_age: match key!(s.token_key_max_age) {
+            0 => None,
+            age => Some(secs(age)),
+        },
+        restrict_discovery: key!(s.restrict_discovery),
+    })
 }
 
 #[cfg(test)]

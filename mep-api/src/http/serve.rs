@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,12 +20,13 @@ use http::{Extensions, Request};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use mep_net::{AcceptBackoff, Closed, ConnTable, ConnTicket, Refusal};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -64,45 +66,23 @@ pub async fn serve(listener: Listener, shutdown: CancellationToken) {
         header_timeout,
         metrics,
     } = listener;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .title_case_headers(true)
-        .preserve_header_case(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    let builder = Arc::new(builder);
+    let connections = Connections {
+        name,
+        builder: Arc::new(http_builder(header_timeout)),
+        router,
+        spelling,
+        tls,
+        metrics,
+        shutdown: shutdown.clone(),
+    };
     let graceful = GracefulShutdown::new();
     tokio::spawn(Arc::clone(&table).run_sweeper(SWEEP_PERIOD, shutdown.child_token()));
-    let closed = |reason: &'static str| {
-        metrics
-            .http_connections_closed
-            .get_or_create(&ConnCloseLabels {
-                listener: name,
-                reason,
-            })
-            .inc();
-    };
     let mut backoff = AcceptBackoff::new(name);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => {
-                    backoff.succeeded();
-                    conn
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tokio::time::sleep(backoff.failed(&e)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) = accept(&listener, &mut backoff, &shutdown).await {
         let ticket = match table.admit(peer.ip()) {
             Ok(ticket) => Arc::new(ticket),
             Err(refusal) => {
-                closed(match refusal {
+                connections.count_close(match refusal {
                     Refusal::ClientLimit => "client_limit",
                     Refusal::Full => "table_full",
                 });
@@ -110,75 +90,11 @@ pub async fn serve(listener: Listener, shutdown: CancellationToken) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = tracked(router.clone(), spelling.clone(), peer, Arc::clone(&ticket));
-        let io = ActivityIo {
-            inner: stream,
-            ticket: Arc::clone(&ticket),
-        };
-        let watcher = graceful.watcher();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let shutdown = shutdown.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let gauge = metrics
-                .http_connections
-                .get_or_create(&ListenerLabels { listener: name })
-                .clone();
-            gauge.inc();
-            let connection = async {
-                let service = TowerToHyperService::new(service);
-                let result = match tls {
-                    None => {
-                        let connection = builder
-                            .serve_connection_with_upgrades(TokioIo::new(io), service)
-                            .into_owned();
-                        watcher.watch(connection).await
-                    }
-                    Some(acceptor) => {
-                        // The watcher is held from here on, so a pending handshake must not
-                        // outlive shutdown.
-                        let handshake = tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            h = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)) => h,
-                        };
-                        let stream = match handshake {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(e)) => {
-                                tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(listener = name, %peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let connection = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .into_owned();
-                        watcher.watch(connection).await
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(listener = name, %peer, error = %e, "connection ended with error");
-                }
-            };
-            tokio::select! {
-                reason = ticket.closed() => {
-                    let reason = match reason {
-                        Closed::Evicted => "evicted",
-                        Closed::Idle => "idle",
-                        Closed::NoRequest => "no_request",
-                    };
-                    metrics
-                        .http_connections_closed
-                        .get_or_create(&ConnCloseLabels { listener: name, reason })
-                        .inc();
-                }
-                () = connection => {}
-            }
-            gauge.dec();
-        });
+        tokio::spawn(
+            connections
+                .clone()
+                .run(stream, peer, ticket, graceful.watcher()),
+        );
     }
     drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
@@ -192,13 +108,142 @@ pub async fn serve(listener: Listener, shutdown: CancellationToken) {
     }
 }
 
+/// HTTP/1.1 with title-case header names and a header read timeout, and HTTP/2.
+fn http_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .title_case_headers(true)
+        .preserve_header_case(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+}
+
+/// The next connection, or `None` once `shutdown` fires. Accept errors (out of file descriptors
+/// and the like) back off instead of spinning.
+async fn accept(
+    listener: &TcpListener,
+    backoff: &mut AcceptBackoff,
+    shutdown: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => {
+                    backoff.succeeded();
+                    return Some(conn);
+                }
+                Err(e) => tokio::time::sleep(backoff.failed(&e)).await,
+            },
+        }
+    }
+}
+
+/// What every connection of one listener shares.
+#[derive(Clone)]
+struct Connections {
+    name: &'static str,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    router: Router,
+    spelling: Extensions,
+    tls: Option<TlsAcceptor>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+}
+
+impl Connections {
+    fn count_close(&self, reason: &'static str) {
+        self.metrics
+            .http_connections_closed
+            .get_or_create(&ConnCloseLabels {
+                listener: self.name,
+                reason,
+            })
+            .inc();
+    }
+
+    /// Serves one connection until it ends or its table closes it (idle, evicted).
+    async fn run(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        ticket: Arc<ConnTicket>,
+        watcher: Watcher,
+    ) {
+        let gauge = self
+            .metrics
+            .http_connections
+            .get_or_create(&ListenerLabels {
+                listener: self.name,
+            })
+            .clone();
+        gauge.inc();
+        let io = ActivityIo {
+            inner: stream,
+            ticket: Arc::clone(&ticket),
+        };
+        tokio::select! {
+            reason = ticket.closed() => self.count_close(match reason {
+                Closed::Evicted => "evicted",
+                Closed::Idle => "idle",
+                Closed::NoRequest => "no_request",
+            }),
+            () = self.serve_http(io, peer, Arc::clone(&ticket), watcher) => {}
+        }
+        gauge.dec();
+    }
+
+    /// The TLS handshake if the listener has an acceptor, then HTTP until the connection ends.
+    async fn serve_http(
+        &self,
+        io: ActivityIo<TcpStream>,
+        peer: SocketAddr,
+        ticket: Arc<ConnTicket>,
+        watcher: Watcher,
+    ) {
+        let name = self.name;
+        let io = match &self.tls {
+            None => Either::Left(io),
+            Some(acceptor) => {
+                // The watcher is held from here on, so a pending handshake must not outlive
+                // shutdown.
+                let handshake = tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    h = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)) => h,
+                };
+                match handshake {
+                    Ok(Ok(stream)) => Either::Right(stream),
+                    Ok(Err(e)) => {
+                        tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(listener = name, %peer, "TLS handshake timed out");
+                        return;
+                    }
+                }
+            }
+        };
+        let service = tracked(self.router.clone(), self.spelling.clone(), peer, ticket);
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
+            .into_owned();
+        if let Err(e) = watcher.watch(connection).await {
+            tracing::debug!(listener = name, %peer, error = %e, "connection ended with error");
+        }
+    }
+}
+
 /// The router as a per-connection service: each request carries the peer address, is marked in
 /// flight (so its connection is neither idle nor evictable while it runs), and its response gets
 /// the exact header spellings.
 fn tracked(
     router: Router,
     spelling: Extensions,
-    peer: std::net::SocketAddr,
+    peer: SocketAddr,
     ticket: Arc<ConnTicket>,
 ) -> impl tower::Service<
     Request<Incoming>,
@@ -272,4 +317,4 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ActivityIo<S> {
 
 /// The remote address of the connection a request came on.
 #[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub std::net::SocketAddr);
+pub struct PeerAddr(pub SocketAddr);
