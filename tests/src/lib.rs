@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests in `tests/tests/`: a real `mep` on ephemeral loopback ports with
 //! a controllable clock, and a real HTTP callback receiver for notifications.
 
+pub mod auth;
 pub mod spec_examples;
 
 use std::net::SocketAddr;

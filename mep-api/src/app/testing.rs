@@ -132,3 +132,43 @@ pub(crate) fn request(
     };
     builder.body(body).expect("a request")
 }
+
+/// Credentials for `app` over Mm5, then a token for them over Mp1.
+pub(crate) async fn token_for(r: &Routers, app: &str) -> String {
+    let (ak, sk) = (format!("AK{}", &app.replace('-', "")[..18]), "s".repeat(64));
+    let confs = serde_json::json!({
+        "authInfo": {"credentials": {"accessKeyId": ak, "secretKey": sk}},
+        "appInfo": {"appName": "demo", "requiredServices": []}
+    });
+    let uri = format!("/mep/appMng/v1/applications/{app}/confs");
+    let answer = send(&r.mm5, request("PUT", &uri, None, Some(&confs))).await;
+    assert!(answer.status.is_success(), "{}", answer.json);
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{ak}:{sk}"),
+    );
+    let token = Request::builder()
+        .method("POST")
+        .uri("/mep/token")
+        .header("authorization", format!("Basic {basic}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("grant_type=client_credentials"))
+        .expect("a request");
+    let answer = send(&r.mp1, token).await;
+    assert_eq!(answer.status, 200, "{}", answer.json);
+    answer.json["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned()
+}
+
+/// A minimal valid ServiceInfo named `name`.
+pub(crate) fn service(name: &str) -> Value {
+    serde_json::json!({
+        "serName": name, "version": "2.1.1", "state": "ACTIVE", "serializer": "JSON",
+        "transportInfo": {
+            "id": "t1", "name": "REST", "type": "REST_HTTP", "protocol": "HTTP", "version": "2.0",
+            "endpoint": {"uris": ["http://10.0.0.5:8080/v1"]}
+        }
+    })
+}

@@ -262,12 +262,43 @@ impl Apps {
             .filter(|s| s.app == *app)
             .cloned()
             .collect();
-        let timeout = self.config.max_graceful_timeout;
-        for sub in &subscriptions {
+        self.notify_termination(app, &subscriptions);
+        let confirmed = !subscriptions.is_empty()
+            && tokio::time::timeout(
+                self.config.max_graceful_timeout,
+                confirmed_signal.notified(),
+            )
+            .await
+            .is_ok();
+        let mut report = TerminationReport {
+            app_instance_id: app.to_string(),
+            notified: subscriptions.len(),
+            confirmed,
+            rules_removed: true,
+            services_removed: 0,
+            subscriptions_removed: 0,
+            credentials_removed: false,
+            detail: String::new(),
+        };
+        if let Err(detail) = self.remove_rules(app).await {
+            report.rules_removed = false;
+            report.detail = detail;
+        }
+        report.services_removed = self.registry.deregister_all(app).await?;
+        report.subscriptions_removed = self.registry.unsubscribe_all(app).await?;
+        self.forget_app_state(app, &subscriptions).await?;
+        report.subscriptions_removed += subscriptions.len();
+        tracing::info!(app = %app, confirmed, "application instance terminated");
+        Ok(report)
+    }
+
+    /// Sends every termination subscription of `app` its AppTerminationNotification.
+    fn notify_termination(&self, app: &AppInstanceId, subscriptions: &[TerminationSubscription]) {
+        for sub in subscriptions {
             let notification = AppTerminationNotification {
                 notification_type: TERMINATION_NOTIFICATION_TYPE,
                 operation_action: TERMINATING,
-                max_graceful_timeout: timeout.as_secs(),
+                max_graceful_timeout: self.config.max_graceful_timeout.as_secs(),
                 links: NotificationLinks {
                     subscription: LinkType::new(
                         self.links.termination_subscription(app.as_str(), &sub.id),
@@ -281,37 +312,27 @@ impl Apps {
             self.notifier
                 .deliver(&sub.id, &sub.callback_reference, Bytes::from(body));
         }
-        let confirmed = !subscriptions.is_empty()
-            && tokio::time::timeout(timeout, confirmed_signal.notified())
-                .await
-                .is_ok();
+    }
 
-        let mut report = TerminationReport {
-            app_instance_id: app.to_string(),
-            notified: subscriptions.len(),
-            confirmed,
-            rules_removed: true,
-            services_removed: 0,
-            subscriptions_removed: 0,
-            credentials_removed: false,
-            detail: String::new(),
-        };
-        if self.config(app).is_some() {
-            match self.change_serially(app, None).await {
-                Ok(outcome) if outcome.succeeded() => {}
-                Ok(outcome) => {
-                    report.rules_removed = false;
-                    report.detail = outcome.progress.detailed;
-                }
-                Err(e) => {
-                    report.rules_removed = false;
-                    report.detail = e.to_string();
-                }
-            }
+    /// Removes the app's traffic and DNS rules; answers why not when that failed.
+    async fn remove_rules(&self, app: &AppInstanceId) -> Result<(), String> {
+        if self.config(app).is_none() {
+            return Ok(());
         }
-        report.services_removed = self.registry.deregister_all(app).await?;
-        report.subscriptions_removed = self.registry.unsubscribe_all(app).await?;
+        match self.change_serially(app, None).await {
+            Ok(outcome) if outcome.succeeded() => Ok(()),
+            Ok(outcome) => Err(outcome.progress.detailed),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 
+    /// Deletes the app's termination subscriptions, readiness and registration, in the store
+    /// and then in memory, and stops their notifications.
+    async fn forget_app_state(
+        &self,
+        app: &AppInstanceId,
+        subscriptions: &[TerminationSubscription],
+    ) -> Result<(), AppsError> {
         let _serial = self.changes.lock().await;
         let mut writes: Vec<Write> = subscriptions
             .iter()
@@ -331,17 +352,15 @@ impl Apps {
         self.store.commit(writes).await?;
         {
             let mut index = self.index.write();
-            for s in &subscriptions {
+            for s in subscriptions {
                 index.subscriptions.remove(&s.id);
             }
             index.readiness.remove(app);
             index.registrations.remove(app);
         }
-        for s in &subscriptions {
+        for s in subscriptions {
             self.notifier.forget(&s.id);
         }
-        report.subscriptions_removed += subscriptions.len();
-        tracing::info!(app = %app, confirmed, "application instance terminated");
-        Ok(report)
+        Ok(())
     }
 }

@@ -1,8 +1,16 @@
 //! Mm5 handlers through the whole router with `Router::oneshot`.
 
-use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::app::testing::{request, routers, send};
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
+use http::StatusCode;
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use crate::app::testing::{request, routers, send, service, token_for, Routers};
 
 const APP: &str = "5abe4782-2c70-4e47-9a4e-0ee3a1a0fd1f";
 
@@ -104,4 +112,130 @@ async fn unknown_capabilities_and_routes_are_404_problems() {
     send(&r.mm5, request("GET", "/nowhere", None, None))
         .await
         .assert_problem(404);
+}
+
+const TERMINATE: &str = "/mep/mec_app_support/v1/applications/5abe4782-2c70-4e47-9a4e-0ee3a1a0fd1f/AppInstanceTermination";
+
+/// An app with credentials, one DNS rule and one registered service; answers its token.
+async fn provisioned(r: &Routers) -> String {
+    let token = token_for(r, APP).await;
+    let appd = json!({
+        "appName": "demo",
+        "appDNSRule": [{
+            "dnsRuleId": "dns-1", "domainName": "cam.edge.example", "ipAddressType": "IP_V4",
+            "ipAddress": "192.0.2.10", "ttl": 30, "state": "ACTIVE"
+        }]
+    });
+    let uri = format!("/mepcfg/app_lcm/v1/applications/{APP}/appd_configuration");
+    let task = send(&r.mm5, request("POST", &uri, None, Some(&appd))).await;
+    assert_eq!(task.json["configResult"], "SUCCESS", "{}", task.json);
+    let uri = format!("/mep/mec_service_mgmt/v1/applications/{APP}/services");
+    let created = send(
+        &r.mp1,
+        request("POST", &uri, Some(&token), Some(&service("cam"))),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    token
+}
+
+#[tokio::test]
+async fn a_termination_without_subscribers_removes_everything_at_once() {
+    let r = routers(|c| c.apps.max_graceful_timeout = Duration::from_secs(30)).await;
+    let token = provisioned(&r).await;
+    let started = Instant::now();
+    let report = send(&r.mm5, request("DELETE", TERMINATE, None, None)).await;
+    assert_eq!(report.status, 200, "{}", report.json);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "nobody to wait for"
+    );
+    assert_eq!(report.json["notified"], 0);
+    assert_eq!(report.json["confirmed"], false);
+    assert_eq!(report.json["rulesRemoved"], true);
+    assert_eq!(report.json["servicesRemoved"], 1);
+    assert_eq!(report.json["credentialsRemoved"], true);
+    let uri = format!("/mepcfg/app_lcm/v1/applications/{APP}/appd_configuration");
+    send(&r.mm5, request("GET", &uri, None, None))
+        .await
+        .assert_problem(404);
+    let services = send(
+        &r.mp1,
+        request(
+            "GET",
+            "/mep/mec_service_mgmt/v1/services",
+            Some(&token),
+            None,
+        ),
+    )
+    .await;
+    services.assert_problem(401);
+}
+
+/// Notifications a test callback received.
+type Seen = Arc<Mutex<Vec<Value>>>;
+
+/// A callback that records each notification and confirms the termination over Mp1.
+async fn confirming_callback(mp1: Router, token: String) -> (String, Seen) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let state = (mp1, token, Arc::clone(&seen));
+    let app = Router::new()
+        .route(
+            "/terminating",
+            post(
+                |State((mp1, token, seen)): State<(Router, String, Seen)>,
+                 body: axum::Json<Value>| async move {
+                    seen.lock().await.push(body.0);
+                    let uri =
+                        format!("/mep/mec_app_support/v1/applications/{APP}/confirm_termination");
+                    let confirm = json!({"operationAction": "TERMINATING"});
+                    let answer =
+                        send(&mp1, request("POST", &uri, Some(&token), Some(&confirm))).await;
+                    assert_eq!(answer.status, 204, "{}", answer.json);
+                    StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/terminating", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_termination_notifies_and_ends_when_the_app_confirms() {
+    let r = routers(|c| c.apps.max_graceful_timeout = Duration::from_secs(30)).await;
+    let token = provisioned(&r).await;
+    let (callback, seen) = confirming_callback(r.mp1.clone(), token.clone()).await;
+    let uri = format!("/mep/mec_app_support/v1/applications/{APP}/subscriptions");
+    let subscription = json!({
+        "subscriptionType": "AppTerminationNotificationSubscription",
+        "callbackReference": callback, "appInstanceId": APP
+    });
+    let created = send(
+        &r.mp1,
+        request("POST", &uri, Some(&token), Some(&subscription)),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.json);
+
+    let started = Instant::now();
+    let report = send(&r.mm5, request("DELETE", TERMINATE, None, None)).await;
+    assert_eq!(report.status, 200, "{}", report.json);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the confirmation ends the wait"
+    );
+    assert_eq!(report.json["notified"], 1);
+    assert_eq!(report.json["confirmed"], true, "{}", report.json);
+    assert_eq!(report.json["subscriptionsRemoved"], 1);
+    let seen = seen.lock().await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["notificationType"], "AppTerminationNotification");
+    assert_eq!(seen[0]["operationAction"], "TERMINATING");
+    assert_eq!(seen[0]["maxGracefulTimeout"], 30);
+    assert!(seen[0]["_links"]["confirmTermination"]["href"]
+        .as_str()
+        .is_some_and(|h| h.ends_with(&format!("/applications/{APP}/confirm_termination"))));
 }

@@ -1,53 +1,13 @@
 //! Mp1 handlers through the whole router (auth, extractors, problems) with `Router::oneshot`.
 
 use axum::body::Body;
-use http::Request;
 use serde_json::{json, Value};
 
-use crate::app::testing::{request, routers, send, Routers};
+use crate::app::testing::{request, routers, send, service, token_for};
 
 const APP: &str = "5abe4782-2c70-4e47-9a4e-0ee3a1a0fd1f";
 const OTHER: &str = "8c2a1f3e-6b7d-4c1e-9f0a-2d3b4c5e6f70";
 const SERVICES: &str = "/mep/mec_service_mgmt/v1/applications";
-
-/// Credentials for `app` over Mm5, then a token for them over Mp1.
-async fn token_for(r: &Routers, app: &str) -> String {
-    let (ak, sk) = (format!("AK{}", &app.replace('-', "")[..18]), "s".repeat(64));
-    let confs = json!({
-        "authInfo": {"credentials": {"accessKeyId": ak, "secretKey": sk}},
-        "appInfo": {"appName": "demo", "requiredServices": []}
-    });
-    let uri = format!("/mep/appMng/v1/applications/{app}/confs");
-    let answer = send(&r.mm5, request("PUT", &uri, None, Some(&confs))).await;
-    assert!(answer.status.is_success(), "{}", answer.json);
-    let basic = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        format!("{ak}:{sk}"),
-    );
-    let token = Request::builder()
-        .method("POST")
-        .uri("/mep/token")
-        .header("authorization", format!("Basic {basic}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from("grant_type=client_credentials"))
-        .expect("a request");
-    let answer = send(&r.mp1, token).await;
-    assert_eq!(answer.status, 200, "{}", answer.json);
-    answer.json["access_token"]
-        .as_str()
-        .expect("an access token")
-        .to_owned()
-}
-
-fn service(name: &str) -> Value {
-    json!({
-        "serName": name, "version": "2.1.1", "state": "ACTIVE", "serializer": "JSON",
-        "transportInfo": {
-            "id": "t1", "name": "REST", "type": "REST_HTTP", "protocol": "HTTP", "version": "2.0",
-            "endpoint": {"uris": ["http://10.0.0.5:8080/v1"]}
-        }
-    })
-}
 
 #[tokio::test]
 async fn an_app_registers_finds_and_deregisters_its_service() {
