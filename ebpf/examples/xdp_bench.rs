@@ -113,7 +113,7 @@ fn main() {
     for n in [1u32, 100, 10_000] {
         let rules: Vec<TrafficRule> = (0..n).map(rule).collect();
         let snapshot = Snapshot::build(1, rules.iter().map(|r| ("bench", r)), []);
-        assert_eq!(snapshot.traffic_rules.len(), n as usize);
+        assert_eq!(snapshot.traffic_rule_count(), n as usize);
         rt.block_on(plane.resync(&Snapshot::default()))
             .expect("empty");
         let started = Instant::now();

@@ -524,7 +524,7 @@ impl DataPlane for XdpDataPlane {
 
     async fn resync(&self, snapshot: &Snapshot) -> Result<(), DataPlaneError> {
         let mut rules = BTreeMap::new();
-        for r in &snapshot.traffic_rules {
+        for r in snapshot.traffic_rules() {
             check(&r.rule, &r.filters).map_err(|e| {
                 unsupported(format!(
                     "rule {} of {}: {}",

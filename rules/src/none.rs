@@ -17,7 +17,7 @@ impl DataPlane for NoneDataPlane {
 
     async fn init(&self, snapshot: &Snapshot) -> Result<(), DataPlaneError> {
         tracing::info!(
-            traffic_rules = snapshot.traffic_rules.len(),
+            traffic_rules = snapshot.traffic_rule_count(),
             dns_names = snapshot.dns_name_count(),
             "none data plane ready"
         );

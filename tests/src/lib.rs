@@ -429,6 +429,7 @@ pub struct ScriptedDataPlane {
     calls: parking_lot::Mutex<Vec<DataPlaneCall>>,
     fail_at: parking_lot::Mutex<Option<usize>>,
     delay: parking_lot::Mutex<Duration>,
+    app_delays: parking_lot::Mutex<std::collections::HashMap<String, Duration>>,
     batches: parking_lot::Mutex<usize>,
 }
 
@@ -445,6 +446,11 @@ impl ScriptedDataPlane {
     /// Every rule change from now on takes `delay` (a slow UPF controller).
     pub fn delay_calls(&self, delay: Duration) {
         *self.delay.lock() = delay;
+    }
+
+    /// Every batch for `app` from now on waits `delay` first, without holding up other apps'.
+    pub fn delay_app(&self, app: &str, delay: Duration) {
+        self.app_delays.lock().insert(app.to_owned(), delay);
     }
 
     /// Every rule change so far.
@@ -488,6 +494,10 @@ impl DataPlane for ScriptedDataPlane {
     }
     async fn apply(&self, app: &AppInfo, changes: &[RuleChange]) -> Result<(), ApplyError> {
         *self.batches.lock() += 1;
+        let app_delay = self.app_delays.lock().get(&app.app_instance_id).copied();
+        if let Some(delay) = app_delay {
+            tokio::time::sleep(delay).await;
+        }
         for (applied, change) in changes.iter().enumerate() {
             let (op, rule) = match change {
                 RuleChange::AddTraffic(r) => ("add_traffic", serde_json::to_value(r)),

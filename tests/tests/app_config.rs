@@ -261,14 +261,17 @@ async fn snapshots_follow_every_committed_change() {
     let answers = snap.dns_answers("video.edge.example").unwrap();
     assert_eq!(answers[0].address.to_string(), "192.0.2.10");
     assert_eq!(answers[0].ttl, Some(30));
-    assert_eq!(snap.traffic_rules.len(), 1);
-    assert_eq!(snap.traffic_rules[0].app_instance_id, "app-1");
+    assert_eq!(snap.traffic_rule_count(), 1);
+    assert_eq!(
+        snap.traffic_rules().next().unwrap().app_instance_id,
+        "app-1"
+    );
 
     let (_, progress) = mep.appd(Method::DELETE, "app-1", None).await;
     assert_eq!(progress["configResult"], "SUCCESS");
     let snap = cell.load_full();
     assert!(snap.dns_answers("video.edge.example").is_none());
-    assert!(snap.traffic_rules.is_empty());
+    assert!(snap.traffic_rule_count() == 0);
     mep.stop().await;
 }
 
@@ -340,4 +343,71 @@ async fn a_client_going_away_does_not_cancel_the_task() {
         .dns_answers("video.edge.example")
         .is_some());
     mep.stop().await;
+}
+
+/// A slow data plane for one app (a UPF controller that takes seconds) holds up only that app's
+/// changes: another app's change is answered meanwhile.
+#[tokio::test]
+async fn a_slow_change_of_one_app_does_not_delay_another() {
+    let (mep, plane, _dir) = mep_with_plane().await;
+    let mep = Arc::new(mep);
+    plane.delay_app("app-slow", std::time::Duration::from_secs(3));
+    let slow = {
+        let mep = Arc::clone(&mep);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let body = appd_body("slow", "slow.edge.example");
+            let (status, task) = mep.appd(Method::POST, "app-slow", Some(&body)).await;
+            (status, task, started.elapsed())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let body = appd_body("quick", "quick.edge.example");
+    let (status, task) = mep.appd(Method::POST, "app-quick", Some(&body)).await;
+    let quick = started.elapsed();
+    assert_eq!(status, 200, "{task}");
+    assert_eq!(task["configResult"], "SUCCESS", "{task}");
+    assert!(
+        quick < std::time::Duration::from_secs(2),
+        "app-quick waited {quick:?} for app-slow"
+    );
+    assert!(
+        !slow.is_finished(),
+        "app-slow is still in its data-plane call"
+    );
+    let (status, task, took) = slow.await.unwrap();
+    assert_eq!(status, 200, "{task}");
+    assert_eq!(task["configResult"], "SUCCESS", "{task}");
+    assert!(took >= std::time::Duration::from_secs(3));
+}
+
+/// Two apps that claim one domain name at the same time: exactly one gets it, even when the
+/// first is still in a slow data-plane call when the second asks.
+#[tokio::test]
+async fn two_apps_racing_for_one_domain_name_do_not_both_get_it() {
+    let (mep, plane, _dir) = mep_with_plane().await;
+    let mep = Arc::new(mep);
+    plane.delay_app("app-first", std::time::Duration::from_secs(1));
+    let first = {
+        let mep = Arc::clone(&mep);
+        tokio::spawn(async move {
+            let body = appd_body("first", "shared.edge.example");
+            mep.appd(Method::POST, "app-first", Some(&body)).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let body = appd_body("second", "shared.edge.example");
+    let (second_status, second) = mep.appd(Method::POST, "app-second", Some(&body)).await;
+    let (first_status, first) = first.await.unwrap();
+    assert_eq!(first_status, 200, "{first}");
+    assert_eq!(first["configResult"], "SUCCESS", "{first}");
+    assert_eq!(second_status, 409, "{second}");
+    let answers = mep
+        .mep
+        .snapshots()
+        .load()
+        .dns_answers("shared.edge.example")
+        .map(<[_]>::len);
+    assert_eq!(answers, Some(1));
 }

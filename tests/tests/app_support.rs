@@ -76,7 +76,7 @@ async fn apps_read_and_switch_their_rules() {
     );
     assert_eq!(updated["state"], "INACTIVE");
     assert_eq!(plane.calls().last().unwrap().op, "delete_traffic");
-    assert!(mep.mep.snapshots().load().traffic_rules.is_empty());
+    assert!(mep.mep.snapshots().load().traffic_rule_count() == 0);
     let again = mep.http.get(&url).send().await.unwrap();
     assert_eq!(again.json::<Value>().await.unwrap(), updated);
 
@@ -91,7 +91,7 @@ async fn apps_read_and_switch_their_rules() {
     let r = mep.send_json(Method::PUT, &v2, &rule).await;
     assert_eq!(r.status(), 200);
     assert_eq!(plane.calls().last().unwrap().op, "add_traffic");
-    assert_eq!(mep.mep.snapshots().load().traffic_rules.len(), 1);
+    assert_eq!(mep.mep.snapshots().load().traffic_rule_count(), 1);
 
     assert_problem(
         mep.http

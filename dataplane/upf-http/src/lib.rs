@@ -200,8 +200,8 @@ impl DataPlane for UpfHttpDataPlane {
         self.resync(snapshot).await?;
         tracing::info!(
             endpoint = %self.endpoint,
-            traffic_rules = snapshot.traffic_rules.len(),
-            dns_rules = snapshot.dns_rules().len(),
+            traffic_rules = snapshot.traffic_rule_count(),
+            dns_rules = snapshot.dns_rule_count(),
             "upf-http data plane ready"
         );
         Ok(())

@@ -107,8 +107,7 @@ impl<'a> StateDocument<'a> {
             schema_version: SCHEMA_VERSION,
             snapshot_version: snapshot.version,
             traffic_rules: snapshot
-                .traffic_rules
-                .iter()
+                .traffic_rules()
                 .map(|r| StateEntry {
                     app_instance_id: &r.app_instance_id,
                     app_name: snapshot.app_name(&r.app_instance_id),
@@ -117,7 +116,6 @@ impl<'a> StateDocument<'a> {
                 .collect(),
             dns_rules: snapshot
                 .dns_rules()
-                .iter()
                 .map(|r| StateEntry {
                     app_instance_id: &r.app_instance_id,
                     app_name: snapshot.app_name(&r.app_instance_id),

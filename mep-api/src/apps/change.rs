@@ -181,12 +181,9 @@ impl Apps {
         app: &AppInstanceId,
         target: Option<AppDConfig>,
     ) -> Result<ChangeOutcome, RuleChangeError> {
-        let _serial = self.changes.lock().await;
-        let previous = self.index.read().configs.get(app).cloned();
-        if let Some(target) = &target {
-            self.check_target(app, target)?;
-        }
-        self.run_task(app, previous, target).await
+        self.edit_serially(app, move |_| Ok(target))
+            .await
+            .map(|(outcome, _)| outcome)
     }
 
     /// Changes the configuration of `app` to what `edit` makes of the current one (`None`
@@ -206,19 +203,58 @@ impl Apps {
             .map_err(|e| RuleChangeError::Interrupted(e.to_string()))?
     }
 
+    /// Runs one task in `app`'s turn: changes of other apps go on meanwhile. A data plane left out
+    /// of sync (before, or by this task's failed revert) is resynchronized with every change held
+    /// back, before the task and before its answer.
     async fn edit_serially(
         &self,
         app: &AppInstanceId,
         edit: impl FnOnce(Option<&AppDConfig>) -> Result<Option<AppDConfig>, RuleChangeError>,
     ) -> Result<(ChangeOutcome, Option<AppDConfig>), RuleChangeError> {
-        let _serial = self.changes.lock().await;
-        let previous = self.index.read().configs.get(app).cloned();
-        let target = edit(previous.as_ref())?;
-        if let Some(target) = &target {
-            self.check_target(app, target)?;
+        self.resync_if_needed().await?;
+        let result = async {
+            let _turn = self.changes.app(app).await;
+            let previous = self.index.read().configs.get(app).cloned();
+            let target = edit(previous.as_ref())?;
+            let new_names = target
+                .as_ref()
+                .map(|t| self.new_domains(app, t))
+                .unwrap_or_default();
+            let _claimed = self.changes.claim(new_names).await;
+            if let Some(target) = &target {
+                self.check_target(app, target)?;
+            }
+            let outcome = self.run_task(app, previous, target.clone()).await?;
+            Ok((outcome, target))
         }
-        let outcome = self.run_task(app, previous, target.clone()).await?;
-        Ok((outcome, target))
+        .await;
+        if let Err(e) = self.resync_if_needed().await {
+            tracing::error!(error = %e, "data plane still out of sync after a failed revert");
+        }
+        result
+    }
+
+    /// The domain names `target` gives `app` that its current configuration does not hold.
+    fn new_domains(&self, app: &AppInstanceId, target: &AppDConfig) -> Vec<String> {
+        let index = self.index.read();
+        let held = index.configs.get(app);
+        target
+            .app_dns_rule
+            .iter()
+            .map(|rule| rule.lookup_key())
+            .filter(|name| {
+                !held.is_some_and(|c| c.app_dns_rule.iter().any(|r| r.lookup_key() == *name))
+            })
+            .collect()
+    }
+
+    /// Resynchronizes the data plane if it is out of sync, waiting for every change in progress.
+    async fn resync_if_needed(&self) -> Result<(), RuleChangeError> {
+        if self.readiness.is_ready(Part::DataPlane) {
+            return Ok(());
+        }
+        let _all = self.changes.everything().await;
+        self.ensure_in_sync().await
     }
 
     async fn run_task(
@@ -228,7 +264,6 @@ impl Apps {
         target: Option<AppDConfig>,
     ) -> Result<ChangeOutcome, RuleChangeError> {
         let ops = diff(previous.as_ref(), target.as_ref());
-        self.ensure_in_sync().await?;
         // Encoded before the data plane is called, so nothing it applied can fail to be stored
         // for want of an encoding.
         let config_write = config_write(app, target.as_ref())?;
@@ -258,7 +293,7 @@ impl Apps {
         }
         self.index_task(app, &task, applied.then_some(target.as_ref()));
         if applied && !ops.is_empty() {
-            self.publish();
+            self.publish_app(app);
         }
         Ok(ChangeOutcome {
             progress: task.progress(),
@@ -352,24 +387,16 @@ impl Apps {
         }
     }
 
-    /// Undoes `applied` in reverse order; if an undo fails, resynchronizes the data plane from
-    /// the published (committed) snapshot instead.
+    /// Undoes `applied` in reverse order; if an undo fails, marks the data plane out of sync, to
+    /// be resynchronized from the published (committed) snapshot once no change is in progress.
     async fn revert(&self, app: &AppInstanceId, info: &AppInfo, applied: &[RuleChange]) {
         if applied.is_empty() {
             return;
         }
         let undo: Vec<RuleChange> = applied.iter().rev().map(RuleChange::inverse).collect();
         if let Err(e) = self.dataplane.apply(info, &undo).await {
-            tracing::error!(app = %app, error = %e, "revert failed; resynchronizing the data plane");
-            let snapshot = self.snapshot.current();
-            let in_sync = match self.dataplane.resync(&snapshot).await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::error!(error = %e, "data plane resync failed; not ready until a resync succeeds");
-                    false
-                }
-            };
-            self.readiness.set(Part::DataPlane, in_sync);
+            tracing::error!(app = %app, error = %e, "revert failed; the data plane will be resynchronized");
+            self.readiness.set(Part::DataPlane, false);
         }
     }
 

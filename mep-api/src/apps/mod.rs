@@ -10,6 +10,7 @@
 
 mod change;
 mod registrations;
+mod serial;
 mod termination;
 
 pub use change::{ChangeOutcome, RuleChangeError};
@@ -17,7 +18,7 @@ pub use registrations::AppRegistration;
 pub use termination::{TerminationReport, TERMINATION_SUBSCRIPTION_TYPE};
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -179,11 +180,12 @@ pub struct Apps {
     registry: Arc<Registry>,
     config: AppsConfig,
     snapshot: SnapshotPublisher,
-    snapshot_version: AtomicU64,
+    /// Serializes publication (read the current snapshot, derive the next, store it), which costs
+    /// what one change touches; also the source of snapshot versions.
+    snapshot_version: parking_lot::Mutex<u64>,
     task_seq: AtomicU64,
-    /// Serializes rule changes: they are rare, and one at a time keeps domain ownership checks,
-    /// data-plane calls and snapshot versions in one order.
-    changes: tokio::sync::Mutex<()>,
+    /// Changes of one app one at a time, of different apps side by side (see `serial`).
+    changes: serial::Serials,
     terminations: termination::Terminations,
     readiness: Arc<PlatformReadiness>,
 }
@@ -274,9 +276,9 @@ impl Apps {
             registry: parts.registry,
             config: parts.config,
             snapshot: SnapshotPublisher::new(),
-            snapshot_version: AtomicU64::new(0),
+            snapshot_version: parking_lot::Mutex::new(0),
             task_seq: AtomicU64::new(max_seq),
-            changes: tokio::sync::Mutex::new(()),
+            changes: serial::Serials::default(),
             terminations: termination::Terminations::default(),
             readiness: parts.readiness,
         };
@@ -290,7 +292,7 @@ impl Apps {
         let mut wait = Duration::from_millis(500);
         loop {
             let result = {
-                let _serial = self.changes.lock().await;
+                let _all = self.changes.everything().await;
                 let snapshot = self.snapshot.current();
                 self.dataplane.init(&snapshot).await
             };
@@ -325,13 +327,14 @@ impl Apps {
         &self.dataplane
     }
 
-    /// Builds a snapshot of every ACTIVE rule of every application and publishes it.
+    /// Builds a snapshot of every ACTIVE rule of every application and publishes it (at load).
     fn publish(&self) {
-        let version = self.snapshot_version.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut version = self.snapshot_version.lock();
+        *version += 1;
         let snapshot = {
             let index = self.index.read();
             Snapshot::build(
-                version,
+                *version,
                 index
                     .configs
                     .iter()
@@ -349,6 +352,28 @@ impl Apps {
             )
         };
         self.snapshot.publish(Arc::new(snapshot));
+    }
+
+    /// Publishes the current snapshot with `app`'s rules replaced by those the index holds now:
+    /// the cost of the change, not of every rule.
+    fn publish_app(&self, app: &AppInstanceId) {
+        let mut version = self.snapshot_version.lock();
+        *version += 1;
+        let current = self.snapshot.current();
+        let next = {
+            let index = self.index.read();
+            match index.configs.get(app) {
+                Some(c) => current.with_app_rules(
+                    *version,
+                    app.as_str(),
+                    Some(&c.app_name),
+                    &c.app_traffic_rule,
+                    &c.app_dns_rule,
+                ),
+                None => current.with_app_rules(*version, app.as_str(), None, [], []),
+            }
+        };
+        self.snapshot.publish(Arc::new(next));
     }
 
     /// The stored configuration of an application instance.

@@ -118,7 +118,7 @@ impl Apps {
             None => AppInstanceId::parse(&new_id()).map_err(AppsError::Invalid)?,
         };
         info["appInstanceId"] = Value::String(app.to_string());
-        let _serial = self.changes.lock().await;
+        let _turn = self.changes.app(&app).await;
         if self.index.read().registrations.contains_key(&app) {
             return Err(AppsError::Conflict(format!(
                 "application instance {app} is already registered"
@@ -137,7 +137,7 @@ impl Apps {
         validate_app_info(&info)?;
         // The URI names the registration, whatever the body says.
         info["appInstanceId"] = Value::String(app.to_string());
-        let _serial = self.changes.lock().await;
+        let _turn = self.changes.app(app).await;
         if !self.index.read().registrations.contains_key(app) {
             return Err(AppsError::NotFound(format!(
                 "application instance {app} is not registered"
@@ -174,7 +174,7 @@ impl Apps {
     }
 
     pub async fn deregister_app(&self, app: &AppInstanceId) -> Result<(), AppsError> {
-        let _serial = self.changes.lock().await;
+        let _turn = self.changes.app(app).await;
         if !self.index.read().registrations.contains_key(app) {
             return Err(AppsError::NotFound(format!(
                 "application instance {app} is not registered"

@@ -114,7 +114,7 @@ impl Apps {
             app: app.clone(),
             callback_reference,
         };
-        let _serial = self.changes.lock().await;
+        let _turn = self.changes.app(app).await;
         let owned = self
             .index
             .read()
@@ -176,7 +176,7 @@ impl Apps {
         app: &AppInstanceId,
         id: &str,
     ) -> Result<(), AppsError> {
-        let _serial = self.changes.lock().await;
+        let _turn = self.changes.app(app).await;
         match self.index.read().subscriptions.get(id) {
             Some(s) if s.app == *app => {}
             _ => return Err(AppsError::NotFound(format!("subscription {id} not found"))),
@@ -333,7 +333,7 @@ impl Apps {
         app: &AppInstanceId,
         subscriptions: &[TerminationSubscription],
     ) -> Result<(), AppsError> {
-        let _serial = self.changes.lock().await;
+        let _turn = self.changes.app(app).await;
         let mut writes: Vec<Write> = subscriptions
             .iter()
             .map(|s| Write::Delete {
