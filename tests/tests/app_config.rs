@@ -410,4 +410,9 @@ async fn two_apps_racing_for_one_domain_name_do_not_both_get_it() {
         .dns_answers("shared.edge.example")
         .map(<[_]>::len);
     assert_eq!(answers, Some(1));
+    // Once the first lets the name go, the second may take it.
+    assert_eq!(mep.appd(Method::DELETE, "app-first", None).await.0, 200);
+    let (status, task) = mep.appd(Method::POST, "app-second", Some(&body)).await;
+    assert_eq!(status, 200, "{task}");
+    assert_eq!(task["configResult"], "SUCCESS", "{task}");
 }

@@ -144,10 +144,7 @@ impl Apps {
         let index = self.index.read();
         for rule in &target.app_dns_rule {
             let name = rule.lookup_key();
-            let owner = index.configs.iter().find(|(other, c)| {
-                *other != app && c.app_dns_rule.iter().any(|r| r.lookup_key() == name)
-            });
-            if let Some((other, _)) = owner {
+            if let Some(other) = index.domain_owners.get(&name).filter(|owner| *owner != app) {
                 return Err(RuleChangeError::Conflict(format!(
                     "domainName {} belongs to application instance {other}",
                     rule.domain_name
@@ -237,14 +234,11 @@ impl Apps {
     /// The domain names `target` gives `app` that its current configuration does not hold.
     fn new_domains(&self, app: &AppInstanceId, target: &AppDConfig) -> Vec<String> {
         let index = self.index.read();
-        let held = index.configs.get(app);
         target
             .app_dns_rule
             .iter()
             .map(|rule| rule.lookup_key())
-            .filter(|name| {
-                !held.is_some_and(|c| c.app_dns_rule.iter().any(|r| r.lookup_key() == *name))
-            })
+            .filter(|name| index.domain_owners.get(name) != Some(app))
             .collect()
     }
 
@@ -358,14 +352,8 @@ impl Apps {
         config: Option<Option<&AppDConfig>>,
     ) {
         let mut index = self.index.write();
-        match config {
-            Some(Some(config)) => {
-                index.configs.insert(app.clone(), config.clone());
-            }
-            Some(None) => {
-                index.configs.remove(app);
-            }
-            None => {}
+        if let Some(config) = config {
+            index.set_config(app, config.cloned());
         }
         index.tasks.insert(task.task_id.clone(), task.clone());
     }

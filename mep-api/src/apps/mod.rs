@@ -115,6 +115,9 @@ pub struct Readiness {
 #[derive(Default)]
 struct AppsIndex {
     configs: HashMap<AppInstanceId, AppDConfig>,
+    /// Which app instance's configuration holds each domain name (lookup form), so that the
+    /// ownership check of a change costs that change's rules, not every app's.
+    domain_owners: HashMap<String, AppInstanceId>,
     tasks: HashMap<String, TaskRecord>,
     subscriptions: BTreeMap<String, TerminationSubscription>,
     readiness: HashMap<AppInstanceId, Readiness>,
@@ -190,6 +193,26 @@ pub struct Apps {
     readiness: Arc<PlatformReadiness>,
 }
 
+impl AppsIndex {
+    /// Sets (`Some`) or removes (`None`) the configuration of `app`, with its domain names.
+    fn set_config(&mut self, app: &AppInstanceId, config: Option<AppDConfig>) {
+        if let Some(old) = self.configs.remove(app) {
+            for rule in &old.app_dns_rule {
+                let name = rule.lookup_key();
+                if self.domain_owners.get(&name) == Some(app) {
+                    self.domain_owners.remove(&name);
+                }
+            }
+        }
+        if let Some(config) = config {
+            for rule in &config.app_dns_rule {
+                self.domain_owners.insert(rule.lookup_key(), app.clone());
+            }
+            self.configs.insert(app.clone(), config);
+        }
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(table: &str, key: &str, value: &[u8]) -> Option<T> {
     match serde_json::from_slice(value) {
         Ok(v) => Some(v),
@@ -211,7 +234,7 @@ impl Apps {
                 AppInstanceId::parse(&key),
                 decode::<AppDConfig>("app_configs", &key, &value),
             ) {
-                index.configs.insert(app, config);
+                index.set_config(&app, Some(config));
             }
         }
         let mut interrupted = Vec::new();
