@@ -152,7 +152,7 @@ async fn validation_edgegallery_skipped() {
         (
             "too many rules",
             Box::new(|b| {
-                let rules: Vec<Value> = (0..70)
+                let rules: Vec<Value> = (0..1010)
                 .map(|i| json!({"dnsRuleId": format!("d{i}"), "domainName": format!("n{i}.example"),
                                 "ipAddressType": "IP_V4", "ipAddress": "192.0.2.1", "state": "ACTIVE"}))
                 .collect();

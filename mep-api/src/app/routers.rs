@@ -61,6 +61,7 @@ pub(super) fn mp1(config: &Config, core: &Core) -> Router {
             .merge(auth::endpoint::router(core.auth.clone()))
             .layer(deadline(config.http.request_timeout)),
         config,
+        config.max_body_bytes,
         &core.metrics,
         "mp1",
     )
@@ -84,7 +85,13 @@ pub(super) fn mm5(config: &Config, core: &Core) -> Router {
         mm5::termination::router(core.apps.clone(), core.auth.clone())
             .layer(deadline(termination_deadline(config))),
     );
-    let router = with_common_layers(router, config, &core.metrics, "mm5");
+    let router = with_common_layers(
+        router,
+        config,
+        config.mm5_max_body_bytes,
+        &core.metrics,
+        "mm5",
+    );
     match &config.mm5_token {
         Some(token) => router.layer(axum::middleware::from_fn_with_state(
             Arc::new(OperatorToken::new(token.expose_secret())),
@@ -111,6 +118,7 @@ fn termination_deadline(config: &Config) -> Duration {
 fn with_common_layers(
     router: Router,
     config: &Config,
+    max_body_bytes: usize,
     metrics: &Arc<Metrics>,
     listener: &'static str,
 ) -> Router {
@@ -121,7 +129,7 @@ fn with_common_layers(
         .layer(axum::middleware::from_fn(problem_for_bare_errors))
         .layer(axum::middleware::from_fn_with_state(
             BodyLimits {
-                max_bytes: config.max_body_bytes,
+                max_bytes: max_body_bytes,
                 timeout: config.http.body_timeout,
             },
             read_body_within,
@@ -155,7 +163,7 @@ fn with_common_layers(
                 tracing::debug_span!("request", listener, method = %req.method(), route)
             }),
         )
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
 }
 
 #[cfg(test)]
@@ -182,7 +190,13 @@ mod tests {
             .route("/panics", get(panics))
             .route("/fine", get(|| async { "fine" }))
             .layer(deadline(config.http.request_timeout));
-        with_common_layers(routes, &config, &Arc::new(Metrics::new()), "mp1")
+        with_common_layers(
+            routes,
+            &config,
+            config.max_body_bytes,
+            &Arc::new(Metrics::new()),
+            "mp1",
+        )
     }
 
     async fn panics() -> &'static str {

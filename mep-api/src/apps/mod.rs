@@ -51,7 +51,7 @@ pub struct AppsConfig {
 impl Default for AppsConfig {
     fn default() -> Self {
         Self {
-            rules_per_app: 64,
+            rules_per_app: 1000,
             subscriptions_per_app: 16,
             max_graceful_timeout: Duration::from_secs(10),
             finished_tasks_kept: 1024,

@@ -59,7 +59,10 @@ pub struct Config {
     pub mm5_addr: SocketAddr,
     pub insecure_http: bool,
     pub api_root: Option<String>,
+    /// Largest request body on Mp1.
     pub max_body_bytes: usize,
+    /// Largest request body on Mm5.
+    pub mm5_max_body_bytes: usize,
     pub max_uri_bytes: usize,
     /// Timeouts and connection caps of the Mp1 and Mm5 listeners.
     pub http: HttpLimits,
@@ -180,6 +183,7 @@ impl Config {
             insecure_http: key!(s.insecure_http),
             api_root: s.api_root.take(),
             max_body_bytes: key!(s.max_body_bytes),
+            mm5_max_body_bytes: key!(s.mm5_max_body_bytes),
             max_uri_bytes: key!(s.max_uri_bytes),
             http: http_limits(&mut s)?,
             limits: Limits {
@@ -294,9 +298,9 @@ impl Config {
                 "mp1_max_connections, mm5_max_connections and http_max_connections_per_client must be positive",
             ));
         }
-        if self.max_body_bytes == 0 || self.max_uri_bytes < 64 {
+        if self.max_body_bytes == 0 || self.mm5_max_body_bytes == 0 || self.max_uri_bytes < 64 {
             return Err(ConfigError::Invalid(
-                "max_body_bytes must be positive and max_uri_bytes at least 64",
+                "max_body_bytes and mm5_max_body_bytes must be positive and max_uri_bytes at least 64",
             ));
         }
         Ok(())

@@ -94,6 +94,10 @@ pub struct Settings {
     #[arg(long, env = "MEP_MAX_BODY_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<usize>,
+    /// Largest request body on Mm5 in bytes: an `appd_configuration` of many rules is large.
+    #[arg(long, env = "MEP_MM5_MAX_BODY_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mm5_max_body_bytes: Option<usize>,
     /// Longest request target (path and query) in bytes.
     #[arg(long, env = "MEP_MAX_URI_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -307,6 +311,7 @@ impl Settings {
             insecure_http: Some(false),
             api_root: None,
             max_body_bytes: Some(64 * 1024),
+            mm5_max_body_bytes: Some(4 << 20),
             max_uri_bytes: Some(8192),
             http_header_timeout: Some(10),
             http_body_timeout: Some(10),
@@ -329,7 +334,7 @@ impl Settings {
             upf_endpoint: None,
             upf_ca_cert: None,
             upf_token: None,
-            rules_per_app: Some(64),
+            rules_per_app: Some(1000),
             max_graceful_timeout: Some(10),
             ntp_servers: Some(Vec::new()),
             ptp_masters: Some(Vec::new()),
