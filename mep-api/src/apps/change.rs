@@ -294,7 +294,10 @@ impl Apps {
         })
     }
 
-    /// Journals a new PROCESSING task: if mep stops before the end, the next start finds it.
+    /// Journals a new PROCESSING task: if mep stops before the end, the next start finds it and
+    /// reports it FAILURE. The entry is committed without an fsync (the task's own commit makes it
+    /// durable), so a task costs one fsync; a power loss may take the entry, but never a change:
+    /// every start resynchronizes the data plane from the committed configurations anyway.
     async fn open_task(
         &self,
         app: &AppInstanceId,
@@ -309,7 +312,7 @@ impl Apps {
             total,
             detail: String::new(),
         };
-        self.store.commit(vec![put_task(&task)?]).await?;
+        self.store.commit_volatile(vec![put_task(&task)?]).await?;
         self.index
             .write()
             .tasks

@@ -106,6 +106,9 @@ from_redb!(
 
 struct Batch {
     writes: Vec<Write>,
+    /// Whether the caller waits for the writes to be on disk (an fsync), or only for them to be
+    /// committed (visible, and on disk with the next durable commit).
+    durable: bool,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -161,9 +164,24 @@ impl Store {
 
     /// Applies `writes` atomically and returns once they are durable.
     pub async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.send(writes, true).await
+    }
+
+    /// Applies `writes` atomically without waiting for the disk: they survive a process crash
+    /// only once a later durable commit is done, and a power loss may take them. For records
+    /// whose loss costs nothing but a report (the journal entry of a task about to commit).
+    pub async fn commit_volatile(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.send(writes, false).await
+    }
+
+    async fn send(&self, writes: Vec<Write>, durable: bool) -> Result<(), StoreError> {
         let (done, result) = oneshot::channel();
         self.writer
-            .send(Batch { writes, done })
+            .send(Batch {
+                writes,
+                durable,
+                done,
+            })
             .map_err(|_| StoreError::WriterGone)?;
         match result.await {
             Ok(Ok(())) => Ok(()),
@@ -224,7 +242,10 @@ fn run_writer(db: &Database, batches: mpsc::Receiver<Batch>) {
 }
 
 fn apply(db: &Database, group: &[Batch]) -> Result<(), StoreError> {
-    let txn = db.begin_write()?;
+    let mut txn = db.begin_write()?;
+    if !group.iter().any(|b| b.durable) {
+        txn.set_durability(redb::Durability::None);
+    }
     {
         for batch in group {
             for write in &batch.writes {
@@ -275,6 +296,35 @@ mod tests {
             .load(Table::SerAvailabilitySubscriptions)
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_volatile_commit_is_visible_at_once_and_durable_with_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |k: &str| Write::Put {
+            table: Table::Tasks,
+            key: k.into(),
+            value: k.as_bytes().to_vec(),
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.commit_volatile(vec![put("journal")]).await.unwrap();
+            assert_eq!(
+                store.load(Table::Tasks).unwrap().len(),
+                1,
+                "visible at once"
+            );
+            store.commit(vec![put("result")]).await.unwrap();
+            store.close().await;
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let keys: Vec<String> = store
+            .load(Table::Tasks)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec!["journal".to_string(), "result".to_string()]);
     }
 
     #[tokio::test]
