@@ -23,6 +23,10 @@ pub struct XdpConfig {
     /// bpffs directory for the pinned maps.
     pub pin_path: PathBuf,
     pub mode: AttachMode,
+    /// Interfaces besides the attached ones that take native XDP redirects (NICs whose drivers
+    /// implement `ndo_xdp_xmit`). Forwarding to any other interface goes through the TC program,
+    /// since a native redirect into, say, a veth whose peer runs no XDP program is dropped.
+    pub native_targets: Vec<String>,
 }
 
 impl Default for XdpConfig {
@@ -31,6 +35,7 @@ impl Default for XdpConfig {
             interfaces: Vec::new(),
             pin_path: PathBuf::from(DEFAULT_PIN_PATH),
             mode: AttachMode::Auto,
+            native_targets: Vec::new(),
         }
     }
 }

@@ -38,4 +38,6 @@ pub use compile::CapacityError;
 pub use config::{AttachMode, XdpConfig, DEFAULT_PIN_PATH};
 pub use error::XdpError;
 pub use plane::{check as check_rule, TestProgram, TestRunOutput, XdpDataPlane};
-pub use status::{read_status, status_text, InterfaceStatus, RuleCounters, XdpStatus};
+pub use status::{
+    read_status, status_text, DeliveryCounters, InterfaceStatus, RuleCounters, XdpStatus,
+};

@@ -24,7 +24,9 @@ use crate::config::XdpConfig;
 use crate::error::XdpError;
 use crate::generation::Generations;
 use crate::slots::{RuleKey, Slots};
-use crate::status::{self, RuleCounters, PIN_COUNTERS, PIN_IFACES, PIN_RULE_IDS};
+use crate::status::{
+    self, DeliveryCounters, RuleCounters, PIN_COUNTERS, PIN_DELIVERY, PIN_IFACES, PIN_RULE_IDS,
+};
 
 const PLANE: &str = "xdp";
 
@@ -62,6 +64,9 @@ struct State {
     _ebpf: Ebpf,
     gens: Generations,
     counters: PerCpuArray<MapData, Counter>,
+    delivery: PerCpuArray<MapData, Counter>,
+    /// The attached interfaces by ifindex, which the program may redirect into natively.
+    targets: aya::maps::HashMap<MapData, u32, u32>,
     rule_ids: Array<MapData, RuleId>,
     rules: BTreeMap<RuleKey, Held>,
     slots: Slots,
@@ -133,6 +138,7 @@ impl XdpDataPlane {
             ("MEP_COUNTERS", PIN_COUNTERS),
             ("MEP_RULE_IDS", PIN_RULE_IDS),
             ("MEP_IFACES", PIN_IFACES),
+            ("MEP_DELIVERY", PIN_DELIVERY),
         ] {
             let path = config.pin_path.join(pin);
             // A pin left by an earlier run that did not shut down cleanly.
@@ -149,6 +155,9 @@ impl XdpDataPlane {
         let counters: PerCpuArray<MapData, Counter> = take(&mut ebpf, "MEP_COUNTERS")?;
         let rule_ids: Array<MapData, RuleId> = take(&mut ebpf, "MEP_RULE_IDS")?;
         let mut ifaces: Array<MapData, IfaceInfo> = take(&mut ebpf, "MEP_IFACES")?;
+        let delivery: PerCpuArray<MapData, Counter> = take(&mut ebpf, "MEP_DELIVERY")?;
+        let mut targets: aya::maps::HashMap<MapData, u32, u32> =
+            take(&mut ebpf, "MEP_XDP_TARGETS")?;
 
         let mut attached = Vec::new();
         for iface in &config.interfaces {
@@ -163,15 +172,20 @@ impl XdpDataPlane {
                 ifaces
                     .set(idx, info, 0)
                     .map_err(XdpError::map("MEP_IFACES"))?;
+                targets
+                    .insert(a.ifindex, a.mode.code(), 0)
+                    .map_err(XdpError::map("MEP_XDP_TARGETS"))?;
             }
             tracing::info!(iface, mode = %a.mode, "xdp attached");
             attached.push(a);
         }
-        Ok(Self {
+        let plane = Self {
             state: Arc::new(Mutex::new(Some(State {
                 _ebpf: ebpf,
                 gens,
                 counters,
+                delivery,
+                targets,
                 rule_ids,
                 rules: BTreeMap::new(),
                 slots: Slots::default(),
@@ -181,7 +195,24 @@ impl XdpDataPlane {
             pin_path: config.pin_path,
             steer_fd,
             pass_fd,
-        })
+        };
+        for iface in &config.native_targets {
+            plane.add_native_target(iface)?;
+        }
+        Ok(plane)
+    }
+
+    /// Lets the program redirect natively into `iface` (resolved in the caller's network
+    /// namespace): for NICs that take XDP frames. Others get forwarded packets through TC.
+    pub fn add_native_target(&self, iface: &str) -> Result<(), XdpError> {
+        let ifindex = attach::ifindex(iface)?;
+        let mut guard = lock(&self.state);
+        let Some(st) = guard.as_mut() else {
+            return Ok(());
+        };
+        st.targets
+            .insert(ifindex, mep_ebpf_common::MODE_NATIVE, 0)
+            .map_err(XdpError::map("MEP_XDP_TARGETS"))
     }
 
     /// Packets and bytes each ACTIVE rule matched.
@@ -207,6 +238,14 @@ impl XdpDataPlane {
             (&a.app_instance_id, &a.traffic_rule_id).cmp(&(&b.app_instance_id, &b.traffic_rule_id))
         });
         out
+    }
+
+    /// How the packets matched by FORWARD rules left, or why they did not.
+    pub fn delivery_counters(&self) -> DeliveryCounters {
+        lock(&self.state)
+            .as_ref()
+            .map(|st| DeliveryCounters::read(&st.delivery))
+            .unwrap_or_default()
     }
 
     /// The interfaces the programs are attached to, with their mode.
@@ -565,7 +604,7 @@ impl Drop for XdpDataPlane {
 
 /// Removes the status pins: `mep xdp status` then reports that no data plane runs.
 fn remove_pins(pin_path: &std::path::Path) {
-    for pin in [PIN_COUNTERS, PIN_RULE_IDS, PIN_IFACES] {
+    for pin in [PIN_COUNTERS, PIN_RULE_IDS, PIN_IFACES, PIN_DELIVERY] {
         let _ = std::fs::remove_file(pin_path.join(pin));
     }
     // Only succeeds when nothing else is pinned there.

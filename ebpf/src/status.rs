@@ -5,7 +5,10 @@ use std::fmt;
 use std::path::Path;
 
 use aya::maps::{Array, Map, MapData, PerCpuArray};
-use mep_ebpf_common::{Counter, IfaceInfo, RuleId, MODE_GENERIC, MODE_NATIVE};
+use mep_ebpf_common::{
+    Counter, IfaceInfo, RuleId, DELIVERY_NO_ROUTE, DELIVERY_TC_FAILED, DELIVERY_TC_REDIRECT,
+    DELIVERY_XDP_REDIRECT, MODE_GENERIC, MODE_NATIVE,
+};
 
 use crate::error::XdpError;
 
@@ -13,6 +16,7 @@ use crate::error::XdpError;
 pub(crate) const PIN_COUNTERS: &str = "counters";
 pub(crate) const PIN_RULE_IDS: &str = "rule_ids";
 pub(crate) const PIN_IFACES: &str = "ifaces";
+pub(crate) const PIN_DELIVERY: &str = "delivery";
 
 /// Packets and bytes one traffic rule matched since it became ACTIVE.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,11 +36,37 @@ pub struct InterfaceStatus {
     pub mode: &'static str,
 }
 
+/// How the packets matched by FORWARD rules left, or why they did not: never silent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryCounters {
+    /// Redirected by the XDP program itself (to an interface that takes XDP frames).
+    pub xdp_redirect: Counter,
+    /// Handed to the TC program and redirected as an skb (a veth target in native mode, or a
+    /// next hop whose MAC had to be resolved).
+    pub tc_redirect: Counter,
+    /// No route to the next hop: passed on to the kernel stack unsteered.
+    pub no_route: Counter,
+    /// The TC program could not redirect: passed on to the kernel stack.
+    pub tc_failed: Counter,
+}
+
+impl DeliveryCounters {
+    pub(crate) fn read(map: &PerCpuArray<MapData, Counter>) -> Self {
+        Self {
+            xdp_redirect: slot_counter(map, DELIVERY_XDP_REDIRECT),
+            tc_redirect: slot_counter(map, DELIVERY_TC_REDIRECT),
+            no_route: slot_counter(map, DELIVERY_NO_ROUTE),
+            tc_failed: slot_counter(map, DELIVERY_TC_FAILED),
+        }
+    }
+}
+
 /// What `mep xdp status` shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XdpStatus {
     pub interfaces: Vec<InterfaceStatus>,
     pub rules: Vec<RuleCounters>,
+    pub delivery: DeliveryCounters,
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -82,6 +112,8 @@ pub fn read_status(pin_path: &Path) -> Result<XdpStatus, XdpError> {
     let ifaces: Array<MapData, IfaceInfo> = open(pin_path, PIN_IFACES)?;
     let ids: Array<MapData, RuleId> = open(pin_path, PIN_RULE_IDS)?;
     let counters: PerCpuArray<MapData, Counter> = open(pin_path, PIN_COUNTERS)?;
+    let delivery: PerCpuArray<MapData, Counter> = open(pin_path, PIN_DELIVERY)?;
+    let delivery = DeliveryCounters::read(&delivery);
     let interfaces = ifaces
         .iter()
         .filter_map(Result::ok)
@@ -110,7 +142,11 @@ pub fn read_status(pin_path: &Path) -> Result<XdpStatus, XdpError> {
     rules.sort_by(|a, b| {
         (&a.app_instance_id, &a.traffic_rule_id).cmp(&(&b.app_instance_id, &b.traffic_rule_id))
     });
-    Ok(XdpStatus { interfaces, rules })
+    Ok(XdpStatus {
+        interfaces,
+        rules,
+        delivery,
+    })
 }
 
 /// The text `mep xdp status` prints for the data plane pinned at `pin_path`.
@@ -142,6 +178,21 @@ impl fmt::Display for XdpStatus {
         }
         if self.rules.is_empty() {
             writeln!(f, "(no active traffic rules)")?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<40} {:>14} {:>16}",
+            "FORWARDED PACKETS", "PACKETS", "BYTES"
+        )?;
+        let d = &self.delivery;
+        for (what, c) in [
+            ("redirected in XDP", d.xdp_redirect),
+            ("redirected in TC (veth, unresolved MAC)", d.tc_redirect),
+            ("not delivered: no route (to the stack)", d.no_route),
+            ("not delivered: TC redirect failed", d.tc_failed),
+        ] {
+            writeln!(f, "{:<40} {:>14} {:>16}", what, c.packets, c.bytes)?;
         }
         Ok(())
     }

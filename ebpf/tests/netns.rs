@@ -114,6 +114,58 @@ fn forward_decapsulated_delivers_the_inner_packet_to_the_app() {
     drop(t.host);
 }
 
+/// Native mode, the default: the app's veth peer runs no XDP program, so a native redirect would
+/// be dropped by the kernel. The packet is handed to the TC program and arrives, with the MAC the
+/// FIB found, and again once the neighbour entry is gone (TC resolves it); every packet is counted.
+#[test]
+fn forward_decapsulated_into_a_veth_arrives_in_native_mode() {
+    let t = topology();
+    let plane = attach(&t.host, AttachMode::Native);
+    assert_eq!(plane.attached()[0].mode, mep_ebpf::AttachedMode::Native);
+    let sock = listen(&t.app, 6001);
+    let r = rt();
+    let decap = rule(
+        "to-app",
+        1,
+        "FORWARD_DECAPSULATED",
+        json!({"tag": ["0x101"], "dstAddress": ["10.201.2.2"]}),
+        json!([{"interfaceType": "IP", "dstIpAddress": "10.201.2.2"}]),
+    );
+    r.block_on(add(&plane, &app("app-1"), &decap)).unwrap();
+    let inner = ip(
+        "10.60.0.7",
+        "10.201.2.2",
+        0,
+        &udp(4000, 6001, b"through TC"),
+    );
+    let mut gtp = gtpu_header(0x101, inner.len(), true);
+    gtp.extend_from_slice(&inner);
+
+    send_from_upf(&t.upf, "10.201.1.2", 2152, gtp.clone());
+    assert_eq!(received(&sock).as_deref(), Some(&b"through TC"[..]));
+    let d = plane.delivery_counters();
+    assert_eq!(d.tc_redirect.packets, 1, "{d:?}");
+    assert_eq!(d.xdp_redirect.packets, 0, "{d:?}");
+
+    // No neighbour entry: TC resolves the next hop (ARP) and the packet still arrives.
+    t.host.ip(&["neigh", "del", "10.201.2.2", "dev", "h1"]);
+    send_from_upf(&t.upf, "10.201.1.2", 2152, gtp);
+    assert_eq!(received(&sock).as_deref(), Some(&b"through TC"[..]));
+    let d = plane.delivery_counters();
+    assert_eq!(d.tc_redirect.packets, 2, "{d:?}");
+    assert_eq!(d.no_route.packets + d.tc_failed.packets, 0, "{d:?}");
+    assert_eq!(plane.rule_counters()[0].packets, 2);
+    let status = mep_ebpf::status_text(plane.pin_path()).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("redirected in TC")
+                && l.split_whitespace().rev().nth(1) == Some("2")),
+        "{status}"
+    );
+    drop(t.host);
+}
+
 #[test]
 fn duplicate_sends_a_copy_and_the_original_goes_on() {
     let t = topology();

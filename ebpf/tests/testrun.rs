@@ -543,12 +543,17 @@ fn forward_as_is_rewrites_macs_and_redirects() {
     let frame4 = plain_udp("10.0.0.1", "10.9.0.2", 1, 2);
     let frame6 = plain_udp("2001:db8::1", "2001:db8:9::2", 1, 2);
     let p2 = Arc::clone(&p);
-    let (out4, out6) = ns.run(move || {
+    let (to_tc, out4, out6) = ns.run(move || {
+        // d0 is a veth whose peer runs no XDP program: handed to TC until it is a native target.
+        let to_tc = p2.test_run(TestProgram::Steer, &frame4, 1).unwrap();
+        p2.add_native_target("d0").unwrap();
         (
+            to_tc,
             p2.test_run(TestProgram::Steer, &frame4, 1).unwrap(),
             p2.test_run(TestProgram::Steer, &frame6, 1).unwrap(),
         )
     });
+    assert_eq!(to_tc.verdict, XDP_PASS, "handed to the TC program");
     assert_eq!(out4.verdict, XDP_REDIRECT);
     assert_eq!(
         &out4.data[0..6],
@@ -622,6 +627,7 @@ fn forward_decapsulated_strips_outer_headers() {
     let p2 = Arc::clone(&p);
     let inputs: Vec<Vec<u8>> = frames.iter().map(|f| f.0.clone()).collect();
     let outs = ns.run(move || {
+        p2.add_native_target("d0").unwrap();
         inputs
             .iter()
             .map(|f| p2.test_run(TestProgram::Steer, f, 1).unwrap())

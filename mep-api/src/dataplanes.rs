@@ -19,7 +19,10 @@ pub fn build(choice: &DataPlaneChoice) -> Result<Arc<dyn DataPlane>, String> {
             ca_cert,
             token,
         } => upf_http(endpoint, ca_cert.clone(), token.as_ref()),
-        DataPlaneChoice::Xdp { interfaces } => xdp(interfaces),
+        DataPlaneChoice::Xdp {
+            interfaces,
+            native_targets,
+        } => xdp(interfaces, native_targets),
     }
 }
 
@@ -52,12 +55,13 @@ fn upf_http(
 }
 
 #[cfg(feature = "xdp")]
-fn xdp(interfaces: &[String]) -> Result<Arc<dyn DataPlane>, String> {
+fn xdp(interfaces: &[String], native_targets: &[String]) -> Result<Arc<dyn DataPlane>, String> {
     use mep_ebpf::{XdpConfig, XdpDataPlane};
 
     Ok(Arc::new(
         XdpDataPlane::new(XdpConfig {
             interfaces: interfaces.to_vec(),
+            native_targets: native_targets.to_vec(),
             ..XdpConfig::default()
         })
         .map_err(|e| e.to_string())?,
@@ -65,7 +69,7 @@ fn xdp(interfaces: &[String]) -> Result<Arc<dyn DataPlane>, String> {
 }
 
 #[cfg(not(feature = "xdp"))]
-fn xdp(_: &[String]) -> Result<Arc<dyn DataPlane>, String> {
+fn xdp(_: &[String], _: &[String]) -> Result<Arc<dyn DataPlane>, String> {
     Err(not_built("xdp"))
 }
 

@@ -222,6 +222,41 @@ pub struct DupMeta {
 /// `DupMeta::flags`: the inner packet is IPv6.
 pub const DUP_INNER_V6: u32 = 1;
 
+/// Marks XDP metadata left for the TC program to forward a packet ("mepf").
+pub const META_FWD_MAGIC: u32 = 0x6d65_7066;
+
+/// Metadata the XDP program leaves in front of a packet it cannot redirect itself: a target that
+/// takes no XDP frames (a veth whose peer runs no XDP program, in native mode), or a next hop
+/// whose MAC is not resolved yet. The TC program redirects it as an skb.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwdMeta {
+    pub magic: u32,
+    /// The rule's counter slot (its action names the next hop for `FWD_RESOLVE`).
+    pub slot: u32,
+    /// The egress interface the FIB chose.
+    pub ifindex: u32,
+    /// `FWD_RESOLVE` when the MACs below are not known.
+    pub flags: u32,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+}
+
+/// `FwdMeta::flags`: the TC program resolves the next hop (`bpf_redirect_neigh`).
+pub const FWD_RESOLVE: u32 = 1;
+
+/// Slots of `MEP_DELIVERY`: how matched FORWARD packets left, or why they did not.
+pub const DELIVERY_XDP_REDIRECT: u32 = 0;
+pub const DELIVERY_TC_REDIRECT: u32 = 1;
+/// The FIB has no route to the next hop: the packet goes on to the kernel stack unsteered.
+pub const DELIVERY_NO_ROUTE: u32 = 2;
+/// The TC program could not redirect (the packet goes on to the stack).
+pub const DELIVERY_TC_FAILED: u32 = 3;
+pub const DELIVERY_SLOTS: u32 = 4;
+
+/// `MEP_XDP_TARGETS` value of an interface attached in generic mode.
+pub const TARGET_GENERIC: u32 = MODE_GENERIC;
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -235,4 +270,5 @@ mod pod {
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for RuleId {}
     unsafe impl aya::Pod for IfaceInfo {}
+    unsafe impl aya::Pod for FwdMeta {}
 }

@@ -9,9 +9,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use mep_ebpf_common::{
-    DstIf, DupMeta, DUP_INNER_V6, IF_DST_IP, IF_DST_IP6, IF_DST_MAC, IF_SRC_MAC, META_MAGIC,
+    DstIf, DupMeta, FwdMeta, DELIVERY_NO_ROUTE, DELIVERY_XDP_REDIRECT, DUP_INNER_V6, FWD_RESOLVE,
+    IF_DST_IP, IF_DST_IP6, IF_DST_MAC, IF_SRC_MAC, META_FWD_MAGIC, META_MAGIC, TARGET_GENERIC,
 };
 
+use crate::maps::{count_delivery, XDP_TARGETS};
 use crate::parse::{bounds, Pkt, ETH_LEN};
 
 const AF_INET: u8 = 2;
@@ -36,9 +38,11 @@ pub fn decapsulate(ctx: &XdpContext, p: &Pkt) -> bool {
 
 /// Sends the frame out of the interface the FIB picks for the next hop (the `dstInterface`'s IP
 /// address, else the packet's destination), with the `dstInterface`'s MACs where it names them.
-/// Falls back to the kernel stack when the FIB has no answer yet (e.g. the neighbour is unresolved).
+/// A target that takes no XDP frames (in native mode: any interface mep's program is not on, such
+/// as a container's veth) or a next hop whose MAC is unresolved is handed to the TC program, which
+/// redirects the skb. Without a route the packet goes on to the stack, counted.
 #[inline(never)]
-pub fn redirect(ctx: &XdpContext, p: &Pkt, dif: &DstIf, decapsulated: bool) -> u32 {
+pub fn redirect(ctx: &XdpContext, p: &Pkt, dif: &DstIf, decapsulated: bool, slot: u32) -> u32 {
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     let outer = p.tunnel && !decapsulated;
     let (v6, src, dst) = if outer {
@@ -85,22 +89,57 @@ pub fn redirect(ctx: &XdpContext, p: &Pkt, dif: &DstIf, decapsulated: bool) -> u
     } as u32;
     let named_dmac = dif.flags & IF_DST_MAC != 0;
     let named_smac = dif.flags & IF_SRC_MAC != 0;
-    let usable = rc == BPF_FIB_LKUP_RET_SUCCESS
-        || (rc == BPF_FIB_LKUP_RET_NO_NEIGH && named_dmac && named_smac);
+    if rc == BPF_FIB_LKUP_RET_NO_NEIGH && !(named_dmac && named_smac) {
+        return to_tc(ctx, slot, fib.ifindex, FWD_RESOLVE, [0; 6], [0; 6]);
+    }
+    let usable = rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH;
     if !usable {
+        count_delivery(DELIVERY_NO_ROUTE, u64::from(len));
         return xdp_action::XDP_PASS;
+    }
+    let dmac = if named_dmac { dif.dst_mac } else { fib.dmac };
+    let smac = if named_smac { dif.src_mac } else { fib.smac };
+    let ingress = ctx.ingress_ifindex() as u32;
+    let direct = unsafe { XDP_TARGETS.get(&ingress) } == Some(&TARGET_GENERIC)
+        || unsafe { XDP_TARGETS.get(&fib.ifindex) }.is_some();
+    if !direct {
+        return to_tc(ctx, slot, fib.ifindex, 0, dmac, smac);
     }
     let (start, end) = bounds(ctx);
     if start + ETH_LEN > end {
         return xdp_action::XDP_ABORTED;
     }
-    let dmac = if named_dmac { dif.dst_mac } else { fib.dmac };
-    let smac = if named_smac { dif.src_mac } else { fib.smac };
+    count_delivery(DELIVERY_XDP_REDIRECT, u64::from(len));
     unsafe {
         *(start as *mut [u8; 6]) = dmac;
         *((start + 6) as *mut [u8; 6]) = smac;
         bpf_redirect(fib.ifindex, 0) as u32
     }
+}
+
+/// Leaves the forwarding decision in the packet's metadata for the TC program and lets the packet
+/// become an skb.
+#[inline(always)]
+fn to_tc(ctx: &XdpContext, slot: u32, ifindex: u32, flags: u32, dmac: [u8; 6], smac: [u8; 6]) -> u32 {
+    let size = core::mem::size_of::<FwdMeta>() as i32;
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -size) } != 0 {
+        return xdp_action::XDP_PASS;
+    }
+    let meta = ctx.metadata();
+    if meta + size as usize > ctx.data() {
+        return xdp_action::XDP_PASS;
+    }
+    unsafe {
+        *(meta as *mut FwdMeta) = FwdMeta {
+            magic: META_FWD_MAGIC,
+            slot,
+            ifindex,
+            flags,
+            dmac,
+            smac,
+        };
+    }
+    xdp_action::XDP_PASS
 }
 
 /// Leaves the rule's slot in the packet's metadata for the TC program, which sends the copy;

@@ -1,6 +1,8 @@
 //! `mep_dup`, on TC ingress: sends the copy of a packet that `mep_xdp` marked for a DUPLICATE rule
 //! to each of the rule's destination interfaces (decapsulated for DUPLICATE_DECAPSULATED) with
-//! `bpf_clone_redirect`, then restores the packet, which goes on to the stack unchanged.
+//! `bpf_clone_redirect`, then restores the packet, which goes on to the stack unchanged; and
+//! forwards the packets `mep_xdp` could not redirect itself (`FwdMeta`): `bpf_redirect` with the
+//! MACs it found, or `bpf_redirect_neigh` when the next hop's MAC is still unknown.
 
 use aya_ebpf::{
     bindings::{
@@ -13,12 +15,15 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
+use aya_ebpf::bindings::{bpf_redir_neigh, TC_ACT_REDIRECT};
+use aya_ebpf::helpers::generated::{bpf_redirect, bpf_redirect_neigh};
 use mep_ebpf_common::{
-    DstIf, DupMeta, RuleAction, ACT_DUPLICATE_DECAP, DUP_INNER_V6, IF_DST_IP, IF_DST_IP6,
-    IF_DST_MAC, IF_SRC_MAC, META_MAGIC,
+    DstIf, DupMeta, FwdMeta, RuleAction, ACT_DUPLICATE_DECAP, DELIVERY_TC_FAILED,
+    DELIVERY_TC_REDIRECT, DUP_INNER_V6, FWD_RESOLVE, IF_DST_IP, IF_DST_IP6, IF_DST_MAC,
+    IF_SRC_MAC, META_FWD_MAGIC, META_MAGIC,
 };
 
-use crate::maps::{ACTIONS_0, ACTIONS_1, ACTIVE};
+use crate::maps::{count_delivery, ACTIONS_0, ACTIONS_1, ACTIVE};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -41,23 +46,89 @@ const CSUM_CHUNKS: u32 = 512;
 pub fn mep_dup(ctx: TcContext) -> i32 {
     let meta_start = unsafe { (*ctx.skb.skb).data_meta } as usize;
     let data = ctx.data();
-    if meta_start + core::mem::size_of::<DupMeta>() > data {
+    if meta_start + core::mem::size_of::<u32>() > data {
+        return TC_ACT_OK;
+    }
+    let magic = unsafe { *(meta_start as *const u32) };
+    if magic == META_FWD_MAGIC {
+        if meta_start + core::mem::size_of::<FwdMeta>() > data {
+            return TC_ACT_OK;
+        }
+        let meta = unsafe { *(meta_start as *const FwdMeta) };
+        return forward(&ctx, &meta);
+    }
+    if magic != META_MAGIC || meta_start + core::mem::size_of::<DupMeta>() > data {
         return TC_ACT_OK;
     }
     let meta = unsafe { *(meta_start as *const DupMeta) };
-    if meta.magic != META_MAGIC {
-        return TC_ACT_OK;
-    }
-    let act = match ACTIVE.get(0) {
-        Some(0) => ACTIONS_0.get(meta.slot),
-        Some(_) => ACTIONS_1.get(meta.slot),
-        None => None,
-    };
-    if let Some(act) = act {
-        let act: RuleAction = *act;
+    if let Some(act) = action(meta.slot) {
         duplicate(&ctx, &act, &meta);
     }
     TC_ACT_OK
+}
+
+/// The action of counter slot `slot` in the generation packets use now.
+#[inline(always)]
+fn action(slot: u32) -> Option<RuleAction> {
+    let act = match ACTIVE.get(0) {
+        Some(0) => ACTIONS_0.get(slot),
+        Some(_) => ACTIONS_1.get(slot),
+        None => None,
+    };
+    act.copied()
+}
+
+/// Redirects a packet `mep_xdp` matched for FORWARD but could not send itself.
+#[inline(never)]
+fn forward(ctx: &TcContext, meta: &FwdMeta) -> i32 {
+    let len = u64::from(ctx.len());
+    let rc = if meta.flags & FWD_RESOLVE != 0 {
+        // The next hop is the dstInterface's address when the rule names one, else the kernel
+        // routes on the packet's destination; either way it resolves the neighbour.
+        let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+        let named = match action(meta.slot) {
+            Some(act) if act.ifs[0].flags & IF_DST_IP != 0 => {
+                let dif = act.ifs[0];
+                if dif.flags & IF_DST_IP6 != 0 {
+                    nh.nh_family = AF_INET6 as u32;
+                    nh.__bindgen_anon_1.ipv6_nh = dif.dst_ip;
+                } else {
+                    nh.nh_family = AF_INET as u32;
+                    nh.__bindgen_anon_1.ipv4_nh = dif.dst_ip[0];
+                }
+                true
+            }
+            _ => false,
+        };
+        unsafe {
+            if named {
+                bpf_redirect_neigh(
+                    meta.ifindex,
+                    &mut nh,
+                    core::mem::size_of::<bpf_redir_neigh>() as i32,
+                    0,
+                )
+            } else {
+                bpf_redirect_neigh(meta.ifindex, core::ptr::null_mut(), 0, 0)
+            }
+        }
+    } else {
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(&meta.dmac);
+        macs[6..].copy_from_slice(&meta.smac);
+        if unsafe { bpf_skb_store_bytes(ctx.skb.skb, 0, macs.as_ptr().cast(), 12, 0) } != 0 {
+            count_delivery(DELIVERY_TC_FAILED, len);
+            return TC_ACT_OK;
+        }
+        unsafe { bpf_redirect(meta.ifindex, 0) }
+    };
+    if rc == i64::from(TC_ACT_REDIRECT) {
+        count_delivery(DELIVERY_TC_REDIRECT, len);
+        TC_ACT_REDIRECT as i32
+    } else {
+        count_delivery(DELIVERY_TC_FAILED, len);
+        TC_ACT_OK
+    }
 }
 
 #[inline(always)]

@@ -68,12 +68,12 @@ fn steer<const G: u32>(ctx: &XdpContext) -> u32 {
     match act.kind {
         ACT_DROP => xdp_action::XDP_DROP,
         ACT_PASS => xdp_action::XDP_PASS,
-        ACT_FORWARD => action::redirect(ctx, p, &act.ifs[0], false),
+        ACT_FORWARD => action::redirect(ctx, p, &act.ifs[0], false, slot),
         ACT_FORWARD_DECAP => {
             if p.tunnel && !action::decapsulate(ctx, p) {
                 return xdp_action::XDP_ABORTED;
             }
-            action::redirect(ctx, p, &act.ifs[0], true)
+            action::redirect(ctx, p, &act.ifs[0], true, slot)
         }
         ACT_DUPLICATE | ACT_DUPLICATE_DECAP => action::mark_duplicate(ctx, p, slot),
         _ => xdp_action::XDP_PASS,

@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use mep_ebpf_common::{
-    AddrKey, Counter, Entry, GenConfig, IfaceInfo, ListRef, RuleAction, RuleId, MAX_ENTRIES,
-    MAX_IFACES, MAX_KEYS, MAX_LIST_IDS, MAX_RULES,
+    AddrKey, Counter, Entry, GenConfig, IfaceInfo, ListRef, RuleAction, RuleId, DELIVERY_SLOTS,
+    MAX_ENTRIES, MAX_IFACES, MAX_KEYS, MAX_LIST_IDS, MAX_RULES,
 };
 
 #[map(name = "MEP_ACTIVE")]
@@ -27,6 +27,25 @@ pub static RULE_IDS: Array<RuleId> = Array::with_max_entries(MAX_RULES, 0);
 /// Attached interfaces, read only by `mep xdp status`.
 #[map(name = "MEP_IFACES")]
 pub static IFACES: Array<IfaceInfo> = Array::with_max_entries(MAX_IFACES, 0);
+
+/// The interfaces mep's XDP program runs on (ifindex to attach mode): a native redirect into one
+/// of them arrives; into anything else it goes through TC.
+#[map(name = "MEP_XDP_TARGETS")]
+pub static XDP_TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACES, 0);
+
+/// How matched FORWARD packets left, per `DELIVERY_*` slot.
+#[map(name = "MEP_DELIVERY")]
+pub static DELIVERY: PerCpuArray<Counter> = PerCpuArray::with_max_entries(DELIVERY_SLOTS, 0);
+
+/// Counts one packet of `bytes` in delivery slot `slot`.
+#[inline(always)]
+pub fn count_delivery(slot: u32, bytes: u64) {
+    if let Some(c) = DELIVERY.get_ptr_mut(slot) {
+        let c: &mut Counter = unsafe { &mut *c };
+        c.packets += 1;
+        c.bytes += bytes;
+    }
+}
 
 macro_rules! generation {
     ($entries:ident, $lists:ident, $actions:ident, $dst:ident, $src:ident, $teid:ident,

@@ -47,6 +47,7 @@ pub fn plane_with(interfaces: Vec<String>, mode: AttachMode) -> XdpDataPlane {
         interfaces,
         pin_path: pin_path.into(),
         mode,
+        ..XdpConfig::default()
     })
     .expect("load the XDP data plane")
 }

@@ -97,6 +97,7 @@ pub enum DataPlaneChoice {
     },
     Xdp {
         interfaces: Vec<String>,
+        native_targets: Vec<String>,
     },
 }
 
@@ -104,6 +105,7 @@ impl DataPlaneChoice {
     fn parse(
         kind: &str,
         xdp_ifaces: Vec<String>,
+        native_targets: Vec<String>,
         upf_endpoint: Option<String>,
         ca_cert: Option<PathBuf>,
         token: Option<Secret>,
@@ -112,6 +114,7 @@ impl DataPlaneChoice {
             "none" => Ok(DataPlaneChoice::None),
             "xdp" => Ok(DataPlaneChoice::Xdp {
                 interfaces: xdp_ifaces,
+                native_targets,
             }),
             "upf-http" => match upf_endpoint {
                 Some(endpoint) => Ok(DataPlaneChoice::UpfHttp {
@@ -199,6 +202,7 @@ impl Config {
             dataplane: DataPlaneChoice::parse(
                 &key!(s.dataplane),
                 key!(s.xdp_ifaces),
+                key!(s.xdp_native_targets),
                 s.upf_endpoint.take(),
                 s.upf_ca_cert.take(),
                 s.upf_token.take(),
@@ -392,7 +396,13 @@ mod tests {
 
     #[test]
     fn every_key_is_a_flag_and_a_variable_of_its_name() {
-        let plural_flags = ["xdp_ifaces", "ntp_servers", "ptp_masters", "dns_upstreams"];
+        let plural_flags = [
+            "xdp_ifaces",
+            "xdp_native_targets",
+            "ntp_servers",
+            "ptp_masters",
+            "dns_upstreams",
+        ];
         for k in settings::keys() {
             if k.key == "transports" {
                 assert_eq!(k.flag, "-");

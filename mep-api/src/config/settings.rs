@@ -179,6 +179,15 @@ pub struct Settings {
     #[arg(long = "xdp-iface", env = "MEP_XDP_IFACES", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub xdp_ifaces: Option<Vec<String>>,
+    /// Interfaces, besides the attached ones, that the xdp data plane may redirect into natively (NICs whose
+    /// drivers take XDP frames); forwarding to others goes through TC (repeatable).
+    #[arg(
+        long = "xdp-native-target",
+        env = "MEP_XDP_NATIVE_TARGETS",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xdp_native_targets: Option<Vec<String>>,
     /// Base URL of the UPF controller of the upf-http data plane.
     #[arg(long, env = "MEP_UPF_ENDPOINT")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -331,6 +340,7 @@ impl Settings {
             notify_failing_after: Some(5),
             dataplane: Some("none".into()),
             xdp_ifaces: Some(Vec::new()),
+            xdp_native_targets: Some(Vec::new()),
             upf_endpoint: None,
             upf_ca_cert: None,
             upf_token: None,
