@@ -37,6 +37,12 @@ pub struct RuleLabels {
     pub traffic_rule_id: String,
 }
 
+/// Labels of the data plane's forwarding outcome counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
 /// Labels of a listener's connection gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -68,6 +74,7 @@ pub struct Metrics {
     pub services: Gauge,
     pub subscriptions: Gauge,
     pub traffic_rule_packets: Family<RuleLabels, Gauge>,
+    pub forwarded_packets: Family<OutcomeLabels, Gauge>,
     pub traffic_rule_bytes: Family<RuleLabels, Gauge>,
     pub http_connections: Family<ListenerLabels, Gauge>,
     pub http_connections_closed: Family<ConnCloseLabels, Counter>,
@@ -151,6 +158,12 @@ impl Metrics {
             "Packets an ACTIVE traffic rule matched in the data plane since it became ACTIVE",
             traffic_rule_packets.clone(),
         );
+        let forwarded_packets = Family::<OutcomeLabels, Gauge>::default();
+        registry.register(
+            "dataplane_forwarded_packets",
+            "Packets matched by FORWARD rules, by how they left (xdp_redirect, tc_redirect) or why they were not delivered (no_route, tc_failed)",
+            forwarded_packets.clone(),
+        );
         let traffic_rule_bytes = Family::<RuleLabels, Gauge>::default();
         registry.register(
             "traffic_rule_bytes",
@@ -183,6 +196,7 @@ impl Metrics {
             services,
             subscriptions,
             traffic_rule_packets,
+            forwarded_packets,
             traffic_rule_bytes,
             http_connections,
             http_connections_closed,

@@ -21,7 +21,9 @@ mod traffic;
 pub mod none;
 
 pub use dns::{DnsAnswer, DnsRule, IpAddressType};
-pub use plane::{AppInfo, ApplyError, DataPlane, DataPlaneError, RuleChange, RuleCounter};
+pub use plane::{
+    AppInfo, ApplyError, DataPlane, DataPlaneError, ForwardOutcome, RuleChange, RuleCounter,
+};
 pub use snapshot::{ActiveDnsRule, ActiveTrafficRule, Snapshot, SnapshotPublisher, SnapshotReader};
 pub use traffic::{
     Action, CompiledFilter, DestinationInterface, FilterType, InterfaceType, IpPrefix, PortRange,

@@ -25,6 +25,16 @@ pub struct RuleCounter {
     pub bytes: u64,
 }
 
+/// How many forwarded packets left one way (or were not delivered for one reason), for data
+/// planes that forward packets themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardOutcome {
+    /// `xdp_redirect`, `tc_redirect`, `no_route`, `tc_failed`, ...
+    pub outcome: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
 /// Why a data plane did not apply a change.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DataPlaneError {
@@ -140,6 +150,11 @@ pub trait DataPlane: Send + Sync + 'static {
 
     /// Per-rule counters, where the data plane keeps them (the xdp one does).
     fn counters(&self) -> Vec<RuleCounter> {
+        Vec::new()
+    }
+
+    /// How forwarded packets left and which were not delivered, where the data plane forwards.
+    fn forward_outcomes(&self) -> Vec<ForwardOutcome> {
         Vec::new()
     }
 

@@ -75,5 +75,37 @@ fn mm5_and_mp1_rule_changes_steer_the_next_packet() {
         "the next packet passes again"
     );
 
+    // A FORWARD rule towards the app's veth: the XDP program hands the packet to TC, it arrives,
+    // and /metrics says how it left.
+    let forward = json!({
+        "appName": "blocker",
+        "appTrafficRule": [{
+            "trafficRuleId": "to-app", "filterType": "FLOW", "priority": 1, "action": "FORWARD_AS_IS",
+            "state": "ACTIVE",
+            "trafficFilter": [{"dstAddress": ["10.201.2.2/32"], "dstPort": ["5000"], "protocol": ["UDP"]}],
+            "dstInterface": [{"interfaceType": "IP", "dstIpAddress": "10.201.2.2"}]
+        }]
+    });
+    let (status, progress) = rt.block_on(mep.appd(Method::PUT, "app-1", Some(&forward)));
+    assert_eq!(status, 200, "{progress}");
+    assert_eq!(progress["configResult"], "SUCCESS", "{progress}");
+    send_from_upf(&t.upf, "10.201.2.2", 5000, b"forwarded".to_vec());
+    assert_eq!(received(&sock).as_deref(), Some(&b"forwarded"[..]));
+    let metrics = rt.block_on(async {
+        mep.http
+            .get(mep.mm5_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(
+        metrics.contains("mep_dataplane_forwarded_packets{outcome=\"tc_redirect\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mep_dataplane_forwarded_packets{outcome=\"no_route\"} 0"));
+
     rt.block_on(mep.stop());
 }

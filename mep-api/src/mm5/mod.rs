@@ -19,7 +19,7 @@ use http::{HeaderValue, StatusCode};
 
 use mep_rules::DataPlane;
 
-use crate::metrics::{Metrics, RuleLabels};
+use crate::metrics::{Metrics, OutcomeLabels, RuleLabels};
 use crate::problem::problem_response;
 use crate::readiness::Readiness;
 use crate::registry::Registry;
@@ -103,6 +103,13 @@ async fn metrics(State(state): State<OpsState>) -> Response {
             .traffic_rule_bytes
             .get_or_create(&labels)
             .set(clamp(c.bytes));
+    }
+    for o in state.dataplane.forward_outcomes() {
+        state
+            .metrics
+            .forwarded_packets
+            .get_or_create(&OutcomeLabels { outcome: o.outcome })
+            .set(i64::try_from(o.packets).unwrap_or(i64::MAX));
     }
     let mut r = state.metrics.encode().into_response();
     r.headers_mut().insert(
