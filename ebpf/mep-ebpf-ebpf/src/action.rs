@@ -121,50 +121,47 @@ pub fn redirect(ctx: &XdpContext, p: &Pkt, dif: &DstIf, decapsulated: bool, slot
 /// become an skb.
 #[inline(always)]
 fn to_tc(ctx: &XdpContext, slot: u32, ifindex: u32, flags: u32, dmac: [u8; 6], smac: [u8; 6]) -> u32 {
-    let size = core::mem::size_of::<FwdMeta>() as i32;
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -size) } != 0 {
-        return xdp_action::XDP_PASS;
-    }
-    let meta = ctx.metadata();
-    if meta + size as usize > ctx.data() {
-        return xdp_action::XDP_PASS;
-    }
-    unsafe {
-        *(meta as *mut FwdMeta) = FwdMeta {
-            magic: META_FWD_MAGIC,
-            slot,
-            ifindex,
-            flags,
-            dmac,
-            smac,
-        };
-    }
+    let meta = FwdMeta {
+        magic: META_FWD_MAGIC,
+        slot,
+        ifindex,
+        flags,
+        dmac,
+        smac,
+    };
+    put_meta(ctx, meta);
     xdp_action::XDP_PASS
+}
+
+/// Writes `meta` in front of the packet for the TC program; false when there is no room.
+#[inline(always)]
+fn put_meta<T>(ctx: &XdpContext, meta: T) -> bool {
+    let size = core::mem::size_of::<T>() as i32;
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -size) } != 0 {
+        return false;
+    }
+    let at = ctx.metadata();
+    if at + size as usize > ctx.data() {
+        return false;
+    }
+    unsafe { *(at as *mut T) = meta };
+    true
 }
 
 /// Leaves the rule's slot in the packet's metadata for the TC program, which sends the copy;
 /// the packet itself goes on to the stack.
 #[inline(always)]
 pub fn mark_duplicate(ctx: &XdpContext, p: &Pkt, slot: u32) -> u32 {
-    let size = core::mem::size_of::<DupMeta>() as i32;
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -size) } != 0 {
-        return xdp_action::XDP_PASS;
-    }
-    let meta = ctx.metadata();
-    if meta + size as usize > ctx.data() {
-        return xdp_action::XDP_PASS;
-    }
-    unsafe {
-        *(meta as *mut DupMeta) = DupMeta {
-            magic: META_MAGIC,
-            slot,
-            strip: if p.tunnel {
-                (p.l3_off - p.l2_len) as u32
-            } else {
-                0
-            },
-            flags: if p.v6 { DUP_INNER_V6 } else { 0 },
-        };
-    }
+    let meta = DupMeta {
+        magic: META_MAGIC,
+        slot,
+        strip: if p.tunnel {
+            (p.l3_off - p.l2_len) as u32
+        } else {
+            0
+        },
+        flags: if p.v6 { DUP_INNER_V6 } else { 0 },
+    };
+    put_meta(ctx, meta);
     xdp_action::XDP_PASS
 }

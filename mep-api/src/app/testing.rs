@@ -172,3 +172,17 @@ pub(crate) fn service(name: &str) -> Value {
         }
     })
 }
+
+/// Configures one ACTIVE DNS rule (`cam.edge.example` → 192.0.2.10) for `app` over Mm5.
+pub(crate) async fn configure_dns_rule(r: &Routers, app: &str) {
+    let appd = serde_json::json!({
+        "appName": "demo",
+        "appDNSRule": [{
+            "dnsRuleId": "dns-1", "domainName": "cam.edge.example", "ipAddressType": "IP_V4",
+            "ipAddress": "192.0.2.10", "ttl": 30, "state": "ACTIVE"
+        }]
+    });
+    let uri = format!("/mepcfg/app_lcm/v1/applications/{app}/appd_configuration");
+    let task = send(&r.mm5, request("POST", &uri, None, Some(&appd))).await;
+    assert_eq!(task.json["configResult"], "SUCCESS", "{}", task.json);
+}

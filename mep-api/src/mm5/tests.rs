@@ -10,7 +10,9 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use crate::app::testing::{request, routers, send, service, token_for, Routers};
+use crate::app::testing::{
+    configure_dns_rule, request, routers, send, service, token_for, Routers,
+};
 
 const APP: &str = "5abe4782-2c70-4e47-9a4e-0ee3a1a0fd1f";
 
@@ -119,16 +121,7 @@ const TERMINATE: &str = "/mep/mec_app_support/v1/applications/5abe4782-2c70-4e47
 /// An app with credentials, one DNS rule and one registered service; answers its token.
 async fn provisioned(r: &Routers) -> String {
     let token = token_for(r, APP).await;
-    let appd = json!({
-        "appName": "demo",
-        "appDNSRule": [{
-            "dnsRuleId": "dns-1", "domainName": "cam.edge.example", "ipAddressType": "IP_V4",
-            "ipAddress": "192.0.2.10", "ttl": 30, "state": "ACTIVE"
-        }]
-    });
-    let uri = format!("/mepcfg/app_lcm/v1/applications/{APP}/appd_configuration");
-    let task = send(&r.mm5, request("POST", &uri, None, Some(&appd))).await;
-    assert_eq!(task.json["configResult"], "SUCCESS", "{}", task.json);
+    configure_dns_rule(r, APP).await;
     let uri = format!("/mep/mec_service_mgmt/v1/applications/{APP}/services");
     let created = send(
         &r.mp1,

@@ -1,9 +1,9 @@
 //! Mp1 handlers through the whole router (auth, extractors, problems) with `Router::oneshot`.
 
 use axum::body::Body;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::app::testing::{request, routers, send, service, token_for};
+use crate::app::testing::{configure_dns_rule, request, routers, send, service, token_for};
 
 const APP: &str = "5abe4782-2c70-4e47-9a4e-0ee3a1a0fd1f";
 const OTHER: &str = "8c2a1f3e-6b7d-4c1e-9f0a-2d3b4c5e6f70";
@@ -116,16 +116,7 @@ async fn malformed_and_mistyped_bodies_are_400_and_415_problems() {
 async fn dns_rules_configured_on_mm5_are_read_on_mp1() {
     let r = routers(|_| {}).await;
     let token = token_for(&r, APP).await;
-    let appd = json!({
-        "appName": "demo",
-        "appDNSRule": [{
-            "dnsRuleId": "dns-1", "domainName": "cam.edge.example", "ipAddressType": "IP_V4",
-            "ipAddress": "192.0.2.10", "ttl": 30, "state": "ACTIVE"
-        }]
-    });
-    let uri = format!("/mepcfg/app_lcm/v1/applications/{APP}/appd_configuration");
-    let task = send(&r.mm5, request("POST", &uri, None, Some(&appd))).await;
-    assert_eq!(task.json["configResult"], "SUCCESS", "{}", task.json);
+    configure_dns_rule(&r, APP).await;
 
     let rules = format!("/mep/mec_app_support/v1/applications/{APP}/dns_rules");
     let read = send(&r.mp1, request("GET", &rules, Some(&token), None)).await;
