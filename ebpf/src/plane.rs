@@ -551,20 +551,15 @@ impl DataPlane for XdpDataPlane {
     }
 
     fn forward_outcomes(&self) -> Vec<mep_rules::ForwardOutcome> {
-        let d = self.delivery_counters();
-        [
-            ("xdp_redirect", d.xdp_redirect),
-            ("tc_redirect", d.tc_redirect),
-            ("no_route", d.no_route),
-            ("tc_failed", d.tc_failed),
-        ]
-        .into_iter()
-        .map(|(outcome, c)| mep_rules::ForwardOutcome {
-            outcome,
-            packets: c.packets,
-            bytes: c.bytes,
-        })
-        .collect()
+        self.delivery_counters()
+            .outcomes()
+            .into_iter()
+            .map(|(outcome, _, c)| mep_rules::ForwardOutcome {
+                outcome,
+                packets: c.packets,
+                bytes: c.bytes,
+            })
+            .collect()
     }
 
     async fn init(&self, snapshot: &Snapshot) -> Result<(), DataPlaneError> {

@@ -51,6 +51,28 @@ pub struct DeliveryCounters {
 }
 
 impl DeliveryCounters {
+    /// Each outcome by its metric label, with what `mep xdp status` calls it.
+    pub fn outcomes(&self) -> [(&'static str, &'static str, Counter); 4] {
+        [
+            ("xdp_redirect", "redirected in XDP", self.xdp_redirect),
+            (
+                "tc_redirect",
+                "redirected in TC (veth, unresolved MAC)",
+                self.tc_redirect,
+            ),
+            (
+                "no_route",
+                "not delivered: no route (to the stack)",
+                self.no_route,
+            ),
+            (
+                "tc_failed",
+                "not delivered: TC redirect failed",
+                self.tc_failed,
+            ),
+        ]
+    }
+
     pub(crate) fn read(map: &PerCpuArray<MapData, Counter>) -> Self {
         Self {
             xdp_redirect: slot_counter(map, DELIVERY_XDP_REDIRECT),
@@ -185,13 +207,7 @@ impl fmt::Display for XdpStatus {
             "{:<40} {:>14} {:>16}",
             "FORWARDED PACKETS", "PACKETS", "BYTES"
         )?;
-        let d = &self.delivery;
-        for (what, c) in [
-            ("redirected in XDP", d.xdp_redirect),
-            ("redirected in TC (veth, unresolved MAC)", d.tc_redirect),
-            ("not delivered: no route (to the stack)", d.no_route),
-            ("not delivered: TC redirect failed", d.tc_failed),
-        ] {
+        for (_, what, c) in self.delivery.outcomes() {
             writeln!(f, "{:<40} {:>14} {:>16}", what, c.packets, c.bytes)?;
         }
         Ok(())

@@ -9,7 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use mep_api::{Config, Mep};
+mod support;
+
 use mep_rules::{Snapshot, TrafficRule};
 use serde_json::{json, Value};
 
@@ -56,28 +57,10 @@ async fn main() {
     println!("|---:|---:|---:|---:|---:|");
     for &rules in sizes {
         let apps = rules / PER_APP;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::with_data_dir(dir.path());
-        config.mp1_addr = "127.0.0.1:0".parse().unwrap();
-        config.mm5_addr = "127.0.0.1:0".parse().unwrap();
-        config.insecure_http = true;
-        let mep = Mep::start(config).await.expect("mep starts");
+        let (mep, _dir) = support::start().await;
         let http = reqwest::Client::new();
-        let url = |app: usize| {
-            format!(
-                "http://{}/mepcfg/app_lcm/v1/applications/app-{app}/appd_configuration",
-                mep.mm5_addr
-            )
-        };
-        for app in 0..apps {
-            let r = http
-                .post(url(app))
-                .json(&appd(app, 0))
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-        }
+        let url = |app: usize| support::appd_url(&mep, app);
+        support::load(&mep, &http, apps, |app| appd(app, 0)).await;
         assert_eq!(mep.snapshots().load().traffic_rule_count(), rules);
 
         let mut times = Vec::with_capacity(changes);

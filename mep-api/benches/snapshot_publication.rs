@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use mep_api::{Config, Mep};
+mod support;
+
 use parking_lot::Mutex;
 use serde_json::json;
 
@@ -34,28 +35,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (apps, changes) = if full { (100, 10_000) } else { (3, 20) };
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config::with_data_dir(dir.path());
-    config.mp1_addr = "127.0.0.1:0".parse().unwrap();
-    config.mm5_addr = "127.0.0.1:0".parse().unwrap();
-    config.insecure_http = true;
-    let mep = Mep::start(config).await.expect("mep starts");
+    let (mep, _dir) = support::start().await;
     let http = reqwest::Client::new();
-    let url = |app: usize| {
-        format!(
-            "http://{}/mepcfg/app_lcm/v1/applications/app-{app}/appd_configuration",
-            mep.mm5_addr
-        )
-    };
-    for app in 0..apps {
-        let r = http
-            .post(url(app))
-            .json(&appd(app, 0))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-    }
+    let url = |app: usize| support::appd_url(&mep, app);
+    support::load(&mep, &http, apps, |app| appd(app, 0)).await;
 
     // The reader: records when each snapshot version first became visible.
     let cell = mep.snapshots();

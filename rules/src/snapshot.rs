@@ -165,8 +165,8 @@ impl Snapshot {
         dns: impl IntoIterator<Item = &'a DnsRule>,
     ) {
         let mut touched: Vec<Arc<str>> = Vec::new();
-        let owner: Arc<str> = match self.apps.remove(app) {
-            Some(old) => {
+        let owner: Arc<str> = match self.apps.remove_with_key(app) {
+            Some((owner, old)) => {
                 for key in &old.traffic {
                     self.traffic.remove(key);
                 }
@@ -175,11 +175,7 @@ impl Snapshot {
                     self.dns_rules.remove(&(Arc::clone(&key.1), Arc::clone(id)));
                     touched.push(Arc::clone(&key.0));
                 }
-                old.traffic
-                    .first()
-                    .map(|k| Arc::clone(&k.1))
-                    .or_else(|| old.dns.first().map(|(k, _)| Arc::clone(&k.1)))
-                    .unwrap_or_else(|| Arc::from(app))
+                owner
             }
             None => Arc::from(app),
         };

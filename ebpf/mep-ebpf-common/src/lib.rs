@@ -254,9 +254,6 @@ pub const DELIVERY_NO_ROUTE: u32 = 2;
 pub const DELIVERY_TC_FAILED: u32 = 3;
 pub const DELIVERY_SLOTS: u32 = 4;
 
-/// `MEP_XDP_TARGETS` value of an interface attached in generic mode.
-pub const TARGET_GENERIC: u32 = MODE_GENERIC;
-
 #[cfg(feature = "user")]
 mod pod {
     use super::*;

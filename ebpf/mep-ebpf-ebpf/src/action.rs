@@ -9,8 +9,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use mep_ebpf_common::{
-    DstIf, DupMeta, FwdMeta, DELIVERY_NO_ROUTE, DELIVERY_XDP_REDIRECT, DUP_INNER_V6, FWD_RESOLVE,
-    IF_DST_IP, IF_DST_IP6, IF_DST_MAC, IF_SRC_MAC, META_FWD_MAGIC, META_MAGIC, TARGET_GENERIC,
+    DstIf, DupMeta, FwdMeta, DELIVERY_NO_ROUTE, DELIVERY_TC_FAILED, DELIVERY_XDP_REDIRECT,
+    DUP_INNER_V6, FWD_RESOLVE, IF_DST_IP, IF_DST_IP6, IF_DST_MAC, IF_SRC_MAC, META_FWD_MAGIC,
+    META_MAGIC, MODE_GENERIC,
 };
 
 use crate::maps::{count_delivery, XDP_TARGETS};
@@ -90,7 +91,7 @@ pub fn redirect(ctx: &XdpContext, p: &Pkt, dif: &DstIf, decapsulated: bool, slot
     let named_dmac = dif.flags & IF_DST_MAC != 0;
     let named_smac = dif.flags & IF_SRC_MAC != 0;
     if rc == BPF_FIB_LKUP_RET_NO_NEIGH && !(named_dmac && named_smac) {
-        return to_tc(ctx, slot, fib.ifindex, FWD_RESOLVE, [0; 6], [0; 6]);
+        return to_tc(ctx, slot, fib.ifindex, FWD_RESOLVE, [0; 6], [0; 6], len);
     }
     let usable = rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH;
     if !usable {
@@ -100,10 +101,11 @@ pub fn redirect(ctx: &XdpContext, p: &Pkt, dif: &DstIf, decapsulated: bool, slot
     let dmac = if named_dmac { dif.dst_mac } else { fib.dmac };
     let smac = if named_smac { dif.src_mac } else { fib.smac };
     let ingress = ctx.ingress_ifindex() as u32;
-    let direct = unsafe { XDP_TARGETS.get(&ingress) } == Some(&TARGET_GENERIC)
-        || unsafe { XDP_TARGETS.get(&fib.ifindex) }.is_some();
+    // A known target first: the common case costs one lookup.
+    let direct = unsafe { XDP_TARGETS.get(&fib.ifindex) }.is_some()
+        || unsafe { XDP_TARGETS.get(&ingress) } == Some(&MODE_GENERIC);
     if !direct {
-        return to_tc(ctx, slot, fib.ifindex, 0, dmac, smac);
+        return to_tc(ctx, slot, fib.ifindex, 0, dmac, smac, len);
     }
     let (start, end) = bounds(ctx);
     if start + ETH_LEN > end {
@@ -118,9 +120,18 @@ pub fn redirect(ctx: &XdpContext, p: &Pkt, dif: &DstIf, decapsulated: bool, slot
 }
 
 /// Leaves the forwarding decision in the packet's metadata for the TC program and lets the packet
-/// become an skb.
+/// become an skb (counted as not delivered when there is no room for the metadata).
 #[inline(always)]
-fn to_tc(ctx: &XdpContext, slot: u32, ifindex: u32, flags: u32, dmac: [u8; 6], smac: [u8; 6]) -> u32 {
+#[allow(clippy::too_many_arguments)]
+fn to_tc(
+    ctx: &XdpContext,
+    slot: u32,
+    ifindex: u32,
+    flags: u32,
+    dmac: [u8; 6],
+    smac: [u8; 6],
+    len: u16,
+) -> u32 {
     let meta = FwdMeta {
         magic: META_FWD_MAGIC,
         slot,
@@ -129,7 +140,9 @@ fn to_tc(ctx: &XdpContext, slot: u32, ifindex: u32, flags: u32, dmac: [u8; 6], s
         dmac,
         smac,
     };
-    put_meta(ctx, meta);
+    if !put_meta(ctx, meta) {
+        count_delivery(DELIVERY_TC_FAILED, u64::from(len));
+    }
     xdp_action::XDP_PASS
 }
 

@@ -4,6 +4,8 @@
 //! forwards the packets `mep_xdp` could not redirect itself (`FwdMeta`): `bpf_redirect` with the
 //! MACs it found, or `bpf_redirect_neigh` when the next hop's MAC is still unknown.
 
+use aya_ebpf::bindings::{bpf_redir_neigh, TC_ACT_REDIRECT};
+use aya_ebpf::helpers::generated::{bpf_redirect, bpf_redirect_neigh};
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK,
@@ -15,12 +17,10 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use aya_ebpf::bindings::{bpf_redir_neigh, TC_ACT_REDIRECT};
-use aya_ebpf::helpers::generated::{bpf_redirect, bpf_redirect_neigh};
 use mep_ebpf_common::{
     DstIf, DupMeta, FwdMeta, RuleAction, ACT_DUPLICATE_DECAP, DELIVERY_TC_FAILED,
-    DELIVERY_TC_REDIRECT, DUP_INNER_V6, FWD_RESOLVE, IF_DST_IP, IF_DST_IP6, IF_DST_MAC,
-    IF_SRC_MAC, META_FWD_MAGIC, META_MAGIC,
+    DELIVERY_TC_REDIRECT, DUP_INNER_V6, FWD_RESOLVE, IF_DST_IP, IF_DST_IP6, IF_DST_MAC, IF_SRC_MAC,
+    META_FWD_MAGIC, META_MAGIC,
 };
 
 use crate::maps::{count_delivery, ACTIONS_0, ACTIONS_1, ACTIVE};
@@ -256,21 +256,13 @@ fn complete_udp6_checksum(ctx: &TcContext, hdr: &[u8; MAX_STRIP]) {
         let n = ((n - 1) & (CSUM_CHUNK - 1)) + 1;
         let words = (n + 3) >> 2;
         buf[((words - 1) & (CSUM_CHUNK / 4 - 1)) as usize] = 0;
-        let r = unsafe {
-            bpf_skb_load_bytes(skb.cast(), udp_off + done, buf.as_mut_ptr().cast(), n)
-        };
+        let r =
+            unsafe { bpf_skb_load_bytes(skb.cast(), udp_off + done, buf.as_mut_ptr().cast(), n) };
         if r != 0 {
             return;
         }
-        let part = unsafe {
-            bpf_csum_diff(
-                core::ptr::null_mut(),
-                0,
-                buf.as_mut_ptr(),
-                words << 2,
-                0,
-            )
-        };
+        let part =
+            unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf.as_mut_ptr(), words << 2, 0) };
         if part < 0 {
             return;
         }
