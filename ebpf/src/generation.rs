@@ -1,148 +1,166 @@
-//! Double-buffered rule maps: a new rule set is written into the generation packets do not use,
-//! then `MEP_ACTIVE` is flipped with one map write. Only elements that differ from what that
-//! generation last held are written, so a one-rule change costs a handful of syscalls.
+//! Double-buffered rule maps. A change writes its new entries into free slots of the shared
+//! entry array, rewrites the lists it touched in the generation packets do not use, and flips
+//! `MEP_ACTIVE` with one map write. The other generation catches up with the same lists at the
+//! next change, once no packet can still be using it: each generation gets every change, and
+//! each change costs what it touched.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, HashMap, MapData};
+use aya::maps::{Array, HashMap, MapData, MapError};
 use aya::Ebpf;
-use mep_ebpf_common::{AddrKey, Entry, GenConfig, ListRef, RuleAction};
+use mep_ebpf_common::{AddrKey, Entry, GenConfig, ListItem, ListRef};
 
-use crate::compile::Compiled;
 use crate::error::XdpError;
+use crate::layout::{Layout, ListKey, Touched};
 
 /// How long a generation rests after being switched off before it is rewritten, so that a packet
 /// that read the old `MEP_ACTIVE` (an XDP run takes microseconds) has finished with it.
 const GRACE: Duration = Duration::from_millis(5);
 
 struct GenMaps {
-    entries: Array<MapData, Entry>,
-    lists: Array<MapData, u32>,
-    actions: Array<MapData, RuleAction>,
+    lists: Array<MapData, ListItem>,
     dst: HashMap<MapData, AddrKey, ListRef>,
     src: HashMap<MapData, AddrKey, ListRef>,
     teid: HashMap<MapData, u32, ListRef>,
-    /// What the maps hold; None after a failed write (then everything is rewritten).
-    shadow: Option<Compiled>,
+    /// Lists changed since this generation was last written.
+    pending: HashSet<ListKey>,
+    /// A write failed half-way: everything is rewritten (and stale keys removed) next time.
+    dirty: bool,
+    /// The config it was last given.
+    config: Option<GenConfig>,
 }
 
 pub(crate) struct Generations {
     gens: [GenMaps; 2],
+    entries: Array<MapData, Entry>,
     config: Array<MapData, GenConfig>,
     active_map: Array<MapData, u32>,
     active: u32,
     last_flip: Instant,
+    /// Map writes of the last publication.
+    last_writes: usize,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, XdpError>
 where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+    T: TryFrom<aya::maps::Map, Error = MapError>,
 {
     let map = ebpf.take_map(name).ok_or(XdpError::MissingMap(name))?;
     T::try_from(map).map_err(XdpError::map(name))
 }
 
-impl GenMaps {
-    fn take(ebpf: &mut Ebpf, g: usize) -> Result<Self, XdpError> {
-        const NAMES: [[&str; 6]; 2] = [
-            [
-                "MEP_ENTRIES_0",
-                "MEP_LISTS_0",
-                "MEP_ACTIONS_0",
-                "MEP_DST_0",
-                "MEP_SRC_0",
-                "MEP_TEID_0",
-            ],
-            [
-                "MEP_ENTRIES_1",
-                "MEP_LISTS_1",
-                "MEP_ACTIONS_1",
-                "MEP_DST_1",
-                "MEP_SRC_1",
-                "MEP_TEID_1",
-            ],
-        ];
-        let n = NAMES[g];
-        Ok(Self {
-            entries: take(ebpf, n[0])?,
-            lists: take(ebpf, n[1])?,
-            actions: take(ebpf, n[2])?,
-            dst: take(ebpf, n[3])?,
-            src: take(ebpf, n[4])?,
-            teid: take(ebpf, n[5])?,
-            shadow: Some(Compiled::default()),
-        })
-    }
+/// A removal of a key the map does not hold (it came and went while this generation was idle).
+fn absent(e: &MapError) -> bool {
+    matches!(e, MapError::KeyNotFound)
+        || matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT))
+}
 
-    fn write(&mut self, new: &Compiled) -> Result<(), XdpError> {
-        let old = self.shadow.take();
-        let old_entries = old.as_ref().map(|o| o.entries.as_slice()).unwrap_or(&[]);
-        for (i, e) in new.entries.iter().enumerate() {
-            if old_entries.get(i) != Some(e) {
-                self.entries
-                    .set(i as u32, e, 0)
-                    .map_err(XdpError::map("entries"))?;
-            }
-        }
-        let old_lists = old.as_ref().map(|o| o.lists.as_slice()).unwrap_or(&[]);
-        for (i, id) in new.lists.iter().enumerate() {
-            if old_lists.get(i) != Some(id) {
-                self.lists
-                    .set(i as u32, id, 0)
-                    .map_err(XdpError::map("lists"))?;
-            }
-        }
-        for (slot, a) in &new.actions {
-            if old.as_ref().and_then(|o| o.actions.get(slot)) != Some(a) {
-                self.actions
-                    .set(*slot, a, 0)
-                    .map_err(XdpError::map("actions"))?;
-            }
-        }
-        sync_hash(&mut self.dst, old.as_ref().map(|o| &o.dst), &new.dst, "dst")?;
-        sync_hash(&mut self.src, old.as_ref().map(|o| &o.src), &new.src, "src")?;
-        sync_hash(
-            &mut self.teid,
-            old.as_ref().map(|o| &o.teid),
-            &new.teid,
-            "teid",
-        )?;
-        self.shadow = Some(new.clone());
-        Ok(())
+fn remove<K: aya::Pod>(
+    map: &mut HashMap<MapData, K, ListRef>,
+    key: &K,
+    name: &'static str,
+) -> Result<(), XdpError> {
+    match map.remove(key) {
+        Err(e) if !absent(&e) => Err(XdpError::map(name)(e)),
+        _ => Ok(()),
     }
 }
 
-/// Makes `map` hold exactly `new`, given that it held `old` (None: unknown, read it back).
-fn sync_hash<K>(
-    map: &mut HashMap<MapData, K, ListRef>,
-    old: Option<&std::collections::HashMap<K, ListRef>>,
-    new: &std::collections::HashMap<K, ListRef>,
-    name: &'static str,
-) -> Result<(), XdpError>
-where
-    K: aya::Pod + Eq + std::hash::Hash,
-{
-    let stale: Vec<K> = match old {
-        Some(old) => old
-            .keys()
-            .filter(|k| !new.contains_key(k))
-            .copied()
-            .collect(),
-        None => map
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !new.contains_key(k))
-            .collect(),
-    };
-    for k in &stale {
-        map.remove(k).map_err(XdpError::map(name))?;
+impl GenMaps {
+    fn take(ebpf: &mut Ebpf, g: usize) -> Result<Self, XdpError> {
+        const NAMES: [[&str; 4]; 2] = [
+            ["MEP_LISTS_0", "MEP_DST_0", "MEP_SRC_0", "MEP_TEID_0"],
+            ["MEP_LISTS_1", "MEP_DST_1", "MEP_SRC_1", "MEP_TEID_1"],
+        ];
+        let n = NAMES[g];
+        Ok(Self {
+            lists: take(ebpf, n[0])?,
+            dst: take(ebpf, n[1])?,
+            src: take(ebpf, n[2])?,
+            teid: take(ebpf, n[3])?,
+            pending: HashSet::new(),
+            dirty: false,
+            config: None,
+        })
     }
-    for (k, v) in new {
-        if old.and_then(|o| o.get(k)) != Some(v) {
-            map.insert(k, v, 0).map_err(XdpError::map(name))?;
+
+    /// Makes list `key` of this generation what `layout` says; answers the map writes made.
+    fn write_list(&mut self, layout: &Layout, key: &ListKey) -> Result<usize, XdpError> {
+        let list = layout.list(key);
+        if let Some(l) = list {
+            for (i, item) in l.items.iter().enumerate() {
+                self.lists
+                    .set(l.start + i as u32, item, 0)
+                    .map_err(XdpError::map("lists"))?;
+            }
         }
+        let at = list.map(|l| l.list_ref());
+        match (key, at) {
+            (ListKey::Dst(k), Some(r)) => self.dst.insert(k, r, 0).map_err(XdpError::map("dst"))?,
+            (ListKey::Dst(k), None) => remove(&mut self.dst, k, "dst")?,
+            (ListKey::Src(k), Some(r)) => self.src.insert(k, r, 0).map_err(XdpError::map("src"))?,
+            (ListKey::Src(k), None) => remove(&mut self.src, k, "src")?,
+            (ListKey::Teid(t), Some(r)) => {
+                self.teid.insert(t, r, 0).map_err(XdpError::map("teid"))?
+            }
+            (ListKey::Teid(t), None) => remove(&mut self.teid, t, "teid")?,
+            // The wild list's place is in the config.
+            (ListKey::Wild, _) => {}
+        }
+        Ok(list.map_or(0, |l| l.items.len()) + 1)
     }
-    Ok(())
+
+    /// Brings this (idle) generation to `layout`: the pending lists, or everything after a
+    /// failed write.
+    fn catch_up(&mut self, layout: &Layout) -> Result<usize, XdpError> {
+        let mut writes = 0;
+        if self.dirty {
+            writes += self.remove_stale(layout)?;
+            self.pending.extend(layout.list_keys());
+        }
+        for key in &std::mem::take(&mut self.pending) {
+            match self.write_list(layout, key) {
+                Ok(n) => writes += n,
+                Err(e) => {
+                    self.dirty = true;
+                    return Err(e);
+                }
+            }
+        }
+        self.dirty = false;
+        Ok(writes)
+    }
+
+    /// Removes the index keys the kernel holds and `layout` does not.
+    fn remove_stale(&mut self, layout: &Layout) -> Result<usize, XdpError> {
+        let mut n = 0;
+        let dst: Vec<AddrKey> = self.dst.keys().filter_map(Result::ok).collect();
+        for k in dst
+            .iter()
+            .filter(|k| layout.list(&ListKey::Dst(**k)).is_none())
+        {
+            remove(&mut self.dst, k, "dst")?;
+            n += 1;
+        }
+        let src: Vec<AddrKey> = self.src.keys().filter_map(Result::ok).collect();
+        for k in src
+            .iter()
+            .filter(|k| layout.list(&ListKey::Src(**k)).is_none())
+        {
+            remove(&mut self.src, k, "src")?;
+            n += 1;
+        }
+        let teid: Vec<u32> = self.teid.keys().filter_map(Result::ok).collect();
+        for t in teid
+            .iter()
+            .filter(|t| layout.list(&ListKey::Teid(**t)).is_none())
+        {
+            remove(&mut self.teid, t, "teid")?;
+            n += 1;
+        }
+        Ok(n)
+    }
 }
 
 impl Generations {
@@ -150,33 +168,72 @@ impl Generations {
         let gens = [GenMaps::take(ebpf, 0)?, GenMaps::take(ebpf, 1)?];
         Ok(Self {
             gens,
+            entries: take(ebpf, "MEP_ENTRIES")?,
             config: take(ebpf, "MEP_GEN_CFG")?,
             active_map: take(ebpf, "MEP_ACTIVE")?,
             active: 0,
             last_flip: Instant::now() - GRACE,
+            last_writes: 0,
         })
     }
 
-    /// Writes `new` into the idle generation and makes it the active one.
-    pub(crate) fn publish(&mut self, new: &Compiled) -> Result<(), XdpError> {
-        let idle = 1 - self.active;
+    /// Waits until the idle generation is no longer in use by any packet. Call it before the
+    /// change that `publish` writes takes its slots (`Layout::begin`).
+    pub(crate) fn settle(&self) {
         let rested = self.last_flip.elapsed();
         if rested < GRACE {
             std::thread::sleep(GRACE - rested);
         }
-        let maps = &mut self.gens[idle as usize];
-        if let Err(e) = maps.write(new) {
-            maps.shadow = None;
-            return Err(e);
+    }
+
+    /// Makes `layout`, which differs from the published one by `touched`, the active generation.
+    /// On failure packets keep the active generation; the idle one is rewritten in full next time.
+    pub(crate) fn publish(&mut self, layout: &Layout, touched: &Touched) -> Result<(), XdpError> {
+        self.settle();
+        let mut writes = 0;
+        for (idx, e) in &touched.entries {
+            self.entries
+                .set(*idx, e, 0)
+                .map_err(XdpError::map("MEP_ENTRIES"))?;
+            writes += 1;
         }
-        self.config
-            .set(idle, new.config, 0)
-            .map_err(XdpError::map("MEP_GEN_CFG"))?;
-        self.active_map
-            .set(0, idle, 0)
-            .map_err(XdpError::map("MEP_ACTIVE"))?;
+        let idle = 1 - self.active;
+        let g = &mut self.gens[idle as usize];
+        g.pending.extend(touched.lists.iter().copied());
+        let written = (|| {
+            let mut n = g.catch_up(layout)?;
+            let config = layout.config();
+            if g.config != Some(config) {
+                g.config = None;
+                self.config
+                    .set(idle, config, 0)
+                    .map_err(XdpError::map("MEP_GEN_CFG"))?;
+                g.config = Some(config);
+                n += 1;
+            }
+            self.active_map
+                .set(0, idle, 0)
+                .map_err(XdpError::map("MEP_ACTIVE"))?;
+            Ok::<_, XdpError>(n + 1)
+        })();
+        match written {
+            Ok(n) => writes += n,
+            Err(e) => {
+                // The idle generation holds part of a layout the caller drops.
+                g.dirty = true;
+                return Err(e);
+            }
+        }
         self.active = idle;
         self.last_flip = Instant::now();
+        self.gens[1 - idle as usize]
+            .pending
+            .extend(touched.lists.iter().copied());
+        self.last_writes = writes;
         Ok(())
+    }
+
+    pub(crate) fn last_writes(&self) -> usize {
+        self.last_writes
     }
 }

@@ -1,6 +1,6 @@
 //! mep's XDP traffic-steering data plane (`--dataplane xdp`): loads the programs of
-//! `mep-ebpf-ebpf` with aya, compiles the ACTIVE traffic rules into double-buffered BPF maps and
-//! implements [`mep_rules::DataPlane`] on them.
+//! `mep-ebpf-ebpf` with aya, keeps the ACTIVE traffic rules in double-buffered BPF maps (updated
+//! by what each change touches) and implements [`mep_rules::DataPlane`] on them.
 //!
 //! - [`XdpDataPlane`] is the data plane; [`XdpConfig`] configures it.
 //! - [`status_text`] / [`read_status`] read what a running data plane pinned (for
@@ -28,8 +28,8 @@ mod compile;
 mod config;
 mod error;
 mod generation;
+mod layout;
 mod plane;
-mod slots;
 mod status;
 mod testrun;
 
@@ -37,7 +37,9 @@ pub use attach::{Attached, AttachedMode};
 pub use compile::CapacityError;
 pub use config::{AttachMode, XdpConfig, DEFAULT_PIN_PATH};
 pub use error::XdpError;
-pub use plane::{check as check_rule, TestProgram, TestRunOutput, XdpDataPlane};
+pub use plane::{
+    check as check_rule, Occupancy, TestProgram, TestRunOutput, UpdateStats, XdpDataPlane,
+};
 pub use status::{
     read_status, status_text, DeliveryCounters, InterfaceStatus, RuleCounters, XdpStatus,
 };

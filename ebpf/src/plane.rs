@@ -1,8 +1,8 @@
-//! `XdpDataPlane`: the `xdp` implementation of `mep_rules::DataPlane`. Every task's batch of
-//! changes compiles the whole ACTIVE rule set anew and publishes it as the next map generation; a
-//! batch that does not fit is refused before anything in the kernel changes.
+//! `XdpDataPlane`: the `xdp` implementation of `mep_rules::DataPlane`. A task's batch of changes
+//! edits a copy of the layout model (only what the changed rules touch) and is published as the
+//! next map generation in one flip; a batch that does not fit is refused before anything in the
+//! kernel changes. A resync applies the difference between the snapshot and the model.
 
-use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,11 +19,11 @@ use mep_rules::{
 };
 
 use crate::attach::{self, Attached, DUP_PROGRAM, PASS_PROGRAM, XDP_PROGRAM};
-use crate::compile::{self, CapacityError, RuleInput};
+use crate::compile::CapacityError;
 use crate::config::XdpConfig;
 use crate::error::XdpError;
 use crate::generation::Generations;
-use crate::slots::{RuleKey, Slots};
+use crate::layout::{Held, Layout, RuleKey, Touched};
 use crate::status::{
     self, DeliveryCounters, RuleCounters, PIN_COUNTERS, PIN_DELIVERY, PIN_IFACES, PIN_RULE_IDS,
 };
@@ -53,12 +53,6 @@ pub struct TestRunOutput {
     pub per_run: Duration,
 }
 
-/// An ACTIVE rule as the data plane holds it.
-struct Held {
-    rule: TrafficRule,
-    filters: Vec<CompiledFilter>,
-}
-
 struct State {
     /// Owns the programs and their links: dropping it detaches everything.
     _ebpf: Ebpf,
@@ -68,10 +62,28 @@ struct State {
     /// The attached interfaces by ifindex, which the program may redirect into natively.
     targets: aya::maps::HashMap<MapData, u32, u32>,
     rule_ids: Array<MapData, RuleId>,
-    rules: BTreeMap<RuleKey, Held>,
-    slots: Slots,
+    layout: Layout,
     attached: Vec<Attached>,
-    last_update: Option<Duration>,
+    last_update: Option<UpdateStats>,
+}
+
+/// What the last rule-set update cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateStats {
+    /// From the start of the edit to the generation flip.
+    pub took: Duration,
+    /// Map elements written (entries, list items, index keys, config, the flip).
+    pub map_writes: usize,
+    /// Every list was rebuilt (ranks had no gap left where a rule had to go).
+    pub relayout: bool,
+}
+
+/// How full the kernel maps are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Occupancy {
+    pub rules: usize,
+    pub entries: u32,
+    pub list_items: u32,
 }
 
 /// The `xdp` data plane.
@@ -187,8 +199,7 @@ impl XdpDataPlane {
                 delivery,
                 targets,
                 rule_ids,
-                rules: BTreeMap::new(),
-                slots: Slots::default(),
+                layout: Layout::default(),
                 attached,
                 last_update: None,
             }))),
@@ -222,8 +233,8 @@ impl XdpDataPlane {
             return Vec::new();
         };
         let mut out: Vec<RuleCounters> = st
-            .slots
-            .iter()
+            .layout
+            .slots()
             .map(|((app, rule), slot)| {
                 let c = status::slot_counter(&st.counters, slot);
                 RuleCounters {
@@ -256,9 +267,25 @@ impl XdpDataPlane {
             .unwrap_or_default()
     }
 
-    /// How long the last rule-set update took (compile, map writes, generation flip).
-    pub fn last_update_time(&self) -> Option<Duration> {
+    /// What the last rule-set update cost (the edit, map writes, generation flip).
+    pub fn last_update(&self) -> Option<UpdateStats> {
         lock(&self.state).as_ref().and_then(|st| st.last_update)
+    }
+
+    /// How many rules, filter entries and list items the maps hold.
+    pub fn occupancy(&self) -> Occupancy {
+        lock(&self.state)
+            .as_ref()
+            .map(|st| Occupancy {
+                rules: st.layout.rule_count(),
+                entries: st.layout.entries_in_use(),
+                list_items: st.layout.list_items_reserved(),
+            })
+            .unwrap_or(Occupancy {
+                rules: 0,
+                entries: 0,
+                list_items: 0,
+            })
     }
 
     /// Where the status maps are pinned.
@@ -327,10 +354,10 @@ impl XdpDataPlane {
                 let filters = rule.compile().map_err(|e| unsupported(e.0))?;
                 self.check_traffic_rule(rule, &filters)
                     .map_err(|e| unsupported(e.0))?;
-                Some(Held {
+                Some(Arc::new(Held {
                     rule: rule.clone(),
                     filters,
-                })
+                }))
             } else {
                 None
             };
@@ -339,17 +366,7 @@ impl XdpDataPlane {
         if edits.is_empty() {
             return Ok(());
         }
-        self.with_state(move |st| {
-            let mut rules = clone_rules(&st.rules);
-            for (key, held) in edits {
-                match held {
-                    Some(h) => rules.insert(key, h),
-                    None => rules.remove(&key),
-                };
-            }
-            st.apply(rules)
-        })
-        .await
+        self.with_state(move |st| st.apply(edits)).await
     }
 }
 
@@ -371,21 +388,6 @@ where
     T::try_from(map).map_err(XdpError::map(name))
 }
 
-fn clone_rules(rules: &BTreeMap<RuleKey, Held>) -> BTreeMap<RuleKey, Held> {
-    rules
-        .iter()
-        .map(|(k, h)| {
-            (
-                k.clone(),
-                Held {
-                    rule: h.rule.clone(),
-                    filters: h.filters.clone(),
-                },
-            )
-        })
-        .collect()
-}
-
 fn unsupported(reason: String) -> DataPlaneError {
     DataPlaneError::Unsupported {
         plane: PLANE,
@@ -396,7 +398,6 @@ fn unsupported(reason: String) -> DataPlaneError {
 fn to_plane_error(e: XdpError) -> DataPlaneError {
     match e {
         XdpError::Capacity(c) => unsupported(c.to_string()),
-        XdpError::SlotsFull(_) => unsupported(e.to_string()),
         other => DataPlaneError::Failed {
             plane: PLANE,
             reason: other.to_string(),
@@ -405,69 +406,19 @@ fn to_plane_error(e: XdpError) -> DataPlaneError {
 }
 
 impl State {
-    /// Makes `rules` the ACTIVE rule set: compiles it, publishes it, then records it. On failure
-    /// the kernel keeps the previous generation and nothing here changes.
-    fn apply(&mut self, rules: BTreeMap<RuleKey, Held>) -> Result<(), XdpError> {
+    /// Applies `edits` (a rule's new form, or None to remove it) as one generation. On failure
+    /// the kernel keeps the previous generation and the model does not change.
+    fn apply(&mut self, edits: Vec<(RuleKey, Option<Arc<Held>>)>) -> Result<(), XdpError> {
         let started = Instant::now();
-        let mut fresh = Vec::new();
-        for key in rules.keys() {
-            if self.slots.get(key).is_none() {
-                match self.slots.alloc(key.clone()) {
-                    Some(slot) => fresh.push((key.clone(), slot)),
-                    None => {
-                        for (k, _) in &fresh {
-                            self.slots.release(k);
-                        }
-                        return Err(XdpError::SlotsFull(mep_ebpf_common::MAX_RULES));
-                    }
-                }
-            }
+        self.gens.settle();
+        let mut next = self.layout.clone();
+        next.begin();
+        let mut touched = Touched::default();
+        for (key, held) in edits {
+            next.set_rule(key, held, &mut touched)?;
         }
-        let result = self.publish(&rules, &fresh);
-        if let Err(e) = result {
-            for (k, slot) in &fresh {
-                self.slots.release(k);
-                let _ = self.rule_ids.set(*slot, RuleId::default(), 0);
-            }
-            return Err(e);
-        }
-        let gone: Vec<RuleKey> = self
-            .rules
-            .keys()
-            .filter(|k| !rules.contains_key(*k))
-            .cloned()
-            .collect();
-        for k in gone {
-            if let Some(slot) = self.slots.release(&k) {
-                let _ = self.rule_ids.set(slot, RuleId::default(), 0);
-            }
-        }
-        self.rules = rules;
-        self.last_update = Some(started.elapsed());
-        Ok(())
-    }
-
-    fn publish(
-        &mut self,
-        rules: &BTreeMap<RuleKey, Held>,
-        fresh: &[(RuleKey, u32)],
-    ) -> Result<(), XdpError> {
-        let mut ordered: Vec<(&RuleKey, &Held)> = rules.iter().collect();
-        ordered.sort_by(|(ka, a), (kb, b)| {
-            (a.rule.priority, &ka.0, &ka.1).cmp(&(b.rule.priority, &kb.0, &kb.1))
-        });
-        let inputs: Vec<RuleInput<'_>> = ordered
-            .iter()
-            .map(|(k, h)| RuleInput {
-                slot: self.slots.get(k).unwrap_or(u32::MAX),
-                action: h.rule.action,
-                dst_interface: &h.rule.dst_interface,
-                filters: &h.filters,
-            })
-            .collect();
-        let compiled = compile::compile(&inputs)?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::Io(e))?;
-        for ((app, rule), slot) in fresh {
+        for ((app, rule), slot) in &touched.fresh_slots {
             let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])?;
             self.counters
                 .set(*slot, zero, 0)
@@ -481,7 +432,22 @@ impl State {
                 .set(*slot, id, 0)
                 .map_err(XdpError::map("MEP_RULE_IDS"))?;
         }
-        self.gens.publish(&compiled)
+        if let Err(e) = self.gens.publish(&next, &touched) {
+            for (_, slot) in &touched.fresh_slots {
+                let _ = self.rule_ids.set(*slot, RuleId::default(), 0);
+            }
+            return Err(e);
+        }
+        for slot in &touched.freed_slots {
+            let _ = self.rule_ids.set(*slot, RuleId::default(), 0);
+        }
+        self.layout = next;
+        self.last_update = Some(UpdateStats {
+            took: started.elapsed(),
+            map_writes: self.gens.last_writes(),
+            relayout: touched.relayout,
+        });
+        Ok(())
     }
 }
 
@@ -509,14 +475,14 @@ pub fn check(rule: &TrafficRule, filters: &[CompiledFilter]) -> Result<(), RuleE
             "the xdp data plane cannot encapsulate into a new tunnel (dstInterface of type TUNNEL); use MAC or IP",
         ));
     }
-    let input = RuleInput {
-        slot: 0,
-        action: rule.action,
-        dst_interface: &rule.dst_interface,
-        filters,
+    let alone = Held {
+        rule: rule.clone(),
+        filters: filters.to_vec(),
     };
-    match compile::compile(std::slice::from_ref(&input)) {
-        Ok(_) => Ok(()),
+    let mut layout = Layout::default();
+    let key = (String::new(), rule.traffic_rule_id.clone());
+    match layout.set_rule(key, Some(Arc::new(alone)), &mut Touched::default()) {
+        Ok(()) => Ok(()),
         Err(e @ (CapacityError::FilterTooLarge | CapacityError::TooManyCandidates(..))) => Err(
             RuleError::new(format!("the xdp data plane cannot hold this rule: {e}")),
         ),
@@ -573,8 +539,9 @@ impl DataPlane for XdpDataPlane {
             .map_err(ApplyError::nothing_applied)
     }
 
+    /// Applies the difference between `snapshot` and what the maps hold.
     async fn resync(&self, snapshot: &Snapshot) -> Result<(), DataPlaneError> {
-        let mut rules = BTreeMap::new();
+        let mut wanted = std::collections::HashMap::new();
         for r in snapshot.traffic_rules() {
             check(&r.rule, &r.filters).map_err(|e| {
                 unsupported(format!(
@@ -582,15 +549,37 @@ impl DataPlane for XdpDataPlane {
                     r.rule.traffic_rule_id, r.app_instance_id, e.0
                 ))
             })?;
-            rules.insert(
-                (r.app_instance_id.clone(), r.rule.traffic_rule_id.clone()),
-                Held {
-                    rule: r.rule.clone(),
-                    filters: r.filters.clone(),
-                },
+            let key: RuleKey = (
+                r.app_instance_id.to_string(),
+                r.rule.traffic_rule_id.clone(),
             );
+            wanted.insert(key, (&r.rule, &r.filters));
         }
-        self.with_state(move |st| st.apply(rules)).await
+        let wanted: Vec<(RuleKey, TrafficRule, Vec<CompiledFilter>)> = wanted
+            .into_iter()
+            .map(|(k, (r, f))| (k, r.clone(), f.clone()))
+            .collect();
+        self.with_state(move |st| {
+            let mut edits = Vec::new();
+            let mut keep = std::collections::HashSet::new();
+            for (key, rule, filters) in wanted {
+                let held = Held { rule, filters };
+                if st.layout.held(&key).map(|h| **h == held) != Some(true) {
+                    edits.push((key.clone(), Some(Arc::new(held))));
+                }
+                keep.insert(key);
+            }
+            for key in st.layout.rule_keys() {
+                if !keep.contains(key) {
+                    edits.push((key.clone(), None));
+                }
+            }
+            if edits.is_empty() {
+                return Ok(());
+            }
+            st.apply(edits)
+        })
+        .await
     }
 
     /// Detaches from every interface, unloads the programs and removes the pins.

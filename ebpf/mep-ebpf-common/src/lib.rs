@@ -6,13 +6,14 @@
 #![no_std]
 
 /// Counter slots, i.e. traffic rules the data plane can hold at once.
-pub const MAX_RULES: u32 = 16_384;
-/// Filter entries per generation (a rule has one or more).
-pub const MAX_ENTRIES: u32 = 65_536;
-/// Entry ids in all candidate lists of a generation.
-pub const MAX_LIST_IDS: u32 = 262_144;
-/// Keys per index hash map of a generation.
-pub const MAX_KEYS: u32 = 65_536;
+pub const MAX_RULES: u32 = 131_072;
+/// Filter entries (a rule has one or more), shared by both generations: an entry is written once
+/// into a free slot and never changed while a generation refers to it.
+pub const MAX_ENTRIES: u32 = 131_072;
+/// Candidate-list items per generation.
+pub const MAX_LIST_ITEMS: u32 = 1 << 20;
+/// Keys per index hash map of a generation (allocated as used, not up front).
+pub const MAX_KEYS: u32 = 131_072;
 /// Candidates checked per candidate list: the bound of the kernel's scan loop.
 pub const MAX_SCAN: u32 = 16;
 /// Distinct prefix lengths an address index looks up, longest first.
@@ -81,11 +82,12 @@ pub struct Ports {
     pub hi: u16,
 }
 
-/// One traffic filter (or a part of one whose lists were too long), checked field by field.
+/// One traffic filter (or a part of one whose lists were too long), checked field by field, with
+/// its rule's action (so that a match costs no further lookup).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Entry {
-    /// The rule's slot: its counters and its action.
+    /// The rule's counter slot.
     pub slot: u32,
     pub flags: u32,
     /// Bitmap of IP protocol numbers.
@@ -115,6 +117,7 @@ pub struct Entry {
     pub tdport: [Ports; FIELD_MAX],
     /// TEIDs in network byte order.
     pub teid: [u32; FIELD_MAX],
+    pub action: RuleAction,
 }
 
 /// A destination interface: where FORWARD and DUPLICATE send packets.
@@ -145,7 +148,16 @@ pub struct AddrKey {
     pub addr: [u32; 4],
 }
 
-/// A run of entry ids in the candidate-list array, sorted by entry id (= priority order).
+/// One candidate of a list: an entry and its rule's rank (lower ranks win). Ranks follow rule
+/// priority, so a list sorted by rank can stop at the first match.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListItem {
+    pub rank: u32,
+    pub entry: u32,
+}
+
+/// A run of items in a generation's candidate-list array, sorted by rank.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ListRef {
@@ -212,7 +224,8 @@ pub struct IfaceInfo {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DupMeta {
     pub magic: u32,
-    pub slot: u32,
+    /// The matched entry (it holds the counter slot and the action).
+    pub entry: u32,
     /// Bytes between the outer L2 header and the inner IP header (0 when not tunnelled).
     pub strip: u32,
     /// `DUP_INNER_V6` when the inner packet is IPv6.
@@ -232,8 +245,8 @@ pub const META_FWD_MAGIC: u32 = 0x6d65_7066;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FwdMeta {
     pub magic: u32,
-    /// The rule's counter slot (its action names the next hop for `FWD_RESOLVE`).
-    pub slot: u32,
+    /// The matched entry (its action names the next hop for `FWD_RESOLVE`).
+    pub entry: u32,
     /// The egress interface the FIB chose.
     pub ifindex: u32,
     /// `FWD_RESOLVE` when the MACs below are not known.
@@ -263,6 +276,7 @@ mod pod {
     unsafe impl aya::Pod for RuleAction {}
     unsafe impl aya::Pod for AddrKey {}
     unsafe impl aya::Pod for ListRef {}
+    unsafe impl aya::Pod for ListItem {}
     unsafe impl aya::Pod for GenConfig {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for RuleId {}

@@ -43,7 +43,7 @@ pub fn decapsulate(ctx: &XdpContext, p: &Pkt) -> bool {
 /// as a container's veth) or a next hop whose MAC is unresolved is handed to the TC program, which
 /// redirects the skb. Without a route the packet goes on to the stack, counted.
 #[inline(never)]
-pub fn redirect(ctx: &XdpContext, p: &Pkt, dif: &DstIf, decapsulated: bool, slot: u32) -> u32 {
+pub fn redirect(ctx: &XdpContext, p: &Pkt, dif: &DstIf, decapsulated: bool, entry: u32) -> u32 {
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     let outer = p.tunnel && !decapsulated;
     let (v6, src, dst) = if outer {
@@ -91,7 +91,7 @@ pub fn redirect(ctx: &XdpContext, p: &Pkt, dif: &DstIf, decapsulated: bool, slot
     let named_dmac = dif.flags & IF_DST_MAC != 0;
     let named_smac = dif.flags & IF_SRC_MAC != 0;
     if rc == BPF_FIB_LKUP_RET_NO_NEIGH && !(named_dmac && named_smac) {
-        return to_tc(ctx, slot, fib.ifindex, FWD_RESOLVE, [0; 6], [0; 6], len);
+        return to_tc(ctx, entry, fib.ifindex, FWD_RESOLVE, [0; 6], [0; 6], len);
     }
     let usable = rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH;
     if !usable {
@@ -105,7 +105,7 @@ pub fn redirect(ctx: &XdpContext, p: &Pkt, dif: &DstIf, decapsulated: bool, slot
     let direct = unsafe { XDP_TARGETS.get(&fib.ifindex) }.is_some()
         || unsafe { XDP_TARGETS.get(&ingress) } == Some(&MODE_GENERIC);
     if !direct {
-        return to_tc(ctx, slot, fib.ifindex, 0, dmac, smac, len);
+        return to_tc(ctx, entry, fib.ifindex, 0, dmac, smac, len);
     }
     let (start, end) = bounds(ctx);
     if start + ETH_LEN > end {
@@ -125,7 +125,7 @@ pub fn redirect(ctx: &XdpContext, p: &Pkt, dif: &DstIf, decapsulated: bool, slot
 #[allow(clippy::too_many_arguments)]
 fn to_tc(
     ctx: &XdpContext,
-    slot: u32,
+    entry: u32,
     ifindex: u32,
     flags: u32,
     dmac: [u8; 6],
@@ -134,7 +134,7 @@ fn to_tc(
 ) -> u32 {
     let meta = FwdMeta {
         magic: META_FWD_MAGIC,
-        slot,
+        entry,
         ifindex,
         flags,
         dmac,
@@ -161,13 +161,13 @@ fn put_meta<T>(ctx: &XdpContext, meta: T) -> bool {
     true
 }
 
-/// Leaves the rule's slot in the packet's metadata for the TC program, which sends the copy;
+/// Leaves the matched entry in the packet's metadata for the TC program, which sends the copy;
 /// the packet itself goes on to the stack.
 #[inline(always)]
-pub fn mark_duplicate(ctx: &XdpContext, p: &Pkt, slot: u32) -> u32 {
+pub fn mark_duplicate(ctx: &XdpContext, p: &Pkt, entry: u32) -> u32 {
     let meta = DupMeta {
         magic: META_MAGIC,
-        slot,
+        entry,
         strip: if p.tunnel {
             (p.l3_off - p.l2_len) as u32
         } else {

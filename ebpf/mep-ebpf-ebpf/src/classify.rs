@@ -1,7 +1,7 @@
-//! Finds the first matching filter entry (lowest id = highest priority). The indexes narrow the
-//! search to at most four short candidate lists: the longest-prefix hit on the destination and on
-//! the source address, the TEID, and the entries no index holds. Each list is sorted by entry id,
-//! so a scan stops at its first match or at an id above the best match so far.
+//! Finds the matching filter entry of the best-ranked rule (rank order = priority order). The
+//! indexes narrow the search to at most four short candidate lists: the longest-prefix hit on the
+//! destination and on the source address, the TEID, and the entries no index holds. Each list is
+//! sorted by rank, so a scan stops at its first match or at a rank above the best match so far.
 
 use mep_ebpf_common::{
     AddrKey, Entry, GenConfig, ListRef, Ports, Prefix, DIM_DST, DIM_SRC, DIM_TEID, DIM_WILD,
@@ -117,27 +117,35 @@ pub extern "C" fn mep_entry_matches(e: *const Entry, p: *const Pkt) -> u32 {
     entry_matches(e, p) as u32
 }
 
-/// The first entry of `list` that matches, if it is below `best`. Lists are sorted by entry id,
-/// so the scan stops at the first match or at an id at or above `best`.
+/// The best match so far: the rank of its rule and its entry.
+#[derive(Clone, Copy)]
+pub struct Best {
+    pub rank: u32,
+    pub entry: u32,
+}
+
+/// Moves `best` to the first entry of `list` that matches, if its rank is below `best`'s. Lists
+/// are sorted by rank, so the scan stops at the first match or at a rank at or above `best`.
 #[inline(always)]
-fn scan<const G: u32>(list: ListRef, p: &Pkt, best: u32) -> u32 {
+fn scan<const G: u32>(list: ListRef, p: &Pkt, best: &mut Best) {
     for i in 0..MAX_SCAN {
         if i >= list.len {
             break;
         }
-        let Some(&id) = maps::lists::<G>().get(list.start.wrapping_add(i)) else {
+        let Some(item) = maps::lists::<G>().get(list.start.wrapping_add(i)) else {
             break;
         };
-        if id >= best {
+        if item.rank >= best.rank {
             break;
         }
-        if let Some(e) = maps::entries::<G>().get(id) {
+        if let Some(e) = maps::ENTRIES.get(item.entry) {
             if mep_entry_matches(e, p) != 0 {
-                return id;
+                best.rank = item.rank;
+                best.entry = item.entry;
+                return;
             }
         }
     }
-    best
 }
 
 /// The candidate list of the longest indexed prefix holding `a`.
@@ -169,23 +177,26 @@ fn longest<const G: u32, const DST: bool>(cfg: &GenConfig, a: &[u32; 4]) -> List
     ListRef::default()
 }
 
-/// The id of the best matching entry of generation `G`, or `NO_MATCH`.
+/// The best matching entry of generation `G`, or `NO_MATCH`.
 #[inline(always)]
 pub fn classify<const G: u32>(cfg: &GenConfig, p: &Pkt) -> u32 {
-    let mut best = NO_MATCH;
+    let mut best = Best {
+        rank: u32::MAX,
+        entry: NO_MATCH,
+    };
     if cfg.dims & DIM_DST != 0 {
-        best = scan::<G>(longest::<G, true>(cfg, &p.dst), p, best);
+        scan::<G>(longest::<G, true>(cfg, &p.dst), p, &mut best);
     }
     if cfg.dims & DIM_SRC != 0 {
-        best = scan::<G>(longest::<G, false>(cfg, &p.src), p, best);
+        scan::<G>(longest::<G, false>(cfg, &p.src), p, &mut best);
     }
     if cfg.dims & DIM_TEID != 0 && p.tunnel {
         if let Some(l) = unsafe { maps::teid::<G>().get(p.teid) } {
-            best = scan::<G>(*l, p, best);
+            scan::<G>(*l, p, &mut best);
         }
     }
     if cfg.dims & DIM_WILD != 0 {
-        best = scan::<G>(cfg.wild, p, best);
+        scan::<G>(cfg.wild, p, &mut best);
     }
-    best
+    best.entry
 }

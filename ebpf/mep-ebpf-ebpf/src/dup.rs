@@ -23,7 +23,7 @@ use mep_ebpf_common::{
     META_FWD_MAGIC, META_MAGIC,
 };
 
-use crate::maps::{count_delivery, ACTIONS_0, ACTIONS_1, ACTIVE};
+use crate::maps::{count_delivery, ENTRIES};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -61,21 +61,17 @@ pub fn mep_dup(ctx: TcContext) -> i32 {
         return TC_ACT_OK;
     }
     let meta = unsafe { *(meta_start as *const DupMeta) };
-    if let Some(act) = action(meta.slot) {
+    if let Some(act) = action(meta.entry) {
         duplicate(&ctx, &act, &meta);
     }
     TC_ACT_OK
 }
 
-/// The action of counter slot `slot` in the generation packets use now.
+/// The action of the entry `mep_xdp` matched (entries stay unchanged for longer than a packet
+/// takes from XDP to TC).
 #[inline(always)]
-fn action(slot: u32) -> Option<RuleAction> {
-    let act = match ACTIVE.get(0) {
-        Some(0) => ACTIONS_0.get(slot),
-        Some(_) => ACTIONS_1.get(slot),
-        None => None,
-    };
-    act.copied()
+fn action(entry: u32) -> Option<RuleAction> {
+    ENTRIES.get(entry).map(|e| e.action)
 }
 
 /// Redirects a packet `mep_xdp` matched for FORWARD but could not send itself.
@@ -86,7 +82,7 @@ fn forward(ctx: &TcContext, meta: &FwdMeta) -> i32 {
         // The next hop is the dstInterface's address when the rule names one, else the kernel
         // routes on the packet's destination; either way it resolves the neighbour.
         let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
-        let named = match action(meta.slot) {
+        let named = match action(meta.entry) {
             Some(act) if act.ifs[0].flags & IF_DST_IP != 0 => {
                 let dif = act.ifs[0];
                 if dif.flags & IF_DST_IP6 != 0 {

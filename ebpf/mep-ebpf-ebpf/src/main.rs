@@ -18,7 +18,7 @@ use mep_ebpf_common::{
 
 use crate::{
     classify::{classify, NO_MATCH},
-    maps::{ACTIVE, COUNTERS, GEN_CFG},
+    maps::{ACTIVE, COUNTERS, ENTRIES, GEN_CFG},
 };
 
 #[xdp]
@@ -54,28 +54,26 @@ fn steer<const G: u32>(ctx: &XdpContext) -> u32 {
     if id == NO_MATCH {
         return xdp_action::XDP_PASS;
     }
-    let Some(slot) = maps::entries::<G>().get(id).map(|e| e.slot) else {
+    let Some(e) = ENTRIES.get(id) else {
         return xdp_action::XDP_PASS;
     };
-    if let Some(c) = COUNTERS.get_ptr_mut(slot) {
+    if let Some(c) = COUNTERS.get_ptr_mut(e.slot) {
         let c: &mut Counter = unsafe { &mut *c };
         c.packets += 1;
         c.bytes += (ctx.data_end() - ctx.data()) as u64;
     }
-    let Some(act) = maps::actions::<G>().get(slot) else {
-        return xdp_action::XDP_PASS;
-    };
+    let act = &e.action;
     match act.kind {
         ACT_DROP => xdp_action::XDP_DROP,
         ACT_PASS => xdp_action::XDP_PASS,
-        ACT_FORWARD => action::redirect(ctx, p, &act.ifs[0], false, slot),
+        ACT_FORWARD => action::redirect(ctx, p, &act.ifs[0], false, id),
         ACT_FORWARD_DECAP => {
             if p.tunnel && !action::decapsulate(ctx, p) {
                 return xdp_action::XDP_ABORTED;
             }
-            action::redirect(ctx, p, &act.ifs[0], true, slot)
+            action::redirect(ctx, p, &act.ifs[0], true, id)
         }
-        ACT_DUPLICATE | ACT_DUPLICATE_DECAP => action::mark_duplicate(ctx, p, slot),
+        ACT_DUPLICATE | ACT_DUPLICATE_DECAP => action::mark_duplicate(ctx, p, id),
         _ => xdp_action::XDP_PASS,
     }
 }

@@ -1,14 +1,15 @@
-//! The maps. Everything that describes the rule set exists twice (generation 0 and 1); `ACTIVE`
-//! names the generation packets use, so userspace fills the other one and flips `ACTIVE` in one
-//! write: a packet reads the generation once and never sees half of an update.
+//! The maps. The indexes and candidate lists exist twice (generation 0 and 1); `ACTIVE` names the
+//! generation packets use, so userspace updates the other one and flips `ACTIVE` in one write: a
+//! packet reads the generation once and never sees half of an update. The entries the lists name
+//! are shared: an entry is immutable while any generation refers to it.
 
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
 };
 use mep_ebpf_common::{
-    AddrKey, Counter, Entry, GenConfig, IfaceInfo, ListRef, RuleAction, RuleId, DELIVERY_SLOTS,
-    MAX_ENTRIES, MAX_IFACES, MAX_KEYS, MAX_LIST_IDS, MAX_RULES,
+    AddrKey, Counter, Entry, GenConfig, IfaceInfo, ListItem, ListRef, RuleId, DELIVERY_SLOTS,
+    MAX_ENTRIES, MAX_IFACES, MAX_KEYS, MAX_LIST_ITEMS, MAX_RULES,
 };
 
 #[map(name = "MEP_ACTIVE")]
@@ -47,49 +48,47 @@ pub fn count_delivery(slot: u32, bytes: u64) {
     }
 }
 
+/// Index hash maps allocate their elements as keys are added instead of up front.
+const NO_PREALLOC: u32 = 1;
+
+/// The filter entries of both generations. Userspace writes an entry into a slot no generation
+/// refers to, and frees it only after neither does.
+#[map(name = "MEP_ENTRIES")]
+pub static ENTRIES: Array<Entry> = Array::with_max_entries(MAX_ENTRIES, 0);
+
 macro_rules! generation {
-    ($entries:ident, $lists:ident, $actions:ident, $dst:ident, $src:ident, $teid:ident,
-     $entries_n:literal, $lists_n:literal, $actions_n:literal, $dst_n:literal, $src_n:literal,
-     $teid_n:literal) => {
-        #[map(name = $entries_n)]
-        pub static $entries: Array<Entry> = Array::with_max_entries(MAX_ENTRIES, 0);
+    ($lists:ident, $dst:ident, $src:ident, $teid:ident,
+     $lists_n:literal, $dst_n:literal, $src_n:literal, $teid_n:literal) => {
         #[map(name = $lists_n)]
-        pub static $lists: Array<u32> = Array::with_max_entries(MAX_LIST_IDS, 0);
-        #[map(name = $actions_n)]
-        pub static $actions: Array<RuleAction> = Array::with_max_entries(MAX_RULES, 0);
+        pub static $lists: Array<ListItem> = Array::with_max_entries(MAX_LIST_ITEMS, 0);
         #[map(name = $dst_n)]
-        pub static $dst: HashMap<AddrKey, ListRef> = HashMap::with_max_entries(MAX_KEYS, 0);
+        pub static $dst: HashMap<AddrKey, ListRef> =
+            HashMap::with_max_entries(MAX_KEYS, NO_PREALLOC);
         #[map(name = $src_n)]
-        pub static $src: HashMap<AddrKey, ListRef> = HashMap::with_max_entries(MAX_KEYS, 0);
+        pub static $src: HashMap<AddrKey, ListRef> =
+            HashMap::with_max_entries(MAX_KEYS, NO_PREALLOC);
         #[map(name = $teid_n)]
-        pub static $teid: HashMap<u32, ListRef> = HashMap::with_max_entries(MAX_KEYS, 0);
+        pub static $teid: HashMap<u32, ListRef> =
+            HashMap::with_max_entries(MAX_KEYS, NO_PREALLOC);
     };
 }
 
 generation!(
-    ENTRIES_0,
     LISTS_0,
-    ACTIONS_0,
     DST_0,
     SRC_0,
     TEID_0,
-    "MEP_ENTRIES_0",
     "MEP_LISTS_0",
-    "MEP_ACTIONS_0",
     "MEP_DST_0",
     "MEP_SRC_0",
     "MEP_TEID_0"
 );
 generation!(
-    ENTRIES_1,
     LISTS_1,
-    ACTIONS_1,
     DST_1,
     SRC_1,
     TEID_1,
-    "MEP_ENTRIES_1",
     "MEP_LISTS_1",
-    "MEP_ACTIONS_1",
     "MEP_DST_1",
     "MEP_SRC_1",
     "MEP_TEID_1"
@@ -100,29 +99,11 @@ generation!(
 // either generation's map is "poisoned" and pays a full helper call.
 
 #[inline(always)]
-pub fn entries<const G: u32>() -> &'static Array<Entry> {
-    if G == 0 {
-        &ENTRIES_0
-    } else {
-        &ENTRIES_1
-    }
-}
-
-#[inline(always)]
-pub fn lists<const G: u32>() -> &'static Array<u32> {
+pub fn lists<const G: u32>() -> &'static Array<ListItem> {
     if G == 0 {
         &LISTS_0
     } else {
         &LISTS_1
-    }
-}
-
-#[inline(always)]
-pub fn actions<const G: u32>() -> &'static Array<RuleAction> {
-    if G == 0 {
-        &ACTIONS_0
-    } else {
-        &ACTIONS_1
     }
 }
 
