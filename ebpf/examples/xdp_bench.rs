@@ -1,6 +1,8 @@
-//! Benchmark of the XDP program through `BPF_PROG_TEST_RUN`: ns per packet with 1, 100 and 10,000
-//! ACTIVE rules, for a plain and a GTP-U packet, next to a program that only returns XDP_PASS
-//! (the floor, measured in the same run), plus the time to publish 10,000 rules. Run as root by
+//! Benchmark of the XDP data plane. Per packet, through `BPF_PROG_TEST_RUN`: ns with 1, 100,
+//! 10,000 and 100,000 ACTIVE rules, for a plain and a GTP-U packet, next to a program that only
+//! returns XDP_PASS (the floor, measured in the same run). Per rule change: the time to add or
+//! remove one rule at each of those sizes, with the map writes it made, and the time to publish
+//! each rule set from empty; the kernel memory of mep's maps at the largest size. Run as root by
 //! `benches/xdp.sh`.
 
 use std::time::{Duration, Instant};
@@ -108,9 +110,8 @@ fn main() {
         "{:<8} {:>8} {:>8} {:>8} {:>12} {:>12}",
         "rules", "plain", "gtp-u", "floor", "plain/floor", "gtp-u/floor"
     );
-    let mut publish_10k = Duration::ZERO;
-    let mut one_more = Duration::ZERO;
-    for n in [1u32, 100, 10_000] {
+    let mut changes = Vec::new();
+    for n in SIZES {
         let rules: Vec<TrafficRule> = (0..n).map(rule).collect();
         let snapshot = Snapshot::build(1, rules.iter().map(|r| ("bench", r)), []);
         assert_eq!(snapshot.traffic_rule_count(), n as usize);
@@ -118,16 +119,8 @@ fn main() {
             .expect("empty");
         let started = Instant::now();
         rt.block_on(plane.resync(&snapshot)).expect("resync");
-        if n == 10_000 {
-            publish_10k = started.elapsed();
-            let extra = rule(n);
-            let started = Instant::now();
-            rt.block_on(plane.apply(&app, &[RuleChange::AddTraffic(extra.clone())]))
-                .expect("add");
-            one_more = started.elapsed();
-            rt.block_on(plane.apply(&app, &[RuleChange::RemoveTraffic(extra.clone())]))
-                .expect("delete");
-        }
+        let publish = started.elapsed();
+        changes.push((n, publish, one_rule_changes(&rt, &plane, &app, n)));
         let (plain, gtp) = packets(n / 2);
         let hit = plane.test_run(TestProgram::Steer, &plain, 1).expect("run");
         assert_eq!(hit.verdict, 2, "PASSTHROUGH");
@@ -149,12 +142,104 @@ fn main() {
     }
     println!();
     println!(
-        "publish 10,000 rules (compile + map writes + generation flip, from empty): {:.1} ms",
-        publish_10k.as_secs_f64() * 1e3
+        "rule changes: publish the whole set from empty; then {CHANGES} single-rule changes \
+         (add or remove one rule, {} ms apart), p50/p99 and map writes per change",
+        SPACING.as_millis()
     );
     println!(
-        "add one rule on top of 10,000 (full recompile, changed elements written): {:.1} ms",
-        one_more.as_secs_f64() * 1e3
+        "{:<8} {:>12} {:>10} {:>10} {:>12}",
+        "rules", "publish ms", "p50 us", "p99 us", "writes p50"
+    );
+    for (n, publish, c) in &changes {
+        println!(
+            "{n:<8} {:>12.1} {:>10.0} {:>10.0} {:>12}",
+            publish.as_secs_f64() * 1e3,
+            c.p50.as_secs_f64() * 1e6,
+            c.p99.as_secs_f64() * 1e6,
+            c.writes_p50
+        );
+    }
+    let occ = plane.occupancy();
+    println!();
+    println!(
+        "maps at {} rules: {} entries, {} list items reserved; kernel memory of mep's maps: {}",
+        occ.rules,
+        occ.entries,
+        occ.list_items,
+        map_memory().unwrap_or_else(|| "unknown (bpftool failed)".into())
     );
     rt.block_on(plane.shutdown());
+}
+
+const SIZES: [u32; 4] = [1, 100, 10_000, 100_000];
+const CHANGES: usize = 200;
+/// Changes arrive spaced like an operator's (the data plane waits out its grace period otherwise).
+const SPACING: Duration = Duration::from_millis(3);
+
+struct ChangeCost {
+    p50: Duration,
+    p99: Duration,
+    writes_p50: usize,
+}
+
+/// Adds and removes one more rule, alternately, `CHANGES` times.
+fn one_rule_changes(
+    rt: &tokio::runtime::Runtime,
+    plane: &XdpDataPlane,
+    app: &AppInfo,
+    n: u32,
+) -> ChangeCost {
+    let mut took = Vec::with_capacity(CHANGES);
+    let mut writes = Vec::with_capacity(CHANGES);
+    for i in 0..CHANGES {
+        let extra = rule(n + (i / 2) as u32);
+        let change = if i % 2 == 0 {
+            RuleChange::AddTraffic(extra)
+        } else {
+            RuleChange::RemoveTraffic(extra)
+        };
+        std::thread::sleep(SPACING);
+        let started = Instant::now();
+        rt.block_on(plane.apply(app, &[change])).expect("change");
+        took.push(started.elapsed());
+        writes.push(plane.last_update().map_or(0, |u| u.map_writes));
+    }
+    took.sort();
+    writes.sort();
+    ChangeCost {
+        p50: took[CHANGES / 2],
+        p99: took[CHANGES * 99 / 100],
+        writes_p50: writes[CHANGES / 2],
+    }
+}
+
+/// The kernel memory of the maps named `MEP_*`, as bpftool reports it.
+fn map_memory() -> Option<String> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "show"])
+        .output()
+        .ok()?;
+    let maps: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
+    let mut total = 0u64;
+    let mut biggest: Vec<(String, u64)> = Vec::new();
+    for m in &maps {
+        let name = m["name"].as_str().unwrap_or("");
+        if !name.starts_with("MEP_") {
+            continue;
+        }
+        let bytes = m["bytes_memlock"].as_u64().unwrap_or(0);
+        total += bytes;
+        biggest.push((name.to_owned(), bytes));
+    }
+    biggest.sort_by(|a, b| b.1.cmp(&a.1));
+    let top: Vec<String> = biggest
+        .iter()
+        .take(4)
+        .map(|(n, b)| format!("{n} {:.1} MiB", *b as f64 / 1048576.0))
+        .collect();
+    Some(format!(
+        "{:.1} MiB ({})",
+        total as f64 / 1048576.0,
+        top.join(", ")
+    ))
 }

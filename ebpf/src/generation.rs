@@ -15,8 +15,9 @@ use crate::error::XdpError;
 use crate::layout::{Layout, ListKey, Touched};
 
 /// How long a generation rests after being switched off before it is rewritten, so that a packet
-/// that read the old `MEP_ACTIVE` (an XDP run takes microseconds) has finished with it.
-const GRACE: Duration = Duration::from_millis(5);
+/// that read the old `MEP_ACTIVE` has finished with it: an XDP run takes microseconds and is not
+/// preempted.
+const GRACE: Duration = Duration::from_millis(2);
 
 struct GenMaps {
     lists: Array<MapData, ListItem>,

@@ -1,16 +1,18 @@
 //! What one rule change over Mm5 costs with 100, 10,000 and 100,000 active traffic rules (100 per
-//! application instance, `none` data plane, the real store with fsync): p50/p99 of the Mm5
-//! response, which returns after the commit and the new snapshot, and the CPU of this process
-//! (server and client) per change. The peer in the same run: what rebuilding the whole snapshot
-//! for each change (the way before) costs at that size.
+//! application instance, the real store with fsync): p50/p99 of the Mm5 response, which returns
+//! after the commit, the data plane and the new snapshot, and the CPU of this process (server and
+//! client) per change. The peer in the same run: what rebuilding the whole snapshot for each
+//! change (the way before) costs at that size.
 //!
-//! `cargo bench -p mep-api --bench rule_change`; under `cargo test` it runs 100 rules as a
-//! smoke test.
+//! `cargo bench -p mep-api --bench rule_change` uses the `none` data plane; with `-- --xdp` (root,
+//! `--features xdp`) the xdp data plane attached to a veth, so that every change also updates the
+//! kernel maps before the response. Under `cargo test` it runs 100 rules as a smoke test.
 
 use std::time::{Duration, Instant};
 
 mod support;
 
+use mep_api::config::DataPlaneChoice;
 use mep_rules::{Snapshot, TrafficRule};
 use serde_json::{json, Value};
 
@@ -53,11 +55,24 @@ async fn main() {
         &[100]
     };
     let changes = if full { 300 } else { 10 };
+    let with_xdp = std::env::args().any(|a| a == "--xdp");
+    println!(
+        "data plane: {}",
+        if with_xdp { "xdp on a veth" } else { "none" }
+    );
     println!("| active traffic rules | Mm5 change p50 | p99 | CPU per change (process) | full snapshot rebuild (peer) |");
     println!("|---:|---:|---:|---:|---:|");
     for &rules in sizes {
         let apps = rules / PER_APP;
-        let (mep, _dir) = support::start().await;
+        let veth = with_xdp.then(|| support::Veth::new("mepbench0"));
+        let dataplane = match &veth {
+            Some(v) => DataPlaneChoice::Xdp {
+                interfaces: vec![v.0.clone()],
+                native_targets: Vec::new(),
+            },
+            None => DataPlaneChoice::None,
+        };
+        let (mep, _dir) = support::start_with(dataplane).await;
         let http = reqwest::Client::new();
         let url = |app: usize| support::appd_url(&mep, app);
         support::load(&mep, &http, apps, |app| appd(app, 0)).await;
@@ -105,5 +120,6 @@ async fn main() {
             rebuild.as_secs_f64() * 1e3
         );
         mep.shutdown().await;
+        drop(veth);
     }
 }
