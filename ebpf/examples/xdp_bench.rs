@@ -231,7 +231,7 @@ fn map_memory() -> Option<String> {
         total += bytes;
         biggest.push((name.to_owned(), bytes));
     }
-    biggest.sort_by(|a, b| b.1.cmp(&a.1));
+    biggest.sort_by_key(|b| std::cmp::Reverse(b.1));
     let top: Vec<String> = biggest
         .iter()
         .take(4)

@@ -1,14 +1,13 @@
 //! Turns one traffic rule into its kernel form: the rule's action and its filters as entries
 //! (long value lists split over several), with the index keys each entry can be found under.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use mep_ebpf_common::{
     AddrKey, DstIf, Entry, Ports, Prefix, RuleAction, ACT_DROP, ACT_DUPLICATE, ACT_DUPLICATE_DECAP,
     ACT_FORWARD, ACT_FORWARD_DECAP, ACT_PASS, FIELD_MAX, F_DPORT, F_DSCP, F_DST, F_PROTO, F_SPORT,
     F_SRC, F_TC, F_TDPORT, F_TDST, F_TEID, F_TSPORT, F_TSRC, F_TUNNEL, IF_DST_IP, IF_DST_IP6,
-    IF_DST_MAC, IF_SRC_MAC, MAX_ENTRIES, MAX_KEYS, MAX_LENS, MAX_LIST_ITEMS, MAX_RULES, MAX_SCAN,
+    IF_DST_MAC, IF_SRC_MAC, MAX_ENTRIES, MAX_KEYS, MAX_LIST_ITEMS, MAX_RULES, MAX_SCAN,
 };
 use mep_rules::{Action, CompiledFilter, DestinationInterface, IpPrefix, PortRange};
 
@@ -252,19 +251,6 @@ pub fn filter_entries(
         out = next;
     }
     Ok(out)
-}
-
-/// The prefix lengths (longest first) an address index uses: the `MAX_LENS` most common ones.
-pub fn choose_lens(all: impl Iterator<Item = u32>) -> Vec<u32> {
-    let mut count: HashMap<u32, usize> = HashMap::new();
-    for len in all.filter(|l| *l > 0) {
-        *count.entry(len).or_default() += 1;
-    }
-    let mut by_use: Vec<(u32, usize)> = count.into_iter().collect();
-    by_use.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
-    let mut lens: Vec<u32> = by_use.into_iter().take(MAX_LENS).map(|(l, _)| l).collect();
-    lens.sort_unstable_by(|a, b| b.cmp(a));
-    lens
 }
 
 pub fn entry_prefix_keys(p: &[Prefix; FIELD_MAX], n: u8) -> Vec<AddrKey> {

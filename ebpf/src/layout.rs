@@ -71,8 +71,8 @@ pub(crate) struct Touched {
     pub entries: Vec<(u32, Entry)>,
     pub fresh_slots: Vec<(RuleKey, u32)>,
     pub freed_slots: Vec<u32>,
-    /// Every rank changed (no gap was left where a rule had to go): every list was rebuilt.
-    pub relayout: bool,
+    /// Rules moved to new ranks to make room where neighbouring ranks left no gap.
+    pub reranked: usize,
 }
 
 /// Slot numbers handed out and taken back. A slot given back stays in quarantine until the next
@@ -306,10 +306,6 @@ impl AddrIndex {
             .unwrap_or(0)
     }
 
-    fn seed_lens(&mut self, lens: &[u32]) {
-        self.lens = lens.iter().map(|l| (*l, 0)).collect();
-    }
-
     /// The keys of length `len` that `k` covers.
     fn covered(&self, k: &AddrKey, len: u32) -> Vec<AddrKey> {
         let lo = addr_num(&k.addr);
@@ -438,7 +434,7 @@ impl AddrIndex {
     }
 }
 
-/// The indexes and the blocks their lists occupy: rebuilt as a whole by a relayout.
+/// The indexes and the blocks their lists occupy.
 #[derive(Clone, Debug, Default)]
 struct Indexes {
     blocks: Blocks,
@@ -708,7 +704,7 @@ impl Layout {
             }
             None => {
                 self.order.insert(order_key.clone(), 0);
-                self.relayout(touched)?;
+                touched.reranked += self.respread(&order_key, touched)?;
                 self.order.get(&order_key).copied().unwrap_or(0)
             }
         };
@@ -745,8 +741,9 @@ impl Layout {
         Ok(())
     }
 
-    /// A rank between those of the neighbours of `key` in kernel order; None when they leave no
-    /// gap.
+    /// A rank between those of the neighbours of `key` in kernel order, at most `RANK_STEP`
+    /// above the lower one (rules added in ascending order then use up a gap slowly instead of
+    /// halving it); None when they leave no gap.
     fn free_rank(&self, key: &OrderKey) -> Option<u32> {
         let pred = self.order.range(..key.clone()).next_back().map(|(_, r)| *r);
         let succ = self.order.range(key.clone()..).next().map(|(_, r)| *r);
@@ -755,52 +752,79 @@ impl Layout {
         if lo >= hi {
             return None;
         }
-        let rank = match succ {
-            None => (lo + u64::from(RANK_STEP) - 1).min(hi - 1),
-            Some(_) => lo + (hi - lo) / 2,
-        };
+        let rank = (lo + u64::from(RANK_STEP) - 1).min(lo + (hi - lo) / 2);
         u32::try_from(rank).ok()
     }
 
-    /// Spreads the ranks evenly in kernel order and rebuilds every list from scratch (which also
-    /// packs the blocks and picks the prefix lengths the rules use most). Rare: only when a rule
-    /// lands where two neighbours' ranks leave no gap.
-    fn relayout(&mut self, touched: &mut Touched) -> Result<(), CapacityError> {
-        touched.relayout = true;
-        touched.lists.extend(self.idx.all_keys());
-        let mut fresh = Indexes::default();
-        let dst_lens = compile::choose_lens(
-            self.rules
-                .values()
-                .flat_map(|p| p.entries.iter().flat_map(|e| e.dst.iter().map(|k| k.len))),
-        );
-        let src_lens = compile::choose_lens(
-            self.rules
-                .values()
-                .flat_map(|p| p.entries.iter().flat_map(|e| e.src.iter().map(|k| k.len))),
-        );
-        fresh.dst.seed_lens(&dst_lens);
-        fresh.src.seed_lens(&src_lens);
-        let step = (u64::from(u32::MAX) - 1) / (self.order.len() as u64 + 1);
-        let mut order = OrdMap::new();
-        for (i, (ok, _)) in self.order.iter().enumerate() {
-            let rank = u32::try_from((i as u64 + 1) * step).unwrap_or(u32::MAX - 1);
-            order.insert(ok.clone(), rank);
+    /// Makes room for `key` (already in `order`): spreads the ranks of the smallest window of
+    /// rules around it, doubling its width, whose bounds leave a quarter of the average gap per
+    /// rule, and moves the window's rules to their new ranks in every list that holds them.
+    /// Amortized, a few rules per insertion; answers how many were moved.
+    fn respread(&mut self, key: &OrderKey, touched: &mut Touched) -> Result<usize, CapacityError> {
+        let min_gap = (u64::from(u32::MAX) / (self.order.len() as u64 + 1) / 4).max(2);
+        let mut width = 1usize;
+        let (window, lo, hi) = loop {
+            let left: Vec<(OrderKey, u32)> = self
+                .order
+                .range(..key.clone())
+                .rev()
+                .take(width + 1)
+                .map(|(k, r)| (k.clone(), *r))
+                .collect();
+            let right: Vec<(OrderKey, u32)> = self
+                .order
+                .range(key.clone()..)
+                .skip(1)
+                .take(width + 1)
+                .map(|(k, r)| (k.clone(), *r))
+                .collect();
+            let lo = left.get(width).map_or(0, |(_, r)| u64::from(*r) + 1);
+            let hi = right
+                .get(width)
+                .map_or(u64::from(u32::MAX), |(_, r)| u64::from(*r));
+            let inside: Vec<OrderKey> = left
+                .iter()
+                .take(width)
+                .rev()
+                .map(|(k, _)| k.clone())
+                .chain(std::iter::once(key.clone()))
+                .chain(right.iter().take(width).map(|(k, _)| k.clone()))
+                .collect();
+            let whole = left.len() <= width && right.len() <= width;
+            if hi > lo && (hi - lo) / (inside.len() as u64 + 1) >= min_gap || whole {
+                break (inside, lo, hi);
+            }
+            width *= 2;
+        };
+        let step = (hi - lo) / (window.len() as u64 + 1);
+        if step == 0 {
+            return Err(CapacityError::TooManyRules);
+        }
+        let mut moved = 0;
+        for (i, ok) in window.iter().enumerate() {
+            let rank = u32::try_from(lo + (i as u64 + 1) * step).unwrap_or(u32::MAX - 1);
+            self.order.insert(ok.clone(), rank);
             let Some(p) = self.rules.get(&ok.1) else {
                 continue;
             };
-            let mut p = Placed::clone(p);
-            p.rank = rank;
-            for e in &mut p.entries {
-                e.dim = fresh.place(e, ListItem { rank, entry: e.idx }, touched)?;
+            if p.rank == rank {
+                continue;
             }
+            let mut p = Placed::clone(p);
+            for e in &p.entries {
+                let old = ListItem {
+                    rank: p.rank,
+                    entry: e.idx,
+                };
+                self.idx.unplace(e, old, touched)?;
+                self.idx
+                    .put(e, e.dim, ListItem { rank, entry: e.idx }, touched)?;
+            }
+            p.rank = rank;
             self.rules.insert(ok.1.clone(), Arc::new(p));
+            moved += 1;
         }
-        fresh.dst.lens.retain(|(_, n)| *n > 0);
-        fresh.src.lens.retain(|(_, n)| *n > 0);
-        self.order = order;
-        self.idx = fresh;
-        Ok(())
+        Ok(moved)
     }
 
     /// The list `key` names, if it exists.

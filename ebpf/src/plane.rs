@@ -74,8 +74,8 @@ pub struct UpdateStats {
     pub took: Duration,
     /// Map elements written (entries, list items, index keys, config, the flip).
     pub map_writes: usize,
-    /// Every list was rebuilt (ranks had no gap left where a rule had to go).
-    pub relayout: bool,
+    /// Rules moved to new ranks to make room where neighbouring ranks left no gap.
+    pub reranked: usize,
 }
 
 /// How full the kernel maps are.
@@ -408,8 +408,14 @@ fn to_plane_error(e: XdpError) -> DataPlaneError {
 impl State {
     /// Applies `edits` (a rule's new form, or None to remove it) as one generation. On failure
     /// the kernel keeps the previous generation and the model does not change.
-    fn apply(&mut self, edits: Vec<(RuleKey, Option<Arc<Held>>)>) -> Result<(), XdpError> {
+    fn apply(&mut self, mut edits: Vec<(RuleKey, Option<Arc<Held>>)>) -> Result<(), XdpError> {
         let started = Instant::now();
+        // Removals first, then additions in kernel order: each new rank then follows the one
+        // before it instead of splitting a gap.
+        edits.sort_by(|(ka, a), (kb, b)| {
+            let order = |h: &Option<Arc<Held>>| h.as_ref().map(|h| h.rule.priority);
+            (order(a), ka).cmp(&(order(b), kb))
+        });
         self.gens.settle();
         let mut next = self.layout.clone();
         next.begin();
@@ -445,7 +451,7 @@ impl State {
         self.last_update = Some(UpdateStats {
             took: started.elapsed(),
             map_writes: self.gens.last_writes(),
-            relayout: touched.relayout,
+            reranked: touched.reranked,
         });
         Ok(())
     }

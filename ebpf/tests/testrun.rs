@@ -822,7 +822,11 @@ fn random_incremental_changes_count_on_the_rule_a_first_match_scan_picks() {
             by_prio.sort_by_key(|(k, (prio, _, _))| (*prio, (*k).clone()));
             let want = by_prio.first().map(|(k, _)| (*k).clone());
             let before = p.rule_counters();
-            let src = if addr.contains(':') { "2001:db8:ff::1" } else { "1.1.1.1" };
+            let src = if addr.contains(':') {
+                "2001:db8:ff::1"
+            } else {
+                "1.1.1.1"
+            };
             let frame = plain_udp(src, addr, 9, port);
             assert_eq!(verdict(&p, &frame), XDP_PASS);
             let after = p.rule_counters();

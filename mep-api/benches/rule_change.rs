@@ -49,10 +49,16 @@ fn cpu_time() -> Duration {
 #[tokio::main]
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let sizes: &[usize] = if full {
-        &[100, 10_000, 100_000]
-    } else {
-        &[100]
+    // `-- --rules N` measures one size only.
+    let args: Vec<String> = std::env::args().collect();
+    let only: Option<usize> = args
+        .iter()
+        .position(|a| a == "--rules")
+        .and_then(|i| args.get(i + 1)?.parse().ok());
+    let sizes: Vec<usize> = match (only, full) {
+        (Some(n), _) => vec![n],
+        (None, true) => vec![100, 10_000, 100_000],
+        (None, false) => vec![100],
     };
     let changes = if full { 300 } else { 10 };
     let with_xdp = std::env::args().any(|a| a == "--xdp");
@@ -62,7 +68,7 @@ async fn main() {
     );
     println!("| active traffic rules | Mm5 change p50 | p99 | CPU per change (process) | full snapshot rebuild (peer) |");
     println!("|---:|---:|---:|---:|---:|");
-    for &rules in sizes {
+    for &rules in &sizes {
         let apps = rules / PER_APP;
         let veth = with_xdp.then(|| support::Veth::new("mepbench0"));
         let dataplane = match &veth {
@@ -75,7 +81,12 @@ async fn main() {
         let (mep, _dir) = support::start_with(dataplane).await;
         let http = reqwest::Client::new();
         let url = |app: usize| support::appd_url(&mep, app);
+        let loading = Instant::now();
         support::load(&mep, &http, apps, |app| appd(app, 0)).await;
+        eprintln!(
+            "loaded {rules} rules in {:.1} s",
+            loading.elapsed().as_secs_f64()
+        );
         assert_eq!(mep.snapshots().load().traffic_rule_count(), rules);
 
         let mut times = Vec::with_capacity(changes);
