@@ -26,8 +26,8 @@ pub(crate) type RuleKey = (String, String);
 /// Rules in kernel order: lower `priority` first, then app instance id, then rule id.
 type OrderKey = (u32, RuleKey);
 
-/// The gap left between the ranks of rules added at the end.
-const RANK_STEP: u32 = 1 << 14;
+/// The gap left between the rank of a rule and the next one added after it.
+const RANK_STEP: u64 = 1 << 40;
 
 /// An ACTIVE rule as the data plane holds it.
 #[derive(Debug, PartialEq)]
@@ -179,7 +179,7 @@ struct PlacedEntry {
 #[derive(Clone, Debug)]
 struct Placed {
     slot: u32,
-    rank: u32,
+    rank: u64,
     priority: u32,
     entries: Vec<PlacedEntry>,
     held: Arc<Held>,
@@ -582,7 +582,7 @@ impl Indexes {
 #[derive(Clone, Debug)]
 pub(crate) struct Layout {
     rules: PHashMap<RuleKey, Arc<Placed>>,
-    order: OrdMap<OrderKey, u32>,
+    order: OrdMap<OrderKey, u64>,
     slots: Pool,
     entries: Pool,
     idx: Indexes,
@@ -661,10 +661,7 @@ impl Layout {
         };
         self.order.remove(&(p.priority, key.clone()));
         for e in &p.entries {
-            let item = ListItem {
-                rank: p.rank,
-                entry: e.idx,
-            };
+            let item = ListItem::new(p.rank, e.idx);
             self.idx.unplace(e, item, touched)?;
             self.entries.release(e.idx);
         }
@@ -722,9 +719,7 @@ impl Layout {
                 },
                 dim: Dim::Wild,
             };
-            pe.dim = self
-                .idx
-                .place(&pe, ListItem { rank, entry: idx }, touched)?;
+            pe.dim = self.idx.place(&pe, ListItem::new(rank, idx), touched)?;
             touched.entries.push((idx, e));
             placed.push(pe);
         }
@@ -744,16 +739,16 @@ impl Layout {
     /// A rank between those of the neighbours of `key` in kernel order, at most `RANK_STEP`
     /// above the lower one (rules added in ascending order then use up a gap slowly instead of
     /// halving it); None when they leave no gap.
-    fn free_rank(&self, key: &OrderKey) -> Option<u32> {
+    fn free_rank(&self, key: &OrderKey) -> Option<u64> {
         let pred = self.order.range(..key.clone()).next_back().map(|(_, r)| *r);
         let succ = self.order.range(key.clone()..).next().map(|(_, r)| *r);
-        let lo = pred.map_or(0, |p| u64::from(p) + 1);
-        let hi = succ.map_or(u64::from(u32::MAX), u64::from);
+        let lo = pred.map_or(0, |p| u128::from(p) + 1);
+        let hi = succ.map_or(u128::from(u64::MAX), u128::from);
         if lo >= hi {
             return None;
         }
-        let rank = (lo + u64::from(RANK_STEP) - 1).min(lo + (hi - lo) / 2);
-        u32::try_from(rank).ok()
+        let rank = (lo + u128::from(RANK_STEP) - 1).min(lo + (hi - lo) / 2);
+        u64::try_from(rank).ok()
     }
 
     /// Makes room for `key` (already in `order`): spreads the ranks of the smallest window of
@@ -761,27 +756,27 @@ impl Layout {
     /// rule, and moves the window's rules to their new ranks in every list that holds them.
     /// Amortized, a few rules per insertion; answers how many were moved.
     fn respread(&mut self, key: &OrderKey, touched: &mut Touched) -> Result<usize, CapacityError> {
-        let min_gap = (u64::from(u32::MAX) / (self.order.len() as u64 + 1) / 4).max(2);
+        let min_gap = (u128::from(u64::MAX) / (self.order.len() as u128 + 1) / 4).max(2);
         let mut width = 1usize;
         let (window, lo, hi) = loop {
-            let left: Vec<(OrderKey, u32)> = self
+            let left: Vec<(OrderKey, u64)> = self
                 .order
                 .range(..key.clone())
                 .rev()
                 .take(width + 1)
                 .map(|(k, r)| (k.clone(), *r))
                 .collect();
-            let right: Vec<(OrderKey, u32)> = self
+            let right: Vec<(OrderKey, u64)> = self
                 .order
                 .range(key.clone()..)
                 .skip(1)
                 .take(width + 1)
                 .map(|(k, r)| (k.clone(), *r))
                 .collect();
-            let lo = left.get(width).map_or(0, |(_, r)| u64::from(*r) + 1);
+            let lo = left.get(width).map_or(0, |(_, r)| u128::from(*r) + 1);
             let hi = right
                 .get(width)
-                .map_or(u64::from(u32::MAX), |(_, r)| u64::from(*r));
+                .map_or(u128::from(u64::MAX), |(_, r)| u128::from(*r));
             let inside: Vec<OrderKey> = left
                 .iter()
                 .take(width)
@@ -791,18 +786,18 @@ impl Layout {
                 .chain(right.iter().take(width).map(|(k, _)| k.clone()))
                 .collect();
             let whole = left.len() <= width && right.len() <= width;
-            if hi > lo && (hi - lo) / (inside.len() as u64 + 1) >= min_gap || whole {
+            if hi > lo && (hi - lo) / (inside.len() as u128 + 1) >= min_gap || whole {
                 break (inside, lo, hi);
             }
             width *= 2;
         };
-        let step = (hi - lo) / (window.len() as u64 + 1);
+        let step = (hi - lo) / (window.len() as u128 + 1);
         if step == 0 {
             return Err(CapacityError::TooManyRules);
         }
         let mut moved = 0;
         for (i, ok) in window.iter().enumerate() {
-            let rank = u32::try_from(lo + (i as u64 + 1) * step).unwrap_or(u32::MAX - 1);
+            let rank = u64::try_from(lo + (i as u128 + 1) * step).unwrap_or(u64::MAX - 1);
             self.order.insert(ok.clone(), rank);
             let Some(p) = self.rules.get(&ok.1) else {
                 continue;
@@ -812,13 +807,10 @@ impl Layout {
             }
             let mut p = Placed::clone(p);
             for e in &p.entries {
-                let old = ListItem {
-                    rank: p.rank,
-                    entry: e.idx,
-                };
+                let old = ListItem::new(p.rank, e.idx);
                 self.idx.unplace(e, old, touched)?;
                 self.idx
-                    .put(e, e.dim, ListItem { rank, entry: e.idx }, touched)?;
+                    .put(e, e.dim, ListItem::new(rank, e.idx), touched)?;
             }
             p.rank = rank;
             self.rules.insert(ok.1.clone(), Arc::new(p));

@@ -11,7 +11,7 @@ pub const MAX_RULES: u32 = 131_072;
 /// into a free slot and never changed while a generation refers to it.
 pub const MAX_ENTRIES: u32 = 131_072;
 /// Candidate-list items per generation.
-pub const MAX_LIST_ITEMS: u32 = 1 << 20;
+pub const MAX_LIST_ITEMS: u32 = 1 << 19;
 /// Keys per index hash map of a generation (allocated as used, not up front).
 pub const MAX_KEYS: u32 = 131_072;
 /// Candidates checked per candidate list: the bound of the kernel's scan loop.
@@ -153,8 +153,19 @@ pub struct AddrKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ListItem {
-    pub rank: u32,
+    pub rank: u64,
     pub entry: u32,
+    pub _pad: u32,
+}
+
+impl ListItem {
+    pub const fn new(rank: u64, entry: u32) -> Self {
+        Self {
+            rank,
+            entry,
+            _pad: 0,
+        }
+    }
 }
 
 /// A run of items in a generation's candidate-list array, sorted by rank.

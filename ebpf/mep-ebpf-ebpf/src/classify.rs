@@ -120,7 +120,7 @@ pub extern "C" fn mep_entry_matches(e: *const Entry, p: *const Pkt) -> u32 {
 /// The best match so far: the rank of its rule and its entry.
 #[derive(Clone, Copy)]
 pub struct Best {
-    pub rank: u32,
+    pub rank: u64,
     pub entry: u32,
 }
 
@@ -181,7 +181,7 @@ fn longest<const G: u32, const DST: bool>(cfg: &GenConfig, a: &[u32; 4]) -> List
 #[inline(always)]
 pub fn classify<const G: u32>(cfg: &GenConfig, p: &Pkt) -> u32 {
     let mut best = Best {
-        rank: u32::MAX,
+        rank: u64::MAX,
         entry: NO_MATCH,
     };
     if cfg.dims & DIM_DST != 0 {

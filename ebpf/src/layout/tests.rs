@@ -55,8 +55,8 @@ fn matches(e: &Entry, p: &Probe) -> bool {
 /// The kernel's lookup on a generation holding `layout`, with the shared entry array `entries`.
 fn kernel_lookup(layout: &Layout, entries: &HashMap<u32, Entry>, p: &Probe) -> Option<u32> {
     let cfg = layout.config();
-    let mut best = (u32::MAX, None);
-    let scan = |list: Option<&List>, best: &mut (u32, Option<u32>)| {
+    let mut best = (u64::MAX, None);
+    let scan = |list: Option<&List>, best: &mut (u64, Option<u32>)| {
         let Some(list) = list else { return };
         for item in list.items.iter().take(MAX_SCAN as usize) {
             if item.rank >= best.0 {
@@ -355,44 +355,45 @@ fn an_updated_rule_keeps_its_counter_slot_and_frees_its_entries_a_change_later()
 fn ranks_that_run_out_are_spread_again_locally_in_priority_order() {
     let mut layout = Layout::default();
     let mut entries = HashMap::new();
+    // Sorts after every rNN of the same priority; its /16 covers all their /24s.
+    let wide = drop_rule("z", 3, json!({"dstAddress": ["10.0.0.0/16"]}));
+    apply(&mut layout, &mut entries, vec![(key("z"), Some(wide))]).expect("add");
     let mut reranked = 0;
     // Each rule sorts before the previous one: every rank halves the gap below its successor.
-    for i in (0..40u32).rev() {
+    for i in (0..70u32).rev() {
         let id = format!("r{i:02}");
-        let held = drop_rule(
-            &id,
-            3,
-            json!({"dstAddress": ["10.0.0.1"], "dstPort": [i.to_string()]}),
-        );
-        let t = apply(&mut layout, &mut entries, vec![(key(&id), Some(held))]);
-        match t {
-            Ok(t) => reranked += t.reranked,
-            // One list holds at most MAX_SCAN candidates.
-            Err(CapacityError::TooManyCandidates(..)) => break,
-            Err(e) => panic!("{e}"),
-        }
+        let f = json!({"dstAddress": [format!("10.0.{i}.0/24")], "dstPort": [i.to_string()]});
+        let t = apply(
+            &mut layout,
+            &mut entries,
+            vec![(key(&id), Some(drop_rule(&id, 3, f)))],
+        )
+        .expect("fits");
+        reranked += t.reranked;
     }
     assert!(reranked >= 1, "the gaps ran out");
-    let probe = |port: u16| Probe {
+    let probe = |i: u32, port: u16| Probe {
         src: addr("1.1.1.1"),
-        dst: addr("10.0.0.1"),
+        dst: addr(&format!("10.0.{i}.1")),
         dport: port,
         proto: 17,
         teid: None,
     };
-    for port in 24..40 {
+    let slot_of = |id: &str| layout.rules.get(&key(id)).map(|p| p.slot);
+    for i in 0..70u32 {
+        let own = kernel_lookup(&layout, &entries, &probe(i, i as u16));
+        assert_eq!(own, slot_of(&format!("r{i:02}")), "rule {i} before z");
+        assert_eq!(own, reference(&layout, &entries, &probe(i, i as u16)));
         assert_eq!(
-            kernel_lookup(&layout, &entries, &probe(port)),
-            reference(&layout, &entries, &probe(port))
+            kernel_lookup(&layout, &entries, &probe(i, 999)),
+            slot_of("z")
         );
     }
-    let list = layout
-        .list(&ListKey::Dst(AddrKey {
-            len: 128,
-            addr: addr("10.0.0.1"),
-        }))
-        .expect("list");
-    assert!(list.items.windows(2).all(|w| w[0] < w[1]), "sorted by rank");
+    let ranks: Vec<u64> = layout.order.values().copied().collect();
+    assert!(
+        ranks.windows(2).all(|w| w[0] < w[1]),
+        "ranks follow kernel order"
+    );
 }
 
 #[test]
