@@ -1,5 +1,6 @@
 //! Benchmark of the XDP data plane. Per packet, through `BPF_PROG_TEST_RUN`: ns with 1, 100,
-//! 10,000 and 100,000 ACTIVE rules, for a plain and a GTP-U packet, next to a program that only
+//! 10,000 and 100,000 ACTIVE rules, for a plain and a GTP-U packet that match a rule and a plain
+//! packet that matches none (most traffic at a UPF), next to a program that only
 //! returns XDP_PASS (the floor, measured in the same run). Per rule change: the time to add or
 //! remove one rule at each of those sizes, with the map writes it made, and the time to publish
 //! each rule set from empty; the kernel memory of mep's maps at the largest size. Run as root by
@@ -107,8 +108,8 @@ fn main() {
     };
     println!("XDP steering program, BPF_PROG_TEST_RUN, {REPEAT} runs x {ROUNDS} rounds (median), ns per packet");
     println!(
-        "{:<8} {:>8} {:>8} {:>8} {:>12} {:>12}",
-        "rules", "plain", "gtp-u", "floor", "plain/floor", "gtp-u/floor"
+        "{:<8} {:>8} {:>8} {:>9} {:>8} {:>12} {:>12} {:>15}",
+        "rules", "plain", "gtp-u", "no match", "floor", "plain/floor", "gtp-u/floor", "no match/floor"
     );
     let mut changes = Vec::new();
     for n in SIZES {
@@ -129,15 +130,18 @@ fn main() {
         let g = median_ns(&plane, TestProgram::Steer, &gtp);
         let p = median_ns(&plane, TestProgram::Steer, &plain);
         let after = plane.rule_counters().iter().map(|c| c.packets).sum::<u64>();
+        let (miss, _) = packets(n + 7);
+        let m = median_ns(&plane, TestProgram::Steer, &miss);
         assert_eq!(
             after - before,
             2 * u64::from(REPEAT) * ROUNDS as u64,
             "every measured packet matched its rule"
         );
         println!(
-            "{n:<8} {p:>8.1} {g:>8.1} {floor:>8.1} {:>12.1} {:>12.1}",
+            "{n:<8} {p:>8.1} {g:>8.1} {m:>9.1} {floor:>8.1} {:>12.1} {:>12.1} {:>15.1}",
             p / floor,
-            g / floor
+            g / floor,
+            m / floor
         );
     }
     println!();
