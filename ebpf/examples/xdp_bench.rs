@@ -112,7 +112,13 @@ fn main() {
         "rules", "plain", "gtp-u", "no match", "floor", "plain/floor", "gtp-u/floor", "no match/floor"
     );
     let mut changes = Vec::new();
-    for n in SIZES {
+    // `--quick`: 100 rules only, for trying a change to the program.
+    let sizes: &[u32] = if std::env::args().any(|a| a == "--quick") {
+        &[100]
+    } else {
+        &SIZES
+    };
+    for &n in sizes {
         let rules: Vec<TrafficRule> = (0..n).map(rule).collect();
         let snapshot = Snapshot::build(1, rules.iter().map(|r| ("bench", r)), []);
         assert_eq!(snapshot.traffic_rule_count(), n as usize);
