@@ -109,7 +109,14 @@ fn main() {
     println!("XDP steering program, BPF_PROG_TEST_RUN, {REPEAT} runs x {ROUNDS} rounds (median), ns per packet");
     println!(
         "{:<8} {:>8} {:>8} {:>9} {:>8} {:>12} {:>12} {:>15}",
-        "rules", "plain", "gtp-u", "no match", "floor", "plain/floor", "gtp-u/floor", "no match/floor"
+        "rules",
+        "plain",
+        "gtp-u",
+        "no match",
+        "floor",
+        "plain/floor",
+        "gtp-u/floor",
+        "no match/floor"
     );
     let mut changes = Vec::new();
     // `--quick`: 100 rules only, for trying a change to the program.
