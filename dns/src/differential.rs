@@ -37,6 +37,8 @@ pub enum Verdict {
         qtype: u16,
         qclass: u16,
         udp_payload: Option<u16>,
+        /// The DO bit of the OPT record.
+        dnssec_ok: bool,
     },
 }
 
@@ -48,16 +50,14 @@ pub fn mep_verdict(packet: &[u8]) -> Verdict {
             id: reply.id,
             rcode,
         },
-        Ok(q) => {
-            let key = q.cache_key();
-            Verdict::Query {
-                id: q.reply.id,
-                name: key[..key.len() - 4].to_vec(),
-                qtype: q.qtype,
-                qclass: q.qclass,
-                udp_payload: q.reply.edns.map(|e| e.udp_payload),
-            }
-        }
+        Ok(q) => Verdict::Query {
+            id: q.reply.id,
+            name: q.wire_name().to_vec(),
+            qtype: q.qtype,
+            qclass: q.qclass,
+            udp_payload: q.reply.edns.map(|e| e.udp_payload),
+            dnssec_ok: q.reply.edns.is_some_and(|e| e.dnssec_ok),
+        },
     }
 }
 
@@ -175,10 +175,17 @@ pub fn check(packet: &[u8]) -> Result<(), String> {
     if message.metadata.op_code == OpCode::Query && answerable && version == 0 && opt_owned_by_root
     {
         match &verdict {
-            Verdict::Query { udp_payload, .. } => {
+            Verdict::Query {
+                udp_payload,
+                dnssec_ok,
+                ..
+            } => {
                 // Payloads below 512 count as 512 on both sides (RFC 6891 section 6.2.3).
                 if udp_payload.map(|p| p.max(512)) != edns.map(|e| e.max_payload().max(512)) {
                     return fail("the EDNS payload is hickory's");
+                }
+                if *dnssec_ok != edns.is_some_and(|e| e.flags().dnssec_ok) {
+                    return fail("the DO bit is hickory's");
                 }
             }
             _ => return fail("accepts what hickory decodes whole"),

@@ -8,8 +8,8 @@ use hickory_proto::op::Message;
 use crate::query::ReplyTo;
 use crate::response::{response_flags, write_error};
 use crate::wire::{
-    push_header, push_opt, put_u32, rcode, record_at, u16_at, u32_at, FLAG_QR, FLAG_TC, HEADER_LEN,
-    OPCODE_MASK, OPT_LEN, TYPE_OPT, TYPE_SOA,
+    push_header, push_opt_with, put_u32, rcode, record_at, u16_at, u32_at, FLAG_AD, FLAG_QR,
+    FLAG_TC, HEADER_LEN, OPCODE_MASK, OPT_LEN, TYPE_OPT, TYPE_SOA,
 };
 
 /// Why an upstream response is not used.
@@ -44,6 +44,8 @@ pub(crate) struct ForwardedAnswer {
     stored: Box<[StoredRecord]>,
     /// Answer, authority and additional counts.
     sections: [u16; 3],
+    /// The upstream set AD: it validated the answer (RFC 4035 §3.2.3).
+    authentic: bool,
     received: Instant,
     /// How long it may be served from the cache; `None` if not at all.
     lifetime: Option<Duration>,
@@ -141,6 +143,7 @@ impl ForwardedAnswer {
             records: msg[records_at..records_end].into(),
             stored: stored.into_boxed_slice(),
             sections,
+            authentic: flags & FLAG_AD != 0,
             received: Instant::now(),
             lifetime,
         })
@@ -224,6 +227,11 @@ impl ForwardedAnswer {
         if truncated {
             flags |= FLAG_TC;
         }
+        // AD only for a client that asked for DNSSEC or for AD itself (RFC 6840 §5.8).
+        let dnssec_ok = reply.edns.is_some_and(|e| e.dnssec_ok);
+        if self.authentic && (dnssec_ok || reply.request_flags & FLAG_AD != 0) {
+            flags |= FLAG_AD;
+        }
         push_header(
             out,
             reply.id,
@@ -242,7 +250,7 @@ impl ForwardedAnswer {
             );
         }
         if reply.edns.is_some() {
-            push_opt(out, udp_payload, rcode::NOERROR);
+            push_opt_with(out, udp_payload, rcode::NOERROR, dnssec_ok, &[]);
         }
     }
 }

@@ -2,13 +2,15 @@
 //! snapshot, else the cache, else the upstreams. The first two (and every error response) are
 //! written at once without locks or allocation; only forwarding waits.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use mep_rules::SnapshotReader;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::AnswerCache;
+use crate::forwarded::ForwardedAnswer;
 use crate::metrics::{AnswerSource, DnsMetrics, DropReason};
 use crate::query::{Edns, Query, Rejection, ReplyTo};
 use crate::response::{write_error, write_local, LocalAnswerParams};
@@ -38,15 +40,24 @@ pub(crate) struct PendingForward {
     question: Box<[u8]>,
     cache_key: Box<[u8]>,
     edns: Option<Edns>,
+    /// The client's EDNS options that go upstream. An answer to a query with options (a client
+    /// subnet, say) may be meant for that client only: it is neither cached nor shared.
+    options: Box<[u8]>,
     limit: usize,
     _permit: OwnedSemaphorePermit,
 }
+
+/// One upstream exchange that identical queries arriving meanwhile wait for instead of asking
+/// again. None: no upstream answered.
+type InFlight = Arc<OnceCell<Option<Arc<ForwardedAnswer>>>>;
 
 pub(crate) struct QueryHandler {
     pub(crate) snapshots: SnapshotReader,
     pub(crate) cache: AnswerCache,
     pub(crate) forwarder: Forwarder,
     pub(crate) forward_permits: Arc<Semaphore>,
+    /// Upstream exchanges in progress, by cache key.
+    pub(crate) in_flight: Mutex<HashMap<Box<[u8]>, InFlight>>,
     pub(crate) metrics: Arc<DnsMetrics>,
     pub(crate) default_ttl: u32,
     pub(crate) udp_payload: u16,
@@ -93,11 +104,24 @@ impl QueryHandler {
                 }
             }
         }
-        if let Some((answer, age)) = self.cache.get(query.cache_key(), Instant::now()) {
-            answer.write(out, &query.reply, limit, age, self.udp_payload);
-            self.metrics
-                .count_response(AnswerSource::Cache, answer.rcode());
-            return Outcome::Answered;
+        let options = if query.edns_options.is_empty() {
+            Vec::new()
+        } else {
+            match query.forwardable_options() {
+                Some(options) => options,
+                None => {
+                    self.answer_error(out, &query.reply, rcode::FORMERR);
+                    return Outcome::Answered;
+                }
+            }
+        };
+        if options.is_empty() {
+            if let Some((answer, age)) = self.cache.get(query.cache_key(), Instant::now()) {
+                answer.write(out, &query.reply, limit, age, self.udp_payload);
+                self.metrics
+                    .count_response(AnswerSource::Cache, answer.rcode());
+                return Outcome::Answered;
+            }
         }
         let Ok(permit) = self.forward_permits.clone().try_acquire_owned() else {
             self.answer_error(out, &query.reply, rcode::SERVFAIL);
@@ -109,6 +133,7 @@ impl QueryHandler {
             question: query.reply.question.unwrap_or_default().into(),
             cache_key: query.cache_key().into(),
             edns: query.reply.edns,
+            options: options.into(),
             limit,
             _permit: permit,
         })
@@ -123,24 +148,66 @@ impl QueryHandler {
             question: Some(&pending.question),
             edns: pending.edns,
         };
-        match self
-            .forwarder
-            .forward(&pending.question, pending.request_flags)
+        let shared = pending.options.is_empty();
+        let exchange = if shared {
+            let mut in_flight = self.lock_in_flight();
+            let cell = in_flight.entry(pending.cache_key.clone()).or_default();
+            Arc::clone(cell)
+        } else {
+            InFlight::default()
+        };
+        let dnssec_ok = pending.edns.is_some_and(|e| e.dnssec_ok);
+        let answer = exchange
+            .get_or_init(|| async {
+                let result = self
+                    .forwarder
+                    .forward(
+                        &pending.question,
+                        pending.request_flags,
+                        dnssec_ok,
+                        &pending.options,
+                    )
+                    .await;
+                match result {
+                    Ok(answer) => {
+                        let answer = Arc::new(answer);
+                        if shared {
+                            self.cache.insert(&pending.cache_key, Arc::clone(&answer));
+                            self.metrics.set_cache_entries(self.cache.len());
+                        }
+                        Some(answer)
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "forwarded DNS query failed");
+                        None
+                    }
+                }
+            })
             .await
-        {
-            Ok(answer) => {
-                let answer = Arc::new(answer);
+            .clone();
+        if shared {
+            let mut in_flight = self.lock_in_flight();
+            if in_flight
+                .get(&pending.cache_key)
+                .is_some_and(|cell| Arc::ptr_eq(cell, &exchange))
+            {
+                in_flight.remove(&pending.cache_key);
+            }
+        }
+        match answer {
+            Some(answer) => {
                 answer.write(out, &reply, pending.limit, 0, self.udp_payload);
                 self.metrics
                     .count_response(AnswerSource::Upstream, answer.rcode());
-                self.cache.insert(&pending.cache_key, answer);
-                self.metrics.set_cache_entries(self.cache.len());
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "forwarded DNS query failed");
-                self.answer_error(out, &reply, rcode::SERVFAIL);
-            }
+            None => self.answer_error(out, &reply, rcode::SERVFAIL),
         }
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Box<[u8]>, InFlight>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn answer_error(&self, out: &mut Vec<u8>, reply: &ReplyTo<'_>, rcode: u16) {

@@ -6,7 +6,9 @@
 //!
 //! Queries are parsed and answered on their wire bytes (hickory-proto decodes only the rare
 //! upstream answers it must re-encode): a local answer or cache hit is one lock-free snapshot
-//! load (or one sharded cache read), a copy into a reused buffer and one send.
+//! load (or one sharded cache read), a copy into a reused buffer and one send. Forwarding passes
+//! DNSSEC through (DO, CD, EDNS options up; signatures and AD back) and merges identical queries
+//! in flight.
 
 // Input and I/O paths never unwrap; tests may.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]

@@ -2,18 +2,24 @@
 //! record. Whatever does not parse becomes a [`Rejection`] that says how to answer it.
 
 use crate::wire::{
-    self, rcode, record_at, u16_at, ARCOUNT_AT, CLASSIC_UDP_PAYLOAD, FLAG_QR, HEADER_LEN,
-    MAX_NAME_LEN, OPCODE_MASK, QDCOUNT_AT, TYPE_AXFR, TYPE_IXFR, TYPE_OPT,
+    self, rcode, record_at, u16_at, ARCOUNT_AT, CLASSIC_UDP_PAYLOAD, FLAG_CD, FLAG_QR, HEADER_LEN,
+    MAX_NAME_LEN, OPCODE_MASK, OPT_FLAG_DO, QDCOUNT_AT, TYPE_AXFR, TYPE_IXFR, TYPE_OPT,
 };
 
-/// Longest cache key: the wire name plus QTYPE and QCLASS.
-const MAX_KEY_LEN: usize = MAX_NAME_LEN + 4;
+/// Longest cache key: the wire name, QTYPE, QCLASS and the DNSSEC flags byte.
+const MAX_KEY_LEN: usize = MAX_NAME_LEN + 5;
+
+/// EDNS options that concern one hop only (RFC 7873 cookies, RFC 7828 keepalive, RFC 7830
+/// padding): not passed upstream.
+const HOP_BY_HOP_OPTIONS: [u16; 3] = [10, 11, 12];
 
 /// What the client said about EDNS (RFC 6891).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Edns {
     /// The client's UDP payload size; values below 512 count as 512.
     pub(crate) udp_payload: u16,
+    /// The DO bit: the client wants DNSSEC records (echoed in every response).
+    pub(crate) dnssec_ok: bool,
 }
 
 /// What every response echoes from its query.
@@ -42,9 +48,11 @@ pub(crate) struct Query<'a> {
     pub(crate) reply: ReplyTo<'a>,
     pub(crate) qtype: u16,
     pub(crate) qclass: u16,
-    /// The lower-case wire name followed by QTYPE and QCLASS: the cache key.
+    /// The options of the client's OPT record, as sent.
+    pub(crate) edns_options: &'a [u8],
+    /// The lower-case wire name, QTYPE, QCLASS and the DO and CD bits: the cache key.
     key: [u8; MAX_KEY_LEN],
-    key_len: usize,
+    name_len: usize,
 }
 
 /// How to deal with a packet that is not a query we answer normally.
@@ -89,14 +97,24 @@ impl<'a> Query<'a> {
         let name_len = name_end - HEADER_LEN;
         key[name_len..name_len + 4].copy_from_slice(&packet[name_end..question_end]);
         reply.question = Some(&packet[HEADER_LEN..question_end]);
+        let mut edns_options: &[u8] = &[];
         match find_edns(packet, question_end) {
-            Ok(edns) => reply.edns = edns,
+            Ok(Some((edns, options))) => {
+                reply.edns = Some(edns);
+                edns_options = options;
+            }
+            Ok(None) => {}
             Err(EdnsProblem::Malformed) => return refuse(reply, rcode::FORMERR),
-            Err(EdnsProblem::UnknownVersion) => {
-                reply.edns = Some(Edns { udp_payload: 512 });
+            Err(EdnsProblem::UnknownVersion { dnssec_ok }) => {
+                reply.edns = Some(Edns {
+                    udp_payload: 512,
+                    dnssec_ok,
+                });
                 return refuse(reply, rcode::BADVERS);
             }
         }
+        let dnssec_ok = reply.edns.is_some_and(|e| e.dnssec_ok);
+        key[name_len + 4] = u8::from(dnssec_ok) | u8::from(flags & FLAG_CD != 0) << 1;
         match qtype {
             TYPE_OPT => refuse(reply, rcode::FORMERR),
             TYPE_AXFR | TYPE_IXFR => refuse(reply, rcode::REFUSED),
@@ -104,22 +122,47 @@ impl<'a> Query<'a> {
                 reply,
                 qtype,
                 qclass,
+                edns_options,
                 key,
-                key_len: name_len + 4,
+                name_len,
             }),
         }
     }
 
-    /// The lower-case wire name with QTYPE and QCLASS, which identifies a forwarded answer.
+    /// The lower-case wire name with QTYPE, QCLASS and the DO and CD bits, which identifies a
+    /// forwarded answer (one asked with DO carries signatures, one with CD may be unvalidated).
     pub(crate) fn cache_key(&self) -> &[u8] {
-        &self.key[..self.key_len]
+        &self.key[..self.name_len + 5]
+    }
+
+    /// The lower-case wire name of the question.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn wire_name(&self) -> &[u8] {
+        &self.key[..self.name_len]
+    }
+
+    /// The client's EDNS options minus the hop-by-hop ones, for the upstream query; None when
+    /// they are malformed.
+    pub(crate) fn forwardable_options(&self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut rest = self.edns_options;
+        while !rest.is_empty() {
+            let code = u16_at(rest, 0)?;
+            let len = usize::from(u16_at(rest, 2)?);
+            let option = rest.get(..4 + len)?;
+            if !HOP_BY_HOP_OPTIONS.contains(&code) {
+                out.extend_from_slice(option);
+            }
+            rest = &rest[4 + len..];
+        }
+        Some(out)
     }
 
     /// The name as DNS rules spell it (lower case, dots, no trailing dot), written into `buf`;
     /// `None` when no rule could cover it: the root, or a label with a byte that rule names
     /// never hold (a dot inside a label would otherwise alias two labels).
     pub(crate) fn rule_name<'b>(&self, buf: &'b mut [u8; MAX_NAME_LEN]) -> Option<&'b str> {
-        let wire = &self.key[..self.key_len - 4];
+        let wire = &self.key[..self.name_len];
         let mut pos = 0;
         let mut len = 0;
         while let Some(&label_len) = wire.get(pos) {
@@ -177,12 +220,13 @@ fn lowercase_name(packet: &[u8], out: &mut [u8; MAX_KEY_LEN]) -> Option<usize> {
 
 enum EdnsProblem {
     Malformed,
-    UnknownVersion,
+    UnknownVersion { dnssec_ok: bool },
 }
 
-/// Walks the records after the question and returns the EDNS parameters of the OPT record, if
-/// any. More than one OPT, or an OPT not owned by the root, is malformed (RFC 6891 §6.1.1).
-fn find_edns(packet: &[u8], mut pos: usize) -> Result<Option<Edns>, EdnsProblem> {
+/// Walks the records after the question and returns the EDNS parameters and options of the OPT
+/// record, if any. More than one OPT, or an OPT not owned by the root, is malformed (RFC 6891
+/// §6.1.1).
+fn find_edns(packet: &[u8], mut pos: usize) -> Result<Option<(Edns, &[u8])>, EdnsProblem> {
     let counts = [
         u16_at(packet, wire::ANCOUNT_AT),
         u16_at(packet, wire::NSCOUNT_AT),
@@ -201,10 +245,16 @@ fn find_edns(packet: &[u8], mut pos: usize) -> Result<Option<Edns>, EdnsProblem>
             }
             let udp_payload = u16_at(packet, record.fixed + 2).ok_or(EdnsProblem::Malformed)?;
             let version = packet[record.ttl_at() + 1];
+            let flags = u16_at(packet, record.ttl_at() + 2).ok_or(EdnsProblem::Malformed)?;
+            let dnssec_ok = flags & OPT_FLAG_DO != 0;
             if version != 0 {
-                return Err(EdnsProblem::UnknownVersion);
+                return Err(EdnsProblem::UnknownVersion { dnssec_ok });
             }
-            edns = Some(Edns { udp_payload });
+            let edns_found = Edns {
+                udp_payload,
+                dnssec_ok,
+            };
+            edns = Some((edns_found, &packet[record.rdata..record.end]));
         }
         pos = record.end;
     }
@@ -236,7 +286,13 @@ mod tests {
         let q = Query::parse(&m).unwrap();
         assert_eq!(q.reply.id, 0x1234);
         assert_eq!(q.qtype, TYPE_AAAA);
-        assert_eq!(q.reply.edns, Some(Edns { udp_payload: 4096 }));
+        assert_eq!(
+            q.reply.edns,
+            Some(Edns {
+                udp_payload: 4096,
+                dnssec_ok: false
+            })
+        );
         assert_eq!(q.reply.question.unwrap(), &m[12..m.len() - 11]);
         assert_eq!(&q.cache_key()[..14], b"\x04edge\x07example\x00");
         let mut buf = [0u8; MAX_NAME_LEN];

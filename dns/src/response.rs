@@ -7,7 +7,7 @@ use mep_rules::DnsAnswer;
 
 use crate::query::{Query, ReplyTo};
 use crate::wire::{
-    push_header, push_opt, put_u16, rcode, ANCOUNT_AT, ARCOUNT_AT, CLASS_IN, FLAG_AA, FLAG_CD,
+    push_header, push_opt_with, put_u16, rcode, ANCOUNT_AT, ARCOUNT_AT, CLASS_IN, FLAG_AA, FLAG_CD,
     FLAG_QR, FLAG_RA, FLAG_RD, FLAG_TC, HEADER_LEN, NSCOUNT_AT, OPCODE_MASK, OPT_LEN, RR_FIXED_LEN,
     TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_SOA,
 };
@@ -97,8 +97,8 @@ pub(crate) fn write_local(
         put_u16(out, NSCOUNT_AT, 1);
     }
     put_u16(out, ANCOUNT_AT, count);
-    if reply.edns.is_some() {
-        push_opt(out, params.udp_payload, rcode::NOERROR);
+    if let Some(edns) = reply.edns {
+        push_opt_with(out, params.udp_payload, rcode::NOERROR, edns.dnssec_ok, &[]);
         put_u16(out, ARCOUNT_AT, 1);
     }
 }
@@ -120,8 +120,8 @@ pub(crate) fn write_error(out: &mut Vec<u8>, reply: &ReplyTo<'_>, rcode: u16, ud
         ],
     );
     out.extend_from_slice(question);
-    if reply.edns.is_some() {
-        push_opt(out, udp_payload, rcode);
+    if let Some(edns) = reply.edns {
+        push_opt_with(out, udp_payload, rcode, edns.dnssec_ok, &[]);
     }
 }
 

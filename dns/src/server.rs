@@ -69,6 +69,7 @@ impl DnsServer {
                 metrics: Arc::clone(&metrics),
             },
             forward_permits: Arc::new(Semaphore::new(config.max_forwarded_in_flight)),
+            in_flight: Default::default(),
             metrics: Arc::clone(&metrics),
             default_ttl: config.default_ttl,
             udp_payload: config.udp_payload,

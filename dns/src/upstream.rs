@@ -13,7 +13,9 @@ use tokio::time::{timeout_at, Instant};
 
 use crate::forwarded::{ForwardedAnswer, UpstreamAnswerError};
 use crate::metrics::{DnsMetrics, UpstreamOutcome};
-use crate::wire::{push_header, push_opt, put_u16, rcode, FLAG_CD, FLAG_RD, HEADER_LEN};
+use crate::wire::{
+    push_header, push_opt_with, put_u16, rcode, FLAG_AD, FLAG_CD, FLAG_RD, HEADER_LEN,
+};
 
 /// Receive buffer for UDP answers: our EDNS size is at most this much below it, and upstreams
 /// that ignore EDNS stay within 512.
@@ -40,27 +42,31 @@ pub(crate) struct Forwarder {
 }
 
 impl Forwarder {
-    /// Asks the upstreams about `question` (as the client sent it). An upstream that fails
-    /// outright or answers SERVFAIL, NOTIMP or REFUSED is not asked again; one that times out
-    /// is asked again in the next round. The last failure answer is relayed if no upstream
-    /// does better.
+    /// Asks the upstreams about `question` (as the client sent it), passing on the client's CD
+    /// bit, its DO bit and `options` (its EDNS options that are not hop-by-hop); a client that
+    /// wants DNSSEC also asks for AD. An upstream that fails outright or answers SERVFAIL,
+    /// NOTIMP or REFUSED is not asked again; one that times out is asked again in the next round.
+    /// The last failure answer is relayed if no upstream does better.
     pub(crate) async fn forward(
         &self,
         question: &[u8],
         request_flags: u16,
+        dnssec_ok: bool,
+        options: &[u8],
     ) -> Result<ForwardedAnswer, NoUpstreamAnswer> {
-        let mut query = Vec::with_capacity(HEADER_LEN + question.len() + 11);
-        push_header(
-            &mut query,
-            0,
-            FLAG_RD | (request_flags & FLAG_CD),
-            [1, 0, 0, 1],
-        );
+        let mut query = Vec::with_capacity(HEADER_LEN + question.len() + 11 + options.len());
+        let mut flags = FLAG_RD | (request_flags & (FLAG_CD | FLAG_AD));
+        if dnssec_ok {
+            flags |= FLAG_AD;
+        }
+        push_header(&mut query, 0, flags, [1, 0, 0, 1]);
         query.extend_from_slice(question);
-        push_opt(
+        push_opt_with(
             &mut query,
             self.udp_payload.min(UDP_RECEIVE_BUFFER as u16),
             rcode::NOERROR,
+            dnssec_ok,
+            options,
         );
 
         let deadline = Instant::now() + self.total_timeout;

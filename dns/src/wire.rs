@@ -28,7 +28,10 @@ pub(crate) const FLAG_AA: u16 = 0x0400;
 pub(crate) const FLAG_TC: u16 = 0x0200;
 pub(crate) const FLAG_RD: u16 = 0x0100;
 pub(crate) const FLAG_RA: u16 = 0x0080;
+pub(crate) const FLAG_AD: u16 = 0x0020;
 pub(crate) const FLAG_CD: u16 = 0x0010;
+/// The DO bit ("DNSSEC answer OK", RFC 3225) in the flags half of the OPT record's TTL.
+pub(crate) const OPT_FLAG_DO: u16 = 0x8000;
 pub(crate) const OPCODE_MASK: u16 = 0x7800;
 
 /// Response codes, including the extended ones carried partly in the OPT record.
@@ -138,13 +141,29 @@ pub(crate) fn record_at(msg: &[u8], at: usize) -> Option<RecordSpan> {
 
 /// Appends an OPT record without options (RFC 6891 §6.1.2): our UDP payload size, the upper
 /// eight bits of an extended RCODE, version 0, no DO bit (the server does not serve DNSSEC).
+#[cfg(test)]
 pub(crate) fn push_opt(out: &mut Vec<u8>, udp_payload: u16, extended_rcode: u16) {
-    let ttl = u32::from((extended_rcode >> 4) as u8) << 24;
+    push_opt_with(out, udp_payload, extended_rcode, false, &[]);
+}
+
+/// `push_opt` with the DO bit and EDNS options (`options` is their wire form, at most 65,535
+/// bytes).
+pub(crate) fn push_opt_with(
+    out: &mut Vec<u8>,
+    udp_payload: u16,
+    extended_rcode: u16,
+    dnssec_ok: bool,
+    options: &[u8],
+) {
+    let flags = if dnssec_ok { OPT_FLAG_DO } else { 0 };
+    let ttl = u32::from((extended_rcode >> 4) as u8) << 24 | u32::from(flags);
     out.push(0);
     out.extend_from_slice(&TYPE_OPT.to_be_bytes());
     out.extend_from_slice(&udp_payload.to_be_bytes());
     out.extend_from_slice(&ttl.to_be_bytes());
-    out.extend_from_slice(&0u16.to_be_bytes());
+    let len = u16::try_from(options.len()).unwrap_or(0);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&options[..usize::from(len)]);
 }
 
 /// Appends a 12-byte header.

@@ -197,3 +197,94 @@ async fn forwarded_queries_beyond_the_limit_get_servfail_without_waiting() {
     assert_eq!(m.metadata.id, 2, "the second query is answered first");
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
 }
+
+#[tokio::test]
+async fn identical_concurrent_queries_go_upstream_once() {
+    let upstream = ScriptedUpstream::start().await;
+    let mep = Mep::start(&[], vec![upstream.addr]).await;
+    let server = mep.addr();
+    let asks: Vec<_> = (0..20u16)
+        .map(|i| {
+            // The same question in differing case (0x20), each with its own ID.
+            let qname = if i % 2 == 0 {
+                "slow.ok.test."
+            } else {
+                "SLOW.ok.TEST."
+            };
+            let bytes = query(1000 + i, qname, RecordType::A, Some(1232))
+                .to_vec()
+                .unwrap();
+            tokio::spawn(async move { (i, exchange_udp_raw(server, &bytes).await) })
+        })
+        .collect();
+    for ask in asks {
+        let (i, bytes) = ask.await.unwrap();
+        let m = Message::from_vec(&bytes).unwrap();
+        assert_eq!(m.metadata.id, 1000 + i);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(addresses(&m).len(), 1);
+        let asked = if i % 2 == 0 {
+            "slow.ok.test."
+        } else {
+            "SLOW.ok.TEST."
+        };
+        assert_eq!(m.queries[0].name().to_ascii(), asked, "its own question");
+    }
+    assert_eq!(upstream.udp_count(), 1, "one upstream exchange for all 20");
+}
+
+#[tokio::test]
+async fn the_do_and_cd_bits_and_edns_options_go_upstream_and_ad_comes_back() {
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+    let upstream = ScriptedUpstream::start().await;
+    let mep = Mep::start(&[], vec![upstream.addr]).await;
+    let ask = |dnssec: bool, ecs: bool| {
+        let mut m = query(7, "sec.ok.test.", RecordType::A, Some(1232));
+        m.metadata.checking_disabled = dnssec;
+        let edns = m.edns.as_mut().unwrap();
+        edns.set_dnssec_ok(dnssec);
+        // A client cookie concerns this hop only; a client subnet goes on.
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(10, vec![1, 2, 3, 4, 5, 6, 7, 8]));
+        if ecs {
+            edns.options_mut()
+                .insert(EdnsOption::Unknown(8, vec![0, 1, 24, 0, 198, 51, 100]));
+        }
+        m.to_vec().unwrap()
+    };
+
+    let m = Message::from_vec(&exchange_udp_raw(mep.addr(), &ask(true, false)).await).unwrap();
+    assert!(
+        m.metadata.authentic_data,
+        "AD from the upstream, for a DO client"
+    );
+    assert!(m.metadata.checking_disabled);
+    assert!(m.edns.as_ref().unwrap().flags().dnssec_ok, "DO echoed");
+    let sent = upstream.last_udp_query.lock().unwrap().clone().unwrap();
+    let sent_edns = sent.edns.as_ref().unwrap();
+    assert!(sent_edns.flags().dnssec_ok && sent.metadata.checking_disabled);
+    assert!(sent_edns
+        .options()
+        .get(hickory_proto::rr::rdata::opt::EdnsCode::Cookie)
+        .is_none());
+
+    // Without DO it is another question: asked again, and answered without AD.
+    let m = Message::from_vec(&exchange_udp_raw(mep.addr(), &ask(false, false)).await).unwrap();
+    assert!(!m.metadata.authentic_data);
+    assert!(!m.edns.as_ref().unwrap().flags().dnssec_ok);
+    assert_eq!(upstream.udp_count(), 2);
+    // Both are cached now.
+    exchange_udp_raw(mep.addr(), &ask(true, false)).await;
+    exchange_udp_raw(mep.addr(), &ask(false, false)).await;
+    assert_eq!(upstream.udp_count(), 2);
+
+    // A client subnet goes upstream, and its answer is neither taken from nor put in the cache.
+    exchange_udp_raw(mep.addr(), &ask(false, true)).await;
+    exchange_udp_raw(mep.addr(), &ask(false, true)).await;
+    assert_eq!(upstream.udp_count(), 4);
+    let sent = upstream.last_udp_query.lock().unwrap().clone().unwrap();
+    let options = sent.edns.as_ref().unwrap().options();
+    assert!(options
+        .get(hickory_proto::rr::rdata::opt::EdnsCode::Subnet)
+        .is_some());
+}

@@ -196,11 +196,16 @@ pub fn ttls(m: &Message) -> Vec<u32> {
 /// - `nx.test.`: NXDOMAIN with an SOA (TTL 30);
 /// - `fail.test.`: SERVFAIL;
 /// - `big.test.`: over UDP an empty answer with TC set; over TCP 40 A records;
-/// - `silent.test.`: no answer at all.
+/// - `silent.test.`: no answer at all;
+/// - `slow.ok.test.`: like any `.ok.test.` name, 300 ms late.
+///
+/// A query with the DO bit gets AD set (as a validating resolver would) and DO echoed.
 pub struct ScriptedUpstream {
     pub addr: SocketAddr,
     pub udp_queries: Arc<AtomicUsize>,
     pub tcp_queries: Arc<AtomicUsize>,
+    /// The last query that arrived over UDP.
+    pub last_udp_query: Arc<std::sync::Mutex<Option<Message>>>,
     shutdown: CancellationToken,
 }
 
@@ -219,13 +224,28 @@ impl ScriptedUpstream {
         let tcp_queries = Arc::new(AtomicUsize::new(0));
         let shutdown = CancellationToken::new();
         let counter = udp_queries.clone();
+        let last_udp_query = Arc::new(std::sync::Mutex::new(None));
+        let last = last_udp_query.clone();
+        let udp = Arc::new(udp);
         tokio::spawn(shutdown.clone().run_until_cancelled_owned(async move {
             let mut buf = vec![0u8; 65_535];
             loop {
                 let (len, peer) = udp.recv_from(&mut buf).await.unwrap();
                 counter.fetch_add(1, Ordering::SeqCst);
+                let request = Message::from_vec(&buf[..len]).expect("a well-formed query");
+                let slow = request
+                    .queries
+                    .first()
+                    .is_some_and(|q| q.name().to_ascii().eq_ignore_ascii_case("slow.ok.test."));
+                *last.lock().unwrap() = Some(request);
                 if let Some(response) = scripted_response(&buf[..len], false) {
-                    udp.send_to(&response, peer).await.unwrap();
+                    let udp = udp.clone();
+                    tokio::spawn(async move {
+                        if slow {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        let _ = udp.send_to(&response, peer).await;
+                    });
                 }
             }
         }));
@@ -252,6 +272,7 @@ impl ScriptedUpstream {
             addr,
             udp_queries,
             tcp_queries,
+            last_udp_query,
             shutdown,
         }
     }
@@ -284,6 +305,8 @@ fn scripted_response(packet: &[u8], over_tcp: bool) -> Option<Vec<u8>> {
     if let Some(edns) = request.edns.as_ref() {
         let mut ours = Edns::new();
         ours.set_max_payload(edns.max_payload());
+        ours.set_dnssec_ok(edns.flags().dnssec_ok);
+        response.metadata.authentic_data = edns.flags().dnssec_ok;
         response.set_edns(ours);
     }
     let a = |i: u8| {
