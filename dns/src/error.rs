@@ -15,6 +15,8 @@ pub enum DnsError {
         "no upstream resolver: none is configured and resolv.conf names none besides this server"
     )]
     NoUpstreams,
+    #[error("the certificate for DNS over TLS and HTTPS: {0}")]
+    Tls(String),
     #[error("cannot listen for DNS over {transport} on {addr}: {source}")]
     Bind {
         transport: &'static str,

@@ -11,17 +11,11 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::AnswerCache;
 use crate::forwarded::ForwardedAnswer;
-use crate::metrics::{AnswerSource, DnsMetrics, DropReason};
+use crate::metrics::{AnswerSource, DnsMetrics, DropReason, Transport};
 use crate::query::{Edns, Query, Rejection, ReplyTo};
 use crate::response::{write_error, write_local, LocalAnswerParams};
 use crate::upstream::Forwarder;
 use crate::wire::{rcode, CLASS_IN, MAX_NAME_LEN, MAX_TCP_MESSAGE};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Transport {
-    Udp,
-    Tcp,
-}
 
 /// What became of a packet.
 pub(crate) enum Outcome {
@@ -72,6 +66,7 @@ impl QueryHandler {
         out: &mut Vec<u8>,
     ) -> Outcome {
         out.clear();
+        self.metrics.count_query(transport);
         let query = match Query::parse(packet) {
             Ok(query) => query,
             Err(Rejection::Drop) => {
@@ -85,7 +80,7 @@ impl QueryHandler {
         };
         let limit = match transport {
             Transport::Udp => query.reply.udp_limit(self.udp_payload),
-            Transport::Tcp => MAX_TCP_MESSAGE,
+            Transport::Tcp | Transport::Tls | Transport::Https => MAX_TCP_MESSAGE,
         };
         if query.qclass == CLASS_IN {
             let mut name = [0u8; MAX_NAME_LEN];

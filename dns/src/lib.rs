@@ -17,6 +17,7 @@ mod cache;
 mod config;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod differential;
+mod encrypted;
 mod error;
 mod forwarded;
 mod handler;
@@ -30,6 +31,7 @@ mod upstream;
 mod wire;
 
 pub use config::{nameservers, DnsConfig, MAX_UPSTREAMS, RESOLV_CONF};
+pub use encrypted::EncryptedDns;
 pub use error::DnsError;
-pub use metrics::{AnswerSource, DnsMetrics, DropReason, TcpClose};
+pub use metrics::{AnswerSource, DnsMetrics, DropReason, TcpClose, Transport};
 pub use server::{DnsHandle, DnsServer};

@@ -99,6 +99,30 @@ pub(crate) enum UpstreamOutcome {
     Error,
 }
 
+/// The transport a query came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    /// DNS over TLS (RFC 7858).
+    Tls,
+    /// DNS over HTTPS (RFC 8484).
+    Https,
+}
+
+impl Transport {
+    const ALL: [Transport; 4] = [Self::Udp, Self::Tcp, Self::Tls, Self::Https];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Https => "https",
+        }
+    }
+}
+
 /// The RCODEs counted one by one; everything else is counted as `OTHER`.
 const RCODE_LABELS: [(u16, &str); 8] = [
     (rcode::NOERROR, "NOERROR"),
@@ -125,6 +149,11 @@ struct ResponseLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabels {
+    transport: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DropLabels {
     reason: &'static str,
 }
@@ -143,6 +172,8 @@ struct UpstreamLabels {
 /// The DNS server's metrics; [`DnsMetrics::register`] adds them to a registry.
 #[derive(Debug)]
 pub struct DnsMetrics {
+    queries: Family<TransportLabels, Counter>,
+    query_counters: [Counter; Transport::ALL.len()],
     responses: Family<ResponseLabels, Counter>,
     response_counters: [[Counter; RCODE_LABELS.len()]; AnswerSource::ALL.len()],
     dropped: Family<DropLabels, Counter>,
@@ -164,6 +195,14 @@ impl Default for DnsMetrics {
 
 impl DnsMetrics {
     pub fn new() -> Self {
+        let queries = Family::<TransportLabels, Counter>::default();
+        let query_counters = Transport::ALL.map(|t| {
+            queries
+                .get_or_create(&TransportLabels {
+                    transport: t.as_str(),
+                })
+                .clone()
+        });
         let responses = Family::<ResponseLabels, Counter>::default();
         let response_counters = AnswerSource::ALL.map(|source| {
             RCODE_LABELS.map(|(_, rcode)| {
@@ -200,6 +239,8 @@ impl DnsMetrics {
             })
         });
         DnsMetrics {
+            queries,
+            query_counters,
             responses,
             response_counters,
             dropped,
@@ -213,10 +254,16 @@ impl DnsMetrics {
         }
     }
 
-    /// Registers `dns_responses_total{source,rcode}`, `dns_dropped_total{reason}`,
+    /// Registers `dns_queries_total{transport}`, `dns_responses_total{source,rcode}`,
+    /// `dns_dropped_total{reason}`,
     /// `dns_upstream_queries_total{transport,outcome}`, `dns_cache_entries`,
     /// `dns_tcp_closed_total{reason}` and `dns_tcp_connections`.
     pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "dns_queries",
+            "DNS queries received, by transport (udp, tcp, tls, https)",
+            self.queries.clone(),
+        );
         registry.register(
             "dns_responses",
             "DNS responses sent, by answer source and RCODE",
@@ -264,6 +311,15 @@ impl DnsMetrics {
 
     pub(crate) fn tcp_connection_closed(&self) {
         self.tcp_connections.dec();
+    }
+
+    /// Queries received so far over `transport`.
+    pub fn queries(&self, transport: Transport) -> u64 {
+        self.query_counters[transport as usize].get()
+    }
+
+    pub(crate) fn count_query(&self, transport: Transport) {
+        self.query_counters[transport as usize].inc();
     }
 
     /// Responses sent so far from `source` with `rcode`.

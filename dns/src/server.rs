@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::AnswerCache;
 use crate::config::{DnsConfig, RESOLV_CONF};
+use crate::encrypted::{self, EncryptedDns};
 use crate::error::DnsError;
 use crate::handler::QueryHandler;
 use crate::metrics::DnsMetrics;
@@ -30,6 +31,7 @@ pub struct DnsServer;
 #[derive(Debug)]
 pub struct DnsHandle {
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     upstreams: Vec<SocketAddr>,
     metrics: Arc<DnsMetrics>,
     /// The listener tasks; each ends with `None` when cancelled.
@@ -42,6 +44,16 @@ impl DnsServer {
     /// the very next query on. Must be called within a Tokio runtime.
     pub async fn start(
         config: DnsConfig,
+        snapshots: SnapshotReader,
+        shutdown: CancellationToken,
+    ) -> Result<DnsHandle, DnsError> {
+        Self::start_with(config, None, snapshots, shutdown).await
+    }
+
+    /// [`DnsServer::start`], and DNS over TLS as `encrypted` says.
+    pub async fn start_with(
+        config: DnsConfig,
+        encrypted: Option<&EncryptedDns>,
         snapshots: SnapshotReader,
         shutdown: CancellationToken,
     ) -> Result<DnsHandle, DnsError> {
@@ -98,11 +110,25 @@ impl DnsServer {
             },
             message_timeout: config.tcp_message_timeout,
         };
-        let serve = serve_tcp(listener, handler, limits, shutdown.clone());
-        tasks.spawn(shutdown.run_until_cancelled_owned(serve));
-        tracing::info!(%local_addr, ?upstreams, udp_sockets = workers, "DNS server listening");
+        let serve = serve_tcp(listener, Arc::clone(&handler), limits, shutdown.clone());
+        tasks.spawn(shutdown.clone().run_until_cancelled_owned(serve));
+        let mut tls_addr = None;
+        if let Some(settings) = encrypted {
+            let (mut server, bound) = encrypted::start(settings, handler).await?;
+            tls_addr = Some(bound);
+            tasks.spawn(async move {
+                shutdown.cancelled().await;
+                if let Err(e) = server.shutdown_gracefully().await {
+                    tracing::debug!(error = %e, "encrypted DNS listeners stopped with an error");
+                }
+                Some(())
+            });
+        }
+        tracing::info!(%local_addr, ?upstreams, udp_sockets = workers, ?tls_addr,
+            "DNS server listening");
         Ok(DnsHandle {
             local_addr,
+            tls_addr,
             upstreams,
             metrics,
             tasks,
@@ -114,6 +140,11 @@ impl DnsHandle {
     /// The address UDP and TCP are bound to (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where DNS over TLS is served, if it is.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The upstream resolvers in use, in the order they are asked.

@@ -13,8 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::{Outcome, QueryHandler, Transport};
+use crate::handler::{Outcome, QueryHandler};
 use crate::metrics::TcpClose;
+use crate::metrics::Transport;
 
 const LISTEN_BACKLOG: i32 = 1024;
 

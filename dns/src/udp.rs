@@ -13,7 +13,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use crate::handler::{Outcome, QueryHandler, Transport};
+use crate::handler::{Outcome, QueryHandler};
+use crate::metrics::Transport;
 use crate::metrics::{DnsMetrics, DropReason};
 use crate::wire::MAX_TCP_MESSAGE;
 

@@ -112,3 +112,46 @@ async fn answers_follow_rule_changes_from_the_next_query() {
     );
     mep.stop().await;
 }
+
+#[tokio::test]
+async fn dns_over_tls_answers_rules_with_the_generated_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.dns_tls_addr = Some("127.0.0.1:0".parse().unwrap());
+    let mep = TestMep::start_with(config).await;
+    let tls = mep.mep.dns_tls_addr.expect("DNS over TLS listens");
+    let (_, progress) = mep
+        .appd(
+            Method::POST,
+            "app-1",
+            Some(&appd_body("video", "video.edge.example")),
+        )
+        .await;
+    assert_eq!(progress["configResult"], "SUCCESS");
+    let ca = dir.path().join("tls/ca.pem");
+    let out = tokio::process::Command::new("kdig")
+        .arg(format!("@{}", tls.ip()))
+        .args(["-p", &tls.port().to_string(), "+tls", "+time=5", "+retry=0"])
+        .arg(format!("+tls-ca={}", ca.display()))
+        .args(["+tls-hostname=localhost", "video.edge.example", "A"])
+        .output()
+        .await
+        .expect("kdig (Debian package knot-dnsutils, installed by scripts/setup.sh) runs");
+    let out = String::from_utf8(out.stdout).unwrap();
+    assert!(out.contains(";; TLS session"), "{out}");
+    assert!(out.contains("192.0.2.10"), "{out}");
+    assert!(out.contains("Flags: qr aa"), "{out}");
+    let metrics = mep
+        .http
+        .get(format!("{}/metrics", mep.mm5))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mep_dns_queries_total{transport=\"tls\"} 1"),
+        "{metrics}"
+    );
+}

@@ -61,6 +61,16 @@ impl Mep {
         upstreams: Vec<SocketAddr>,
         tweak: impl FnOnce(&mut DnsConfig),
     ) -> Mep {
+        Self::start_encrypted(rules, upstreams, tweak, None).await
+    }
+
+    /// `start_with`, serving DNS over TLS and HTTPS as `encrypted` says.
+    pub async fn start_encrypted(
+        rules: &[DnsRule],
+        upstreams: Vec<SocketAddr>,
+        tweak: impl FnOnce(&mut DnsConfig),
+        encrypted: Option<mep_dns::EncryptedDns>,
+    ) -> Mep {
         let snapshots = SnapshotPublisher::new();
         snapshots.publish(snapshot(1, rules));
         let mut config = DnsConfig {
@@ -77,9 +87,14 @@ impl Mep {
         };
         tweak(&mut config);
         let shutdown = CancellationToken::new();
-        let handle = DnsServer::start(config, snapshots.reader(), shutdown.clone())
-            .await
-            .expect("the DNS server starts");
+        let handle = DnsServer::start_with(
+            config,
+            encrypted.as_ref(),
+            snapshots.reader(),
+            shutdown.clone(),
+        )
+        .await
+        .expect("the DNS server starts");
         Mep {
             handle,
             snapshots,

@@ -76,6 +76,8 @@ pub struct Mep {
     pub mm5_addr: SocketAddr,
     /// Where the DNS server answers (UDP and TCP).
     pub dns_addr: SocketAddr,
+    /// Where DNS over TLS is served, if it is (`dns_tls_addr`).
+    pub dns_tls_addr: Option<SocketAddr>,
     registry: Arc<Registry>,
     apps: Arc<Apps>,
     store: Store,
@@ -124,11 +126,27 @@ impl Mep {
         )
         .await?;
 
-        let dns = DnsServer::start(
+        let dns_tls = match config.dns_tls_addr {
+            Some(tls_addr) => {
+                let identity = crate::tls::identity(
+                    &config.tls,
+                    &config.data_dir,
+                    &crate::tls::default_names(config.api_root.as_deref(), tls_addr),
+                )?;
+                Some(mep_dns::EncryptedDns {
+                    tls_addr,
+                    cert_chain: identity.chain,
+                    key: identity.key,
+                })
+            }
+            None => None,
+        };
+        let dns = DnsServer::start_with(
             mep_dns::DnsConfig {
                 max_tcp_connections: budget.dns_tcp,
                 ..config.dns.clone()
             },
+            dns_tls.as_ref(),
             core.apps.snapshots(),
             shutdown.clone(),
         )
@@ -136,6 +154,7 @@ impl Mep {
         core.metrics
             .register_with(|registry| dns.metrics().register(registry));
         let dns_addr = dns.local_addr();
+        let dns_tls_addr = dns.tls_addr();
         core.readiness.set(Part::Dns, true);
 
         let mut tasks = JoinSet::new();
@@ -172,6 +191,7 @@ impl Mep {
             mp1_addr,
             mm5_addr,
             dns_addr,
+            dns_tls_addr,
             registry: core.registry,
             apps: core.apps,
             store: core.store,

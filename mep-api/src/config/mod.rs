@@ -79,6 +79,8 @@ pub struct Config {
     pub transports: Vec<TransportInfo>,
     /// The built-in DNS server.
     pub dns: DnsConfig,
+    /// Where the DNS server also answers over TLS.
+    pub dns_tls_addr: Option<SocketAddr>,
     pub auth: AuthConfig,
     pub callback_allow: CallbackPolicy,
     pub tls: TlsConfig,
@@ -216,6 +218,7 @@ impl Config {
             ptp_masters: key!(s.ptp_masters),
             transports: key!(s.transports),
             dns: dns_config(&mut s)?,
+            dns_tls_addr: s.dns_tls_addr.take(),
             auth: auth_config(&mut s)?,
             callback_allow: CallbackPolicy::parse(&key!(s.callback_allow))
                 .map_err(ConfigError::CallbackAllow)?,

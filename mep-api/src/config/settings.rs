@@ -225,6 +225,11 @@ pub struct Settings {
     #[arg(long, env = "MEP_DNS_ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_addr: Option<SocketAddr>,
+    /// Address of DNS over TLS (RFC 7858, e.g. 0.0.0.0:853), with the certificate of Mp1 and Mm5
+    /// (tls_cert, or the generated one); off unless set.
+    #[arg(long, env = "MEP_DNS_TLS_ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_tls_addr: Option<SocketAddr>,
     /// Upstream resolvers for names no DNS rule covers (repeatable)
     /// [default: the nameservers of /etc/resolv.conf].
     #[arg(
@@ -350,6 +355,7 @@ impl Settings {
             ptp_masters: Some(Vec::new()),
             transports: Some(Vec::new()),
             dns_addr: addr("0.0.0.0:8053"),
+            dns_tls_addr: None,
             dns_upstreams: Some(Vec::new()),
             dns_tcp_max_connections: Some(1024),
             dns_tcp_max_per_client: Some(32),
