@@ -34,4 +34,4 @@ pub use config::{nameservers, DnsConfig, MAX_UPSTREAMS, RESOLV_CONF};
 pub use encrypted::EncryptedDns;
 pub use error::DnsError;
 pub use metrics::{AnswerSource, DnsMetrics, DropReason, TcpClose, Transport};
-pub use server::{DnsHandle, DnsServer};
+pub use server::{DnsAnswerer, DnsHandle, DnsServer};

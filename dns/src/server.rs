@@ -14,8 +14,8 @@ use crate::cache::AnswerCache;
 use crate::config::{DnsConfig, RESOLV_CONF};
 use crate::encrypted::{self, EncryptedDns};
 use crate::error::DnsError;
-use crate::handler::QueryHandler;
-use crate::metrics::DnsMetrics;
+use crate::handler::{Outcome, QueryHandler};
+use crate::metrics::{DnsMetrics, Transport};
 use crate::tcp::{bind_tcp, serve_tcp, TcpLimits};
 use crate::udp::{bind_udp, serve_udp};
 use crate::upstream::Forwarder;
@@ -31,6 +31,7 @@ pub struct DnsServer;
 #[derive(Debug)]
 pub struct DnsHandle {
     local_addr: SocketAddr,
+    answerer: DnsAnswerer,
     tls_addr: Option<SocketAddr>,
     upstreams: Vec<SocketAddr>,
     metrics: Arc<DnsMetrics>,
@@ -110,6 +111,7 @@ impl DnsServer {
             },
             message_timeout: config.tcp_message_timeout,
         };
+        let answerer = DnsAnswerer(Arc::clone(&handler));
         let serve = serve_tcp(listener, Arc::clone(&handler), limits, shutdown.clone());
         tasks.spawn(shutdown.clone().run_until_cancelled_owned(serve));
         let mut tls_addr = None;
@@ -128,6 +130,7 @@ impl DnsServer {
             "DNS server listening");
         Ok(DnsHandle {
             local_addr,
+            answerer,
             tls_addr,
             upstreams,
             metrics,
@@ -140,6 +143,11 @@ impl DnsHandle {
     /// The address UDP and TCP are bound to (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Answers queries that arrive on other transports (DNS over HTTPS in the API server).
+    pub fn answerer(&self) -> DnsAnswerer {
+        self.answerer.clone()
     }
 
     /// Where DNS over TLS is served, if it is.
@@ -159,6 +167,33 @@ impl DnsHandle {
     /// Waits until the listeners have stopped after the shutdown token was cancelled.
     pub async fn stopped(mut self) {
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Answers DNS messages with the server's handler: the same local answers, cache and upstreams
+/// as its own listeners.
+#[derive(Clone)]
+pub struct DnsAnswerer(Arc<QueryHandler>);
+
+impl std::fmt::Debug for DnsAnswerer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DnsAnswerer")
+    }
+}
+
+impl DnsAnswerer {
+    /// The response to the query `packet` that came over `transport` (no size limit but the
+    /// DNS message's); None when no response is due (not a query, or too short to be one).
+    pub async fn answer(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        match self.0.answer_now(packet, transport, &mut out) {
+            Outcome::Answered => Some(out),
+            Outcome::Ignored => None,
+            Outcome::Forward(pending) => {
+                self.0.answer_forwarded(pending, &mut out).await;
+                Some(out)
+            }
+        }
     }
 }
 

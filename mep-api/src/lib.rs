@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod dataplanes;
 pub mod directory;
+pub mod dns_https;
 pub mod error_mapping;
 pub mod etag;
 pub mod http;

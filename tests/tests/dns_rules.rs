@@ -155,3 +155,84 @@ async fn dns_over_tls_answers_rules_with_the_generated_certificate() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn dns_over_https_answers_get_and_post_like_udp() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.dns_https_addr = Some("127.0.0.1:0".parse().unwrap());
+    let mep = TestMep::start_with(config).await;
+    let doh = mep.mep.dns_https_addr.expect("DNS over HTTPS listens");
+    let (_, progress) = mep
+        .appd(
+            Method::POST,
+            "app-1",
+            Some(&appd_body("video", "video.edge.example")),
+        )
+        .await;
+    assert_eq!(progress["configResult"], "SUCCESS");
+    let ca = dir.path().join("tls/ca.pem");
+    for method in ["+https", "+https-get"] {
+        let out = tokio::process::Command::new("kdig")
+            .arg(format!("@{}", doh.ip()))
+            .args(["-p", &doh.port().to_string(), method, "+time=5", "+retry=0"])
+            .arg(format!("+tls-ca={}", ca.display()))
+            .args(["+tls-hostname=localhost", "video.edge.example", "A"])
+            .output()
+            .await
+            .expect("kdig (Debian package knot-dnsutils, installed by scripts/setup.sh) runs");
+        let out = String::from_utf8(out.stdout).unwrap();
+        assert!(out.contains(";; HTTP session"), "{method}: {out}");
+        assert!(out.contains("192.0.2.10"), "{method}: {out}");
+        assert!(out.contains("Flags: qr aa"), "{method}: {out}");
+    }
+
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{}/dns-query", doh.port());
+    let mut query = Message::new(0, MessageType::Query, OpCode::Query);
+    query.add_query(Query::query(
+        Name::from_ascii("video.edge.example.").unwrap(),
+        RecordType::A,
+    ));
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(query.to_vec().unwrap());
+    let r = client
+        .get(format!("{base}?dns={encoded}"))
+        .header("accept", "application/dns-message")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/dns-message");
+    let answer = Message::from_vec(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(addresses(&answer), vec!["192.0.2.10"]);
+
+    let missing = client.get(&base).send().await.unwrap();
+    assert_eq!(missing.status(), 400);
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
+    let garbled = client.get(format!("{base}?dns=%%%")).send().await.unwrap();
+    assert_eq!(garbled.status(), 400);
+    let wrong_type = client
+        .post(&base)
+        .header("content-type", "text/plain")
+        .body(query.to_vec().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_type.status(), 415);
+    let not_a_query = client
+        .post(&base)
+        .header("content-type", "application/dns-message")
+        .body(vec![1, 2, 3])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_a_query.status(), 400);
+}

@@ -78,6 +78,8 @@ pub struct Mep {
     pub dns_addr: SocketAddr,
     /// Where DNS over TLS is served, if it is (`dns_tls_addr`).
     pub dns_tls_addr: Option<SocketAddr>,
+    /// Where DNS over HTTPS is served, if it is (`dns_https_addr`).
+    pub dns_https_addr: Option<SocketAddr>,
     registry: Arc<Registry>,
     apps: Arc<Apps>,
     store: Store,
@@ -126,13 +128,16 @@ impl Mep {
         )
         .await?;
 
+        let dns_identity = |addr| {
+            crate::tls::identity(
+                &config.tls,
+                &config.data_dir,
+                &crate::tls::default_names(config.api_root.as_deref(), addr),
+            )
+        };
         let dns_tls = match config.dns_tls_addr {
             Some(tls_addr) => {
-                let identity = crate::tls::identity(
-                    &config.tls,
-                    &config.data_dir,
-                    &crate::tls::default_names(config.api_root.as_deref(), tls_addr),
-                )?;
+                let identity = dns_identity(tls_addr)?;
                 Some(mep_dns::EncryptedDns {
                     tls_addr,
                     cert_chain: identity.chain,
@@ -141,9 +146,14 @@ impl Mep {
             }
             None => None,
         };
+        // DNS over HTTPS connections come out of the DNS-over-TCP share of descriptors.
+        let doh_connections = match config.dns_https_addr {
+            Some(_) => budget.dns_tcp / 2,
+            None => 0,
+        };
         let dns = DnsServer::start_with(
             mep_dns::DnsConfig {
-                max_tcp_connections: budget.dns_tcp,
+                max_tcp_connections: (budget.dns_tcp - doh_connections).max(1),
                 ..config.dns.clone()
             },
             dns_tls.as_ref(),
@@ -155,6 +165,7 @@ impl Mep {
             .register_with(|registry| dns.metrics().register(registry));
         let dns_addr = dns.local_addr();
         let dns_tls_addr = dns.tls_addr();
+        let dns_answerer = dns.answerer();
         core.readiness.set(Part::Dns, true);
 
         let mut tasks = JoinSet::new();
@@ -181,6 +192,25 @@ impl Mep {
             listener("mm5", bound.mm5, mm5, tls.mm5, budget.mm5),
             shutdown.clone(),
         ));
+        let mut dns_https_addr = None;
+        if let Some(addr) = config.dns_https_addr {
+            let bound_doh = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?;
+            dns_https_addr = bound_doh.local_addr().ok();
+            let acceptor = crate::tls::acceptor(&dns_identity(addr)?, None)?;
+            let router = routers::dns_https(&config, &core, dns_answerer);
+            tasks.spawn(serve(
+                listener(
+                    "dns-https",
+                    bound_doh,
+                    router,
+                    Some(acceptor),
+                    doh_connections.max(1),
+                ),
+                shutdown.clone(),
+            ));
+        }
         core.spawn_background(&mut tasks, &config, &shutdown);
         tracing::info!(
             %mp1_addr, %mm5_addr, %dns_addr, api_root = core.links.api_root(),
@@ -192,6 +222,7 @@ impl Mep {
             mm5_addr,
             dns_addr,
             dns_tls_addr,
+            dns_https_addr,
             registry: core.registry,
             apps: core.apps,
             store: core.store,

@@ -101,6 +101,18 @@ pub(super) fn mm5(config: &Config, core: &Core) -> Router {
     }
 }
 
+/// DNS over HTTPS, with the layers of the other listeners.
+pub(super) fn dns_https(config: &Config, core: &Core, answerer: mep_dns::DnsAnswerer) -> Router {
+    with_common_layers(
+        crate::dns_https::router(answerer).layer(deadline(config.http.request_timeout)),
+        config,
+        // The largest DNS message.
+        65_535,
+        &core.metrics,
+        "dns-https",
+    )
+}
+
 /// Answers 503 to a request still running after `after` (the work it started goes on).
 fn deadline(after: Duration) -> TimeoutLayer {
     TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, after)

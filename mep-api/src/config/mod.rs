@@ -81,6 +81,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Where the DNS server also answers over TLS.
     pub dns_tls_addr: Option<SocketAddr>,
+    /// Where DNS over HTTPS is served.
+    pub dns_https_addr: Option<SocketAddr>,
     pub auth: AuthConfig,
     pub callback_allow: CallbackPolicy,
     pub tls: TlsConfig,
@@ -219,6 +221,7 @@ impl Config {
             transports: key!(s.transports),
             dns: dns_config(&mut s)?,
             dns_tls_addr: s.dns_tls_addr.take(),
+            dns_https_addr: s.dns_https_addr.take(),
             auth: auth_config(&mut s)?,
             callback_allow: CallbackPolicy::parse(&key!(s.callback_allow))
                 .map_err(ConfigError::CallbackAllow)?,

@@ -230,6 +230,11 @@ pub struct Settings {
     #[arg(long, env = "MEP_DNS_TLS_ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_tls_addr: Option<SocketAddr>,
+    /// Address of DNS over HTTPS (RFC 8484, GET and POST at /dns-query, e.g. 0.0.0.0:443), with the
+    /// certificate of Mp1 and Mm5; off unless set.
+    #[arg(long, env = "MEP_DNS_HTTPS_ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_https_addr: Option<SocketAddr>,
     /// Upstream resolvers for names no DNS rule covers (repeatable)
     /// [default: the nameservers of /etc/resolv.conf].
     #[arg(
@@ -356,6 +361,7 @@ impl Settings {
             transports: Some(Vec::new()),
             dns_addr: addr("0.0.0.0:8053"),
             dns_tls_addr: None,
+            dns_https_addr: None,
             dns_upstreams: Some(Vec::new()),
             dns_tcp_max_connections: Some(1024),
             dns_tcp_max_per_client: Some(32),

@@ -1,0 +1,73 @@
+//! DNS over HTTPS (RFC 8484) at `/dns-query`: GET with the query in the `dns` parameter
+//! (base64url, no padding) and POST with an `application/dns-message` body. The query goes to
+//! the DNS server's handler, so it gets the answer UDP, TCP and TLS clients get; HTTP itself
+//! (TLS, HTTP/2, connection limits, slow clients) is the API listeners' machinery.
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use mep_dns::{DnsAnswerer, Transport};
+use serde::Deserialize;
+
+use crate::problem::problem_response;
+
+/// The path of DNS over HTTPS requests.
+pub const PATH: &str = "/dns-query";
+
+const DNS_MESSAGE: &str = "application/dns-message";
+
+/// The router of the DNS-over-HTTPS listener.
+pub fn router(answerer: DnsAnswerer) -> Router {
+    Router::new()
+        .route(PATH, get(by_get).post(by_post))
+        .with_state(answerer)
+}
+
+#[derive(Deserialize)]
+struct GetParams {
+    dns: Option<String>,
+}
+
+async fn by_get(State(answerer): State<DnsAnswerer>, Query(params): Query<GetParams>) -> Response {
+    let Some(encoded) = params.dns else {
+        return problem_response(
+            StatusCode::BAD_REQUEST,
+            "a GET needs the query in the dns parameter".into(),
+        );
+    };
+    // RFC 8484 §6: no padding, but accept it.
+    match URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')) {
+        Ok(query) => answer(&answerer, &query).await,
+        Err(_) => problem_response(
+            StatusCode::BAD_REQUEST,
+            "the dns parameter is not base64url".into(),
+        ),
+    }
+}
+
+async fn by_post(State(answerer): State<DnsAnswerer>, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if content_type != Some(DNS_MESSAGE) {
+        return problem_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("a POST carries a DNS message as {DNS_MESSAGE}"),
+        );
+    }
+    answer(&answerer, &body).await
+}
+
+async fn answer(answerer: &DnsAnswerer, query: &[u8]) -> Response {
+    match answerer.answer(query, Transport::Https).await {
+        Some(message) => ([(header::CONTENT_TYPE, DNS_MESSAGE)], message).into_response(),
+        None => problem_response(StatusCode::BAD_REQUEST, "not a DNS query".into()),
+    }
+}
