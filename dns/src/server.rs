@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::AnswerCache;
 use crate::config::{DnsConfig, RESOLV_CONF};
-use crate::encrypted::{self, EncryptedDns};
+use crate::encrypted::EncryptedDns;
 use crate::error::DnsError;
 use crate::handler::{Outcome, QueryHandler};
 use crate::metrics::{DnsMetrics, Transport};
-use crate::tcp::{bind_tcp, serve_tcp, TcpLimits};
+use crate::tcp::{bind_tcp, serve_tcp, Framing, TcpLimits};
 use crate::udp::{bind_udp, serve_udp};
 use crate::upstream::Forwarder;
 
@@ -112,19 +112,35 @@ impl DnsServer {
             message_timeout: config.tcp_message_timeout,
         };
         let answerer = DnsAnswerer(Arc::clone(&handler));
-        let serve = serve_tcp(listener, Arc::clone(&handler), limits, shutdown.clone());
+        let serve = serve_tcp(
+            listener,
+            Framing::Tcp,
+            Arc::clone(&handler),
+            limits,
+            shutdown.clone(),
+        );
         tasks.spawn(shutdown.clone().run_until_cancelled_owned(serve));
         let mut tls_addr = None;
         if let Some(settings) = encrypted {
-            let (mut server, bound) = encrypted::start(settings, handler).await?;
-            tls_addr = Some(bound);
-            tasks.spawn(async move {
-                shutdown.cancelled().await;
-                if let Err(e) = server.shutdown_gracefully().await {
-                    tracing::debug!(error = %e, "encrypted DNS listeners stopped with an error");
-                }
-                Some(())
-            });
+            let acceptor = settings.acceptor()?;
+            let bind_error = |source| DnsError::Bind {
+                transport: "TLS",
+                addr: settings.tls_addr,
+                source,
+            };
+            let tls = bind_tcp(settings.tls_addr).map_err(bind_error)?;
+            tls_addr = Some(tls.local_addr().map_err(bind_error)?);
+            let tls = tokio::net::TcpListener::from_std(tls).map_err(bind_error)?;
+            let mut tls_limits = limits;
+            tls_limits.table.max_connections = settings.max_connections;
+            let serve = serve_tcp(
+                tls,
+                Framing::Tls(acceptor),
+                handler,
+                tls_limits,
+                shutdown.clone(),
+            );
+            tasks.spawn(shutdown.run_until_cancelled_owned(serve));
         }
         tracing::info!(%local_addr, ?upstreams, udp_sockets = workers, ?tls_addr,
             "DNS server listening");

@@ -1,5 +1,6 @@
-//! DNS over TCP (RFC 7766): length-prefixed queries answered in order on each connection, with
-//! the connection table of `mep-net` deciding who may hold a connection and for how long.
+//! DNS over TCP (RFC 7766) and over TLS (RFC 7858, the same framing inside rustls):
+//! length-prefixed queries answered in order on each connection, with the connection table of
+//! `mep-net` deciding who may hold a connection and for how long (a TLS handshake included).
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,9 +9,10 @@ use std::time::Duration;
 
 use mep_net::{AcceptBackoff, Closed, ConnLimits, ConnTable, ConnTicket, Refusal};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::{Outcome, QueryHandler};
@@ -32,7 +34,32 @@ pub(crate) fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TcpLimits {
     pub(crate) table: ConnLimits,
+    /// Time a query has to arrive whole once its length prefix has, its answer to be written,
+    /// and a TLS client to finish its handshake.
     pub(crate) message_timeout: Duration,
+}
+
+/// A stream listener of DNS messages: plain TCP, or TLS with this acceptor.
+#[derive(Clone)]
+pub(crate) enum Framing {
+    Tcp,
+    Tls(TlsAcceptor),
+}
+
+impl Framing {
+    fn transport(&self) -> Transport {
+        match self {
+            Framing::Tcp => Transport::Tcp,
+            Framing::Tls(_) => Transport::Tls,
+        }
+    }
+
+    fn table_name(&self) -> &'static str {
+        match self {
+            Framing::Tcp => "dns-tcp",
+            Framing::Tls(_) => "dns-tls",
+        }
+    }
 }
 
 /// How often idle connections are looked for.
@@ -44,13 +71,14 @@ const SWEEP_PERIOD: Duration = Duration::from_millis(100);
 /// connection at a full table takes the place of the longest-idle one, as Knot and Unbound do.
 pub(crate) async fn serve_tcp(
     listener: TcpListener,
+    framing: Framing,
     handler: Arc<QueryHandler>,
     limits: TcpLimits,
     shutdown: CancellationToken,
 ) {
-    let table = ConnTable::new("dns-tcp", limits.table);
+    let table = ConnTable::new(framing.table_name(), limits.table);
     tokio::spawn(Arc::clone(&table).run_sweeper(SWEEP_PERIOD, shutdown.child_token()));
-    let mut backoff = AcceptBackoff::new("dns-tcp");
+    let mut backoff = AcceptBackoff::new(framing.table_name());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => {
@@ -74,9 +102,37 @@ pub(crate) async fn serve_tcp(
         };
         let handler = Arc::clone(&handler);
         let shutdown = shutdown.clone();
+        let framing = framing.clone();
         tokio::spawn(async move {
             handler.metrics.tcp_connection_opened();
-            let connection = serve_connection(stream, &ticket, &handler, limits.message_timeout);
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a DNS connection");
+            }
+            let transport = framing.transport();
+            let message_timeout = limits.message_timeout;
+            let connection = async {
+                match framing {
+                    Framing::Tcp => {
+                        serve_connection(stream, transport, &ticket, &handler, message_timeout)
+                            .await
+                    }
+                    Framing::Tls(acceptor) => {
+                        // A connection in its handshake is idle to the table: at a full table
+                        // a newcomer may take its place.
+                        let tls = tokio::select! {
+                            closed = ticket.closed() => return Some(close_reason(closed)),
+                            accepted = timeout(message_timeout, acceptor.accept(stream)) => {
+                                match accepted {
+                                    Ok(Ok(tls)) => tls,
+                                    Ok(Err(_)) => return None,
+                                    Err(_) => return Some(TcpClose::MessageTimeout),
+                                }
+                            }
+                        };
+                        serve_connection(tls, transport, &ticket, &handler, message_timeout).await
+                    }
+                }
+            };
             if let Some(Some(reason)) = shutdown.run_until_cancelled(connection).await {
                 handler.metrics.count_tcp_close(reason);
             }
@@ -85,17 +141,22 @@ pub(crate) async fn serve_tcp(
     }
 }
 
+fn close_reason(closed: Closed) -> TcpClose {
+    match closed {
+        Closed::Evicted => TcpClose::Evicted,
+        Closed::Idle | Closed::NoRequest => TcpClose::Idle,
+    }
+}
+
 /// Serves one connection; answers why the server closed it, if it did.
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    transport: Transport,
     ticket: &ConnTicket,
     handler: &QueryHandler,
     message_timeout: Duration,
 ) -> Option<TcpClose> {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY on a DNS connection");
-    }
-    let (reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = tokio::io::split(stream);
     let mut reader = BufReader::new(reader);
     let mut packet = Vec::new();
     let mut out = Vec::with_capacity(4096);
@@ -103,12 +164,7 @@ async fn serve_connection(
     loop {
         // Between queries the connection is idle: the table may close it.
         let len = tokio::select! {
-            closed = ticket.closed() => {
-                return Some(match closed {
-                    Closed::Evicted => TcpClose::Evicted,
-                    Closed::Idle | Closed::NoRequest => TcpClose::Idle,
-                });
-            }
+            closed = ticket.closed() => return Some(close_reason(closed)),
             len = reader.read_u16() => len.ok()?,
         };
         let _work = ticket.start();
@@ -118,7 +174,7 @@ async fn serve_connection(
             Ok(Err(_)) => return None,
             Err(_) => return Some(TcpClose::MessageTimeout),
         }
-        match handler.answer_now(&packet, Transport::Tcp, &mut out) {
+        match handler.answer_now(&packet, transport, &mut out) {
             Outcome::Answered => {}
             Outcome::Ignored => return None,
             Outcome::Forward(pending) => handler.answer_forwarded(pending, &mut out).await,

@@ -128,6 +128,13 @@ impl Mep {
         )
         .await?;
 
+        // DNS over TLS and over HTTPS connections come out of the DNS-over-TCP share of
+        // descriptors, in equal parts.
+        let stream_listeners = 1
+            + usize::from(config.dns_tls_addr.is_some())
+            + usize::from(config.dns_https_addr.is_some());
+        let dns_stream_share = (budget.dns_tcp / stream_listeners).max(1);
+        let doh_connections = dns_stream_share;
         let dns_identity = |addr| {
             crate::tls::identity(
                 &config.tls,
@@ -140,20 +147,16 @@ impl Mep {
                 let identity = dns_identity(tls_addr)?;
                 Some(mep_dns::EncryptedDns {
                     tls_addr,
+                    max_connections: dns_stream_share,
                     cert_chain: identity.chain,
                     key: identity.key,
                 })
             }
             None => None,
         };
-        // DNS over HTTPS connections come out of the DNS-over-TCP share of descriptors.
-        let doh_connections = match config.dns_https_addr {
-            Some(_) => budget.dns_tcp / 2,
-            None => 0,
-        };
         let dns = DnsServer::start_with(
             mep_dns::DnsConfig {
-                max_tcp_connections: (budget.dns_tcp - doh_connections).max(1),
+                max_tcp_connections: dns_stream_share,
                 ..config.dns.clone()
             },
             dns_tls.as_ref(),
