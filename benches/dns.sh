@@ -4,7 +4,9 @@
 #  (a) local answers: mep from 1,000 DNS rules, Knot from a zone file, Unbound from local-data;
 #  (b) cache hits of forwarded names: mep and Unbound forward the zone fwd.mep to the Knot
 #      instance, are warmed, then queried; Knot (authoritative only) answers fwd.mep itself, so
-#      its figure there is an authoritative one.
+#      its figure there is an authoritative one;
+#  (c) local answers over DNS over TLS (dnsperf -m dot): mep against Unbound (Knot 3.2 serves no
+#      DoT).
 # Throughput is dnsperf at full speed (best of ROUNDS runs of DURATION s each); latency
 # percentiles come from a run at a fixed LAT_RATE queries/s. Every server gets THREADS threads.
 # For local answers it also runs the design alternative (dns/examples/hickory_baseline.rs: the
@@ -25,7 +27,7 @@ LAT_SECS=${LAT_SECS:-3}
 RULES=1000
 
 missing=()
-for tool in dnsperf:dnsperf knotd:knot unbound:unbound dig:dnsutils python3:python3; do
+for tool in dnsperf:dnsperf knotd:knot kdig:knot-dnsutils unbound:unbound dig:dnsutils python3:python3 openssl:openssl; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || [[ -x /usr/sbin/${tool%%:*} ]] || missing+=("${tool##*:}")
 done
 if [[ ${#missing[@]} -gt 0 ]]; then
@@ -60,11 +62,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Four loopback ports that are free for both UDP and TCP (tiny race until the servers bind).
-read -r MEP_PORT KNOT_PORT UNBOUND_PORT HICKORY_PORT < <(python3 -c '
+# Loopback ports that are free for both UDP and TCP (tiny race until the servers bind).
+read -r MEP_PORT KNOT_PORT UNBOUND_PORT HICKORY_PORT MEP_DOT_PORT UNBOUND_DOT_PORT < <(python3 -c '
 import socket
 ports = []
-while len(ports) < 4:
+while len(ports) < 6:
     t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -112,10 +114,17 @@ zone:
   - domain: fwd.mep
 EOF
 
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+  -keyout "$WORK/unbound/tls.key" -out "$WORK/unbound/tls.pem" 2>/dev/null
 {
   cat <<EOF
 server:
-    interface: 127.0.0.1
+    interface: 127.0.0.1@$UNBOUND_PORT
+    interface: 127.0.0.1@$UNBOUND_DOT_PORT
+    tls-port: $UNBOUND_DOT_PORT
+    tls-service-key: "$WORK/unbound/tls.key"
+    tls-service-pem: "$WORK/unbound/tls.pem"
+    incoming-num-tcp: 1000
     port: $UNBOUND_PORT
     do-daemonize: no
     username: ""
@@ -148,13 +157,14 @@ declare -A PID
 PID[knot]=$!
 "$UNBOUND" -d -c "$WORK/unbound.conf" >"$WORK/unbound.log" 2>&1 &
 PID[unbound]=$!
-"$MEP_BIN" "127.0.0.1:$MEP_PORT" "$RULES" bench.mep "127.0.0.1:$KNOT_PORT" "$THREADS" >"$WORK/mep.log" 2>&1 &
+"$MEP_BIN" "127.0.0.1:$MEP_PORT" "$RULES" bench.mep "127.0.0.1:$KNOT_PORT" "$THREADS" "127.0.0.1:$MEP_DOT_PORT" >"$WORK/mep.log" 2>&1 &
 PID[mep]=$!
 "$HICKORY_BIN" "127.0.0.1:$HICKORY_PORT" "$RULES" bench.mep "$THREADS" >"$WORK/hickory.log" 2>&1 &
 PID[hickory]=$!
 PIDS=("${PID[@]}")
 
 declare -A PORT=([mep]=$MEP_PORT [knot]=$KNOT_PORT [unbound]=$UNBOUND_PORT [hickory]=$HICKORY_PORT)
+declare -A DOT_PORT=([mep]=$MEP_DOT_PORT [unbound]=$UNBOUND_DOT_PORT)
 expect_answer() { # server name: the server answers NAME with the address of host 7
   local got
   for _ in $(seq 100); do
@@ -170,6 +180,14 @@ for server in knot unbound mep; do
   expect_answer "$server" host7.fwd.mep
 done
 expect_answer hickory host7.bench.mep
+for server in mep unbound; do
+  for _ in $(seq 50); do
+    got=$(kdig +short +tls +time=1 +retry=0 -p "${DOT_PORT[$server]}" @127.0.0.1 host7.bench.mep A 2>/dev/null || true)
+    [[ $got == "$(address 7)" ]] && break
+    sleep 0.1
+  done
+  [[ $got == "$(address 7)" ]] || { echo "$server does not answer over DNS over TLS" >&2; exit 1; }
+done
 echo "servers up: mep :$MEP_PORT, Knot $("$KNOTD" --version | awk '{print $NF}') :$KNOT_PORT, Unbound $("$UNBOUND" -V | awk 'NR==1 {print $2}') :$UNBOUND_PORT"
 
 # Warm the caches of mep and Unbound with every forwarded name.
@@ -181,11 +199,12 @@ done
 # CPU time (user + system) of a server so far, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${PID[$1]}/stat"; }
 TICKS_PER_SEC=$(getconf CLK_TCK)
-# throughput SERVER QUERIES: prints "<qps> <avg latency us> <lost> <non-NOERROR> <server CPU us per query>"
+# throughput SERVER QUERIES [dot]: prints "<qps> <avg latency us> <lost> <non-NOERROR> <server CPU us per query>"
 throughput() {
-  local out before after
+  local out before after port=${PORT[$1]} mode=udp
+  [[ ${3:-} == dot ]] && port=${DOT_PORT[$1]} mode=dot
   before=$(cpu_ticks "$1")
-  out=$(dnsperf -s 127.0.0.1 -p "${PORT[$1]}" -d "$2" -l "$DURATION" -c "$CLIENTS" -q 200 2>&1)
+  out=$(dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d "$2" -l "$DURATION" -c "$CLIENTS" -q 200 2>&1)
   after=$(cpu_ticks "$1")
   awk -v ticks=$((after - before)) -v hz="$TICKS_PER_SEC" '
     /Queries per second:/ { qps = $4 }
@@ -195,21 +214,24 @@ throughput() {
     /Response codes:/ { for (i = 3; i <= NF; i += 3) if ($i == "NOERROR") ok = $(i + 1) }
     END { printf "%.0f %.0f %d %d %.2f\n", qps, lat, lost, done - ok, done ? ticks / hz * 1e6 / done : 0 }' <<<"$out"
 }
-# latency SERVER QUERIES: prints "<p50 us> <p99 us>" at LAT_RATE queries/s
+# latency SERVER QUERIES [dot]: prints "<p50 us> <p99 us>" at LAT_RATE queries/s
 latency() {
-  dnsperf -s 127.0.0.1 -p "${PORT[$1]}" -d "$2" -l "$LAT_SECS" -Q "$LAT_RATE" -c "$CLIENTS" -v 2>/dev/null |
+  local port=${PORT[$1]} mode=udp
+  [[ ${3:-} == dot ]] && port=${DOT_PORT[$1]} mode=dot
+  dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d "$2" -l "$LAT_SECS" -Q "$LAT_RATE" -c "$CLIENTS" -v 2>/dev/null |
     awk '/^> / { print $NF * 1e6 }' | sort -n |
     awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan nan"; exit } printf "%.0f %.0f\n", v[int(NR * 0.5) + 1], v[int(NR * 0.99) + 1] }'
 }
 
 declare -A QPS LAT LOST BAD P50 P99 CPU
-SCENARIOS=(local cached)
-declare -A QUERIES=([local]="$WORK/local.queries" [cached]="$WORK/fwd.queries")
-declare -A SERVERS=([local]="mep knot unbound hickory" [cached]="mep knot unbound")
+SCENARIOS=(local cached dot)
+declare -A QUERIES=([local]="$WORK/local.queries" [cached]="$WORK/fwd.queries" [dot]="$WORK/local.queries")
+declare -A SERVERS=([local]="mep knot unbound hickory" [cached]="mep knot unbound" [dot]="mep unbound")
+declare -A MODE=([local]=udp [cached]=udp [dot]=dot)
 for round in $(seq "$ROUNDS"); do
   for scenario in "${SCENARIOS[@]}"; do
     for server in ${SERVERS[$scenario]}; do
-      read -r qps lat lost bad cpu < <(throughput "$server" "${QUERIES[$scenario]}")
+      read -r qps lat lost bad cpu < <(throughput "$server" "${QUERIES[$scenario]}" "${MODE[$scenario]}")
       key=$scenario/$server
       echo "round $round $key: $qps q/s, avg $lat us, lost $lost, not NOERROR $bad, server CPU $cpu us/query"
       if [[ -z ${QPS[$key]:-} || $qps -gt ${QPS[$key]} ]]; then
@@ -221,7 +243,7 @@ for round in $(seq "$ROUNDS"); do
 done
 for scenario in "${SCENARIOS[@]}"; do
   for server in ${SERVERS[$scenario]}; do
-    read -r P50["$scenario/$server"] P99["$scenario/$server"] < <(latency "$server" "${QUERIES[$scenario]}")
+    read -r P50["$scenario/$server"] P99["$scenario/$server"] < <(latency "$server" "${QUERIES[$scenario]}" "${MODE[$scenario]}")
   done
 done
 for pid in "${PIDS[@]}"; do
@@ -245,7 +267,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
   echo
   printf '%-8s %13s %13s %13s %13s %13s %13s\n' scenario "q/s mep/Knot" "q/s mep/Unb" \
     "p99 mep/Knot" "p99 mep/Unb" "CPU mep/Knot" "CPU mep/Unb"
-  for scenario in "${SCENARIOS[@]}"; do
+  for scenario in local cached; do
     printf '%-8s %13s %13s %13s %13s %13s %13s\n' "$scenario" \
       "$(ratio "${QPS[$scenario/mep]}" "${QPS[$scenario/knot]}")" \
       "$(ratio "${QPS[$scenario/mep]}" "${QPS[$scenario/unbound]}")" \
@@ -254,6 +276,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
       "$(ratio "${CPU[$scenario/mep]}" "${CPU[$scenario/knot]}")" \
       "$(ratio "${CPU[$scenario/mep]}" "${CPU[$scenario/unbound]}")"
   done
+  printf '%-8s %13s %13s %13s %13s %13s %13s\n' dot n/a \
+    "$(ratio "${QPS[dot/mep]}" "${QPS[dot/unbound]}")" n/a \
+    "$(ratio "${P99[dot/mep]}" "${P99[dot/unbound]}")" n/a \
+    "$(ratio "${CPU[dot/mep]}" "${CPU[dot/unbound]}")"
   printf '%-8s %13s %13s\n' "" "q/s mep/hickory" "CPU mep/hickory"
   printf '%-8s %13s %13s\n' local "$(ratio "${QPS[local/mep]}" "${QPS[local/hickory]}")" \
     "$(ratio "${CPU[local/mep]}" "${CPU[local/hickory]}")"
@@ -264,4 +290,5 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
   echo "cached: mep and Unbound answer from their caches (upstream: Knot); Knot's row is its"
   echo "authoritative answer for the same names (it has no cache)."
   echo "hickory: the same rules through hickory-server's Server + RequestHandler (local only)."
+  echo "dot: local answers over DNS over TLS, $CLIENTS dnsperf connections (Knot 3.2 has no DoT)."
 } | tee "$OUT_DIR/dns.txt"

@@ -1,20 +1,21 @@
 //! Serves N generated DNS rules through mep's DNS server, for benchmarks (benches/dns.sh).
 //! Rule i is `host<i>.<zone>` → 198.18.<i/256>.<i%256>
-//! (the benchmarking range, RFC 2544), TTL 3600. Stops on SIGINT or SIGTERM.
+//! (the benchmarking range, RFC 2544), TTL 3600. With DOT_ADDR it also serves DNS over TLS there,
+//! with a self-signed certificate. Stops on SIGINT or SIGTERM.
 //!
-//! Usage: serve_rules LISTEN RULES ZONE UPSTREAM [THREADS]
+//! Usage: serve_rules LISTEN RULES ZONE UPSTREAM [THREADS [DOT_ADDR]]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mep_dns::{DnsConfig, DnsServer};
+use mep_dns::{DnsConfig, DnsServer, EncryptedDns};
 use mep_rules::{DnsRule, IpAddressType, RuleState, Snapshot};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [listen, rules, zone, upstream, rest @ ..] = args.as_slice() else {
-        return Err("usage: serve_rules LISTEN RULES ZONE UPSTREAM [THREADS]".into());
+        return Err("usage: serve_rules LISTEN RULES ZONE UPSTREAM [THREADS [DOT_ADDR]]".into());
     };
     let listen: SocketAddr = listen.parse()?;
     let count: u32 = rules.parse()?;
@@ -22,6 +23,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads: usize = match rest.first() {
         Some(t) => t.parse()?,
         None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    let dot = match rest.get(1) {
+        Some(addr) => {
+            let key = rcgen::KeyPair::generate()?;
+            let cert =
+                rcgen::CertificateParams::new(vec!["localhost".to_owned()])?.self_signed(&key)?;
+            Some(EncryptedDns {
+                tls_addr: addr.parse()?,
+                max_connections: 1024,
+                cert_chain: vec![cert.der().clone()],
+                key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            })
+        }
+        None => None,
     };
     let rules: Vec<DnsRule> = (0..count)
         .map(|i| DnsRule {
@@ -51,8 +66,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..DnsConfig::default()
         };
         let shutdown = CancellationToken::new();
-        let handle = DnsServer::start(config, snapshots.reader(), shutdown.clone()).await?;
-        println!("serving {count} rules on {}", handle.local_addr());
+        let handle =
+            DnsServer::start_with(config, dot.as_ref(), snapshots.reader(), shutdown.clone())
+                .await?;
+        println!(
+            "serving {count} rules on {} (DNS over TLS: {:?})",
+            handle.local_addr(),
+            handle.tls_addr()
+        );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
