@@ -679,3 +679,39 @@ fn black_hole_subscriptions_neither_grow_memory_nor_starve_others() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mep.toml");
+    std::fs::write(&config, "mp1_adr = \"127.0.0.1:1\"\n").unwrap();
+    for (flag, env) in [(true, None), (false, Some("json"))] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mep"));
+        if flag {
+            command.args(["--log-format", "json"]);
+        }
+        if let Some(value) = env {
+            command.env("MEP_LOG_FORMAT", value);
+        }
+        let out = command
+            .args(["serve", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let error = lines
+            .iter()
+            .find(|l| l["level"] == "ERROR")
+            .unwrap_or_else(|| panic!("an ERROR line: {stdout}"));
+        assert!(
+            error["message"].as_str().unwrap().contains("mp1_adr"),
+            "{error}"
+        );
+        assert!(error["timestamp"].is_string(), "{error}");
+    }
+}
