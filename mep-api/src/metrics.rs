@@ -73,6 +73,8 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     pub services: Gauge,
     pub subscriptions: Gauge,
+    pub active_traffic_rules: Gauge,
+    pub active_dns_rules: Gauge,
     pub traffic_rule_packets: Family<RuleLabels, Gauge>,
     pub forwarded_packets: Family<OutcomeLabels, Gauge>,
     pub traffic_rule_bytes: Family<RuleLabels, Gauge>,
@@ -152,6 +154,18 @@ impl Metrics {
             "Service availability subscriptions",
             subscriptions.clone(),
         );
+        let active_traffic_rules = Gauge::default();
+        registry.register(
+            "active_traffic_rules",
+            "ACTIVE traffic rules of all applications (in the newest rule snapshot)",
+            active_traffic_rules.clone(),
+        );
+        let active_dns_rules = Gauge::default();
+        registry.register(
+            "active_dns_rules",
+            "ACTIVE DNS rules of all applications (in the newest rule snapshot)",
+            active_dns_rules.clone(),
+        );
         let traffic_rule_packets = Family::<RuleLabels, Gauge>::default();
         registry.register(
             "traffic_rule_packets",
@@ -195,6 +209,8 @@ impl Metrics {
             store_bytes,
             services,
             subscriptions,
+            active_traffic_rules,
+            active_dns_rules,
             traffic_rule_packets,
             forwarded_packets,
             traffic_rule_bytes,

@@ -123,3 +123,89 @@ async fn ready_waits_for_the_data_plane() {
     }
     mep.stop().await;
 }
+
+/// The metric names a PromQL expression refers to (`mep_...` tokens).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(at) = expr[i..].find("mep_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        out.push(expr[start..end].to_owned());
+        i = end;
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_metrics_mep_exports() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/mep.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut ids: Vec<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+    let exprs: Vec<&str> = panels
+        .iter()
+        .filter(|p| p["type"] != "row")
+        .flat_map(|p| {
+            let targets = p["targets"].as_array().expect("a panel has targets");
+            assert!(!targets.is_empty(), "{}", p["title"]);
+            targets.iter().map(|t| {
+                assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}", "{}", p["title"]);
+                t["expr"].as_str().unwrap()
+            })
+        })
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mep = TestMep::start(dir.path()).await;
+    let text = mep
+        .http
+        .get(format!("{}/metrics", mep.mm5))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exported: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let mut used = std::collections::HashSet::new();
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            let family = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|base| exported.contains(base))
+                .unwrap_or(&name)
+                .to_owned();
+            assert!(
+                exported.contains(family.as_str()),
+                "the dashboard queries {name}, which /metrics does not export"
+            );
+            used.insert(family);
+        }
+    }
+    for wanted in [
+        "mep_http_requests",
+        "mep_http_request_duration_seconds",
+        "mep_dns_responses",
+        "mep_dns_queries",
+        "mep_notifications_delivered",
+        "mep_notifications_failed",
+        "mep_active_traffic_rules",
+        "mep_active_dns_rules",
+        "mep_traffic_rule_packets",
+    ] {
+        assert!(used.contains(wanted), "the dashboard shows {wanted}");
+    }
+}

@@ -76,6 +76,7 @@ pub(super) fn mm5(config: &Config, core: &Core) -> Router {
         store: core.store.clone(),
         dataplane: core.apps.dataplane().clone(),
         readiness: core.readiness.clone(),
+        snapshots: core.apps.snapshots(),
     })
     .merge(mm5::appd::router(core.apps.clone()))
     .merge(mm5::capabilities::router(core.registry.clone()))

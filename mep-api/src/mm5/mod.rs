@@ -33,6 +33,8 @@ pub struct OpsState {
     pub store: Store,
     pub dataplane: Arc<dyn DataPlane>,
     pub readiness: Arc<Readiness>,
+    /// The newest rule snapshot, for the rule counts.
+    pub snapshots: mep_rules::SnapshotReader,
 }
 
 /// `GET /health`, `GET /ready`, `GET /metrics` and the data plane's per-rule counters.
@@ -81,6 +83,15 @@ async fn metrics(State(state): State<OpsState>) -> Response {
     let counts = state.registry.counts();
     state.metrics.services.set(counts.services as i64);
     state.metrics.subscriptions.set(counts.subscriptions as i64);
+    let snapshot = state.snapshots.load();
+    state
+        .metrics
+        .active_traffic_rules
+        .set(snapshot.traffic_rule_count() as i64);
+    state
+        .metrics
+        .active_dns_rules
+        .set(snapshot.dns_rule_count() as i64);
     state
         .metrics
         .store_bytes
