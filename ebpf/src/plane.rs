@@ -112,9 +112,8 @@ impl XdpDataPlane {
     /// Loads the programs, pins the status maps under `config.pin_path` and attaches to
     /// `config.interfaces`. Every packet passes until the first `init`/`resync`.
     pub fn new(config: XdpConfig) -> Result<Self, XdpError> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err(XdpError::NotRoot);
+        if !may_load_xdp() {
+            return Err(XdpError::MissingCapabilities);
         }
         crate::bpffs::prepare(&config.pin_path)?;
         let pin_path = config.pin_path.clone();
@@ -368,6 +367,25 @@ impl XdpDataPlane {
         }
         self.with_state(move |st| st.apply(edits)).await
     }
+}
+
+/// Whether this process may load and attach XDP programs: CAP_NET_ADMIN and CAP_BPF (or
+/// CAP_SYS_ADMIN on kernels before 5.8) in its effective set, as root or through file
+/// capabilities on the binary.
+fn may_load_xdp() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    has(CAP_NET_ADMIN) && (has(CAP_BPF) || has(CAP_SYS_ADMIN))
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones ignore it. Best effort.
