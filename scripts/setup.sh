@@ -18,6 +18,12 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     fi
 fi
 
+# The manifests' validator (tests/tests/deploy.rs), from PyPI.
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    python3 -m pip install --quiet kubernetes-validate 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages kubernetes-validate
+fi
+
 # The XDP data plane (ebpf/): the pinned nightly toolchain, rust-src, bpf-linker, bpftool.
 "$(dirname "$0")/setup-ebpf.sh"
 

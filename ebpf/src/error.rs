@@ -5,7 +5,9 @@ use std::io;
 /// Why the XDP data plane could not start or apply a change.
 #[derive(Debug, thiserror::Error)]
 pub enum XdpError {
-    #[error("the xdp data plane needs CAP_BPF and CAP_NET_ADMIN (root, or file capabilities on mep)")]
+    #[error(
+        "the xdp data plane needs CAP_BPF and CAP_NET_ADMIN (root, or file capabilities on mep)"
+    )]
     MissingCapabilities,
     #[error("bpffs at {path}: {source}")]
     Bpffs { path: String, source: io::Error },
