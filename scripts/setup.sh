@@ -24,6 +24,11 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
         python3 -m pip install --quiet --break-system-packages kubernetes-validate
 fi
 
+# The Debian package (scripts/test-package.sh). Pinned: it warns that it prefers release builds.
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb 3.8.0" ]; then
+    cargo install cargo-deb --version 3.8.0 --locked --quiet
+fi
+
 # The XDP data plane (ebpf/): the pinned nightly toolchain, rust-src, bpf-linker, bpftool.
 "$(dirname "$0")/setup-ebpf.sh"
 
