@@ -147,12 +147,19 @@ impl QueryHandler {
         let exchange = if shared {
             let mut in_flight = self.lock_in_flight();
             let cell = in_flight.entry(pending.cache_key.clone()).or_default();
-            Arc::clone(cell)
+            Exchange {
+                cell: Arc::clone(cell),
+                listed: Some((self, &pending.cache_key)),
+            }
         } else {
-            InFlight::default()
+            Exchange {
+                cell: InFlight::default(),
+                listed: None,
+            }
         };
         let dnssec_ok = pending.edns.is_some_and(|e| e.dnssec_ok);
         let answer = exchange
+            .cell
             .get_or_init(|| async {
                 let result = self
                     .forwarder
@@ -180,15 +187,6 @@ impl QueryHandler {
             })
             .await
             .clone();
-        if shared {
-            let mut in_flight = self.lock_in_flight();
-            if in_flight
-                .get(&pending.cache_key)
-                .is_some_and(|cell| Arc::ptr_eq(cell, &exchange))
-            {
-                in_flight.remove(&pending.cache_key);
-            }
-        }
         match answer {
             Some(answer) => {
                 answer.write(out, &reply, pending.limit, 0, self.udp_payload);
@@ -197,6 +195,11 @@ impl QueryHandler {
             }
             None => self.answer_error(out, &reply, rcode::SERVFAIL),
         }
+    }
+
+    /// Upstream exchanges in progress.
+    pub(crate) fn forwards_in_flight(&self) -> usize {
+        self.lock_in_flight().len()
     }
 
     fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Box<[u8]>, InFlight>> {
@@ -208,5 +211,30 @@ impl QueryHandler {
     fn answer_error(&self, out: &mut Vec<u8>, reply: &ReplyTo<'_>, rcode: u16) {
         write_error(out, reply, rcode, self.udp_payload);
         self.metrics.count_response(AnswerSource::Error, rcode);
+    }
+}
+
+/// One waiter's share of an upstream exchange. Dropped, it takes the exchange out of the
+/// in-flight map once it has its answer, or when this was its last waiter (a DoH client that went
+/// away cancels its query): no entry outlives its queries.
+struct Exchange<'a> {
+    cell: InFlight,
+    /// Where the exchange is listed, if it is shared.
+    listed: Option<(&'a QueryHandler, &'a [u8])>,
+}
+
+impl Drop for Exchange<'_> {
+    fn drop(&mut self) {
+        let Some((handler, key)) = self.listed else {
+            return;
+        };
+        let mut in_flight = handler.lock_in_flight();
+        let ours = in_flight
+            .get(key)
+            .is_some_and(|cell| Arc::ptr_eq(cell, &self.cell));
+        // The map's reference and ours are the last two: nobody else waits.
+        if ours && (self.cell.initialized() || Arc::strong_count(&self.cell) <= 2) {
+            in_flight.remove(key);
+        }
     }
 }

@@ -198,6 +198,11 @@ impl std::fmt::Debug for DnsAnswerer {
 }
 
 impl DnsAnswerer {
+    /// Distinct questions being forwarded right now (identical ones share one exchange).
+    pub fn forwards_in_flight(&self) -> usize {
+        self.0.forwards_in_flight()
+    }
+
     /// The response to the query `packet` that came over `transport` (no size limit but the
     /// DNS message's); None when no response is due (not a query, or too short to be one).
     pub async fn answer(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {

@@ -288,3 +288,36 @@ async fn the_do_and_cd_bits_and_edns_options_go_upstream_and_ad_comes_back() {
         .get(hickory_proto::rr::rdata::opt::EdnsCode::Subnet)
         .is_some());
 }
+
+#[tokio::test]
+async fn a_forward_whose_clients_went_away_leaves_nothing_behind() {
+    let upstream = ScriptedUpstream::start().await;
+    let mep = Mep::start(&[], vec![upstream.addr]).await;
+    let answerer = mep.handle.answerer();
+    let query = query(1, "slow.ok.test.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
+    // Two clients wait for one exchange; both go away before the upstream answers.
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let (answerer, query) = (answerer.clone(), query.clone());
+            tokio::spawn(async move { answerer.answer(&query, mep_dns::Transport::Https).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(answerer.forwards_in_flight(), 1, "one shared exchange");
+    for w in &waiting {
+        w.abort();
+    }
+    for w in waiting {
+        let _ = w.await;
+    }
+    assert_eq!(answerer.forwards_in_flight(), 0, "nothing left behind");
+    // A finished exchange leaves too.
+    let answer = answerer
+        .answer(&query, mep_dns::Transport::Https)
+        .await
+        .unwrap();
+    assert_eq!(Message::from_vec(&answer).unwrap().answers.len(), 1);
+    assert_eq!(answerer.forwards_in_flight(), 0);
+}
