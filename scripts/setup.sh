@@ -5,7 +5,7 @@
 set -euo pipefail
 
 need_apt=()
-for tool in curl:curl wrk:wrk dig:dnsutils knotd:knot kdig:knot-dnsutils; do
+for tool in curl:curl wrk:wrk dig:dnsutils knotd:knot kdig:knot-dnsutils unbound:unbound; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

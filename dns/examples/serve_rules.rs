@@ -61,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async {
         let config = DnsConfig {
             listen,
-            upstreams: vec![upstream],
+            upstreams: vec![upstream.into()],
             udp_workers: threads,
             ..DnsConfig::default()
         };

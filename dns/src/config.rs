@@ -11,13 +11,72 @@ pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// How many upstream resolvers are tried at most (as with resolv.conf, the first ones count).
 pub const MAX_UPSTREAMS: usize = 16;
 
+/// An upstream resolver: plain DNS (UDP, and TCP when an answer is truncated), or DNS over TLS
+/// when `tls_name` names the certificate it must present.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub tls_name: Option<String>,
+}
+
+impl From<SocketAddr> for Upstream {
+    fn from(addr: SocketAddr) -> Self {
+        Upstream {
+            addr,
+            tls_name: None,
+        }
+    }
+}
+
+/// `ADDR` (port 53 when left out) or `tls://ADDR#NAME` (port 853 when left out).
+impl std::str::FromStr for Upstream {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let addr = |text: &str, default_port: u16| {
+            text.parse::<SocketAddr>()
+                .or_else(|_| {
+                    text.parse::<IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, default_port))
+                })
+                .map_err(|_| format!("{text:?} is not an IP address with an optional port"))
+        };
+        match s.strip_prefix("tls://") {
+            Some(rest) => {
+                let (at, name) = rest.split_once('#').ok_or_else(|| {
+                    format!("{s:?}: a DNS-over-TLS upstream is tls://ADDR#NAME, NAME being the name on its certificate")
+                })?;
+                if name.is_empty() {
+                    return Err(format!("{s:?}: the certificate name after # is empty"));
+                }
+                Ok(Upstream {
+                    addr: addr(at, 853)?,
+                    tls_name: Some(name.to_owned()),
+                })
+            }
+            None => Ok(addr(s, 53)?.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.tls_name {
+            Some(name) => write!(f, "tls://{}#{name}", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
 /// Settings of the DNS server. [`Default`] gives the production values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsConfig {
     /// UDP and TCP address; port 0 picks a free port (see [`crate::DnsHandle::local_addr`]).
     pub listen: SocketAddr,
     /// Upstream resolvers, tried in order; empty means the nameservers of `/etc/resolv.conf`.
-    pub upstreams: Vec<SocketAddr>,
+    pub upstreams: Vec<Upstream>,
+    /// Certificates trusted for DNS-over-TLS upstreams besides the public roots (webpki-roots).
+    pub upstream_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// TTL of answers from DNS rules without `ttl`. 300 s: a rule can be deactivated at any
     /// moment (an app moves), and clients should not keep a stale address for long.
     pub default_ttl: u32,
@@ -55,6 +114,7 @@ impl Default for DnsConfig {
         DnsConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8053)),
             upstreams: Vec::new(),
+            upstream_ca: Vec::new(),
             default_ttl: 300,
             cache_bytes: 32 << 20,
             cache_max_ttl: 86_400,
@@ -79,7 +139,7 @@ impl DnsConfig {
     pub(crate) fn resolved_upstreams(
         &self,
         resolv_conf: impl FnOnce() -> std::io::Result<String>,
-    ) -> Result<Vec<SocketAddr>, DnsError> {
+    ) -> Result<Vec<Upstream>, DnsError> {
         let invalid = |why: String| Err(DnsError::InvalidConfig(why));
         if self.upstream_timeout.is_zero() || self.upstream_attempt_timeout.is_zero() {
             return invalid("upstream timeouts must be positive".into());
@@ -100,7 +160,7 @@ impl DnsConfig {
             return invalid(format!("udp_payload {} is below 512", self.udp_payload));
         }
         for upstream in &self.upstreams {
-            if upstream.port() == 0 || upstream.ip().is_unspecified() {
+            if upstream.addr.port() == 0 || upstream.addr.ip().is_unspecified() {
                 return invalid(format!("upstream {upstream} is not a resolver address"));
             }
         }
@@ -109,13 +169,13 @@ impl DnsConfig {
                 path: RESOLV_CONF,
                 source,
             })?;
-            nameservers(&text)
+            nameservers(&text).into_iter().map(Upstream::from).collect()
         } else {
             self.upstreams.clone()
         };
-        let usable: Vec<SocketAddr> = candidates
+        let usable: Vec<Upstream> = candidates
             .into_iter()
-            .filter(|u| !self.is_this_server(*u))
+            .filter(|u| !self.is_this_server(u.addr))
             .take(MAX_UPSTREAMS)
             .collect();
         if usable.is_empty() {
@@ -170,7 +230,12 @@ mod tests {
         let got = config
             .resolved_upstreams(|| Ok("nameserver 127.0.0.1\nnameserver 192.0.2.1\n".into()))
             .unwrap();
-        assert_eq!(got, vec!["192.0.2.1:53".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            got,
+            vec![Upstream::from(
+                "192.0.2.1:53".parse::<SocketAddr>().unwrap()
+            )]
+        );
         assert!(matches!(
             config.resolved_upstreams(|| Ok("nameserver 127.0.0.1\n".into())),
             Err(DnsError::NoUpstreams)
@@ -189,5 +254,26 @@ mod tests {
             bad.resolved_upstreams(unread),
             Err(DnsError::InvalidConfig(_))
         ));
+    }
+
+    #[test]
+    fn upstreams_are_plain_or_tls() {
+        let plain: Upstream = "192.0.2.53".parse().unwrap();
+        assert_eq!(plain.addr, "192.0.2.53:53".parse().unwrap());
+        assert_eq!(plain.tls_name, None);
+        let tls: Upstream = "tls://[2001:db8::53]#dns.example".parse().unwrap();
+        assert_eq!(tls.addr, "[2001:db8::53]:853".parse().unwrap());
+        assert_eq!(tls.tls_name.as_deref(), Some("dns.example"));
+        assert_eq!(tls.to_string(), "tls://[2001:db8::53]:853#dns.example");
+        let back: Upstream = tls.to_string().parse().unwrap();
+        assert_eq!(back, tls);
+        for bad in [
+            "tls://192.0.2.1",
+            "tls://192.0.2.1#",
+            "dns.example",
+            "tls://x#y",
+        ] {
+            assert!(bad.parse::<Upstream>().is_err(), "{bad}");
+        }
     }
 }

@@ -30,7 +30,7 @@ mod udp;
 mod upstream;
 mod wire;
 
-pub use config::{nameservers, DnsConfig, MAX_UPSTREAMS, RESOLV_CONF};
+pub use config::{nameservers, DnsConfig, Upstream, MAX_UPSTREAMS, RESOLV_CONF};
 pub use encrypted::EncryptedDns;
 pub use error::DnsError;
 pub use metrics::{AnswerSource, DnsMetrics, DropReason, TcpClose, Transport};

@@ -91,6 +91,14 @@ impl TcpClose {
     }
 }
 
+/// How a query went to an upstream resolver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum UpstreamTransport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
 /// How an exchange with an upstream resolver ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum UpstreamOutcome {
@@ -179,8 +187,8 @@ pub struct DnsMetrics {
     dropped: Family<DropLabels, Counter>,
     dropped_counters: [Counter; DropReason::ALL.len()],
     upstream: Family<UpstreamLabels, Counter>,
-    /// UDP then TCP, by [`UpstreamOutcome`].
-    upstream_counters: [[Counter; 3]; 2],
+    /// By [`UpstreamTransport`], then [`UpstreamOutcome`].
+    upstream_counters: [[Counter; 3]; 3],
     cache_entries: Gauge,
     tcp_closed: Family<TcpCloseLabels, Counter>,
     tcp_closed_counters: [Counter; TcpClose::ALL.len()],
@@ -231,7 +239,7 @@ impl DnsMetrics {
                 .clone()
         });
         let upstream = Family::<UpstreamLabels, Counter>::default();
-        let upstream_counters = ["udp", "tcp"].map(|transport| {
+        let upstream_counters = ["udp", "tcp", "tls"].map(|transport| {
             ["answer", "timeout", "error"].map(|outcome| {
                 upstream
                     .get_or_create(&UpstreamLabels { transport, outcome })
@@ -340,8 +348,8 @@ impl DnsMetrics {
         self.dropped_counters[reason as usize].inc();
     }
 
-    pub(crate) fn count_upstream(&self, tcp: bool, outcome: UpstreamOutcome) {
-        self.upstream_counters[usize::from(tcp)][outcome as usize].inc();
+    pub(crate) fn count_upstream(&self, transport: UpstreamTransport, outcome: UpstreamOutcome) {
+        self.upstream_counters[transport as usize][outcome as usize].inc();
     }
 
     pub(crate) fn set_cache_entries(&self, entries: usize) {

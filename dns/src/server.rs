@@ -11,14 +11,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::AnswerCache;
-use crate::config::{DnsConfig, RESOLV_CONF};
+use crate::config::{DnsConfig, Upstream, RESOLV_CONF};
 use crate::encrypted::EncryptedDns;
 use crate::error::DnsError;
 use crate::handler::{Outcome, QueryHandler};
 use crate::metrics::{DnsMetrics, Transport};
 use crate::tcp::{bind_tcp, serve_tcp, Framing, TcpLimits};
 use crate::udp::{bind_udp, serve_udp};
-use crate::upstream::Forwarder;
+use crate::upstream::{tls_connector, Forwarder};
 
 /// With port 0, how often a fresh UDP port is tried when its TCP twin is taken.
 const EPHEMERAL_PORT_TRIES: usize = 16;
@@ -33,7 +33,7 @@ pub struct DnsHandle {
     local_addr: SocketAddr,
     answerer: DnsAnswerer,
     tls_addr: Option<SocketAddr>,
-    upstreams: Vec<SocketAddr>,
+    upstreams: Vec<Upstream>,
     metrics: Arc<DnsMetrics>,
     /// The listener tasks; each ends with `None` when cancelled.
     tasks: JoinSet<Option<()>>,
@@ -75,6 +75,10 @@ impl DnsServer {
             cache: AnswerCache::new(config.cache_bytes),
             forwarder: Forwarder {
                 upstreams: upstreams.clone().into_boxed_slice(),
+                tls: match upstreams.iter().any(|u| u.tls_name.is_some()) {
+                    true => Some(tls_connector(&config.upstream_ca)?),
+                    false => None,
+                },
                 attempt_timeout: config.upstream_attempt_timeout,
                 total_timeout: config.upstream_timeout,
                 udp_payload: config.udp_payload,
@@ -172,7 +176,7 @@ impl DnsHandle {
     }
 
     /// The upstream resolvers in use, in the order they are asked.
-    pub fn upstreams(&self) -> &[SocketAddr] {
+    pub fn upstreams(&self) -> &[Upstream] {
         &self.upstreams
     }
 

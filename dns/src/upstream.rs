@@ -1,18 +1,21 @@
 //! Asking the upstream resolvers: over UDP from a fresh socket (random source port and ID), over
-//! TCP when the UDP answer is truncated, each upstream in turn until one answers or the overall
-//! time is up.
+//! TCP when the UDP answer is truncated, or over TLS (a connection per query; rustls resumes
+//! sessions), each upstream in turn until one answers or the overall time is up.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{timeout_at, Instant};
+use tokio_rustls::TlsConnector;
+
+use crate::config::Upstream;
 
 use crate::forwarded::{ForwardedAnswer, UpstreamAnswerError};
-use crate::metrics::{DnsMetrics, UpstreamOutcome};
+use crate::metrics::{DnsMetrics, UpstreamOutcome, UpstreamTransport};
 use crate::wire::{
     push_header, push_opt_with, put_u16, rcode, FLAG_AD, FLAG_CD, FLAG_RD, HEADER_LEN,
 };
@@ -33,7 +36,9 @@ enum AttemptError {
 }
 
 pub(crate) struct Forwarder {
-    pub(crate) upstreams: Box<[SocketAddr]>,
+    pub(crate) upstreams: Box<[Upstream]>,
+    /// For DNS-over-TLS upstreams: the public roots and the configured CA.
+    pub(crate) tls: Option<TlsConnector>,
     pub(crate) attempt_timeout: Duration,
     pub(crate) total_timeout: Duration,
     pub(crate) udp_payload: u16,
@@ -74,7 +79,7 @@ impl Forwarder {
         let mut fallback: Option<ForwardedAnswer> = None;
         loop {
             let mut asked = false;
-            for (index, &upstream) in self.upstreams.iter().enumerate() {
+            for (index, upstream) in self.upstreams.iter().enumerate() {
                 if given_up & (1 << index) != 0 {
                     continue;
                 }
@@ -112,27 +117,67 @@ impl Forwarder {
 
     async fn ask(
         &self,
-        upstream: SocketAddr,
+        upstream: &Upstream,
         query: &mut [u8],
         question: &[u8],
         deadline: Instant,
     ) -> Result<ForwardedAnswer, AttemptError> {
         let id = rand::random::<u16>();
         put_u16(query, 0, id);
+        if let Some(name) = &upstream.tls_name {
+            let tls = timeout_at(
+                deadline,
+                self.ask_tls(upstream.addr, name, query, id, question),
+            )
+            .await
+            .unwrap_or(Err(AttemptError::Timeout));
+            self.metrics
+                .count_upstream(UpstreamTransport::Tls, outcome_of(&tls));
+            return tls;
+        }
+        let upstream = upstream.addr;
         let udp = timeout_at(deadline, self.ask_udp(upstream, query, id, question)).await;
         let result = match udp {
             Err(_) => Err(AttemptError::Timeout),
             Ok(Err(AttemptError::Answer(UpstreamAnswerError::Truncated))) => {
-                self.metrics.count_upstream(false, UpstreamOutcome::Answer);
+                self.metrics
+                    .count_upstream(UpstreamTransport::Udp, UpstreamOutcome::Answer);
                 let tcp = timeout_at(deadline, self.ask_tcp(upstream, query, id, question)).await;
                 let result = tcp.unwrap_or(Err(AttemptError::Timeout));
-                self.metrics.count_upstream(true, outcome_of(&result));
+                self.metrics
+                    .count_upstream(UpstreamTransport::Tcp, outcome_of(&result));
                 return result;
             }
             Ok(result) => result,
         };
-        self.metrics.count_upstream(false, outcome_of(&result));
+        self.metrics
+            .count_upstream(UpstreamTransport::Udp, outcome_of(&result));
         result
+    }
+
+    async fn ask_tls(
+        &self,
+        upstream: SocketAddr,
+        name: &str,
+        query: &[u8],
+        id: u16,
+        question: &[u8],
+    ) -> Result<ForwardedAnswer, AttemptError> {
+        let connector = self
+            .tls
+            .as_ref()
+            .ok_or_else(|| AttemptError::Io(io::Error::other("no TLS client configuration")))?;
+        let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
+            .map_err(|e| AttemptError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        let tcp = TcpStream::connect(upstream)
+            .await
+            .map_err(AttemptError::Io)?;
+        tcp.set_nodelay(true).map_err(AttemptError::Io)?;
+        let stream = connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(AttemptError::Io)?;
+        exchange_framed(stream, query, id, question, self.max_ttl).await
     }
 
     async fn ask_udp(
@@ -168,22 +213,57 @@ impl Forwarder {
         id: u16,
         question: &[u8],
     ) -> Result<ForwardedAnswer, AttemptError> {
-        let mut stream = TcpStream::connect(upstream)
+        let stream = TcpStream::connect(upstream)
             .await
             .map_err(AttemptError::Io)?;
         stream.set_nodelay(true).map_err(AttemptError::Io)?;
-        let mut framed = Vec::with_capacity(2 + query.len());
-        framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
-        framed.extend_from_slice(query);
-        stream.write_all(&framed).await.map_err(AttemptError::Io)?;
-        let len = stream.read_u16().await.map_err(AttemptError::Io)?;
-        let mut buf = vec![0u8; usize::from(len)];
-        stream
-            .read_exact(&mut buf)
-            .await
-            .map_err(AttemptError::Io)?;
-        ForwardedAnswer::parse(&buf, id, question, self.max_ttl).map_err(AttemptError::Answer)
+        exchange_framed(stream, query, id, question, self.max_ttl).await
     }
+}
+
+/// One length-prefixed query and its answer on a stream (TCP or TLS).
+async fn exchange_framed<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    query: &[u8],
+    id: u16,
+    question: &[u8],
+    max_ttl: u32,
+) -> Result<ForwardedAnswer, AttemptError> {
+    let mut framed = Vec::with_capacity(2 + query.len());
+    framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
+    framed.extend_from_slice(query);
+    stream.write_all(&framed).await.map_err(AttemptError::Io)?;
+    stream.flush().await.map_err(AttemptError::Io)?;
+    let len = stream.read_u16().await.map_err(AttemptError::Io)?;
+    let mut buf = vec![0u8; usize::from(len)];
+    stream
+        .read_exact(&mut buf)
+        .await
+        .map_err(AttemptError::Io)?;
+    ForwardedAnswer::parse(&buf, id, question, max_ttl).map_err(AttemptError::Answer)
+}
+
+/// A TLS client for DNS-over-TLS upstreams: the public roots plus `extra` (ALPN `dot`).
+pub(crate) fn tls_connector(
+    extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<TlsConnector, crate::DnsError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in extra {
+        roots
+            .add(cert.clone())
+            .map_err(|e| crate::DnsError::Tls(format!("upstream CA: {e}")))?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| crate::DnsError::Tls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"dot".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 fn outcome_of(result: &Result<ForwardedAnswer, AttemptError>) -> UpstreamOutcome {

@@ -168,7 +168,7 @@ async fn a_full_table_makes_room_by_closing_the_longest_idle_connection() {
 async fn shutdown_stops_the_listeners() {
     let config = mep_dns::DnsConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        upstreams: vec![unused_port_addr()],
+        upstreams: vec![unused_port_addr().into()],
         ..mep_dns::DnsConfig::default()
     };
     let shutdown = tokio_util::sync::CancellationToken::new();

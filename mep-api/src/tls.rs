@@ -129,7 +129,7 @@ fn modern_provider() -> rustls::crypto::CryptoProvider {
     }
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| pem_error(path, e))?
         .collect::<Result<Vec<_>, _>>()

@@ -76,9 +76,9 @@ impl Mep {
         let mut config = DnsConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             upstreams: if upstreams.is_empty() {
-                vec![unused_port_addr()]
+                vec![unused_port_addr().into()]
             } else {
-                upstreams
+                upstreams.into_iter().map(Into::into).collect()
             },
             udp_workers: 1,
             upstream_timeout: Duration::from_millis(800),

@@ -49,6 +49,8 @@ pub enum ConfigError {
     CallbackAllow(String),
     #[error("invalid [[transports]] entry: {0}")]
     Transport(String),
+    #[error("invalid {key}: {reason}")]
+    Key { key: &'static str, reason: String },
 }
 
 /// The resolved configuration of a `mep` process.
@@ -346,9 +348,25 @@ fn notify_config(s: &mut Settings) -> Result<NotifyConfig, ConfigError> {
 
 /// The DNS server: addresses, upstreams and TCP connection limits.
 fn dns_config(s: &mut Settings) -> Result<DnsConfig, ConfigError> {
+    let upstreams = key!(s.dns_upstreams)
+        .iter()
+        .map(|u| u.parse::<mep_dns::Upstream>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|reason| ConfigError::Key {
+            key: "dns_upstreams",
+            reason,
+        })?;
+    let upstream_ca = match s.dns_upstream_ca.take() {
+        Some(path) => crate::tls::read_certs(&path).map_err(|e| ConfigError::Key {
+            key: "dns_upstream_ca",
+            reason: e.to_string(),
+        })?,
+        None => Vec::new(),
+    };
     Ok(DnsConfig {
         listen: key!(s.dns_addr),
-        upstreams: key!(s.dns_upstreams),
+        upstreams,
+        upstream_ca,
         max_tcp_connections: key!(s.dns_tcp_max_connections),
         max_tcp_per_client: key!(s.dns_tcp_max_per_client),
         tcp_idle_timeout: Duration::from_millis(key!(s.dns_tcp_idle_timeout_ms)),
@@ -499,6 +517,26 @@ mod tests {
         assert_eq!(c.mm5_addr, "127.0.0.1:9100".parse().unwrap());
         assert_eq!(c.limits.services_per_app, 7);
         assert_eq!(c.mp1_addr, "0.0.0.0:8443".parse().unwrap());
+    }
+
+    #[test]
+    fn dns_upstreams_are_plain_or_tls_and_bad_ones_are_named() {
+        let c = Config::resolve(ServeArgs {
+            dns_upstreams: Some(vec![
+                "192.0.2.53".into(),
+                "tls://192.0.2.54#dns.example".into(),
+            ]),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.dns.upstreams[0].addr.port(), 53);
+        assert_eq!(c.dns.upstreams[1].tls_name.as_deref(), Some("dns.example"));
+        let err = Config::resolve(ServeArgs {
+            dns_upstreams: Some(vec!["tls://192.0.2.54".into()]),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("dns_upstreams"), "{err}");
     }
 
     #[test]

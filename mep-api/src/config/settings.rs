@@ -235,7 +235,8 @@ pub struct Settings {
     #[arg(long, env = "MEP_DNS_HTTPS_ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_https_addr: Option<SocketAddr>,
-    /// Upstream resolvers for names no DNS rule covers (repeatable)
+    /// Upstream resolvers for names no DNS rule covers: ADDR, or tls://ADDR#NAME for DNS over TLS
+    /// to a resolver whose certificate names NAME (repeatable)
     /// [default: the nameservers of /etc/resolv.conf].
     #[arg(
         long = "dns-upstream",
@@ -243,7 +244,11 @@ pub struct Settings {
         value_delimiter = ','
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dns_upstreams: Option<Vec<SocketAddr>>,
+    pub dns_upstreams: Option<Vec<String>>,
+    /// PEM CA certificates trusted for DNS-over-TLS upstreams besides the public roots.
+    #[arg(long, env = "MEP_DNS_UPSTREAM_CA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_upstream_ca: Option<PathBuf>,
     /// DNS-over-TCP connections held at once; at a full table a newcomer takes the place of the
     /// longest-idle one.
     #[arg(long, env = "MEP_DNS_TCP_MAX_CONNECTIONS")]
@@ -363,6 +368,7 @@ impl Settings {
             dns_tls_addr: None,
             dns_https_addr: None,
             dns_upstreams: Some(Vec::new()),
+            dns_upstream_ca: None,
             dns_tcp_max_connections: Some(1024),
             dns_tcp_max_per_client: Some(32),
             dns_tcp_idle_timeout_ms: Some(10_000),
