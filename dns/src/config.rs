@@ -34,9 +34,11 @@ impl std::str::FromStr for Upstream {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let addr = |text: &str, default_port: u16| {
+            let bare = text.strip_prefix('[').and_then(|t| t.strip_suffix(']'));
             text.parse::<SocketAddr>()
                 .or_else(|_| {
-                    text.parse::<IpAddr>()
+                    bare.unwrap_or(text)
+                        .parse::<IpAddr>()
                         .map(|ip| SocketAddr::new(ip, default_port))
                 })
                 .map_err(|_| format!("{text:?} is not an IP address with an optional port"))

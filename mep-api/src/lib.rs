@@ -9,6 +9,7 @@
 pub mod app;
 pub mod apps;
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dataplanes;

@@ -46,6 +46,8 @@ fn init_logging(format: LogFormat) {
 enum Command {
     /// Run the platform: Mp1 and Mm5 listeners on an embedded store.
     Serve(Box<ServeArgs>),
+    #[command(flatten)]
+    Query(mep_api::cli::Query),
     /// Print the configuration keys.
     Config {
         #[command(subcommand)]
@@ -101,6 +103,10 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
+            Command::Query(query) => {
+                print!("{}", mep_api::cli::run(&query).await?);
+                Ok(())
+            }
             Command::Config { command } => {
                 print!(
                     "{}",

@@ -715,3 +715,150 @@ fn log_format_json_writes_one_json_object_per_line() {
         assert!(error["timestamp"].is_string(), "{error}");
     }
 }
+
+/// `mep <args>` against the Mm5 of `mep`; answers stdout, failing on a non-zero exit.
+fn cli(mm5: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mep"))
+        .args(args)
+        .args(["--mm5-url", mm5])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mep {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_operator_cli_shows_apps_rules_services_tasks_and_dns_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mep = start(dir.path(), free_port());
+    let client = reqwest::blocking::Client::new();
+    let config = json!({
+        "appName": "video",
+        "appTrafficRule": [{"trafficRuleId": "t1", "filterType": "FLOW", "priority": 1,
+            "action": "DROP", "state": "ACTIVE", "trafficFilter": [{"dstAddress": ["10.1.0.0/16"]}]}],
+        "appDNSRule": [{"dnsRuleId": "d1", "domainName": "video.edge.example",
+            "ipAddressType": "IP_V4", "ipAddress": "192.0.2.10", "ttl": 30, "state": "ACTIVE"}]
+    });
+    let progress: Value = client
+        .post(format!(
+            "{}/mepcfg/app_lcm/v1/applications/app-1/appd_configuration",
+            mep.mm5
+        ))
+        .json(&config)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let task = progress["taskId"].as_str().unwrap().to_owned();
+    let r = client
+        .post(format!("{}/applications/app-1/services", mep.mp1))
+        .json(&service("video-analytics"))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+
+    let apps = cli(&mep.mm5, &["apps"]);
+    let row = apps.lines().find(|l| l.starts_with("app-1")).expect(&apps);
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["app-1", "video", "1", "1", "false"]
+    );
+    let json: Value = serde_json::from_str(&cli(&mep.mm5, &["apps", "--json"])).unwrap();
+    assert_eq!(json[0]["trafficRules"], 1);
+
+    let show = cli(&mep.mm5, &["apps", "show", "app-1"]);
+    assert!(show.contains("t1") && show.contains("DROP"), "{show}");
+    assert!(show.contains("video.edge.example 192.0.2.10"), "{show}");
+    let rules = cli(&mep.mm5, &["rules"]);
+    assert_eq!(
+        rules.lines().filter(|l| l.starts_with("app-1")).count(),
+        2,
+        "{rules}"
+    );
+    let one: Value =
+        serde_json::from_str(&cli(&mep.mm5, &["rules", "--app", "app-1", "--json"])).unwrap();
+    assert_eq!(one["app-1"]["appDNSRule"][0]["dnsRuleId"], "d1");
+
+    let services = cli(&mep.mm5, &["services"]);
+    assert!(services.contains("video-analytics"), "{services}");
+    let tasks = cli(&mep.mm5, &["tasks", &task]);
+    assert!(tasks.contains("SUCCESS"), "{tasks}");
+
+    let local = cli(&mep.mm5, &["dns", "test", "Video.Edge.Example."]);
+    assert!(local.contains("answered by mep"), "{local}");
+    assert!(
+        local.contains("192.0.2.10") && local.contains("d1"),
+        "{local}"
+    );
+    let forwarded = cli(&mep.mm5, &["dns", "test", "www.example.org"]);
+    assert!(forwarded.contains("forwarded"), "{forwarded}");
+
+    // A refusal from Mm5 is an error with its reason.
+    let out = Command::new(env!("CARGO_BIN_EXE_mep"))
+        .args(["apps", "show", "nope", "--mm5-url", &mep.mm5])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("404") && said.contains("no configuration"),
+        "{said}"
+    );
+    mep.child.kill().unwrap();
+    mep.child.wait().unwrap();
+}
+
+#[test]
+fn the_cli_finds_mm5_and_its_token_in_the_configuration_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mp1, mm5) = (free_port(), free_port());
+    let config = dir.path().join("mep.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nmp1_addr = \"127.0.0.1:{mp1}\"\nmm5_addr = \"127.0.0.1:{mm5}\"\n\
+             insecure_http = true\nno_auth = true\ndns_addr = \"127.0.0.1:0\"\n\
+             mm5_token = \"operator-token-0123456789\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mep"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{mm5}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !reqwest::blocking::get(format!("{url}/health")).is_ok_and(|r| r.status() == 200) {
+        assert!(Instant::now() < deadline, "mep did not become healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_mep"))
+        .args(["apps", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("APP INSTANCE"));
+    // Without the token Mm5 refuses, and the CLI says so.
+    let out = Command::new(env!("CARGO_BIN_EXE_mep"))
+        .args(["apps", "--mm5-url", &url])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("401"), "{said}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -450,4 +450,34 @@ impl Apps {
     pub fn readiness(&self, app: &AppInstanceId) -> Option<Readiness> {
         self.index.read().readiness.get(app).copied()
     }
+
+    /// Every configured application instance with its rule counts, sorted by id.
+    pub fn summaries(&self) -> Vec<AppSummary> {
+        let index = self.index.read();
+        let mut out: Vec<AppSummary> = index
+            .configs
+            .iter()
+            .map(|(app, c)| AppSummary {
+                app_instance_id: app.as_str().to_owned(),
+                app_name: c.app_name.clone(),
+                traffic_rules: c.app_traffic_rule.len(),
+                dns_rules: c.app_dns_rule.len(),
+                ready: index.readiness.contains_key(app),
+            })
+            .collect();
+        out.sort_by(|a, b| a.app_instance_id.cmp(&b.app_instance_id));
+        out
+    }
+}
+
+/// One configured application instance, for the platform manager's list.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppSummary {
+    pub app_instance_id: String,
+    pub app_name: String,
+    pub traffic_rules: usize,
+    pub dns_rules: usize,
+    /// The application confirmed readiness (`confirm_ready`).
+    pub ready: bool,
 }

@@ -18,6 +18,7 @@ const APPS: &str = "/mepcfg/app_lcm/v1/applications/{appInstanceId}";
 
 pub fn router(apps: Arc<Apps>) -> Router {
     Router::new()
+        .route("/mepcfg/app_lcm/v1/applications", get(list))
         .route(
             &format!("{APPS}/appd_configuration"),
             get(get_config).post(create).put(update).delete(remove),
@@ -34,6 +35,11 @@ type St = State<Arc<Apps>>;
 
 fn app_id(raw: &str) -> Result<AppInstanceId, ApiError> {
     AppInstanceId::parse(raw).map_err(ApiError::BadRequest)
+}
+
+/// Every configured application instance with its rule counts and readiness.
+async fn list(State(apps): St) -> Response {
+    Json(apps.summaries()).into_response()
 }
 
 async fn get_config(State(apps): St, Path(app): Path<String>) -> Result<Response, ApiError> {

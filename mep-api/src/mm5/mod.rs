@@ -47,7 +47,47 @@ pub fn ops_router(state: OpsState) -> Router {
             "/mepcfg/dataplane/v1/traffic_rule_counters",
             get(rule_counters),
         )
+        .route("/mepcfg/dns/v1/answers", get(dns_answers))
         .with_state(state)
+}
+
+#[derive(serde::Deserialize)]
+struct NameQuery {
+    name: String,
+}
+
+/// What the DNS server answers for a name and why: the ACTIVE DNS rules that cover it (a local,
+/// authoritative answer), or none (the query is forwarded).
+async fn dns_answers(
+    State(state): State<OpsState>,
+    axum::extract::Query(q): axum::extract::Query<NameQuery>,
+) -> Response {
+    let name = q.name.trim_end_matches('.').to_ascii_lowercase();
+    let snapshot = state.snapshots.load();
+    let answers: Vec<serde_json::Value> = snapshot
+        .dns_rules()
+        .filter(|r| {
+            r.rule
+                .domain_name
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(&name)
+        })
+        .map(|r| {
+            serde_json::json!({
+                "address": r.rule.ip_address,
+                "ttl": r.rule.ttl,
+                "appInstanceId": r.app_instance_id,
+                "dnsRuleId": r.rule.dns_rule_id,
+            })
+        })
+        .collect();
+    let source = if answers.is_empty() {
+        "upstream"
+    } else {
+        "local"
+    };
+    axum::Json(serde_json::json!({"name": name, "source": source, "answers": answers}))
+        .into_response()
 }
 
 /// Packets and bytes per ACTIVE traffic rule, from data planes that count (xdp).
