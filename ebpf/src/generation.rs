@@ -68,6 +68,36 @@ fn remove<K: aya::Pod>(
     }
 }
 
+/// Makes `map` hold `at` under `key`, or nothing.
+fn put<K: aya::Pod>(
+    map: &mut HashMap<MapData, K, ListRef>,
+    key: &K,
+    at: Option<ListRef>,
+    name: &'static str,
+) -> Result<(), XdpError> {
+    match at {
+        Some(r) => map.insert(key, r, 0).map_err(XdpError::map(name)),
+        None => remove(map, key, name),
+    }
+}
+
+/// Removes the keys of `map` that `keep` refuses; answers how many.
+fn remove_stale<K: aya::Pod>(
+    map: &mut HashMap<MapData, K, ListRef>,
+    keep: impl Fn(K) -> bool,
+    name: &'static str,
+) -> Result<usize, XdpError> {
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !keep(*k))
+        .collect();
+    for k in &stale {
+        remove(map, k, name)?;
+    }
+    Ok(stale.len())
+}
+
 impl GenMaps {
     fn take(ebpf: &mut Ebpf, g: usize) -> Result<Self, XdpError> {
         const NAMES: [[&str; 4]; 2] = [
@@ -97,17 +127,12 @@ impl GenMaps {
             }
         }
         let at = list.map(|l| l.list_ref());
-        match (key, at) {
-            (ListKey::Dst(k), Some(r)) => self.dst.insert(k, r, 0).map_err(XdpError::map("dst"))?,
-            (ListKey::Dst(k), None) => remove(&mut self.dst, k, "dst")?,
-            (ListKey::Src(k), Some(r)) => self.src.insert(k, r, 0).map_err(XdpError::map("src"))?,
-            (ListKey::Src(k), None) => remove(&mut self.src, k, "src")?,
-            (ListKey::Teid(t), Some(r)) => {
-                self.teid.insert(t, r, 0).map_err(XdpError::map("teid"))?
-            }
-            (ListKey::Teid(t), None) => remove(&mut self.teid, t, "teid")?,
+        match key {
+            ListKey::Dst(k) => put(&mut self.dst, k, at, "dst")?,
+            ListKey::Src(k) => put(&mut self.src, k, at, "src")?,
+            ListKey::Teid(t) => put(&mut self.teid, t, at, "teid")?,
             // The wild list's place is in the config.
-            (ListKey::Wild, _) => {}
+            ListKey::Wild => {}
         }
         Ok(list.map_or(0, |l| l.items.len()) + 1)
     }
@@ -135,32 +160,12 @@ impl GenMaps {
 
     /// Removes the index keys the kernel holds and `layout` does not.
     fn remove_stale(&mut self, layout: &Layout) -> Result<usize, XdpError> {
-        let mut n = 0;
-        let dst: Vec<AddrKey> = self.dst.keys().filter_map(Result::ok).collect();
-        for k in dst
-            .iter()
-            .filter(|k| layout.list(&ListKey::Dst(**k)).is_none())
-        {
-            remove(&mut self.dst, k, "dst")?;
-            n += 1;
-        }
-        let src: Vec<AddrKey> = self.src.keys().filter_map(Result::ok).collect();
-        for k in src
-            .iter()
-            .filter(|k| layout.list(&ListKey::Src(**k)).is_none())
-        {
-            remove(&mut self.src, k, "src")?;
-            n += 1;
-        }
-        let teid: Vec<u32> = self.teid.keys().filter_map(Result::ok).collect();
-        for t in teid
-            .iter()
-            .filter(|t| layout.list(&ListKey::Teid(**t)).is_none())
-        {
-            remove(&mut self.teid, t, "teid")?;
-            n += 1;
-        }
-        Ok(n)
+        let has = |key: ListKey| layout.list(&key).is_some();
+        Ok(
+            remove_stale(&mut self.dst, |k| has(ListKey::Dst(k)), "dst")?
+                + remove_stale(&mut self.src, |k| has(ListKey::Src(k)), "src")?
+                + remove_stale(&mut self.teid, |t| has(ListKey::Teid(t)), "teid")?,
+        )
     }
 }
 

@@ -250,6 +250,39 @@ fn edit_list(
     Ok(Some(list))
 }
 
+/// `edit_list` on the list `map` holds at `key`, stored back, or taken out once it is empty.
+fn edit_in<K: Clone + Eq + std::hash::Hash>(
+    map: &mut PHashMap<K, List>,
+    key: K,
+    blocks: &mut Blocks,
+    list_key: ListKey,
+    touched: &mut Touched,
+    edit: impl FnOnce(&mut Vec<ListItem>),
+) -> Result<(), CapacityError> {
+    let current = map.get(&key).cloned();
+    match edit_list(blocks, current, list_key, touched, edit)? {
+        Some(l) => map.insert(key, l),
+        None => map.remove(&key),
+    };
+    Ok(())
+}
+
+/// Whether an edit puts an item into the lists or takes it out.
+#[derive(Clone, Copy)]
+enum Op {
+    Insert,
+    Remove,
+}
+
+impl Op {
+    fn apply(self, items: &mut Vec<ListItem>, item: ListItem) {
+        match self {
+            Op::Insert => insert_sorted(items, item),
+            Op::Remove => remove_sorted(items, item),
+        }
+    }
+}
+
 /// An address index: the entries placed at each key (`own`) and each key's candidate list, which
 /// also holds the entries of the shorter indexed prefixes that cover the key, because the kernel
 /// stops at the longest prefix it finds.
@@ -338,11 +371,7 @@ impl AddrIndex {
     ) -> Result<(), CapacityError> {
         for len in self.longer_lens(k.len) {
             for ck in self.covered(k, len) {
-                let current = self.lists.get(&ck).cloned();
-                match edit_list(blocks, current, wrap(ck), touched, &edit)? {
-                    Some(l) => self.lists.insert(ck, l),
-                    None => self.lists.remove(&ck),
-                };
+                edit_in(&mut self.lists, ck, blocks, wrap(ck), touched, &edit)?;
             }
         }
         Ok(())
@@ -412,13 +441,9 @@ impl AddrIndex {
             self.lens.retain(|(_, n)| *n > 0);
         } else {
             self.own.insert(k, own);
-            let current = self.lists.get(&k).cloned();
-            match edit_list(blocks, current, wrap(k), touched, |i| {
+            edit_in(&mut self.lists, k, blocks, wrap(k), touched, |i| {
                 remove_sorted(i, item)
-            })? {
-                Some(l) => self.lists.insert(k, l),
-                None => self.lists.remove(&k),
-            };
+            })?;
         }
         self.edit_covered(&k, blocks, touched, wrap, |i| remove_sorted(i, item))
     }
@@ -474,7 +499,7 @@ impl Indexes {
         let mut last = None;
         for (_, dim) in options {
             let saved = self.clone();
-            match self.put(e, dim, item, touched) {
+            match self.edit(e, dim, item, Op::Insert, touched) {
                 Ok(()) => return Ok(dim),
                 Err(err @ CapacityError::TooManyCandidates(..)) => {
                     *self = saved;
@@ -486,81 +511,57 @@ impl Indexes {
         Err(last.unwrap_or(CapacityError::ListsFull))
     }
 
-    fn put(
+    /// Inserts `item` into, or removes it from, the lists of `e`'s keys in index `dim`.
+    fn edit(
         &mut self,
         e: &PlacedEntry,
         dim: Dim,
         item: ListItem,
+        op: Op,
         touched: &mut Touched,
     ) -> Result<(), CapacityError> {
         let blocks = &mut self.blocks;
-        match dim {
-            Dim::Dst => {
+        match (dim, op) {
+            (Dim::Dst, Op::Insert) => {
                 for k in &e.dst {
                     self.dst.add(*k, item, blocks, touched, ListKey::Dst)?;
                 }
             }
-            Dim::Src => {
-                for k in &e.src {
-                    self.src.add(*k, item, blocks, touched, ListKey::Src)?;
-                }
-            }
-            Dim::Teid => {
-                for t in &e.teid {
-                    if !self.teid.contains_key(t) && self.teid.len() >= MAX_KEYS as usize {
-                        return Err(CapacityError::TooManyKeys);
-                    }
-                    let current = self.teid.get(t).cloned();
-                    if let Some(l) = edit_list(blocks, current, ListKey::Teid(*t), touched, |i| {
-                        insert_sorted(i, item)
-                    })? {
-                        self.teid.insert(*t, l);
-                    }
-                }
-            }
-            Dim::Wild => {
-                let current = self.wild.take();
-                self.wild = edit_list(blocks, current, ListKey::Wild, touched, |i| {
-                    insert_sorted(i, item)
-                })?;
-            }
-        }
-        Ok(())
-    }
-
-    fn unplace(
-        &mut self,
-        e: &PlacedEntry,
-        item: ListItem,
-        touched: &mut Touched,
-    ) -> Result<(), CapacityError> {
-        let blocks = &mut self.blocks;
-        match e.dim {
-            Dim::Dst => {
+            (Dim::Dst, Op::Remove) => {
                 for k in &e.dst {
                     self.dst.remove(*k, item, blocks, touched, ListKey::Dst)?;
                 }
             }
-            Dim::Src => {
+            (Dim::Src, Op::Insert) => {
+                for k in &e.src {
+                    self.src.add(*k, item, blocks, touched, ListKey::Src)?;
+                }
+            }
+            (Dim::Src, Op::Remove) => {
                 for k in &e.src {
                     self.src.remove(*k, item, blocks, touched, ListKey::Src)?;
                 }
             }
-            Dim::Teid => {
+            (Dim::Teid, _) => {
                 for t in &e.teid {
-                    let current = self.teid.get(t).cloned();
-                    match edit_list(blocks, current, ListKey::Teid(*t), touched, |i| {
-                        remove_sorted(i, item)
-                    })? {
-                        Some(l) => self.teid.insert(*t, l),
-                        None => self.teid.remove(t),
-                    };
+                    let new_key = !self.teid.contains_key(t);
+                    if matches!(op, Op::Insert) && new_key && self.teid.len() >= MAX_KEYS as usize {
+                        return Err(CapacityError::TooManyKeys);
+                    }
+                    edit_in(
+                        &mut self.teid,
+                        *t,
+                        blocks,
+                        ListKey::Teid(*t),
+                        touched,
+                        |i| op.apply(i, item),
+                    )?;
                 }
             }
-            Dim::Wild => {
+            (Dim::Wild, _) => {
                 let current = self.wild.take();
                 self.wild = edit_list(blocks, current, ListKey::Wild, touched, |i| {
-                    remove_sorted(i, item)
+                    op.apply(i, item)
                 })?;
             }
         }
@@ -662,7 +663,7 @@ impl Layout {
         self.order.remove(&(p.priority, key.clone()));
         for e in &p.entries {
             let item = ListItem::new(p.rank, e.idx);
-            self.idx.unplace(e, item, touched)?;
+            self.idx.edit(e, e.dim, item, Op::Remove, touched)?;
             self.entries.release(e.idx);
         }
         if !keep_slot {
@@ -807,10 +808,9 @@ impl Layout {
             }
             let mut p = Placed::clone(p);
             for e in &p.entries {
-                let old = ListItem::new(p.rank, e.idx);
-                self.idx.unplace(e, old, touched)?;
-                self.idx
-                    .put(e, e.dim, ListItem::new(rank, e.idx), touched)?;
+                let (old, new) = (ListItem::new(p.rank, e.idx), ListItem::new(rank, e.idx));
+                self.idx.edit(e, e.dim, old, Op::Remove, touched)?;
+                self.idx.edit(e, e.dim, new, Op::Insert, touched)?;
             }
             p.rank = rank;
             self.rules.insert(ok.1.clone(), Arc::new(p));

@@ -335,8 +335,8 @@ impl XdpDataPlane {
         }
     }
 
-    /// Applies the traffic rule changes of one task as one step: the new rule set is
-    /// compiled and published once, so a packet sees all of them or none.
+    /// Applies the traffic rule changes of one task as one step: placed in one copy of the
+    /// layout and published as one generation, so a packet sees all of them or none.
     async fn change(&self, app: &AppInfo, changes: &[RuleChange]) -> Result<(), DataPlaneError> {
         let mut edits = Vec::new();
         for change in changes {
@@ -351,8 +351,7 @@ impl XdpDataPlane {
             let key: RuleKey = (app.app_instance_id.clone(), rule.traffic_rule_id.clone());
             let held = if keep && rule.state == RuleState::Active {
                 let filters = rule.compile().map_err(|e| unsupported(e.0))?;
-                self.check_traffic_rule(rule, &filters)
-                    .map_err(|e| unsupported(e.0))?;
+                supported(rule, &filters).map_err(|e| unsupported(e.0))?;
                 Some(Arc::new(Held {
                     rule: rule.clone(),
                     filters,
@@ -475,8 +474,28 @@ impl State {
     }
 }
 
-/// Checks what the kernel program can honour, independent of the other rules.
+/// Checks what the kernel program can honour, independent of the other rules: the fields it
+/// matches and actions it takes (`supported`), and that the rule fits the maps on its own.
 pub fn check(rule: &TrafficRule, filters: &[CompiledFilter]) -> Result<(), RuleError> {
+    supported(rule, filters)?;
+    let alone = Held {
+        rule: rule.clone(),
+        filters: filters.to_vec(),
+    };
+    let mut layout = Layout::default();
+    let key = (String::new(), rule.traffic_rule_id.clone());
+    match layout.set_rule(key, Some(Arc::new(alone)), &mut Touched::default()) {
+        Ok(()) => Ok(()),
+        Err(e @ (CapacityError::FilterTooLarge | CapacityError::TooManyCandidates(..))) => Err(
+            RuleError::new(format!("the xdp data plane cannot hold this rule: {e}")),
+        ),
+        Err(e) => Err(RuleError::new(e.to_string())),
+    }
+}
+
+/// The fields and actions of `rule` the kernel program cannot honour. Capacity is the layout's
+/// to find when the rule is placed.
+fn supported(rule: &TrafficRule, filters: &[CompiledFilter]) -> Result<(), RuleError> {
     if let Some(what) = filters.iter().flat_map(|f| &f.uninterpreted).next() {
         return Err(RuleError::new(format!(
             "the xdp data plane matches IP protocol numbers (or TCP, UDP, ICMP, ...) and numeric \
@@ -499,19 +518,7 @@ pub fn check(rule: &TrafficRule, filters: &[CompiledFilter]) -> Result<(), RuleE
             "the xdp data plane cannot encapsulate into a new tunnel (dstInterface of type TUNNEL); use MAC or IP",
         ));
     }
-    let alone = Held {
-        rule: rule.clone(),
-        filters: filters.to_vec(),
-    };
-    let mut layout = Layout::default();
-    let key = (String::new(), rule.traffic_rule_id.clone());
-    match layout.set_rule(key, Some(Arc::new(alone)), &mut Touched::default()) {
-        Ok(()) => Ok(()),
-        Err(e @ (CapacityError::FilterTooLarge | CapacityError::TooManyCandidates(..))) => Err(
-            RuleError::new(format!("the xdp data plane cannot hold this rule: {e}")),
-        ),
-        Err(e) => Err(RuleError::new(e.to_string())),
-    }
+    Ok(())
 }
 
 #[async_trait]
@@ -565,9 +572,9 @@ impl DataPlane for XdpDataPlane {
 
     /// Applies the difference between `snapshot` and what the maps hold.
     async fn resync(&self, snapshot: &Snapshot) -> Result<(), DataPlaneError> {
-        let mut wanted = std::collections::HashMap::new();
+        let mut wanted = Vec::with_capacity(snapshot.traffic_rule_count());
         for r in snapshot.traffic_rules() {
-            check(&r.rule, &r.filters).map_err(|e| {
+            supported(&r.rule, &r.filters).map_err(|e| {
                 unsupported(format!(
                     "rule {} of {}: {}",
                     r.rule.traffic_rule_id, r.app_instance_id, e.0
@@ -577,12 +584,8 @@ impl DataPlane for XdpDataPlane {
                 r.app_instance_id.to_string(),
                 r.rule.traffic_rule_id.clone(),
             );
-            wanted.insert(key, (&r.rule, &r.filters));
+            wanted.push((key, r.rule.clone(), r.filters.clone()));
         }
-        let wanted: Vec<(RuleKey, TrafficRule, Vec<CompiledFilter>)> = wanted
-            .into_iter()
-            .map(|(k, (r, f))| (k, r.clone(), f.clone()))
-            .collect();
         self.with_state(move |st| {
             let mut edits = Vec::new();
             let mut keep = std::collections::HashSet::new();
