@@ -99,18 +99,16 @@ impl QueryHandler {
                 }
             }
         }
-        let options = if query.edns_options.is_empty() {
-            Vec::new()
-        } else {
-            match query.forwardable_options() {
-                Some(options) => options,
-                None => {
-                    self.answer_error(out, &query.reply, rcode::FORMERR);
-                    return Outcome::Answered;
-                }
-            }
-        };
-        if options.is_empty() {
+        // Most options a client sends (a cookie) stay on this hop; the cache answers those.
+        let mut forwards_options = false;
+        if query
+            .for_each_forwardable_option(|_| forwards_options = true)
+            .is_none()
+        {
+            self.answer_error(out, &query.reply, rcode::FORMERR);
+            return Outcome::Answered;
+        }
+        if !forwards_options {
             if let Some((answer, age)) = self.cache.get(query.cache_key(), Instant::now()) {
                 answer.write(out, &query.reply, limit, age, self.udp_payload);
                 self.metrics
@@ -122,6 +120,8 @@ impl QueryHandler {
             self.answer_error(out, &query.reply, rcode::SERVFAIL);
             return Outcome::Answered;
         };
+        let mut options = Vec::new();
+        query.for_each_forwardable_option(|o| options.extend_from_slice(o));
         Outcome::Forward(PendingForward {
             id: query.reply.id,
             request_flags: query.reply.request_flags,

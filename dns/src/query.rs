@@ -141,21 +141,20 @@ impl<'a> Query<'a> {
         &self.key[..self.name_len]
     }
 
-    /// The client's EDNS options minus the hop-by-hop ones, for the upstream query; None when
-    /// they are malformed.
-    pub(crate) fn forwardable_options(&self) -> Option<Vec<u8>> {
-        let mut out = Vec::new();
+    /// Calls `f` with each of the client's EDNS options (in wire form) that is not hop-by-hop,
+    /// without allocating; None when the options are malformed.
+    pub(crate) fn for_each_forwardable_option(&self, mut f: impl FnMut(&'a [u8])) -> Option<()> {
         let mut rest = self.edns_options;
         while !rest.is_empty() {
             let code = u16_at(rest, 0)?;
             let len = usize::from(u16_at(rest, 2)?);
             let option = rest.get(..4 + len)?;
             if !HOP_BY_HOP_OPTIONS.contains(&code) {
-                out.extend_from_slice(option);
+                f(option);
             }
             rest = &rest[4 + len..];
         }
-        Some(out)
+        Some(())
     }
 
     /// The name as DNS rules spell it (lower case, dots, no trailing dot), written into `buf`;

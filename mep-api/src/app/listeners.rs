@@ -76,23 +76,27 @@ pub(super) fn links(config: &Config, mp1_addr: SocketAddr) -> Links {
 }
 
 /// The TLS acceptors of the listeners that serve TLS: Mp1 unless `insecure_http`; Mm5 when it
-/// asks for client certificates or listens off loopback.
+/// asks for client certificates or listens off loopback. `identity` is the certificate every
+/// TLS listener (DNS over TLS and HTTPS too) presents.
 pub(super) struct TlsAcceptors {
     pub(super) mp1: Option<TlsAcceptor>,
     pub(super) mm5: Option<TlsAcceptor>,
+    pub(super) identity: Option<tls::Identity>,
 }
 
 impl TlsAcceptors {
     pub(super) fn new(config: &Config, mp1_addr: SocketAddr) -> Result<Self, StartError> {
         let mm5_exposed = !config.mm5_addr.ip().is_loopback();
-        let identity = if config.insecure_http && config.tls.mm5_client_ca.is_none() {
-            None
-        } else {
+        let api_tls = !config.insecure_http || config.tls.mm5_client_ca.is_some();
+        let dns_tls = config.dns_tls_addr.is_some() || config.dns_https_addr.is_some();
+        let identity = if api_tls || dns_tls {
             Some(tls::identity(
                 &config.tls,
                 &config.data_dir,
                 &tls::default_names(config.api_root.as_deref(), mp1_addr),
             )?)
+        } else {
+            None
         };
         let mp1 = match (&identity, config.insecure_http) {
             (Some(identity), false) => Some(tls::acceptor(identity, None)?),
@@ -104,7 +108,7 @@ impl TlsAcceptors {
             ),
             _ => None,
         };
-        Ok(TlsAcceptors { mp1, mm5 })
+        Ok(TlsAcceptors { mp1, mm5, identity })
     }
 }
 

@@ -134,25 +134,14 @@ impl Mep {
             + usize::from(config.dns_tls_addr.is_some())
             + usize::from(config.dns_https_addr.is_some());
         let dns_stream_share = (budget.dns_tcp / stream_listeners).max(1);
-        let doh_connections = dns_stream_share;
-        let dns_identity = |addr| {
-            crate::tls::identity(
-                &config.tls,
-                &config.data_dir,
-                &crate::tls::default_names(config.api_root.as_deref(), addr),
-            )
-        };
-        let dns_tls = match config.dns_tls_addr {
-            Some(tls_addr) => {
-                let identity = dns_identity(tls_addr)?;
-                Some(mep_dns::EncryptedDns {
-                    tls_addr,
-                    max_connections: dns_stream_share,
-                    cert_chain: identity.chain,
-                    key: identity.key,
-                })
-            }
-            None => None,
+        let dns_tls = match (config.dns_tls_addr, &tls.identity) {
+            (Some(tls_addr), Some(identity)) => Some(mep_dns::EncryptedDns {
+                tls_addr,
+                max_connections: dns_stream_share,
+                cert_chain: identity.chain.clone(),
+                key: identity.key.clone_key(),
+            }),
+            _ => None,
         };
         let dns = DnsServer::start_with(
             mep_dns::DnsConfig {
@@ -196,12 +185,12 @@ impl Mep {
             shutdown.clone(),
         ));
         let mut dns_https_addr = None;
-        if let Some(addr) = config.dns_https_addr {
+        if let (Some(addr), Some(identity)) = (config.dns_https_addr, &tls.identity) {
             let bound_doh = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| StartError::Bind { addr, source })?;
             dns_https_addr = bound_doh.local_addr().ok();
-            let acceptor = crate::tls::acceptor(&dns_identity(addr)?, None)?;
+            let acceptor = crate::tls::acceptor(identity, None)?;
             let router = routers::dns_https(&config, &core, dns_answerer);
             tasks.spawn(serve(
                 listener(
@@ -209,7 +198,7 @@ impl Mep {
                     bound_doh,
                     router,
                     Some(acceptor),
-                    doh_connections.max(1),
+                    dns_stream_share,
                 ),
                 shutdown.clone(),
             ));
