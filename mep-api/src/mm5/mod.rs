@@ -81,10 +81,10 @@ async fn dns_answers(
             })
         })
         .collect();
-    let source = if answers.is_empty() {
-        "upstream"
-    } else {
-        "local"
+    // The lookup the DNS server itself makes decides; the rules say where the answer comes from.
+    let source = match snapshot.dns_answers(&name) {
+        Some(_) => "local",
+        None => "upstream",
     };
     axum::Json(serde_json::json!({"name": name, "source": source, "answers": answers}))
         .into_response()
