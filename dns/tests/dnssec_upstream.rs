@@ -6,7 +6,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,20 +14,15 @@ use support::*;
 /// A knotd on a loopback port serving `signed.test`, signed on load.
 struct Knot {
     child: Child,
-    dir: PathBuf,
+    _dir: Scratch,
     addr: SocketAddr,
 }
 
 impl Knot {
     fn start() -> Knot {
-        let dir = std::env::temp_dir().join(format!("mep-knot-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let scratch = Scratch::new("mep-knot");
+        let dir = scratch.0.clone();
+        let port = free_port();
         let d = dir.display();
         std::fs::write(
             dir.join("knot.conf"),
@@ -56,7 +50,7 @@ impl Knot {
             .expect("knotd (Debian package knot, installed by scripts/setup.sh) starts");
         let knot = Knot {
             child,
-            dir,
+            _dir: scratch,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
         };
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -72,7 +66,6 @@ impl Drop for Knot {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -6,33 +6,10 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mep_dns::{EncryptedDns, Transport};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use support::*;
-
-/// A CA (written to a file for kdig) and a certificate for `dns.mep.test` it signed.
-fn test_pki(
-    dir: &std::path::Path,
-) -> (
-    PathBuf,
-    Vec<CertificateDer<'static>>,
-    PrivateKeyDer<'static>,
-) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["dns.mep.test".to_owned()]).unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    (ca_file, vec![cert.der().clone()], key)
-}
 
 /// kdig against `server`; with `+tls` among `args`, trusting only the test CA `ca`.
 fn kdig(server: SocketAddr, ca: &std::path::Path, args: &[&str]) -> String {
@@ -55,41 +32,22 @@ fn kdig(server: SocketAddr, ca: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-async fn start() -> (Mep, ScriptedUpstream, tempdir::Dir) {
-    let dir = tempdir::Dir::new();
-    let (ca, cert_chain, key) = test_pki(&dir.0);
+/// mep with DNS over TLS (a certificate for `dns.mep.test` from a test CA, whose PEM is
+/// `trusted-ca.pem` in the scratch directory) and the rule `edge.example`.
+async fn start() -> (Mep, ScriptedUpstream, Scratch) {
+    let dir = Scratch::new("mep-dns-tls");
+    let pki = TestPki::new("dns.mep.test");
+    std::fs::write(dir.0.join("trusted-ca.pem"), &pki.ca_pem).unwrap();
     let upstream = ScriptedUpstream::start().await;
     let encrypted = EncryptedDns {
         tls_addr: "127.0.0.1:0".parse().unwrap(),
         max_connections: 64,
-        cert_chain,
-        key,
+        cert_chain: vec![pki.cert_der],
+        key: pki.key_der,
     };
     let rules = [rule("r1", "edge.example", "192.0.2.2", Some(60))];
     let mep = Mep::start_encrypted(&rules, vec![upstream.addr], |_| {}, Some(encrypted)).await;
-    std::fs::rename(&ca, dir.0.join("trusted-ca.pem")).unwrap();
     (mep, upstream, dir)
-}
-
-mod tempdir {
-    /// A scratch directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-
-    impl Dir {
-        pub fn new() -> Self {
-            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let path = std::env::temp_dir().join(format!("mep-dns-tls-{}-{n}", std::process::id()));
-            std::fs::create_dir_all(&path).unwrap();
-            Self(path)
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,32 +18,19 @@ use support::*;
 /// `upstream.test` that a fresh CA signed.
 struct Unbound {
     child: Child,
-    dir: PathBuf,
+    _dir: Scratch,
     addr: SocketAddr,
     ca: CertificateDer<'static>,
 }
 
 impl Unbound {
     fn start() -> Unbound {
-        let dir = std::env::temp_dir().join(format!("mep-unbound-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["upstream.test".to_owned()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
-        std::fs::write(dir.join("tls.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let scratch = Scratch::new("mep-unbound");
+        let dir = scratch.0.clone();
+        let pki = TestPki::new("upstream.test");
+        std::fs::write(dir.join("tls.pem"), &pki.cert_pem).unwrap();
+        std::fs::write(dir.join("tls.key"), &pki.key_pem).unwrap();
+        let port = free_port();
         let d = dir.display();
         std::fs::write(
             dir.join("unbound.conf"),
@@ -80,9 +66,9 @@ impl Unbound {
         }
         Unbound {
             child,
-            dir,
+            _dir: scratch,
             addr,
-            ca: ca.der().clone(),
+            ca: pki.ca_der,
         }
     }
 }
@@ -91,7 +77,6 @@ impl Drop for Unbound {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -716,13 +716,17 @@ fn log_format_json_writes_one_json_object_per_line() {
     }
 }
 
-/// `mep <args>` against the Mm5 of `mep`; answers stdout, failing on a non-zero exit.
-fn cli(mm5: &str, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_mep"))
+/// `mep <args>`, to its end.
+fn run_mep<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mep"))
         .args(args)
-        .args(["--mm5-url", mm5])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// `mep <args>` against the Mm5 at `mm5`; answers stdout, failing on a non-zero exit.
+fn cli(mm5: &str, args: &[&str]) -> String {
+    let out = run_mep(&[args, &["--mm5-url", mm5]].concat());
     assert!(
         out.status.success(),
         "mep {args:?}: {}",
@@ -798,10 +802,7 @@ fn the_operator_cli_shows_apps_rules_services_tasks_and_dns_answers() {
     assert!(forwarded.contains("forwarded"), "{forwarded}");
 
     // A refusal from Mm5 is an error with its reason.
-    let out = Command::new(env!("CARGO_BIN_EXE_mep"))
-        .args(["apps", "show", "nope", "--mm5-url", &mep.mm5])
-        .output()
-        .unwrap();
+    let out = run_mep(&["apps", "show", "nope", "--mm5-url", &mep.mm5]);
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -840,11 +841,11 @@ fn the_cli_finds_mm5_and_its_token_in_the_configuration_file() {
         assert!(Instant::now() < deadline, "mep did not become healthy");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_mep"))
-        .args(["apps", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = run_mep(&[
+        std::ffi::OsStr::new("apps"),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -852,10 +853,7 @@ fn the_cli_finds_mm5_and_its_token_in_the_configuration_file() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("APP INSTANCE"));
     // Without the token Mm5 refuses, and the CLI says so.
-    let out = Command::new(env!("CARGO_BIN_EXE_mep"))
-        .args(["apps", "--mm5-url", &url])
-        .output()
-        .unwrap();
+    let out = run_mep(&["apps", "--mm5-url", &url]);
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("401"), "{said}");

@@ -155,6 +155,18 @@ impl TestMep {
     }
 
     /// Absolute URL of an Mm5 path.
+    /// The text of Mm5's `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.mm5))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn mm5_url(&self, path: &str) -> String {
         format!("{}{path}", self.mm5)
     }

@@ -97,15 +97,7 @@ async fn answers_follow_rule_changes_from_the_next_query() {
     assert_eq!(got, vec!["192.0.2.10", "192.0.2.11"]);
     assert!(both.answers.iter().all(|r| r.ttl == 0));
 
-    let metrics = mep
-        .http
-        .get(format!("{}/metrics", mep.mm5))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = mep.metrics_text().await;
     assert!(
         metrics.contains("mep_dns_"),
         "DNS counters are exposed with the other metrics"
@@ -113,13 +105,15 @@ async fn answers_follow_rule_changes_from_the_next_query() {
     mep.stop().await;
 }
 
-#[tokio::test]
-async fn dns_over_tls_answers_rules_with_the_generated_certificate() {
+/// A mep with `tweak` applied to its test configuration and the `video.edge.example` rule of
+/// app-1 configured over Mm5; keep the directory while it runs.
+async fn start_with_video_rule(
+    tweak: impl FnOnce(&mut mep_api::Config),
+) -> (TestMep, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.dns_tls_addr = Some("127.0.0.1:0".parse().unwrap());
+    tweak(&mut config);
     let mep = TestMep::start_with(config).await;
-    let tls = mep.mep.dns_tls_addr.expect("DNS over TLS listens");
     let (_, progress) = mep
         .appd(
             Method::POST,
@@ -128,28 +122,39 @@ async fn dns_over_tls_answers_rules_with_the_generated_certificate() {
         )
         .await;
     assert_eq!(progress["configResult"], "SUCCESS");
-    let ca = dir.path().join("tls/ca.pem");
+    (mep, dir)
+}
+
+/// kdig over `transport` (+tls, +https, +https-get) to `server`, trusting the generated CA.
+async fn kdig_encrypted(server: SocketAddr, data_dir: &std::path::Path, transport: &str) -> String {
+    let ca = data_dir.join("tls/ca.pem");
     let out = tokio::process::Command::new("kdig")
-        .arg(format!("@{}", tls.ip()))
-        .args(["-p", &tls.port().to_string(), "+tls", "+time=5", "+retry=0"])
+        .arg(format!("@{}", server.ip()))
+        .args([
+            "-p",
+            &server.port().to_string(),
+            transport,
+            "+time=5",
+            "+retry=0",
+        ])
         .arg(format!("+tls-ca={}", ca.display()))
         .args(["+tls-hostname=localhost", "video.edge.example", "A"])
         .output()
         .await
         .expect("kdig (Debian package knot-dnsutils, installed by scripts/setup.sh) runs");
-    let out = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn dns_over_tls_answers_rules_with_the_generated_certificate() {
+    let (mep, dir) =
+        start_with_video_rule(|c| c.dns_tls_addr = Some("127.0.0.1:0".parse().unwrap())).await;
+    let tls = mep.mep.dns_tls_addr.expect("DNS over TLS listens");
+    let out = kdig_encrypted(tls, dir.path(), "+tls").await;
     assert!(out.contains(";; TLS session"), "{out}");
     assert!(out.contains("192.0.2.10"), "{out}");
     assert!(out.contains("Flags: qr aa"), "{out}");
-    let metrics = mep
-        .http
-        .get(format!("{}/metrics", mep.mm5))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = mep.metrics_text().await;
     assert!(
         metrics.contains("mep_dns_queries_total{transport=\"tls\"} 1"),
         "{metrics}"
@@ -158,30 +163,12 @@ async fn dns_over_tls_answers_rules_with_the_generated_certificate() {
 
 #[tokio::test]
 async fn dns_over_https_answers_get_and_post_like_udp() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
-    config.dns_https_addr = Some("127.0.0.1:0".parse().unwrap());
-    let mep = TestMep::start_with(config).await;
+    let (mep, dir) =
+        start_with_video_rule(|c| c.dns_https_addr = Some("127.0.0.1:0".parse().unwrap())).await;
     let doh = mep.mep.dns_https_addr.expect("DNS over HTTPS listens");
-    let (_, progress) = mep
-        .appd(
-            Method::POST,
-            "app-1",
-            Some(&appd_body("video", "video.edge.example")),
-        )
-        .await;
-    assert_eq!(progress["configResult"], "SUCCESS");
     let ca = dir.path().join("tls/ca.pem");
     for method in ["+https", "+https-get"] {
-        let out = tokio::process::Command::new("kdig")
-            .arg(format!("@{}", doh.ip()))
-            .args(["-p", &doh.port().to_string(), method, "+time=5", "+retry=0"])
-            .arg(format!("+tls-ca={}", ca.display()))
-            .args(["+tls-hostname=localhost", "video.edge.example", "A"])
-            .output()
-            .await
-            .expect("kdig (Debian package knot-dnsutils, installed by scripts/setup.sh) runs");
-        let out = String::from_utf8(out.stdout).unwrap();
+        let out = kdig_encrypted(doh, dir.path(), method).await;
         assert!(out.contains(";; HTTP session"), "{method}: {out}");
         assert!(out.contains("192.0.2.10"), "{method}: {out}");
         assert!(out.contains("Flags: qr aa"), "{method}: {out}");

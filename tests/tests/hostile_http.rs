@@ -159,15 +159,7 @@ async fn a_flood_beyond_capacity_leaves_mp1_and_mm5_serving() {
         assert!(well_behaved(&mep, Duration::from_secs(2)).await);
     }
     mep.register("app-1", &service_body("still-writable")).await;
-    let metrics = mep
-        .http
-        .get(format!("{}/metrics", mep.mm5))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = mep.metrics_text().await;
     let evicted: u64 = metrics
         .lines()
         .find(|l| {

@@ -165,15 +165,7 @@ async fn the_grafana_dashboard_queries_only_metrics_mep_exports() {
 
     let dir = tempfile::tempdir().unwrap();
     let mep = TestMep::start(dir.path()).await;
-    let text = mep
-        .http
-        .get(format!("{}/metrics", mep.mm5))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = mep.metrics_text().await;
     let exported: std::collections::HashSet<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

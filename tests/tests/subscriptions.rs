@@ -255,15 +255,7 @@ async fn failed_deliveries_are_retried() {
     assert_eq!(n["serviceReferences"][0]["changeType"], "ADDED");
     assert_eq!(rx.attempts(), 3, "two refusals, then delivered");
 
-    let metrics = mep
-        .http
-        .get(format!("{}/metrics", mep.mm5))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = mep.metrics_text().await;
     assert!(
         metrics.contains("mep_notifications_delivered_total 1"),
         "{metrics}"

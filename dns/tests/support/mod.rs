@@ -364,3 +364,64 @@ fn scripted_response(packet: &[u8], over_tcp: bool) -> Option<Vec<u8>> {
     }
     Some(response.to_vec().unwrap())
 }
+
+/// A scratch directory under the system's temp directory, removed on drop.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(prefix: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback port free for TCP at the moment of asking (a server started next takes it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh CA and a certificate for `name` it signed, in the forms servers and clients take.
+pub struct TestPki {
+    pub ca_der: rustls::pki_types::CertificateDer<'static>,
+    pub ca_pem: String,
+    pub cert_der: rustls::pki_types::CertificateDer<'static>,
+    pub cert_pem: String,
+    pub key_der: rustls::pki_types::PrivateKeyDer<'static>,
+    pub key_pem: String,
+}
+
+impl TestPki {
+    pub fn new(name: &str) -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        TestPki {
+            ca_der: ca.der().clone(),
+            ca_pem: ca.pem(),
+            cert_der: cert.der().clone(),
+            cert_pem: cert.pem(),
+            key_der: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
