@@ -91,16 +91,7 @@ fn mm5_and_mp1_rule_changes_steer_the_next_packet() {
     assert_eq!(progress["configResult"], "SUCCESS", "{progress}");
     send_from_upf(&t.upf, "10.201.2.2", 5000, b"forwarded".to_vec());
     assert_eq!(received(&sock).as_deref(), Some(&b"forwarded"[..]));
-    let metrics = rt.block_on(async {
-        mep.http
-            .get(mep.mm5_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let metrics = rt.block_on(mep.metrics_text());
     assert!(
         metrics.contains("mep_dataplane_forwarded_packets{outcome=\"tc_redirect\"} 1"),
         "{metrics}"
