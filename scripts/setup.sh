@@ -18,11 +18,14 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     fi
 fi
 
-# The manifests' validator (tests/tests/deploy.rs), from PyPI.
-if ! command -v kubernetes-validate >/dev/null 2>&1; then
-    python3 -m pip install --quiet kubernetes-validate 2>/dev/null ||
-        python3 -m pip install --quiet --break-system-packages kubernetes-validate
-fi
+# The manifests' validator (tests/tests/deploy.rs) and the OpenAPI validator (mep-api's openapi
+# tests), from PyPI.
+for tool in kubernetes-validate openapi-spec-validator; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        python3 -m pip install --quiet "$tool" 2>/dev/null ||
+            python3 -m pip install --quiet --break-system-packages "$tool"
+    fi
+done
 
 # The Debian package (scripts/test-package.sh). Pinned: it warns that it prefers release builds.
 if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb 3.8.0" ]; then

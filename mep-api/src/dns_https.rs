@@ -7,8 +7,6 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use mep_dns::{DnsAnswerer, Transport};
@@ -22,9 +20,9 @@ pub const PATH: &str = "/dns-query";
 const DNS_MESSAGE: &str = "application/dns-message";
 
 /// The router of the DNS-over-HTTPS listener.
-pub fn router(answerer: DnsAnswerer) -> Router {
-    Router::new()
-        .route(PATH, get(by_get).post(by_post))
+pub fn router(answerer: DnsAnswerer) -> utoipa_axum::router::OpenApiRouter {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(by_get, by_post))
         .with_state(answerer)
 }
 
@@ -33,6 +31,9 @@ struct GetParams {
     dns: Option<String>,
 }
 
+#[utoipa::path(
+get, path = PATH, tag = "dns", summary = "A DNS query (RFC 8484 GET)", params(("dns" = String, Query, description = "The DNS message, base64url without padding")), responses((status = 200, description = "The DNS answer", content_type = "application/dns-message"), (status = 400, description = "Not a DNS message", body = crate::problem::ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn by_get(State(answerer): State<DnsAnswerer>, Query(params): Query<GetParams>) -> Response {
     let Some(encoded) = params.dns else {
         return problem_response(
@@ -50,6 +51,9 @@ async fn by_get(State(answerer): State<DnsAnswerer>, Query(params): Query<GetPar
     }
 }
 
+#[utoipa::path(
+post, path = PATH, tag = "dns", summary = "A DNS query (RFC 8484 POST)", request_body(content = Vec<u8>, content_type = "application/dns-message"), responses((status = 200, description = "The DNS answer", content_type = "application/dns-message"), (status = 415, description = "Not application/dns-message", body = crate::problem::ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn by_post(State(answerer): State<DnsAnswerer>, headers: HeaderMap, body: Bytes) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)

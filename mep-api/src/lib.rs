@@ -24,6 +24,7 @@ pub mod mm5;
 pub mod model;
 pub mod mp1;
 pub mod notify;
+pub mod openapi;
 pub mod private_files;
 pub mod problem;
 pub mod readiness;

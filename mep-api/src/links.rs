@@ -1,6 +1,8 @@
 //! The absolute URIs of mep's Mp1 resources. Every `_links` href and `Location` header is built here,
 //! from the configured API root, so they always dereference.
 
+use utoipa_axum::router::OpenApiRouter;
+
 /// Path prefix of the service management API (EdgeGallery-compatible).
 pub const SERVICE_MGMT: &str = "/mep/mec_service_mgmt/v1";
 
@@ -25,11 +27,21 @@ pub const APP_SUPPORT_PREFIXES: [&str; 4] = [
     "/mec_app_support/v2",
 ];
 
-/// `api` nested under every one of `prefixes`.
-pub fn nest_under(prefixes: &[&str], api: axum::Router) -> axum::Router {
-    prefixes.iter().fold(axum::Router::new(), |router, prefix| {
-        router.nest(prefix, api.clone())
-    })
+/// `api` nested under every one of `prefixes`; the document names it under the first, the
+/// canonical one (the others are aliases, listed in the API's tag).
+pub fn nest_under(prefixes: &[&str], api: OpenApiRouter) -> OpenApiRouter {
+    let Some((canonical, aliases)) = prefixes.split_first() else {
+        return api;
+    };
+    let (routes, _) = api.clone().split_for_parts();
+    aliases.iter().fold(
+        OpenApiRouter::new().nest(canonical, api),
+        |router, alias| {
+            router.merge(OpenApiRouter::from(
+                axum::Router::new().nest(alias, routes.clone()),
+            ))
+        },
+    )
 }
 
 /// Builds resource URIs under an API root such as `https://mep.example:8443`.

@@ -7,7 +7,7 @@ use http::{header, HeaderValue, StatusCode};
 use serde::Serialize;
 
 /// RFC 7807 problem details, as MEC 011 defines them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProblemDetails {
     #[serde(rename = "type")]
     pub problem_type: &'static str,

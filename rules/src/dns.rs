@@ -9,6 +9,7 @@ use crate::RuleState;
 
 /// `ipAddressType`. EdgeGallery's spellings `IPv4`/`IPv6` are accepted on input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = DnsRule::IpAddressType))]
 pub enum IpAddressType {
     #[serde(rename = "IP_V4", alias = "IPv4")]
     IpV4,
@@ -18,6 +19,7 @@ pub enum IpAddressType {
 
 /// A DNS rule: `domainName` resolves to `ipAddress` while the rule is ACTIVE.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DnsRule {
     pub dns_rule_id: String,

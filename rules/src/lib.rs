@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 /// `state` of a traffic or DNS rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RuleState {
     #[default]

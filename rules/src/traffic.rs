@@ -20,6 +20,7 @@ impl RuleError {
 
 /// `filterType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = TrafficRule::FilterType))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum FilterType {
     Flow,
@@ -29,6 +30,7 @@ pub enum FilterType {
 /// `action`. EdgeGallery's `FORWARD_AS_IS`/`DUPLICATE_AS_IS` are accepted for the spec's
 /// `FORWARD_ENCAPSULATED`/`DUPLICATE_ENCAPSULATED`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = TrafficRule::Action))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Action {
     Drop,
@@ -43,6 +45,11 @@ pub enum Action {
 
 /// `interfaceType` of a destination interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(as = DestinationInterface::InterfaceType)
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum InterfaceType {
     Tunnel,
@@ -52,6 +59,7 @@ pub enum InterfaceType {
 
 /// `tunnelType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = TunnelInfo::TunnelType))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TunnelType {
     GtpU,
@@ -60,6 +68,7 @@ pub enum TunnelType {
 
 /// `TunnelInfo`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TunnelInfo {
     pub tunnel_type: TunnelType,
@@ -71,6 +80,7 @@ pub struct TunnelInfo {
 
 /// `DestinationInterface`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DestinationInterface {
     pub interface_type: InterfaceType,
@@ -159,10 +169,11 @@ pub struct TrafficFilter {
     pub tc: Option<u32>,
 }
 
-/// `TrafficFilter` as it arrives, with `tag` and `token` apart.
+/// `TrafficFilter` as it arrives, with `tag` and `token` apart; its schema is the one documented.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = TrafficFilter))]
 #[serde(rename_all = "camelCase")]
-struct TrafficFilterIn {
+pub(crate) struct TrafficFilterIn {
     #[serde(default)]
     src_address: Vec<String>,
     #[serde(default)]
@@ -173,6 +184,7 @@ struct TrafficFilterIn {
     dst_port: Vec<String>,
     #[serde(default)]
     protocol: Vec<String>,
+    /// Since MEC 011 v3.1.1: GTP-U TEIDs, v2's `token` under its v3 name (both are written).
     #[serde(default)]
     tag: Option<Vec<String>>,
     #[serde(default)]
@@ -281,16 +293,19 @@ impl Serialize for TrafficFilter {
 
 /// `TrafficRule`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TrafficRule {
     pub traffic_rule_id: String,
     pub filter_type: FilterType,
     /// 0..=255, 0 is the highest priority.
     pub priority: u32,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<TrafficFilterIn>))]
     pub traffic_filter: Vec<TrafficFilter>,
     pub action: Action,
     /// 0..2 destinations. v2.1.1 models one object, v3 and EdgeGallery a list: both are read,
     /// a list is written.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<DestinationInterface>))]
     #[serde(
         default,
         deserialize_with = "one_or_many",

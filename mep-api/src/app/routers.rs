@@ -25,8 +25,68 @@ use crate::metrics::Metrics;
 use crate::mm5::{ops_router, OpsState};
 use crate::mp1::app_support::AppSupportState;
 use crate::mp1::timing::{NtpServer, PtpMaster};
+use crate::openapi::{map_routes, serve_document, About, Security, SERVICE_MGMT_TAG};
 use crate::problem::problem_response;
 use crate::{auth, mm5, mp1};
+
+/// What the Mp1 document says about the listener.
+fn mp1_about(config: &Config) -> About {
+    About {
+        title: "mep Mp1: MEC service management and application support (ETSI GS MEC 011)",
+        description: "The Mp1 reference point of mep. Schemas carry the names of ETSI's MEC 011 \
+            v2.1.1 files; members and values added later (v2.2.1, v3.1.1) or by mep say so.",
+        security: if config.auth.enabled {
+            Security::ClientCredentials {
+                token_path: auth::endpoint::TOKEN_PATH,
+            }
+        } else {
+            Security::None
+        },
+        tags: &[
+            (
+                SERVICE_MGMT_TAG,
+                "MEC 011 clause 8 under /mep/mec_service_mgmt/v1; also served under \
+                 /mep/mec_service_mgmt/v2, /mec_service_mgmt/v1 and /mec_service_mgmt/v2.",
+            ),
+            (
+                "application support",
+                "MEC 011 clause 7 under /mep/mec_app_support/v1; also served under \
+                 /mep/mec_app_support/v2, /mec_app_support/v1 and /mec_app_support/v2.",
+            ),
+            ("token", "Access tokens for the Mp1 API."),
+            ("documentation", "This document."),
+        ],
+    }
+}
+
+/// What the Mm5 document says about the listener.
+fn mm5_about(config: &Config) -> About {
+    About {
+        title: "mep Mm5: the platform manager's interface",
+        description: "Per-application traffic and DNS rules (EdgeGallery's appd_configuration), \
+            capabilities, credentials, termination, and the operator's health, readiness and \
+            metrics.",
+        security: if config.mm5_token.is_some() {
+            Security::OperatorToken
+        } else {
+            Security::None
+        },
+        tags: &[
+            (
+                "app configuration",
+                "Rules per application instance, applied as tasks.",
+            ),
+            ("capabilities", "The services registered on the platform."),
+            (
+                "credentials",
+                "Application credentials and token signing keys.",
+            ),
+            ("termination", "Application instance termination."),
+            ("operations", "Health, readiness, metrics and diagnostics."),
+            ("documentation", "This document."),
+        ],
+    }
+}
 
 /// Mp1: service management, application support and the token endpoint.
 pub(super) fn mp1(config: &Config, core: &Core) -> Router {
@@ -50,16 +110,15 @@ pub(super) fn mp1(config: &Config, core: &Core) -> Router {
         registry: core.registry.clone(),
         trusting: !config.auth.enabled,
     });
-    let protected = auth::protect(
+    let protected = map_routes(
         mp1::service_mgmt::router(core.registry.clone()).merge(app_support),
-        &core.auth,
-        &config.callback_allow,
-        directory,
+        |api| auth::protect(api, &core.auth, &config.callback_allow, directory),
     );
+    let api = protected
+        .merge(auth::endpoint::router(core.auth.clone()))
+        .layer(deadline(config.http.request_timeout));
     with_common_layers(
-        protected
-            .merge(auth::endpoint::router(core.auth.clone()))
-            .layer(deadline(config.http.request_timeout)),
+        serve_document(api, &mp1_about(config)),
         config,
         config.max_body_bytes,
         &core.metrics,
@@ -70,7 +129,7 @@ pub(super) fn mp1(config: &Config, core: &Core) -> Router {
 /// Mm5: the platform manager's interface, health, readiness and metrics; behind the operator
 /// token when one is configured.
 pub(super) fn mm5(config: &Config, core: &Core) -> Router {
-    let router = ops_router(OpsState {
+    let api = ops_router(OpsState {
         metrics: core.metrics.clone(),
         registry: core.registry.clone(),
         store: core.store.clone(),
@@ -82,12 +141,12 @@ pub(super) fn mm5(config: &Config, core: &Core) -> Router {
     .merge(mm5::capabilities::router(core.registry.clone()))
     .merge(mm5::credentials::router(core.auth.clone()))
     .layer(deadline(config.http.request_timeout));
-    let router = router.merge(
+    let api = api.merge(
         mm5::termination::router(core.apps.clone(), core.auth.clone())
             .layer(deadline(termination_deadline(config))),
     );
     let router = with_common_layers(
-        router,
+        serve_document(api, &mm5_about(config)),
         config,
         config.mm5_max_body_bytes,
         &core.metrics,
@@ -102,10 +161,22 @@ pub(super) fn mm5(config: &Config, core: &Core) -> Router {
     }
 }
 
+/// What the DNS-over-HTTPS document says about the listener.
+const DNS_HTTPS_ABOUT: About = About {
+    title: "mep DNS over HTTPS (RFC 8484)",
+    description:
+        "mep's DNS server over HTTPS: local answers for ACTIVE DNS rules, the rest forwarded.",
+    security: Security::None,
+    tags: &[("dns", "DNS queries."), ("documentation", "This document.")],
+};
+
 /// DNS over HTTPS, with the layers of the other listeners.
 pub(super) fn dns_https(config: &Config, core: &Core, answerer: mep_dns::DnsAnswerer) -> Router {
     with_common_layers(
-        crate::dns_https::router(answerer).layer(deadline(config.http.request_timeout)),
+        serve_document(
+            crate::dns_https::router(answerer).layer(deadline(config.http.request_timeout)),
+            &DNS_HTTPS_ABOUT,
+        ),
         config,
         // The largest DNS message.
         65_535,

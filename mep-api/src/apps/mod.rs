@@ -9,9 +9,9 @@
 //! committed state, so nothing is ever left half-applied or locked.
 
 mod change;
-mod registrations;
+pub(crate) mod registrations;
 mod serial;
-mod termination;
+pub(crate) mod termination;
 
 pub use change::{ChangeOutcome, RuleChangeError};
 pub use registrations::AppRegistration;
@@ -471,7 +471,7 @@ impl Apps {
 }
 
 /// One configured application instance, for the platform manager's list.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppSummary {
     pub app_instance_id: String,

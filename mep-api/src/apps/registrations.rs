@@ -19,9 +19,9 @@ pub struct AppRegistration {
 }
 
 /// `ServiceDependency` of a v3 `AppInfo` (`appServiceRequired[]`, `appServiceOptional[]`).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ServiceDependency {
+pub(crate) struct ServiceDependency {
     ser_name: String,
     version: String,
     #[serde(default)]
@@ -29,9 +29,9 @@ struct ServiceDependency {
 }
 
 /// `FeatureDependency` of a v3 `AppInfo` (`appFeatureRequired[]`, `appFeatureOptional[]`).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct FeatureDependency {
+pub(crate) struct FeatureDependency {
     feature_name: String,
     version: String,
 }
@@ -39,9 +39,10 @@ struct FeatureDependency {
 /// The members of a MEC 011 v3.1.1 `AppInfo` that have a checkable form (the EAS `appProfile`,
 /// transport dependencies and permissions are any JSON); the registration itself is stored and
 /// echoed as the application sent it, members mep does not check included.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = AppInfo)]
 #[serde(rename_all = "camelCase")]
-struct AppInfoMembers {
+pub(crate) struct AppInfoMembers {
     app_name: String,
     #[serde(default)]
     app_provider: Option<String>,

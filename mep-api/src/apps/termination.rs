@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::{Apps, AppsError, TerminationSubscription};
 use crate::model::common::{require_uri, LinkType};
+use crate::model::confirmation::OperationActionType;
 use crate::model::ids::{new_id, AppInstanceId};
 use crate::model::subscription::{
     SelfLinks, SubscriptionLink, SubscriptionLinkList, SubscriptionLinkListLinks,
@@ -18,7 +19,7 @@ use crate::store::{Table, Write};
 pub const TERMINATION_SUBSCRIPTION_TYPE: &str = "AppTerminationNotificationSubscription";
 const TERMINATION_NOTIFICATION_TYPE: &str = "AppTerminationNotification";
 /// The only operation mep's termination performs.
-const TERMINATING: &str = "TERMINATING";
+const TERMINATING: OperationActionType = OperationActionType::Terminating;
 
 /// Terminations in progress, each with the signal `confirm_termination` raises.
 #[derive(Default)]
@@ -26,9 +27,11 @@ pub(super) struct Terminations {
     in_progress: parking_lot::Mutex<HashMap<AppInstanceId, Arc<tokio::sync::Notify>>>,
 }
 
-#[derive(Serialize)]
+/// `AppTerminationNotificationSubscription` as the platform returns it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AppTerminationNotificationSubscription)]
 #[serde(rename_all = "camelCase")]
-struct SubscriptionView<'a> {
+pub(crate) struct SubscriptionView<'a> {
     subscription_type: &'static str,
     callback_reference: &'a str,
     #[serde(rename = "_links")]
@@ -36,25 +39,27 @@ struct SubscriptionView<'a> {
     app_instance_id: &'a str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AppTerminationNotification::Links)]
 #[serde(rename_all = "camelCase")]
-struct NotificationLinks {
+pub(crate) struct NotificationLinks {
     subscription: LinkType,
     confirm_termination: LinkType,
 }
 
-#[derive(Serialize)]
+/// What a termination subscription's callback receives.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct AppTerminationNotification {
+pub(crate) struct AppTerminationNotification {
     notification_type: &'static str,
-    operation_action: &'static str,
+    operation_action: OperationActionType,
     max_graceful_timeout: u64,
     #[serde(rename = "_links")]
     links: NotificationLinks,
 }
 
 /// What a termination did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TerminationReport {
     pub app_instance_id: String,
@@ -198,16 +203,18 @@ impl Apps {
     pub fn confirm_termination(
         &self,
         app: &AppInstanceId,
-        operation_action: &str,
+        operation_action: OperationActionType,
     ) -> Result<(), AppsError> {
         let in_progress = self.terminations.in_progress.lock();
         let Some(confirmed) = in_progress.get(app) else {
-            tracing::info!(app = %app, operation_action, "confirm_termination with no termination in progress; nothing to do");
+            tracing::info!(app = %app, operation_action = operation_action.as_str(), "confirm_termination with no termination in progress; nothing to do");
             return Ok(());
         };
         if operation_action != TERMINATING {
             return Err(AppsError::Invalid(format!(
-                "operationAction {operation_action} does not match the notified {TERMINATING}"
+                "operationAction {} does not match the notified {}",
+                operation_action.as_str(),
+                TERMINATING.as_str()
             )));
         }
         confirmed.notify_one();

@@ -17,9 +17,7 @@ use std::time::Duration;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Extension;
-use axum::Router;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -41,10 +39,10 @@ pub const TOKEN_PATH: &str = "/mep/token";
 pub const JWKS_PATH: &str = "/mep/token/jwks";
 
 /// The unauthenticated routes of Mp1.
-pub fn router(auth: Arc<Auth>) -> Router {
-    Router::new()
-        .route(TOKEN_PATH, post(token))
-        .route(JWKS_PATH, get(jwks))
+pub fn router(auth: Arc<Auth>) -> utoipa_axum::router::OpenApiRouter {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(token))
+        .routes(utoipa_axum::routes!(jwks))
         .with_state(auth)
 }
 
@@ -131,6 +129,9 @@ fn token_json(status: StatusCode, body: serde_json::Value) -> Response {
     response
 }
 
+#[utoipa::path(
+post, path = TOKEN_PATH, tag = "token", summary = "An access token: OAuth 2.0 client credentials (RFC 6749 4.4) or EdgeGallery's signed request", security(()), request_body(content = String, description = "`grant_type=client_credentials`, the client by HTTP Basic or `client_id`/`client_secret`", content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "`{access_token, token_type, expires_in}`", content_type = "application/json"), (status = 400, description = "An RFC 6749 5.2 error", content_type = "application/json"), (status = 401, description = "Bad credentials (RFC 6749 5.2 error)", content_type = "application/json"))
+)]
 async fn token(
     State(auth): State<Arc<Auth>>,
     OriginalUri(uri): OriginalUri,
@@ -410,6 +411,9 @@ fn signed_request(
     Ok(cred)
 }
 
+#[utoipa::path(
+get, path = JWKS_PATH, tag = "token", summary = "mep addition: the public keys that verify tokens", security(()), responses((status = 200, description = "A JWK set", content_type = "application/jwk-set+json"))
+)]
 async fn jwks(State(auth): State<Arc<Auth>>) -> Response {
     let mut response = (StatusCode::OK, auth.keys().current().jwks.clone()).into_response();
     let h = response.headers_mut();

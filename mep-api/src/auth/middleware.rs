@@ -115,7 +115,10 @@ pub async fn require_operator_token(
     req: Request,
     next: Next,
 ) -> Response {
-    if matches!(req.uri().path(), "/health" | "/ready") {
+    if matches!(
+        req.uri().path(),
+        "/health" | "/ready" | crate::openapi::OPENAPI_PATH
+    ) {
         return next.run(req).await;
     }
     match bearer(req.headers()) {

@@ -5,29 +5,24 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::apps::AppSummary;
 use crate::apps::{Apps, RuleChangeError};
 use crate::http::extract::{ApiJson, ApiPath as Path};
-use crate::model::appd::AppDConfig;
+use crate::model::appd::{AppDConfig, TaskProgress};
 use crate::model::ids::AppInstanceId;
-use crate::problem::ApiError;
+use crate::openapi::params::{AppPath, TaskPath};
+use crate::problem::{ApiError, ProblemDetails};
 
-const APPS: &str = "/mepcfg/app_lcm/v1/applications/{appInstanceId}";
-
-pub fn router(apps: Arc<Apps>) -> Router {
-    Router::new()
-        .route("/mepcfg/app_lcm/v1/applications", get(list))
-        .route(
-            &format!("{APPS}/appd_configuration"),
-            get(get_config).post(create).put(update).delete(remove),
-        )
-        .route(
-            "/mepcfg/app_lcm/v1/tasks/{taskId}/appd_configuration",
-            get(task),
-        )
-        .route(&format!("{APPS}/readiness"), get(readiness))
+pub fn router(apps: Arc<Apps>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_config, create, update, remove))
+        .routes(routes!(task))
+        .routes(routes!(readiness))
         .with_state(apps)
 }
 
@@ -38,10 +33,16 @@ fn app_id(raw: &str) -> Result<AppInstanceId, ApiError> {
 }
 
 /// Every configured application instance with its rule counts and readiness.
+#[utoipa::path(
+get, path = "/mepcfg/app_lcm/v1/applications", operation_id = "list_applications", tag = "app configuration", summary = "mep addition: every configured application instance", responses((status = 200, description = "Rule counts and readiness per instance", body = [AppSummary]))
+)]
 async fn list(State(apps): St) -> Response {
     Json(apps.summaries()).into_response()
 }
 
+#[utoipa::path(
+get, path = "/mepcfg/app_lcm/v1/applications/{appInstanceId}/appd_configuration", tag = "app configuration", summary = "An instance's rule configuration", params(AppPath), responses((status = 200, description = "The configuration", body = AppDConfig), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn get_config(State(apps): St, Path(app): Path<String>) -> Result<Response, ApiError> {
     let app = app_id(&app)?;
     apps.config(&app)
@@ -51,6 +52,9 @@ async fn get_config(State(apps): St, Path(app): Path<String>) -> Result<Response
         })
 }
 
+#[utoipa::path(
+post, path = "/mepcfg/app_lcm/v1/applications/{appInstanceId}/appd_configuration", tag = "app configuration", summary = "Create an instance's rule configuration (a task)", params(AppPath), request_body = AppDConfig, responses((status = 200, description = "The task's progress", body = TaskProgress))
+)]
 async fn create(
     State(apps): St,
     Path(app): Path<String>,
@@ -69,6 +73,9 @@ async fn create(
     Ok(Json(outcome.progress).into_response())
 }
 
+#[utoipa::path(
+put, path = "/mepcfg/app_lcm/v1/applications/{appInstanceId}/appd_configuration", tag = "app configuration", summary = "Replace an instance's rule configuration (a task)", params(AppPath), request_body = AppDConfig, responses((status = 200, description = "The task's progress", body = TaskProgress), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn update(
     State(apps): St,
     Path(app): Path<String>,
@@ -91,6 +98,9 @@ async fn update(
     Ok(Json(outcome.progress).into_response())
 }
 
+#[utoipa::path(
+delete, path = "/mepcfg/app_lcm/v1/applications/{appInstanceId}/appd_configuration", tag = "app configuration", summary = "Remove an instance's rule configuration (a task)", params(AppPath), responses((status = 200, description = "The task's progress", body = TaskProgress), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn remove(State(apps): St, Path(app): Path<String>) -> Result<Response, ApiError> {
     let app = app_id(&app)?;
     let who = app.clone();
@@ -105,12 +115,18 @@ async fn remove(State(apps): St, Path(app): Path<String>) -> Result<Response, Ap
     Ok(Json(outcome.progress).into_response())
 }
 
+#[utoipa::path(
+get, path = "/mepcfg/app_lcm/v1/tasks/{taskId}/appd_configuration", tag = "app configuration", summary = "A task's progress", params(TaskPath), responses((status = 200, description = "The task's progress", body = TaskProgress), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn task(State(apps): St, Path(task_id): Path<String>) -> Result<Response, ApiError> {
     apps.task(&task_id)
         .map(|t| Json(t).into_response())
         .ok_or_else(|| ApiError::NotFound(format!("task {task_id} not found")))
 }
 
+#[utoipa::path(
+get, path = "/mepcfg/app_lcm/v1/applications/{appInstanceId}/readiness", tag = "app configuration", summary = "mep addition: whether the instance confirmed readiness", params(AppPath), responses((status = 200, description = "When it confirmed", content_type = "application/json"), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn readiness(State(apps): St, Path(app): Path<String>) -> Result<Response, ApiError> {
     let app = app_id(&app)?;
     let r = apps.readiness(&app).ok_or_else(|| {

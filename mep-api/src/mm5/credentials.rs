@@ -11,8 +11,6 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
-use axum::Router;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
@@ -20,18 +18,15 @@ use crate::auth::credentials::{ConfsBody, PutOutcome};
 use crate::auth::Auth;
 use crate::http::extract::{require_json_media_type, ApiPath as Path};
 use crate::model::ids::AppInstanceId;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, ProblemDetails};
 
 pub const CONFS_PATH: &str = "/mep/appMng/v1/applications/{appInstanceId}/confs";
 pub const ROTATE_PATH: &str = "/mep/auth/v1/keys/rotate";
 
-pub fn router(auth: Arc<Auth>) -> Router {
-    Router::new()
-        .route(
-            CONFS_PATH,
-            put(put_confs).get(get_confs).delete(delete_confs),
-        )
-        .route(ROTATE_PATH, post(rotate))
+pub fn router(auth: Arc<Auth>) -> utoipa_axum::router::OpenApiRouter {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(put_confs, get_confs, delete_confs))
+        .routes(utoipa_axum::routes!(rotate))
         .with_state(auth)
 }
 
@@ -43,6 +38,9 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response {
     (status, axum::Json(value)).into_response()
 }
 
+#[utoipa::path(
+put, path = CONFS_PATH, tag = "credentials", summary = "Create (201) or replace (200) an instance's AK/SK (EdgeGallery mepauth)", params(crate::openapi::params::AppPath), request_body(content = Object, description = "`{authInfo: {credentials: {accessKeyId, secretKey}}, appInfo}`", content_type = "application/json"), responses((status = 201, description = "Created; the answer never holds the secret", content_type = "application/json"), (status = 200, description = "Replaced", content_type = "application/json"))
+)]
 async fn put_confs(
     State(auth): State<Arc<Auth>>,
     Path(app): Path<String>,
@@ -71,6 +69,9 @@ async fn put_confs(
     Ok(json(status, cred.view()))
 }
 
+#[utoipa::path(
+get, path = CONFS_PATH, tag = "credentials", summary = "An instance's credentials, without the secret", params(crate::openapi::params::AppPath), responses((status = 200, description = "The credentials", content_type = "application/json"), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn get_confs(
     State(auth): State<Arc<Auth>>,
     Path(app): Path<String>,
@@ -83,6 +84,9 @@ async fn get_confs(
     Ok(json(StatusCode::OK, cred.view()))
 }
 
+#[utoipa::path(
+delete, path = CONFS_PATH, tag = "credentials", summary = "Remove an instance's credentials and revoke its tokens", params(crate::openapi::params::AppPath), responses((status = 204, description = "Removed"), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn delete_confs(
     State(auth): State<Arc<Auth>>,
     Path(app): Path<String>,
@@ -95,6 +99,9 @@ async fn delete_confs(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+post, path = ROTATE_PATH, tag = "credentials", summary = "mep addition: make a new token signing key current", responses((status = 200, description = "The new key id", content_type = "application/json"))
+)]
 async fn rotate(State(auth): State<Arc<Auth>>) -> Result<Response, ApiError> {
     let kid = tokio::task::spawn_blocking(move || auth.rotate_keys())
         .await

@@ -12,15 +12,15 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use mep_rules::DataPlane;
 
 use crate::metrics::{Metrics, OutcomeLabels, RuleLabels};
-use crate::problem::problem_response;
+use crate::problem::{problem_response, ProblemDetails};
 use crate::readiness::Readiness;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -38,16 +38,13 @@ pub struct OpsState {
 }
 
 /// `GET /health`, `GET /ready`, `GET /metrics` and the data plane's per-rule counters.
-pub fn ops_router(state: OpsState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route(
-            "/mepcfg/dataplane/v1/traffic_rule_counters",
-            get(rule_counters),
-        )
-        .route("/mepcfg/dns/v1/answers", get(dns_answers))
+pub fn ops_router(state: OpsState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+        .routes(routes!(rule_counters))
+        .routes(routes!(dns_answers))
         .with_state(state)
 }
 
@@ -58,6 +55,9 @@ struct NameQuery {
 
 /// What the DNS server answers for a name and why: the ACTIVE DNS rules that cover it (a local,
 /// authoritative answer), or none (the query is forwarded).
+#[utoipa::path(
+get, path = "/mepcfg/dns/v1/answers", tag = "operations", summary = "mep addition: what the DNS server answers for a name, and why", params(("name" = String, Query, description = "The domain name")), responses((status = 200, description = "The ACTIVE DNS rules covering the name (empty: forwarded)", content_type = "application/json"))
+)]
 async fn dns_answers(
     State(state): State<OpsState>,
     axum::extract::Query(q): axum::extract::Query<NameQuery>,
@@ -91,10 +91,16 @@ async fn dns_answers(
 }
 
 /// Packets and bytes per ACTIVE traffic rule, from data planes that count (xdp).
+#[utoipa::path(
+get, path = "/mepcfg/dataplane/v1/traffic_rule_counters", tag = "operations", summary = "mep addition: packets and bytes per traffic rule", responses((status = 200, description = "Counters per rule", content_type = "application/json"))
+)]
 async fn rule_counters(State(state): State<OpsState>) -> Response {
     axum::Json(state.dataplane.counters()).into_response()
 }
 
+#[utoipa::path(
+get, path = "/health", tag = "operations", summary = "Liveness of the process", security(()), responses((status = 200, description = "`{\"status\":\"ok\"}`", content_type = "application/json"))
+)]
 async fn health() -> Response {
     let mut r = axum::Json(serde_json::json!({"status": "ok"})).into_response();
     r.headers_mut()
@@ -104,6 +110,9 @@ async fn health() -> Response {
 
 /// 200 once the store is loaded, the data plane holds the committed rules and DNS listens; 503
 /// with what is missing until then.
+#[utoipa::path(
+get, path = "/ready", tag = "operations", summary = "Readiness: store loaded, data plane synced, DNS listening", security(()), responses((status = 200, description = "`{\"status\":\"ready\"}`", content_type = "application/json"), (status = 503, description = "What is missing", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn ready(State(state): State<OpsState>) -> Response {
     let missing = state.readiness.missing();
     if missing.is_empty() {
@@ -119,6 +128,9 @@ async fn ready(State(state): State<OpsState>) -> Response {
     response
 }
 
+#[utoipa::path(
+get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text"))
+)]
 async fn metrics(State(state): State<OpsState>) -> Response {
     let counts = state.registry.counts();
     state.metrics.services.set(counts.services as i64);

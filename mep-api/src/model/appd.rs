@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::common::require_text;
 
 /// An application instance's rule configuration as the platform manager sends and reads it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppDConfig {
     #[serde(default, rename = "appTrafficRule")]
@@ -53,7 +53,7 @@ impl AppDConfig {
 }
 
 /// `configResult` of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ConfigResult {
     Processing,
@@ -62,7 +62,7 @@ pub enum ConfigResult {
 }
 
 /// `TaskProgress`, EdgeGallery's answer to AppD changes and task queries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskProgress {
     pub task_id: String,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `LinkType`: a hyperlink.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LinkType {
     pub href: String,
 }
@@ -16,7 +16,7 @@ impl LinkType {
 
 /// `CategoryRef`: a reference to a service category. `href` is informational (mep never
 /// dereferences it), so any non-empty string is accepted: the spec's own examples use `"catItem1"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CategoryRef {
     pub href: String,
     pub id: String,
@@ -34,8 +34,8 @@ impl CategoryRef {
     }
 }
 
-/// `ServiceState`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// `ServiceState`. Since MEC 011 v2.2.1: SUSPENDED, set by the platform when heartbeats stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ServiceState {
     Active,

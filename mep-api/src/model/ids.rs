@@ -9,7 +9,9 @@ const MAX_ID_LEN: usize = 128;
 
 /// An application instance id as allocated by the MEC platform manager: opaque, but restricted to
 /// characters that need no escaping in a URI so that links built from it are always valid.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(transparent)]
 pub struct AppInstanceId(String);
 

@@ -3,6 +3,7 @@
 
 pub mod appd;
 pub mod common;
+pub mod confirmation;
 pub mod ids;
 pub mod service;
 pub mod subscription;

@@ -6,7 +6,7 @@ use super::common::{require_text, CategoryRef, LinkType, ServiceState, MAX_INFO_
 use super::ids::AppInstanceId;
 
 /// `SerializerType`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SerializerType {
     Json,
@@ -15,7 +15,7 @@ pub enum SerializerType {
 }
 
 /// `LocalityType`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LocalityType {
     MecSystem,
@@ -27,7 +27,7 @@ pub enum LocalityType {
 }
 
 /// `TransportType`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TransportType {
     RestHttp,
@@ -40,7 +40,8 @@ pub enum TransportType {
 }
 
 /// `GrantType` of `OAuth2Info`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = SecurityInfo::OAuth2Info::GrantType)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum GrantType {
     #[serde(rename = "OAUTH2_AUTHORIZATION_CODE")]
@@ -54,7 +55,8 @@ pub enum GrantType {
 }
 
 /// `OAuth2Info`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = SecurityInfo::OAuth2Info)]
 #[serde(rename_all = "camelCase")]
 pub struct OAuth2Info {
     pub grant_types: Vec<GrantType>,
@@ -63,7 +65,7 @@ pub struct OAuth2Info {
 }
 
 /// `SecurityInfo`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,17 +73,19 @@ pub struct SecurityInfo {
 }
 
 /// One `{host, port}` entry of `EndPointInfo.addresses`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = EndPointInfo::Address)]
 pub struct EndpointAddress {
     pub host: String,
     pub port: u32,
 }
 
 /// `EndPointInfo`: exactly one of `uris`, `fqdn` (v3), `addresses` or `alternative`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EndPointInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uris: Option<Vec<String>>,
+    /// Since MEC 011 v3.1.1: fully qualified domain names of the endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fqdn: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,7 +145,7 @@ fn non_empty_list(what: &str, len: usize) -> Result<(), String> {
 }
 
 /// `TransportInfo`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TransportInfo {
     pub id: String,
@@ -187,9 +191,14 @@ impl TransportInfo {
 
 /// `ServiceInfo` as a client sends it in POST or PUT. Fields the platform owns (`serInstanceId`,
 /// `_links`, `isLocal`) are read-only: accepted and ignored, never refused.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[schema(as = ServiceInfo::Post)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceInfoBody {
+    /// Read-only: assigned by the platform; accepted and ignored.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, read_only)]
+    pub ser_instance_id: Option<serde::de::IgnoredAny>,
     pub ser_name: String,
     #[serde(default)]
     pub ser_category: Option<CategoryRef>,
@@ -204,6 +213,11 @@ pub struct ServiceInfoBody {
     pub scope_of_locality: Option<LocalityType>,
     #[serde(default)]
     pub consumed_local_only: Option<bool>,
+    /// Read-only: set by the platform; accepted and ignored.
+    #[serde(default)]
+    #[schema(value_type = Option<bool>, read_only)]
+    pub is_local: Option<serde::de::IgnoredAny>,
+    /// Since MEC 011 v2.2.1: the heartbeat interval the service asks for, in seconds.
     #[serde(default)]
     pub liveness_interval: Option<u32>,
 }
@@ -300,7 +314,8 @@ pub struct Service {
 }
 
 /// `ServiceInfo._links`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ServiceInfo::Links)]
 pub struct ServiceLinks {
     #[serde(rename = "self")]
     pub self_link: LinkType,
@@ -309,7 +324,8 @@ pub struct ServiceLinks {
 }
 
 /// `ServiceInfo` as the platform returns it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ServiceInfo)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceInfoView<'a> {
     pub ser_instance_id: &'a str,
@@ -323,14 +339,16 @@ pub struct ServiceInfoView<'a> {
     pub scope_of_locality: LocalityType,
     pub consumed_local_only: bool,
     pub is_local: bool,
+    /// Since MEC 011 v2.2.1: the heartbeat interval the platform chose, in seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub liveness_interval: Option<u32>,
+    /// Since MEC 011 v2.2.1: the service's own URI and its liveness resource.
     #[serde(rename = "_links")]
     pub links: ServiceLinks,
 }
 
 /// `ServiceLivenessInfo` (v2.2.1).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceLivenessInfo {
     pub state: ServiceState,
@@ -339,7 +357,7 @@ pub struct ServiceLivenessInfo {
 }
 
 /// `TimeStamp`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TimeStamp {
     pub seconds: u64,
@@ -347,7 +365,7 @@ pub struct TimeStamp {
 }
 
 /// `ServiceLivenessUpdate` (v2.2.1): the only allowed state is ACTIVE.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ServiceLivenessUpdate {
     pub state: ServiceState,
 }

@@ -9,7 +9,8 @@ pub const SER_AVAILABILITY_SUBSCRIPTION_TYPE: &str = "SerAvailabilityNotificatio
 pub const SER_AVAILABILITY_NOTIFICATION_TYPE: &str = "SerAvailabilityNotification";
 
 /// `filteringCriteria` of a `SerAvailabilityNotificationSubscription`; absent members match all.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = SerAvailabilityNotificationSubscription::FilteringCriteria)]
 #[serde(rename_all = "camelCase")]
 pub struct FilteringCriteria {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,7 +87,8 @@ impl FilteringCriteria {
 }
 
 /// `SerAvailabilityNotificationSubscription` as a client sends it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[schema(as = SerAvailabilityNotificationSubscription::Post)]
 #[serde(rename_all = "camelCase")]
 pub struct SerAvailabilitySubscriptionBody {
     pub subscription_type: String,
@@ -128,14 +130,15 @@ pub struct SerAvailabilitySubscription {
 }
 
 /// `_links` of a subscription.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SelfLinks {
     #[serde(rename = "self")]
     pub self_link: LinkType,
 }
 
 /// `SerAvailabilityNotificationSubscription` as the platform returns it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = SerAvailabilityNotificationSubscription)]
 #[serde(rename_all = "camelCase")]
 pub struct SerAvailabilitySubscriptionView<'a> {
     pub subscription_type: &'static str,
@@ -152,16 +155,19 @@ fn is_empty_filter(f: &&FilteringCriteria) -> bool {
 
 /// One entry of a subscription link list. v2.1.1 names the type `rel`, v2.2.1 `subscriptionType`;
 /// both are sent so that clients of either version find it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = MecServiceMgmtApiSubscriptionLinkList::Subscription)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionLink {
     pub href: String,
+    /// Since MEC 011 v2.2.1: the subscription's type (v2.1.1's `rel`).
     pub subscription_type: &'static str,
     pub rel: &'static str,
 }
 
 /// `_links` of `MecServiceMgmtApiSubscriptionLinkList`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = MecServiceMgmtApiSubscriptionLinkList::Links)]
 pub struct SubscriptionLinkListLinks {
     #[serde(rename = "self")]
     pub self_link: LinkType,
@@ -169,14 +175,16 @@ pub struct SubscriptionLinkListLinks {
 }
 
 /// `MecServiceMgmtApiSubscriptionLinkList`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = MecServiceMgmtApiSubscriptionLinkList)]
 pub struct SubscriptionLinkList {
     #[serde(rename = "_links")]
     pub links: SubscriptionLinkListLinks,
 }
 
 /// `ServiceAvailabilityNotification.serviceReferences[].changeType`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = ServiceAvailabilityNotification::ChangeType)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ChangeType {
     Added,
@@ -186,7 +194,8 @@ pub enum ChangeType {
 }
 
 /// One entry of `serviceReferences`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ServiceAvailabilityNotification::ServiceReferences)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceReference {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -198,13 +207,14 @@ pub struct ServiceReference {
 }
 
 /// `_links` of a notification.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Subscription)]
 pub struct NotificationLinks {
     pub subscription: LinkType,
 }
 
 /// `ServiceAvailabilityNotification`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceAvailabilityNotification<'a> {
     pub notification_type: &'static str,

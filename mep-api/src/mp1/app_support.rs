@@ -5,15 +5,18 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use http::StatusCode;
 use mep_rules::{DnsRule, TrafficRule};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::timing::{current_time, NtpServer, PtpMaster, TimingCaps};
 use super::{created, json, with_etag};
+use crate::apps::registrations::AppInfoMembers;
+use crate::apps::termination::SubscriptionView;
 use crate::apps::{Apps, RuleChangeError};
 use crate::auth::{AppScope, CallbackAllow, Caller, RegistrantScope};
 use crate::clock::{unix_parts, Clock};
@@ -21,9 +24,18 @@ use crate::etag::{etag_of, if_match_holds};
 use crate::http::extract::{ApiJson, ApiPath as Path, IfMatch};
 use crate::links::{nest_under, APP_SUPPORT_PREFIXES};
 use crate::model::appd::AppDConfig;
+use crate::model::confirmation::{
+    AppReadyConfirmation, AppTerminationConfirmation, ReadyIndicationType,
+};
 use crate::model::ids::AppInstanceId;
 use crate::model::service::TimeStamp;
+use crate::model::subscription::SubscriptionLinkList;
+use crate::mp1::timing::CurrentTime;
+use crate::openapi::params::{
+    AppPath, DnsRulePath, IfMatchHeader, SubscriptionPath, TrafficRulePath,
+};
 use crate::problem::ApiError;
+use crate::problem::ProblemDetails;
 
 /// What the application support handlers use.
 #[derive(Clone)]
@@ -35,50 +47,24 @@ pub struct AppSupportState {
 }
 
 /// The routes of the application support API, under every prefix it answers to.
-pub fn router(state: AppSupportState) -> Router {
-    let api = Router::new()
-        .route(
-            "/applications/{appInstanceId}/traffic_rules",
-            get(list_traffic_rules),
-        )
-        .route(
-            "/applications/{appInstanceId}/traffic_rules/{trafficRuleId}",
-            get(get_traffic_rule).put(put_traffic_rule),
-        )
-        .route(
-            "/applications/{appInstanceId}/dns_rules",
-            get(list_dns_rules),
-        )
-        .route(
-            "/applications/{appInstanceId}/dns_rules/{dnsRuleId}",
-            get(get_dns_rule).put(put_dns_rule),
-        )
-        .route(
-            "/applications/{appInstanceId}/subscriptions",
-            get(list_subscriptions).post(subscribe),
-        )
-        .route(
-            "/applications/{appInstanceId}/subscriptions/{subscriptionId}",
-            get(get_subscription).delete(unsubscribe),
-        )
-        // POST is the spec's method; PUT is what ETSI's earlier conformance suites send.
-        .route(
-            "/applications/{appInstanceId}/confirm_termination",
-            post(confirm_termination).put(confirm_termination),
-        )
-        .route(
-            "/applications/{appInstanceId}/confirm_ready",
-            post(confirm_ready).put(confirm_ready),
-        )
-        .route("/timing/timing_caps", get(timing_caps))
-        .route("/timing/current_time", get(get_current_time))
-        .route("/registrations", post(register_app))
-        .route(
-            "/registrations/{appInstanceId}",
-            get(get_registration)
-                .put(put_registration)
-                .delete(delete_registration),
-        )
+pub fn router(state: AppSupportState) -> OpenApiRouter {
+    let api = OpenApiRouter::new()
+        .routes(routes!(list_traffic_rules))
+        .routes(routes!(get_traffic_rule, put_traffic_rule))
+        .routes(routes!(list_dns_rules))
+        .routes(routes!(get_dns_rule, put_dns_rule))
+        .routes(routes!(list_subscriptions, subscribe))
+        .routes(routes!(get_subscription, unsubscribe))
+        .routes(routes!(confirm_termination, confirm_termination_put))
+        .routes(routes!(confirm_ready, confirm_ready_put))
+        .routes(routes!(timing_caps))
+        .routes(routes!(get_current_time))
+        .routes(routes!(register_app))
+        .routes(routes!(
+            get_registration,
+            put_registration,
+            delete_registration
+        ))
         .with_state(state);
     nest_under(&APP_SUPPORT_PREFIXES, api)
 }
@@ -183,10 +169,22 @@ async fn put_rule<R: AppRule>(
     Ok(response)
 }
 
+#[utoipa::path(
+get, path = "/applications/{appInstanceId}/traffic_rules", tag = "application support",
+    summary = "The application's traffic rules",
+    params(AppPath),
+    responses((status = 200, description = "The traffic rules", body = [TrafficRule]))
+)]
 async fn list_traffic_rules(State(s): St, AppScope(app): AppScope) -> Response {
     list_rules::<TrafficRule>(&s.apps, &app)
 }
 
+#[utoipa::path(
+get, path = "/applications/{appInstanceId}/traffic_rules/{trafficRuleId}", tag = "application support",
+    summary = "Read a traffic rule",
+    params(AppPath, TrafficRulePath),
+    responses((status = 200, description = "The rule, with its ETag", body = TrafficRule), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn get_traffic_rule(
     State(s): St,
     AppScope(app): AppScope,
@@ -195,6 +193,13 @@ async fn get_traffic_rule(
     get_rule::<TrafficRule>(&s.apps, &app, &id)
 }
 
+#[utoipa::path(
+put, path = "/applications/{appInstanceId}/traffic_rules/{trafficRuleId}", tag = "application support",
+    summary = "Replace a traffic rule (activate or deactivate it)",
+    params(AppPath, TrafficRulePath, IfMatchHeader),
+    request_body = TrafficRule,
+    responses((status = 200, description = "The rule as applied", body = TrafficRule), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"), (status = 412, description = "If-Match does not hold the current ETag", body = ProblemDetails, content_type = "application/problem+json"), (status = 503, description = "The data plane refused the change; the rule is as it was", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn put_traffic_rule(
     State(s): St,
     AppScope(app): AppScope,
@@ -205,10 +210,22 @@ async fn put_traffic_rule(
     put_rule(&s.apps, &app, id, if_match, rule).await
 }
 
+#[utoipa::path(
+get, path = "/applications/{appInstanceId}/dns_rules", tag = "application support",
+    summary = "The application's DNS rules",
+    params(AppPath),
+    responses((status = 200, description = "The DNS rules", body = [DnsRule]))
+)]
 async fn list_dns_rules(State(s): St, AppScope(app): AppScope) -> Response {
     list_rules::<DnsRule>(&s.apps, &app)
 }
 
+#[utoipa::path(
+get, path = "/applications/{appInstanceId}/dns_rules/{dnsRuleId}", tag = "application support",
+    summary = "Read a DNS rule",
+    params(AppPath, DnsRulePath),
+    responses((status = 200, description = "The rule, with its ETag", body = DnsRule), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn get_dns_rule(
     State(s): St,
     AppScope(app): AppScope,
@@ -217,6 +234,13 @@ async fn get_dns_rule(
     get_rule::<DnsRule>(&s.apps, &app, &id)
 }
 
+#[utoipa::path(
+put, path = "/applications/{appInstanceId}/dns_rules/{dnsRuleId}", tag = "application support",
+    summary = "Replace a DNS rule (activate or deactivate it)",
+    params(AppPath, DnsRulePath, IfMatchHeader),
+    request_body = DnsRule,
+    responses((status = 200, description = "The rule as applied", body = DnsRule), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"), (status = 412, description = "If-Match does not hold the current ETag", body = ProblemDetails, content_type = "application/problem+json"), (status = 503, description = "The data plane refused the change; the rule is as it was", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn put_dns_rule(
     State(s): St,
     AppScope(app): AppScope,
@@ -227,7 +251,9 @@ async fn put_dns_rule(
     put_rule(&s.apps, &app, id, if_match, rule).await
 }
 
-#[derive(Deserialize)]
+/// `AppTerminationNotificationSubscription` as a client sends it.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = AppTerminationNotificationSubscription::Post)]
 #[serde(rename_all = "camelCase")]
 struct TerminationSubscriptionBody {
     subscription_type: String,
@@ -237,10 +263,24 @@ struct TerminationSubscriptionBody {
     app_instance_id: Option<String>,
 }
 
+#[utoipa::path(
+get, path = "/applications/{appInstanceId}/subscriptions", operation_id = "list_termination_subscriptions", tag = "application support",
+    summary = "The application's termination subscriptions",
+    params(AppPath),
+    responses((status = 200, description = "Links to the subscriptions", body = SubscriptionLinkList))
+)]
 async fn list_subscriptions(State(s): St, AppScope(app): AppScope) -> Response {
     Json(s.apps.termination_subscription_list(&app)).into_response()
 }
 
+#[utoipa::path(
+post, path = "/applications/{appInstanceId}/subscriptions", operation_id = "subscribe_to_termination", tag = "application support",
+    summary = "Subscribe to termination notifications",
+    description = "Notifications (`AppTerminationNotification`) are POSTed to `callbackReference`.",
+    params(AppPath),
+    request_body = TerminationSubscriptionBody,
+    responses((status = 201, description = "Subscribed; Location names the subscription", body = SubscriptionView))
+)]
 async fn subscribe(
     State(s): St,
     RegistrantScope(app): RegistrantScope,
@@ -263,6 +303,12 @@ async fn subscribe(
     Ok(created(&location, representation))
 }
 
+#[utoipa::path(
+get, path = "/applications/{appInstanceId}/subscriptions/{subscriptionId}", operation_id = "get_termination_subscription", tag = "application support",
+    summary = "Read a termination subscription",
+    params(AppPath, SubscriptionPath),
+    responses((status = 200, description = "The subscription", body = SubscriptionView), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn get_subscription(
     State(s): St,
     AppScope(app): AppScope,
@@ -274,6 +320,12 @@ async fn get_subscription(
     ))
 }
 
+#[utoipa::path(
+delete, path = "/applications/{appInstanceId}/subscriptions/{subscriptionId}", operation_id = "unsubscribe_from_termination", tag = "application support",
+    summary = "Cancel a termination subscription",
+    params(AppPath, SubscriptionPath),
+    responses((status = 204, description = "Cancelled"), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn unsubscribe(
     State(s): St,
     AppScope(app): AppScope,
@@ -283,44 +335,76 @@ async fn unsubscribe(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AppTerminationConfirmation {
-    operation_action: String,
-}
-
+#[utoipa::path(
+post, path = "/applications/{appInstanceId}/confirm_termination", tag = "application support",
+    summary = "Confirm that the application is ready to be terminated",
+    params(AppPath),
+    request_body = AppTerminationConfirmation,
+    responses((status = 204, description = "Confirmed"))
+)]
 async fn confirm_termination(
     State(s): St,
     AppScope(app): AppScope,
     ApiJson(body): ApiJson<AppTerminationConfirmation>,
 ) -> Result<StatusCode, ApiError> {
-    if !matches!(body.operation_action.as_str(), "STOPPING" | "TERMINATING") {
-        return Err(ApiError::BadRequest(format!(
-            "operationAction must be STOPPING or TERMINATING, not {}",
-            body.operation_action
-        )));
-    }
-    s.apps.confirm_termination(&app, &body.operation_action)?;
+    s.apps.confirm_termination(&app, body.operation_action)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-struct AppReadyConfirmation {
-    indication: String,
-}
-
+#[utoipa::path(
+post, path = "/applications/{appInstanceId}/confirm_ready", tag = "application support",
+    summary = "Confirm that the application is up and running",
+    params(AppPath),
+    request_body = AppReadyConfirmation,
+    responses((status = 204, description = "Confirmed"))
+)]
 async fn confirm_ready(
     State(s): St,
     AppScope(app): AppScope,
     ApiJson(body): ApiJson<AppReadyConfirmation>,
 ) -> Result<StatusCode, ApiError> {
-    if body.indication != "READY" {
-        return Err(ApiError::BadRequest("indication must be READY".into()));
-    }
+    let ReadyIndicationType::Ready = body.indication;
     s.apps.confirm_ready(&app).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    put, path = "/applications/{appInstanceId}/confirm_termination", tag = "application support",
+    operation_id = "confirm_termination_by_put",
+    summary = "mep addition: confirm_termination by PUT, as ETSI's earlier conformance suites send it",
+    params(AppPath),
+    request_body = AppTerminationConfirmation,
+    responses((status = 204, description = "Confirmed"))
+)]
+async fn confirm_termination_put(
+    state: St,
+    scope: AppScope,
+    body: ApiJson<AppTerminationConfirmation>,
+) -> Result<StatusCode, ApiError> {
+    confirm_termination(state, scope, body).await
+}
+
+#[utoipa::path(
+    put, path = "/applications/{appInstanceId}/confirm_ready", tag = "application support",
+    operation_id = "confirm_ready_by_put",
+    summary = "mep addition: confirm_ready by PUT, as ETSI's earlier conformance suites send it",
+    params(AppPath),
+    request_body = AppReadyConfirmation,
+    responses((status = 204, description = "Confirmed"))
+)]
+async fn confirm_ready_put(
+    state: St,
+    scope: AppScope,
+    body: ApiJson<AppReadyConfirmation>,
+) -> Result<StatusCode, ApiError> {
+    confirm_ready(state, scope, body).await
+}
+
+#[utoipa::path(
+get, path = "/timing/timing_caps", tag = "application support",
+    summary = "The platform's time sources",
+    responses((status = 200, description = "NTP servers and PTP masters", body = TimingCaps))
+)]
 async fn timing_caps(State(s): St, _caller: Caller) -> Response {
     let (seconds, nano_seconds) = unix_parts(s.clock.now());
     Json(TimingCaps {
@@ -334,6 +418,11 @@ async fn timing_caps(State(s): St, _caller: Caller) -> Response {
     .into_response()
 }
 
+#[utoipa::path(
+get, path = "/timing/current_time", tag = "application support",
+    summary = "The platform's current time",
+    responses((status = 200, description = "The time and whether it is traceable", body = CurrentTime))
+)]
 async fn get_current_time(State(s): St, _caller: Caller) -> Response {
     Json(current_time(s.clock.now())).into_response()
 }
@@ -351,6 +440,12 @@ fn app_info(body: Value) -> Value {
     }
 }
 
+#[utoipa::path(
+post, path = "/registrations", tag = "application support",
+    summary = "Since MEC 011 v3.1.1: register an application not instantiated by MEC management",
+    request_body = AppInfoMembers,
+    responses((status = 201, description = "Registered; Location names the registration", body = AppInfoMembers))
+)]
 async fn register_app(
     State(s): St,
     caller: Caller,
@@ -377,10 +472,23 @@ async fn register_app(
     ))
 }
 
+#[utoipa::path(
+get, path = "/registrations/{appInstanceId}", tag = "application support",
+    summary = "Since MEC 011 v3.1.1: read a registration",
+    params(AppPath),
+    responses((status = 200, description = "The AppInfo as registered", body = AppInfoMembers), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn get_registration(State(s): St, AppScope(app): AppScope) -> Result<Response, ApiError> {
     Ok(Json(s.apps.registration(&app)?).into_response())
 }
 
+#[utoipa::path(
+put, path = "/registrations/{appInstanceId}", tag = "application support",
+    summary = "Since MEC 011 v3.1.1: replace a registration",
+    params(AppPath),
+    request_body = AppInfoMembers,
+    responses((status = 204, description = "Replaced"), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn put_registration(
     State(s): St,
     AppScope(app): AppScope,
@@ -390,6 +498,12 @@ async fn put_registration(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+delete, path = "/registrations/{appInstanceId}", tag = "application support",
+    summary = "Since MEC 011 v3.1.1: deregister",
+    params(AppPath),
+    responses((status = 204, description = "Deregistered"), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn delete_registration(
     State(s): St,
     AppScope(app): AppScope,

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use http::StatusCode;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{created, json, with_etag};
 use crate::auth::{AppScope, CallbackAllow, Caller, RegistrantScope, VisibleServices};
@@ -15,43 +16,43 @@ use crate::http::extract::{ApiJson, ApiPath as Path, IfMatch};
 use crate::links::{nest_under, SERVICE_MGMT_PREFIXES};
 use crate::model::common::ServiceState;
 use crate::model::ids::AppInstanceId;
-use crate::model::service::{ServiceInfoBody, ServiceLivenessUpdate, ServiceRequest};
-use crate::model::subscription::SerAvailabilitySubscriptionBody;
+use crate::model::service::{
+    ServiceInfoBody, ServiceInfoView, ServiceLivenessInfo, ServiceLivenessUpdate, ServiceRequest,
+    TransportInfo,
+};
+use crate::model::subscription::{
+    SerAvailabilitySubscriptionBody, SerAvailabilitySubscriptionView, SubscriptionLinkList,
+};
+use crate::openapi::params::{
+    AppPath, DiscoveryFilters, IfMatchHeader, ServicePath, SubscriptionPath,
+};
 use crate::problem::ApiError;
+use crate::problem::ProblemDetails;
 use crate::registry::{DiscoveryQuery, Registry, Rendered};
 
 /// The routes of the service management API, under every prefix it answers to.
-pub fn router(registry: Arc<Registry>) -> Router {
-    let api = Router::new()
-        .route("/services", get(discover))
-        .route("/services/{serviceId}", get(get_service))
-        .route("/transports", get(transports))
-        .route(
-            "/applications/{appInstanceId}/services",
-            get(discover_app).post(register),
-        )
-        .route(
-            "/applications/{appInstanceId}/services/{serviceId}",
-            get(get_app_service).put(update).delete(deregister),
-        )
-        .route(
-            "/applications/{appInstanceId}/services/{serviceId}/liveness",
-            get(get_liveness).patch(heartbeat).put(heartbeat_put),
-        )
-        .route(
-            "/applications/{appInstanceId}/subscriptions",
-            get(list_subscriptions).post(subscribe),
-        )
-        .route(
-            "/applications/{appInstanceId}/subscriptions/{subscriptionId}",
-            get(get_subscription).delete(unsubscribe),
-        )
+pub fn router(registry: Arc<Registry>) -> OpenApiRouter {
+    let api = OpenApiRouter::new()
+        .routes(routes!(discover))
+        .routes(routes!(get_service))
+        .routes(routes!(transports))
+        .routes(routes!(discover_app, register))
+        .routes(routes!(get_app_service, update, deregister))
+        .routes(routes!(get_liveness, heartbeat, heartbeat_put))
+        .routes(routes!(list_subscriptions, subscribe))
+        .routes(routes!(get_subscription, unsubscribe))
         .with_state(registry);
     nest_under(&SERVICE_MGMT_PREFIXES, api)
 }
 
 type Reg = State<Arc<Registry>>;
 
+#[utoipa::path(
+get, path = "/services", tag = "service management",
+    summary = "Discover the services visible to the caller",
+    params(DiscoveryFilters),
+    responses((status = 200, description = "The matching services", body = [ServiceInfoView]))
+)]
 async fn discover(
     State(registry): Reg,
     _caller: Caller,
@@ -63,6 +64,12 @@ async fn discover(
     Ok(json(StatusCode::OK, registry.discover(&query, None)))
 }
 
+#[utoipa::path(
+get, path = "/services/{serviceId}", tag = "service management",
+    summary = "Read one service",
+    params(ServicePath),
+    responses((status = 200, description = "The service, with its ETag", body = ServiceInfoView), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn get_service(
     State(registry): Reg,
     _caller: Caller,
@@ -75,10 +82,21 @@ async fn get_service(
     ))
 }
 
+#[utoipa::path(
+get, path = "/transports", tag = "service management",
+    summary = "The transports the platform offers",
+    responses((status = 200, description = "The transports", body = [TransportInfo]))
+)]
 async fn transports(State(registry): Reg, _caller: Caller) -> Response {
     Json(registry.transports()).into_response()
 }
 
+#[utoipa::path(
+get, path = "/applications/{appInstanceId}/services", tag = "service management",
+    summary = "Discover the services an application registered",
+    params(AppPath, DiscoveryFilters),
+    responses((status = 200, description = "The matching services", body = [ServiceInfoView]))
+)]
 async fn discover_app(
     State(registry): Reg,
     AppScope(app): AppScope,
@@ -88,6 +106,13 @@ async fn discover_app(
     Ok(json(StatusCode::OK, registry.discover(&query, Some(&app))))
 }
 
+#[utoipa::path(
+post, path = "/applications/{appInstanceId}/services", tag = "service management",
+    summary = "Register a service",
+    params(AppPath),
+    request_body = ServiceInfoBody,
+    responses((status = 201, description = "Registered; Location names the new service", body = ServiceInfoView))
+)]
 async fn register(
     State(registry): Reg,
     RegistrantScope(app): RegistrantScope,
@@ -101,6 +126,12 @@ async fn register(
     Ok(with_etag(created(&location, rendered.json), &rendered.etag))
 }
 
+#[utoipa::path(
+get, path = "/applications/{appInstanceId}/services/{serviceId}", tag = "service management",
+    summary = "Read a service the application registered",
+    params(AppPath, ServicePath),
+    responses((status = 200, description = "The service, with its ETag", body = ServiceInfoView), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn get_app_service(
     State(registry): Reg,
     AppScope(app): AppScope,
@@ -113,6 +144,13 @@ async fn get_app_service(
     ))
 }
 
+#[utoipa::path(
+put, path = "/applications/{appInstanceId}/services/{serviceId}", tag = "service management",
+    summary = "Replace a service",
+    params(AppPath, ServicePath, IfMatchHeader),
+    request_body = ServiceInfoView,
+    responses((status = 200, description = "The service as replaced", body = ServiceInfoView), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"), (status = 412, description = "If-Match does not hold the current ETag", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn update(
     State(registry): Reg,
     AppScope(app): AppScope,
@@ -133,6 +171,12 @@ async fn update(
     ))
 }
 
+#[utoipa::path(
+delete, path = "/applications/{appInstanceId}/services/{serviceId}", tag = "service management",
+    summary = "Deregister a service",
+    params(AppPath, ServicePath),
+    responses((status = 204, description = "Deregistered"), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn deregister(
     State(registry): Reg,
     AppScope(app): AppScope,
@@ -142,6 +186,12 @@ async fn deregister(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+get, path = "/applications/{appInstanceId}/services/{serviceId}/liveness", tag = "service management",
+    summary = "Since MEC 011 v2.2.1: read a service's liveness",
+    params(AppPath, ServicePath),
+    responses((status = 200, description = "The liveness state", body = ServiceLivenessInfo), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn get_liveness(
     State(registry): Reg,
     AppScope(app): AppScope,
@@ -156,6 +206,13 @@ async fn get_liveness(
 
 /// `PATCH` of the liveness resource: 200 with the `ServiceLivenessInfo` after the heartbeat
 /// (MEC 011 v2.2.1 allows 204 or 200; ETSI's v2.2.1 tests expect the body).
+#[utoipa::path(
+patch, path = "/applications/{appInstanceId}/services/{serviceId}/liveness", tag = "service management",
+    summary = "Since MEC 011 v2.2.1: a heartbeat",
+    params(AppPath, ServicePath, IfMatchHeader),
+    request_body = ServiceLivenessUpdate,
+    responses((status = 200, description = "The liveness state after the heartbeat", body = ServiceLivenessInfo), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"), (status = 412, description = "If-Match does not hold the current ETag", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn heartbeat(
     State(registry): Reg,
     AppScope(app): AppScope,
@@ -171,6 +228,13 @@ async fn heartbeat(
 }
 
 /// `PUT` of the liveness resource, as EdgeGallery's mep-agent sends it: 204.
+#[utoipa::path(
+put, path = "/applications/{appInstanceId}/services/{serviceId}/liveness", tag = "service management",
+    summary = "mep addition: a heartbeat by PUT, for clients that cannot PATCH",
+    params(AppPath, ServicePath, IfMatchHeader),
+    request_body = ServiceLivenessUpdate,
+    responses((status = 204, description = "Heartbeat recorded"), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"), (status = 412, description = "If-Match does not hold the current ETag", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn heartbeat_put(
     State(registry): Reg,
     AppScope(app): AppScope,
@@ -197,10 +261,24 @@ fn beat(
     Ok(registry.heartbeat(app, service_id, if_match.as_deref())?)
 }
 
+#[utoipa::path(
+get, path = "/applications/{appInstanceId}/subscriptions", tag = "service management",
+    summary = "The application's service availability subscriptions",
+    params(AppPath),
+    responses((status = 200, description = "Links to the subscriptions", body = SubscriptionLinkList))
+)]
 async fn list_subscriptions(State(registry): Reg, AppScope(app): AppScope) -> Response {
     Json(registry.subscription_list(&app)).into_response()
 }
 
+#[utoipa::path(
+post, path = "/applications/{appInstanceId}/subscriptions", tag = "service management",
+    summary = "Subscribe to service availability notifications",
+    description = "Notifications (`ServiceAvailabilityNotification`) are POSTed to `callbackReference`.",
+    params(AppPath),
+    request_body = SerAvailabilitySubscriptionBody,
+    responses((status = 201, description = "Subscribed; Location names the subscription", body = SerAvailabilitySubscriptionView))
+)]
 async fn subscribe(
     State(registry): Reg,
     RegistrantScope(app): RegistrantScope,
@@ -214,6 +292,12 @@ async fn subscribe(
     Ok(created(&location, body))
 }
 
+#[utoipa::path(
+get, path = "/applications/{appInstanceId}/subscriptions/{subscriptionId}", tag = "service management",
+    summary = "Read a service availability subscription",
+    params(AppPath, SubscriptionPath),
+    responses((status = 200, description = "The subscription", body = SerAvailabilitySubscriptionView), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn get_subscription(
     State(registry): Reg,
     AppScope(app): AppScope,
@@ -225,6 +309,12 @@ async fn get_subscription(
     ))
 }
 
+#[utoipa::path(
+delete, path = "/applications/{appInstanceId}/subscriptions/{subscriptionId}", tag = "service management",
+    summary = "Cancel a service availability subscription",
+    params(AppPath, SubscriptionPath),
+    responses((status = 204, description = "Cancelled"), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"))
+)]
 async fn unsubscribe(
     State(registry): Reg,
     AppScope(app): AppScope,

@@ -9,7 +9,8 @@ use crate::clock::unix_parts;
 use crate::model::service::TimeStamp;
 
 /// `timeSourceStatus`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = CurrentTime::TimeSourceStatus)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TimeSourceStatus {
     Traceable,
@@ -17,7 +18,7 @@ pub enum TimeSourceStatus {
 }
 
 /// `CurrentTime`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CurrentTime {
     pub seconds: u64,
@@ -25,16 +26,36 @@ pub struct CurrentTime {
     pub time_source_status: TimeSourceStatus,
 }
 
+/// `ntpServerAddrType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = TimingCaps::NtpServers::NtpServerAddrType)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NtpServerAddrType {
+    IpAddress,
+    DnsName,
+}
+
+/// `authenticationOption` of an NTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = TimingCaps::NtpServers::AuthenticationOption)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuthenticationOption {
+    None,
+    SymmetricKey,
+    AutoKey,
+}
+
 /// One entry of `TimingCaps.ntpServers`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = TimingCaps::NtpServers)]
 #[serde(rename_all = "camelCase")]
 pub struct NtpServer {
-    pub ntp_server_addr_type: &'static str,
+    pub ntp_server_addr_type: NtpServerAddrType,
     pub ntp_server_addr: String,
     pub min_polling_interval: u32,
     pub max_polling_interval: u32,
     pub local_priority: u32,
-    pub authentication_option: &'static str,
+    pub authentication_option: AuthenticationOption,
     pub authentication_key_num: u32,
 }
 
@@ -44,22 +65,23 @@ impl NtpServer {
     pub fn named(addr: &str) -> Self {
         Self {
             ntp_server_addr_type: if addr.parse::<std::net::IpAddr>().is_ok() {
-                "IP_ADDRESS"
+                NtpServerAddrType::IpAddress
             } else {
-                "DNS_NAME"
+                NtpServerAddrType::DnsName
             },
             ntp_server_addr: addr.to_owned(),
             min_polling_interval: 6,
             max_polling_interval: 10,
             local_priority: 1,
-            authentication_option: "NONE",
+            authentication_option: AuthenticationOption::None,
             authentication_key_num: 0,
         }
     }
 }
 
 /// One entry of `TimingCaps.ptpMasters`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = TimingCaps_PtpMasters)]
 #[serde(rename_all = "camelCase")]
 pub struct PtpMaster {
     pub ptp_master_ip_address: String,
@@ -81,7 +103,7 @@ impl PtpMaster {
 
 /// `TimingCaps`. Both lists are always present (v3.1.1 requires them), empty when the
 /// operator configured none.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TimingCaps<'a> {
     pub time_stamp: TimeStamp,
