@@ -198,6 +198,18 @@ async fn dns_over_https_answers_get_and_post_like_udp() {
     let answer = Message::from_vec(&r.bytes().await.unwrap()).unwrap();
     assert_eq!(addresses(&answer), vec!["192.0.2.10"]);
 
+    let doc: serde_json::Value = client
+        .get(format!("https://localhost:{}/openapi.json", doh.port()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/dns-query"]["get"].is_object(), "{doc}");
+    assert!(doc["paths"]["/dns-query"]["post"].is_object(), "{doc}");
+
     let missing = client.get(&base).send().await.unwrap();
     assert_eq!(missing.status(), 400);
     assert_eq!(
