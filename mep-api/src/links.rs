@@ -27,6 +27,19 @@ pub const APP_SUPPORT_PREFIXES: [&str; 4] = [
     "/mec_app_support/v2",
 ];
 
+/// What an API's tag says about where it is served: `what` under the canonical prefix, and the
+/// aliases.
+pub fn served_under(what: &str, prefixes: &[&str]) -> String {
+    match prefixes.split_first() {
+        Some((canonical, aliases)) if !aliases.is_empty() => format!(
+            "{what} under {canonical}; also served under {}.",
+            aliases.join(", ")
+        ),
+        Some((canonical, _)) => format!("{what} under {canonical}."),
+        None => format!("{what}."),
+    }
+}
+
 /// `api` nested under every one of `prefixes`; the document names it under the first, the
 /// canonical one (the others are aliases, listed in the API's tag).
 pub fn nest_under(prefixes: &[&str], api: OpenApiRouter) -> OpenApiRouter {

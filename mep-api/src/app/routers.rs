@@ -21,11 +21,12 @@ use crate::http::middleware::{
     limit_uri_length, problem_for_bare_errors, read_body_within, record_metrics, BodyLimits,
     MetricsContext,
 };
+use crate::links::{served_under, APP_SUPPORT_PREFIXES, SERVICE_MGMT_PREFIXES};
 use crate::metrics::Metrics;
 use crate::mm5::{ops_router, OpsState};
 use crate::mp1::app_support::AppSupportState;
 use crate::mp1::timing::{NtpServer, PtpMaster};
-use crate::openapi::{map_routes, serve_document, About, Security, SERVICE_MGMT_TAG};
+use crate::openapi::{map_routes, serve_document, About, Security};
 use crate::problem::problem_response;
 use crate::{auth, mm5, mp1};
 
@@ -42,19 +43,17 @@ fn mp1_about(config: &Config) -> About {
         } else {
             Security::None
         },
-        tags: &[
+        tags: vec![
             (
-                SERVICE_MGMT_TAG,
-                "MEC 011 clause 8 under /mep/mec_service_mgmt/v1; also served under \
-                 /mep/mec_service_mgmt/v2, /mec_service_mgmt/v1 and /mec_service_mgmt/v2.",
+                "service management",
+                served_under("MEC 011 clause 8", &SERVICE_MGMT_PREFIXES),
             ),
             (
                 "application support",
-                "MEC 011 clause 7 under /mep/mec_app_support/v1; also served under \
-                 /mep/mec_app_support/v2, /mec_app_support/v1 and /mec_app_support/v2.",
+                served_under("MEC 011 clause 7", &APP_SUPPORT_PREFIXES),
             ),
-            ("token", "Access tokens for the Mp1 API."),
-            ("documentation", "This document."),
+            ("token", "Access tokens for the Mp1 API.".into()),
+            ("documentation", "This document.".into()),
         ],
     }
 }
@@ -71,19 +70,25 @@ fn mm5_about(config: &Config) -> About {
         } else {
             Security::None
         },
-        tags: &[
+        tags: vec![
             (
                 "app configuration",
-                "Rules per application instance, applied as tasks.",
+                "Rules per application instance, applied as tasks.".into(),
             ),
-            ("capabilities", "The services registered on the platform."),
+            (
+                "capabilities",
+                "The services registered on the platform.".into(),
+            ),
             (
                 "credentials",
-                "Application credentials and token signing keys.",
+                "Application credentials and token signing keys.".into(),
             ),
-            ("termination", "Application instance termination."),
-            ("operations", "Health, readiness, metrics and diagnostics."),
-            ("documentation", "This document."),
+            ("termination", "Application instance termination.".into()),
+            (
+                "operations",
+                "Health, readiness, metrics and diagnostics.".into(),
+            ),
+            ("documentation", "This document.".into()),
         ],
     }
 }
@@ -162,20 +167,25 @@ pub(super) fn mm5(config: &Config, core: &Core) -> Router {
 }
 
 /// What the DNS-over-HTTPS document says about the listener.
-const DNS_HTTPS_ABOUT: About = About {
-    title: "mep DNS over HTTPS (RFC 8484)",
-    description:
-        "mep's DNS server over HTTPS: local answers for ACTIVE DNS rules, the rest forwarded.",
-    security: Security::None,
-    tags: &[("dns", "DNS queries."), ("documentation", "This document.")],
-};
+fn dns_https_about() -> About {
+    About {
+        title: "mep DNS over HTTPS (RFC 8484)",
+        description:
+            "mep's DNS server over HTTPS: local answers for ACTIVE DNS rules, the rest forwarded.",
+        security: Security::None,
+        tags: vec![
+            ("dns", "DNS queries.".into()),
+            ("documentation", "This document.".into()),
+        ],
+    }
+}
 
 /// DNS over HTTPS, with the layers of the other listeners.
 pub(super) fn dns_https(config: &Config, core: &Core, answerer: mep_dns::DnsAnswerer) -> Router {
     with_common_layers(
         serve_document(
             crate::dns_https::router(answerer).layer(deadline(config.http.request_timeout)),
-            &DNS_HTTPS_ABOUT,
+            &dns_https_about(),
         ),
         config,
         // The largest DNS message.

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use super::timing::{current_time, NtpServer, PtpMaster, TimingCaps};
 use super::{created, json, with_etag};
 use crate::apps::registrations::AppInfoMembers;
-use crate::apps::termination::SubscriptionView;
+use crate::apps::termination::{AppTerminationNotification, SubscriptionView};
 use crate::apps::{Apps, RuleChangeError};
 use crate::auth::{AppScope, CallbackAllow, Caller, RegistrantScope};
 use crate::clock::{unix_parts, Clock};
@@ -34,6 +34,7 @@ use crate::mp1::timing::CurrentTime;
 use crate::openapi::params::{
     AppPath, DnsRulePath, IfMatchHeader, SubscriptionPath, TrafficRulePath,
 };
+use crate::openapi::with_schema;
 use crate::problem::ApiError;
 use crate::problem::ProblemDetails;
 
@@ -66,7 +67,10 @@ pub fn router(state: AppSupportState) -> OpenApiRouter {
             delete_registration
         ))
         .with_state(state);
-    nest_under(&APP_SUPPORT_PREFIXES, api)
+    nest_under(
+        &APP_SUPPORT_PREFIXES,
+        with_schema::<AppTerminationNotification>(api),
+    )
 }
 
 type St = State<AppSupportState>;

@@ -21,11 +21,13 @@ use crate::model::service::{
     TransportInfo,
 };
 use crate::model::subscription::{
-    SerAvailabilitySubscriptionBody, SerAvailabilitySubscriptionView, SubscriptionLinkList,
+    SerAvailabilitySubscriptionBody, SerAvailabilitySubscriptionView,
+    ServiceAvailabilityNotification, SubscriptionLinkList,
 };
 use crate::openapi::params::{
     AppPath, DiscoveryFilters, IfMatchHeader, ServicePath, SubscriptionPath,
 };
+use crate::openapi::with_schema;
 use crate::problem::ApiError;
 use crate::problem::ProblemDetails;
 use crate::registry::{DiscoveryQuery, Registry, Rendered};
@@ -42,7 +44,10 @@ pub fn router(registry: Arc<Registry>) -> OpenApiRouter {
         .routes(routes!(list_subscriptions, subscribe))
         .routes(routes!(get_subscription, unsubscribe))
         .with_state(registry);
-    nest_under(&SERVICE_MGMT_PREFIXES, api)
+    nest_under(
+        &SERVICE_MGMT_PREFIXES,
+        with_schema::<ServiceAvailabilityNotification>(api),
+    )
 }
 
 type Reg = State<Arc<Registry>>;

@@ -56,7 +56,7 @@ pub struct About {
     pub description: &'static str,
     pub security: Security,
     /// Tag names and what they group.
-    pub tags: &'static [(&'static str, &'static str)],
+    pub tags: Vec<(&'static str, String)>,
 }
 
 /// `api` with `GET /openapi.json` serving its finished document, as a plain router.
@@ -87,8 +87,19 @@ pub fn map_routes(api: OpenApiRouter, wrap: impl FnOnce(Router) -> Router) -> Op
     wrapped
 }
 
-/// The document as served: info, tags, the security scheme, a `ProblemDetails` default
-/// response on every operation, and the schemas of what mep sends to callbacks.
+/// `api` whose document also holds `T`'s schema: for what no operation names, such as what mep
+/// sends to a subscription's callback.
+pub fn with_schema<T: ToSchema>(mut api: OpenApiRouter) -> OpenApiRouter {
+    add_schema::<T>(
+        api.get_openapi_mut()
+            .components
+            .get_or_insert_with(Default::default),
+    );
+    api
+}
+
+/// The document as served: info, tags, the security scheme and a `ProblemDetails` default
+/// response on every operation.
 pub fn finish(mut openapi: OpenApi, about: &About) -> OpenApi {
     openapi.info = InfoBuilder::new()
         .title(about.title)
@@ -103,19 +114,13 @@ pub fn finish(mut openapi: OpenApi, about: &About) -> OpenApi {
             .map(|(name, description)| {
                 TagBuilder::new()
                     .name(*name)
-                    .description(Some(*description))
+                    .description(Some(description.as_str()))
                     .build()
             })
             .collect(),
     );
     let components = openapi.components.get_or_insert_with(Default::default);
     add_schema::<ProblemDetails>(components);
-    // Named by the discovery filters, which (as parameters) do not collect their schemas.
-    add_schema::<crate::model::service::LocalityType>(components);
-    if about.tags.iter().any(|(name, _)| *name == SERVICE_MGMT_TAG) {
-        add_schema::<crate::model::subscription::ServiceAvailabilityNotification>(components);
-        add_schema::<crate::apps::termination::AppTerminationNotification>(components);
-    }
     match about.security {
         Security::None => {}
         Security::ClientCredentials { token_path } => {
@@ -197,9 +202,6 @@ pub fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operatio
     .filter_map(Option::as_mut)
     .chain(item.additional_operations.values_mut())
 }
-
-/// The tag of the service management API, whose listener also documents the notifications.
-pub const SERVICE_MGMT_TAG: &str = "service management";
 
 #[utoipa::path(
     get, path = OPENAPI_PATH, tag = "documentation",

@@ -76,5 +76,7 @@ pub struct DiscoveryFilters {
     pub ser_category_id: Option<String>,
     pub consumed_local_only: Option<bool>,
     pub is_local: Option<bool>,
+    /// Inline: a parameter's schema reference would not bring the schema into the document.
+    #[param(inline)]
     pub scope_of_locality: Option<LocalityType>,
 }
