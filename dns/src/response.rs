@@ -58,32 +58,13 @@ pub(crate) fn write_local(
     );
     out.extend_from_slice(question);
     let reserved = if reply.edns.is_some() { OPT_LEN } else { 0 };
-    let wanted = |a: &&DnsAnswer| {
-        matches!(
-            (query.qtype, a.address),
-            (TYPE_ANY, _) | (TYPE_A, IpAddr::V4(_)) | (TYPE_AAAA, IpAddr::V6(_))
-        )
-    };
-    let mut count: u16 = 0;
-    let mut truncated = false;
-    for answer in answers.iter().filter(wanted) {
-        let (rtype, rdata): (u16, &[u8]) = match &answer.address {
-            IpAddr::V4(a) => (TYPE_A, &a.octets()[..]),
-            IpAddr::V6(a) => (TYPE_AAAA, &a.octets()[..]),
-        };
-        if out.len() + 2 + RR_FIXED_LEN + rdata.len() + reserved > limit {
-            truncated = true;
-            break;
-        }
-        push_record_head(
-            out,
-            rtype,
-            answer.ttl.unwrap_or(params.default_ttl),
-            rdata.len(),
-        );
-        out.extend_from_slice(rdata);
-        count += 1;
-    }
+    let (count, truncated) = push_answers(
+        out,
+        answers,
+        query.qtype,
+        params.default_ttl,
+        limit - reserved.min(limit),
+    );
     if truncated {
         let flags = response_flags(reply.request_flags) | FLAG_AA | FLAG_TC;
         put_u16(out, 2, flags);
@@ -101,6 +82,56 @@ pub(crate) fn write_local(
         push_opt_with(out, params.udp_payload, rcode::NOERROR, edns.dnssec_ok, &[]);
         put_u16(out, ARCOUNT_AT, 1);
     }
+}
+
+/// Appends the address records of `answers` that answer `qtype` while `out` stays within
+/// `limit`: how many it wrote, and whether some did not fit.
+fn push_answers(
+    out: &mut Vec<u8>,
+    answers: &[DnsAnswer],
+    qtype: u16,
+    default_ttl: u32,
+    limit: usize,
+) -> (u16, bool) {
+    let wanted = |a: &&DnsAnswer| {
+        matches!(
+            (qtype, a.address),
+            (TYPE_ANY, _) | (TYPE_A, IpAddr::V4(_)) | (TYPE_AAAA, IpAddr::V6(_))
+        )
+    };
+    let mut count: u16 = 0;
+    for answer in answers.iter().filter(wanted) {
+        let (rtype, rdata): (u16, &[u8]) = match &answer.address {
+            IpAddr::V4(a) => (TYPE_A, &a.octets()[..]),
+            IpAddr::V6(a) => (TYPE_AAAA, &a.octets()[..]),
+        };
+        if out.len() + 2 + RR_FIXED_LEN + rdata.len() > limit {
+            return (count, true);
+        }
+        push_record_head(out, rtype, answer.ttl.unwrap_or(default_ttl), rdata.len());
+        out.extend_from_slice(rdata);
+        count += 1;
+    }
+    (count, false)
+}
+
+/// The answer records of the local answer to a `qtype` (A or AAAA) query, exactly as the
+/// server writes them after the question (owner names point at the question), and how many
+/// there are; None when the answer would be NODATA or the records exceed `max_len` bytes. For
+/// a data plane that answers DNS itself (the XDP program): the server and it then give one
+/// answer.
+pub fn local_answer_records(
+    answers: &[DnsAnswer],
+    qtype: u16,
+    default_ttl: u32,
+    max_len: usize,
+) -> Option<(u16, Vec<u8>)> {
+    if qtype != TYPE_A && qtype != TYPE_AAAA {
+        return None;
+    }
+    let mut out = Vec::new();
+    let (count, truncated) = push_answers(&mut out, answers, qtype, default_ttl, max_len);
+    (count > 0 && !truncated).then_some((count, out))
 }
 
 /// Writes an error response (or NOERROR-less reply) with `rcode`, which may be extended

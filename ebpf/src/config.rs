@@ -27,6 +27,8 @@ pub struct XdpConfig {
     /// implement `ndo_xdp_xmit`). Forwarding to any other interface goes through the TC program,
     /// since a native redirect into, say, a veth whose peer runs no XDP program is dropped.
     pub native_targets: Vec<String>,
+    /// Answer the DNS server's local answers in the XDP program (`--dns-xdp`); None: off.
+    pub dns: Option<crate::dns::XdpDnsConfig>,
 }
 
 impl Default for XdpConfig {
@@ -36,6 +38,7 @@ impl Default for XdpConfig {
             pin_path: PathBuf::from(DEFAULT_PIN_PATH),
             mode: AttachMode::Auto,
             native_targets: Vec::new(),
+            dns: None,
         }
     }
 }

@@ -43,7 +43,8 @@ pub(crate) struct Generations {
     last_writes: usize,
 }
 
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, XdpError>
+/// Takes map `name` out of the loaded object as a `T`.
+pub(crate) fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, XdpError>
 where
     T: TryFrom<aya::maps::Map, Error = MapError>,
 {
@@ -52,7 +53,7 @@ where
 }
 
 /// A removal of a key the map does not hold (it came and went while this generation was idle).
-fn absent(e: &MapError) -> bool {
+pub(crate) fn absent(e: &MapError) -> bool {
     matches!(e, MapError::KeyNotFound)
         || matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT))
 }

@@ -26,6 +26,7 @@ mod attach;
 mod bpffs;
 mod compile;
 mod config;
+mod dns;
 mod error;
 mod generation;
 mod layout;
@@ -36,6 +37,7 @@ mod testrun;
 pub use attach::{Attached, AttachedMode};
 pub use compile::CapacityError;
 pub use config::{AttachMode, XdpConfig, DEFAULT_PIN_PATH};
+pub use dns::{ones_complement_sum, XdpDnsConfig};
 pub use error::XdpError;
 pub use plane::{
     check as check_rule, Occupancy, TestProgram, TestRunOutput, UpdateStats, XdpDataPlane,

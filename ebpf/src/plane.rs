@@ -15,17 +15,19 @@ use aya::Ebpf;
 use mep_ebpf_common::{Counter, IfaceInfo, RuleId, MAX_IFACES};
 use mep_rules::{
     Action, AppInfo, ApplyError, CompiledFilter, DataPlane, DataPlaneError, InterfaceType,
-    RuleChange, RuleError, RuleState, Snapshot, TrafficRule,
+    KernelDnsCounters, RuleChange, RuleError, RuleState, Snapshot, TrafficRule,
 };
 
 use crate::attach::{self, Attached, DUP_PROGRAM, PASS_PROGRAM, XDP_PROGRAM};
 use crate::compile::CapacityError;
 use crate::config::XdpConfig;
+use crate::dns::KernelDns;
 use crate::error::XdpError;
-use crate::generation::Generations;
+use crate::generation::{take, Generations};
 use crate::layout::{Held, Layout, RuleKey, Touched};
 use crate::status::{
-    self, DeliveryCounters, RuleCounters, PIN_COUNTERS, PIN_DELIVERY, PIN_IFACES, PIN_RULE_IDS,
+    self, DeliveryCounters, RuleCounters, PIN_COUNTERS, PIN_DELIVERY, PIN_DNS_STATS, PIN_IFACES,
+    PIN_RULE_IDS,
 };
 
 const PLANE: &str = "xdp";
@@ -59,6 +61,7 @@ struct State {
     gens: Generations,
     counters: PerCpuArray<MapData, Counter>,
     delivery: PerCpuArray<MapData, Counter>,
+    dns_stats: PerCpuArray<MapData, Counter>,
     /// The attached interfaces by ifindex, which the program may redirect into natively.
     targets: aya::maps::HashMap<MapData, u32, u32>,
     rule_ids: Array<MapData, RuleId>,
@@ -93,6 +96,9 @@ pub struct XdpDataPlane {
     /// Our own references to the XDP programs, for `test_run` without the state lock.
     steer_fd: OwnedFd,
     pass_fd: OwnedFd,
+    /// The kernel DNS answers, when on; locked apart from `state` so that following a snapshot
+    /// never waits for a traffic-rule update.
+    dns: Option<Mutex<KernelDns>>,
 }
 
 fn lock(state: &Mutex<Option<State>>) -> MutexGuard<'_, Option<State>> {
@@ -150,6 +156,7 @@ impl XdpDataPlane {
             ("MEP_RULE_IDS", PIN_RULE_IDS),
             ("MEP_IFACES", PIN_IFACES),
             ("MEP_DELIVERY", PIN_DELIVERY),
+            ("MEP_DNS_STATS", PIN_DNS_STATS),
         ] {
             let path = config.pin_path.join(pin);
             // A pin left by an earlier run that did not shut down cleanly.
@@ -169,6 +176,15 @@ impl XdpDataPlane {
         let delivery: PerCpuArray<MapData, Counter> = take(&mut ebpf, "MEP_DELIVERY")?;
         let mut targets: aya::maps::HashMap<MapData, u32, u32> =
             take(&mut ebpf, "MEP_XDP_TARGETS")?;
+        let dns_stats: PerCpuArray<MapData, Counter> = take(&mut ebpf, "MEP_DNS_STATS")?;
+        let dns = match config.dns.clone() {
+            Some(dns) => Some(Mutex::new(KernelDns::load(
+                &mut ebpf,
+                dns,
+                &config.interfaces,
+            )?)),
+            None => None,
+        };
 
         let mut attached = Vec::new();
         for iface in &config.interfaces {
@@ -196,6 +212,7 @@ impl XdpDataPlane {
                 gens,
                 counters,
                 delivery,
+                dns_stats,
                 targets,
                 rule_ids,
                 layout: Layout::default(),
@@ -205,6 +222,7 @@ impl XdpDataPlane {
             pin_path: config.pin_path,
             steer_fd,
             pass_fd,
+            dns,
         };
         for iface in &config.native_targets {
             plane.add_native_target(iface)?;
@@ -256,6 +274,23 @@ impl XdpDataPlane {
             .as_ref()
             .map(|st| DeliveryCounters::read(&st.delivery))
             .unwrap_or_default()
+    }
+
+    /// DNS queries the program answered, and those for the DNS service it passed on.
+    pub fn dns_counters(&self) -> KernelDnsCounters {
+        lock(&self.state)
+            .as_ref()
+            .map(|st| crate::dns::counters(&st.dns_stats))
+            .unwrap_or_default()
+    }
+
+    /// Brings the kernel DNS answers to `snapshot`, when they are on.
+    fn follow_dns(&self, snapshot: &Snapshot) {
+        if let Some(dns) = &self.dns {
+            dns.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .follow(snapshot);
+        }
     }
 
     /// The interfaces the programs are attached to, with their mode.
@@ -395,14 +430,6 @@ fn raise_memlock_limit() {
     };
     // SAFETY: a valid rlimit value.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
-}
-
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, XdpError>
-where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let map = ebpf.take_map(name).ok_or(XdpError::MissingMap(name))?;
-    T::try_from(map).map_err(XdpError::map(name))
 }
 
 fn unsupported(reason: String) -> DataPlaneError {
@@ -559,6 +586,14 @@ impl DataPlane for XdpDataPlane {
             .collect()
     }
 
+    fn snapshot_published(&self, snapshot: &Snapshot) {
+        self.follow_dns(snapshot);
+    }
+
+    fn dns_answers(&self) -> Option<KernelDnsCounters> {
+        self.dns.as_ref().map(|_| self.dns_counters())
+    }
+
     async fn init(&self, snapshot: &Snapshot) -> Result<(), DataPlaneError> {
         self.resync(snapshot).await
     }
@@ -572,6 +607,7 @@ impl DataPlane for XdpDataPlane {
 
     /// Applies the difference between `snapshot` and what the maps hold.
     async fn resync(&self, snapshot: &Snapshot) -> Result<(), DataPlaneError> {
+        self.follow_dns(snapshot);
         let mut wanted = Vec::with_capacity(snapshot.traffic_rule_count());
         for r in snapshot.traffic_rules() {
             supported(&r.rule, &r.filters).map_err(|e| {
@@ -632,7 +668,13 @@ impl Drop for XdpDataPlane {
 
 /// Removes the status pins: `mep xdp status` then reports that no data plane runs.
 fn remove_pins(pin_path: &std::path::Path) {
-    for pin in [PIN_COUNTERS, PIN_RULE_IDS, PIN_IFACES, PIN_DELIVERY] {
+    for pin in [
+        PIN_COUNTERS,
+        PIN_RULE_IDS,
+        PIN_IFACES,
+        PIN_DELIVERY,
+        PIN_DNS_STATS,
+    ] {
         let _ = std::fs::remove_file(pin_path.join(pin));
     }
     // Only succeeds when nothing else is pinned there.

@@ -17,6 +17,7 @@ pub(crate) const PIN_COUNTERS: &str = "counters";
 pub(crate) const PIN_RULE_IDS: &str = "rule_ids";
 pub(crate) const PIN_IFACES: &str = "ifaces";
 pub(crate) const PIN_DELIVERY: &str = "delivery";
+pub(crate) const PIN_DNS_STATS: &str = "dns_stats";
 
 /// Packets and bytes one traffic rule matched since it became ACTIVE.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +90,8 @@ pub struct XdpStatus {
     pub interfaces: Vec<InterfaceStatus>,
     pub rules: Vec<RuleCounters>,
     pub delivery: DeliveryCounters,
+    /// DNS queries answered in XDP (`--dns-xdp`) and those for the DNS service passed on.
+    pub dns: mep_rules::KernelDnsCounters,
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -136,6 +139,8 @@ pub fn read_status(pin_path: &Path) -> Result<XdpStatus, XdpError> {
     let counters: PerCpuArray<MapData, Counter> = open(pin_path, PIN_COUNTERS)?;
     let delivery: PerCpuArray<MapData, Counter> = open(pin_path, PIN_DELIVERY)?;
     let delivery = DeliveryCounters::read(&delivery);
+    let dns_stats: PerCpuArray<MapData, Counter> = open(pin_path, PIN_DNS_STATS)?;
+    let dns = crate::dns::counters(&dns_stats);
     let interfaces = ifaces
         .iter()
         .filter_map(Result::ok)
@@ -168,6 +173,7 @@ pub fn read_status(pin_path: &Path) -> Result<XdpStatus, XdpError> {
         interfaces,
         rules,
         delivery,
+        dns,
     })
 }
 
@@ -210,6 +216,14 @@ impl fmt::Display for XdpStatus {
         for (_, what, c) in self.delivery.outcomes() {
             writeln!(f, "{:<40} {:>14} {:>16}", what, c.packets, c.bytes)?;
         }
+        writeln!(f)?;
+        writeln!(f, "{:<40} {:>14}", "DNS QUERIES (--dns-xdp)", "PACKETS")?;
+        writeln!(f, "{:<40} {:>14}", "answered in XDP", self.dns.answered)?;
+        writeln!(
+            f,
+            "{:<40} {:>14}",
+            "passed to the DNS server", self.dns.passed
+        )?;
         Ok(())
     }
 }

@@ -36,7 +36,8 @@ pub(crate) fn run(
     repeat: u32,
 ) -> io::Result<(u32, Vec<u8>, Duration)> {
     // Room for the metadata the program may prepend.
-    let mut out = vec![0u8; packet.len() + 256];
+    // Room for what a program may add: a DNS answer grows the query by up to a page.
+    let mut out = vec![0u8; packet.len() + 4096];
     let mut attr = TestAttr {
         prog_fd: prog.as_raw_fd() as u32,
         data_size_in: packet.len() as u32,

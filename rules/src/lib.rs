@@ -22,7 +22,8 @@ pub mod none;
 
 pub use dns::{DnsAnswer, DnsRule, IpAddressType};
 pub use plane::{
-    AppInfo, ApplyError, DataPlane, DataPlaneError, ForwardOutcome, RuleChange, RuleCounter,
+    AppInfo, ApplyError, DataPlane, DataPlaneError, ForwardOutcome, KernelDnsCounters, RuleChange,
+    RuleCounter,
 };
 pub use snapshot::{ActiveDnsRule, ActiveTrafficRule, Snapshot, SnapshotPublisher, SnapshotReader};
 pub use traffic::{

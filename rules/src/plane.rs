@@ -35,6 +35,14 @@ pub struct ForwardOutcome {
     pub bytes: u64,
 }
 
+/// DNS queries a data plane answered itself, and queries for the DNS service it left to the
+/// DNS server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelDnsCounters {
+    pub answered: u64,
+    pub passed: u64,
+}
+
 /// Why a data plane did not apply a change.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DataPlaneError {
@@ -156,6 +164,15 @@ pub trait DataPlane: Send + Sync + 'static {
     /// How forwarded packets left and which were not delivered, where the data plane forwards.
     fn forward_outcomes(&self) -> Vec<ForwardOutcome> {
         Vec::new()
+    }
+
+    /// Called after `snapshot` was published, in publication order: a data plane that keeps a
+    /// copy of the local DNS answers (the xdp one, answering in the kernel) follows it here.
+    fn snapshot_published(&self, _snapshot: &Snapshot) {}
+
+    /// Queries answered in the data plane itself, where it answers DNS.
+    fn dns_answers(&self) -> Option<KernelDnsCounters> {
+        None
     }
 
     /// Releases what the data plane holds (detaches programs, closes connections).

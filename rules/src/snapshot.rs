@@ -113,6 +113,9 @@ pub struct Snapshot {
     /// The ACTIVE DNS rules themselves, by owner then id.
     dns_rules: OrdMap<(Arc<str>, Arc<str>), Arc<ActiveDnsRule>>,
     apps: HashMap<Arc<str>, Arc<AppEntry>>,
+    /// The version this snapshot was derived from and the names whose answers may differ from
+    /// it; None for a snapshot built whole.
+    dns_changes: Option<(u64, Arc<[Arc<str>]>)>,
 }
 
 impl Snapshot {
@@ -153,8 +156,26 @@ impl Snapshot {
     ) -> Self {
         let mut next = self.clone();
         next.version = version;
-        next.replace_app(app, app_name, traffic, dns);
+        let touched = next.replace_app(app, app_name, traffic, dns);
+        next.dns_changes = Some((self.version, touched.into()));
         next
+    }
+
+    /// The names whose local answers may differ between the snapshot of version `version` and
+    /// this one, if this one was derived from it (or is it); None: compare every name.
+    pub fn dns_changes_since(&self, version: u64) -> Option<&[Arc<str>]> {
+        if version == self.version {
+            return Some(&[]);
+        }
+        match &self.dns_changes {
+            Some((base, names)) if *base == version => Some(names),
+            _ => None,
+        }
+    }
+
+    /// Every name with local answers (lower case, no trailing dot), in no particular order.
+    pub fn dns_names(&self) -> impl Iterator<Item = &Arc<str>> + '_ {
+        self.dns.keys()
     }
 
     fn replace_app<'a>(
@@ -163,7 +184,7 @@ impl Snapshot {
         app_name: Option<&str>,
         traffic: impl IntoIterator<Item = &'a TrafficRule>,
         dns: impl IntoIterator<Item = &'a DnsRule>,
-    ) {
+    ) -> Vec<Arc<str>> {
         let mut touched: Vec<Arc<str>> = Vec::new();
         let owner: Arc<str> = match self.apps.remove_with_key(app) {
             Some((owner, old)) => {
@@ -239,9 +260,10 @@ impl Snapshot {
         }
         touched.sort_unstable();
         touched.dedup();
-        for name in touched {
-            self.refresh_name(name);
+        for name in &touched {
+            self.refresh_name(Arc::clone(name));
         }
+        touched
     }
 
     /// Recomputes the answers of one name from the answers map.

@@ -278,6 +278,55 @@ pub const DELIVERY_NO_ROUTE: u32 = 2;
 pub const DELIVERY_TC_FAILED: u32 = 3;
 pub const DELIVERY_SLOTS: u32 = 4;
 
+/// Longest question name, in wire form, that the kernel answers; longer names go to userspace.
+pub const DNS_NAME_MAX: usize = 128;
+/// Bytes of answer records one kernel answer carries (whole A and AAAA records, which are 16
+/// and 28 bytes long: always a multiple of 4).
+pub const DNS_RECORDS_MAX: usize = 448;
+/// Kernel answers (a name and a type each) the map holds.
+pub const MAX_DNS_ANSWERS: u32 = 131_072;
+/// Addresses the DNS service is reached at.
+pub const MAX_DNS_ADDRS: u32 = 64;
+
+/// `MEP_DNS_ANSWERS` key: the query type and the lower-case wire name, zero-padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsKey {
+    pub qtype: u16,
+    pub name: [u8; DNS_NAME_MAX],
+}
+
+/// `MEP_DNS_ANSWERS` value: the answer records of one local answer as the userspace server
+/// writes them (owner names compressed to the question), and their checksum contribution.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsRecords {
+    /// Bytes of `data` in use (a multiple of 4).
+    pub len: u16,
+    /// ANCOUNT.
+    pub count: u16,
+    /// The one's-complement sum of `data[..len]` as 16-bit big-endian words, folded.
+    pub sum: u32,
+    pub data: [u8; DNS_RECORDS_MAX],
+}
+
+/// `MEP_DNS_CFG`: whether the kernel answers, on which UDP port, and the EDNS payload size the
+/// userspace server announces.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsConfig {
+    pub enabled: u32,
+    /// Host byte order.
+    pub port: u16,
+    pub udp_payload: u16,
+}
+
+/// Slots of `MEP_DNS_STATS`: queries the kernel answered, and queries for the DNS service it
+/// left to userspace.
+pub const DNS_ANSWERED: u32 = 0;
+pub const DNS_PASSED: u32 = 1;
+pub const DNS_STAT_SLOTS: u32 = 2;
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -293,4 +342,7 @@ mod pod {
     unsafe impl aya::Pod for RuleId {}
     unsafe impl aya::Pod for IfaceInfo {}
     unsafe impl aya::Pod for FwdMeta {}
+    unsafe impl aya::Pod for DnsKey {}
+    unsafe impl aya::Pod for DnsRecords {}
+    unsafe impl aya::Pod for DnsConfig {}
 }

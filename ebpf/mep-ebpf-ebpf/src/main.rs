@@ -1,12 +1,14 @@
 //! mep's traffic-steering programs: `mep_xdp` classifies every frame against the active rule
 //! generation and acts on it; `mep_dup` (TC ingress) sends the copies of DUPLICATE rules, which
-//! XDP cannot clone.
+//! XDP cannot clone. `mep_xdp` also answers DNS queries for local names (`dns`) that no rule
+//! takes.
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]
 
 mod action;
 mod classify;
+mod dns;
 mod dup;
 mod maps;
 mod parse;
@@ -21,16 +23,21 @@ use crate::{
     maps::{ACTIVE, COUNTERS, ENTRIES, GEN_CFG},
 };
 
+/// `steer`'s verdict for a packet no rule took (or one a PASS rule hands to the stack): the
+/// stack's, unless the kernel answers it as the DNS server would.
+const TO_STACK: u32 = u32::MAX;
+
 #[xdp]
 pub fn mep_xdp(ctx: XdpContext) -> u32 {
-    let generation = match ACTIVE.get(0) {
-        Some(g) => *g,
-        None => return xdp_action::XDP_PASS,
+    let verdict = match ACTIVE.get(0) {
+        Some(0) => steer::<0>(&ctx),
+        Some(_) => steer::<1>(&ctx),
+        None => TO_STACK,
     };
-    if generation == 0 {
-        steer::<0>(&ctx)
+    if verdict == TO_STACK {
+        dns::answer(&ctx)
     } else {
-        steer::<1>(&ctx)
+        verdict
     }
 }
 
@@ -39,23 +46,23 @@ pub fn mep_xdp(ctx: XdpContext) -> u32 {
 #[inline(never)]
 fn steer<const G: u32>(ctx: &XdpContext) -> u32 {
     let Some(cfg) = GEN_CFG.get(G) else {
-        return xdp_action::XDP_PASS;
+        return TO_STACK;
     };
     if cfg.dims == 0 {
-        return xdp_action::XDP_PASS;
+        return TO_STACK;
     }
     // Not zeroed: `parse` writes every field when it succeeds.
     let mut p = core::mem::MaybeUninit::<parse::Pkt>::uninit();
     if !parse::parse(ctx, unsafe { &mut *p.as_mut_ptr() }) {
-        return xdp_action::XDP_PASS;
+        return TO_STACK;
     }
     let p = unsafe { p.assume_init_ref() };
     let id = classify::<G>(cfg, p);
     if id == NO_MATCH {
-        return xdp_action::XDP_PASS;
+        return TO_STACK;
     }
     let Some(e) = ENTRIES.get(id) else {
-        return xdp_action::XDP_PASS;
+        return TO_STACK;
     };
     if let Some(c) = COUNTERS.get_ptr_mut(e.slot) {
         let c: &mut Counter = unsafe { &mut *c };
@@ -65,7 +72,7 @@ fn steer<const G: u32>(ctx: &XdpContext) -> u32 {
     let act = &e.action;
     match act.kind {
         ACT_DROP => xdp_action::XDP_DROP,
-        ACT_PASS => xdp_action::XDP_PASS,
+        ACT_PASS => TO_STACK,
         ACT_FORWARD => action::redirect(ctx, p, &act.ifs[0], false, id),
         ACT_FORWARD_DECAP => {
             if p.tunnel && !action::decapsulate(ctx, p) {

@@ -8,8 +8,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use mep_ebpf_common::{
-    AddrKey, Counter, Entry, GenConfig, IfaceInfo, ListItem, ListRef, RuleId, DELIVERY_SLOTS,
-    MAX_ENTRIES, MAX_IFACES, MAX_KEYS, MAX_LIST_ITEMS, MAX_RULES,
+    AddrKey, Counter, DnsConfig, DnsKey, DnsRecords, Entry, GenConfig, IfaceInfo, ListItem,
+    ListRef, RuleId, DELIVERY_SLOTS, DNS_STAT_SLOTS, MAX_DNS_ADDRS, MAX_DNS_ANSWERS, MAX_ENTRIES,
+    MAX_IFACES, MAX_KEYS, MAX_LIST_ITEMS, MAX_RULES,
 };
 
 #[map(name = "MEP_ACTIVE")]
@@ -48,6 +49,41 @@ pub fn count_delivery(slot: u32, bytes: u64) {
     }
 }
 
+/// Kernel DNS answers: off until userspace enables them.
+#[map(name = "MEP_DNS_CFG")]
+pub static DNS_CFG: Array<DnsConfig> = Array::with_max_entries(1, 0);
+
+/// The addresses (IPv4-mapped words) of the DNS service the kernel answers for.
+#[map(name = "MEP_DNS_ADDRS")]
+pub static DNS_ADDRS: HashMap<[u32; 4], u32> = HashMap::with_max_entries(MAX_DNS_ADDRS, 0);
+
+/// The local answers of ACTIVE DNS rules, by query type and name; each update replaces one
+/// answer whole, so a query sees the old answer or the new one.
+#[map(name = "MEP_DNS_ANSWERS")]
+pub static DNS_ANSWERS: HashMap<DnsKey, DnsRecords> =
+    HashMap::with_max_entries(MAX_DNS_ANSWERS, NO_PREALLOC);
+
+/// Per-CPU room for the lookup key of the query being answered. Kept out of the stack on
+/// purpose: the verifier tracks stack bytes one by one, so a key on the stack would leave one
+/// state per name length to verify the rest of the program with.
+#[map(name = "MEP_DNS_SCRATCH")]
+pub static DNS_SCRATCH: PerCpuArray<DnsScratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+pub struct DnsScratch {
+    pub key: DnsKey,
+    pub _pad: u16,
+    /// Length of the question name, read back as a value the verifier does not know.
+    pub name_len: u32,
+    /// Where the next label starts: kept here for the same reason (as a register, each label
+    /// length would be a state of its own).
+    pub label_at: u32,
+}
+
+/// Queries answered and passed, per `DNS_*` slot.
+#[map(name = "MEP_DNS_STATS")]
+pub static DNS_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(DNS_STAT_SLOTS, 0);
+
 /// Index hash maps allocate their elements as keys are added instead of up front.
 const NO_PREALLOC: u32 = 1;
 
@@ -68,8 +104,7 @@ macro_rules! generation {
         pub static $src: HashMap<AddrKey, ListRef> =
             HashMap::with_max_entries(MAX_KEYS, NO_PREALLOC);
         #[map(name = $teid_n)]
-        pub static $teid: HashMap<u32, ListRef> =
-            HashMap::with_max_entries(MAX_KEYS, NO_PREALLOC);
+        pub static $teid: HashMap<u32, ListRef> = HashMap::with_max_entries(MAX_KEYS, NO_PREALLOC);
     };
 }
 

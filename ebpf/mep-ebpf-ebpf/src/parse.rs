@@ -4,12 +4,12 @@
 use aya_ebpf::programs::XdpContext;
 
 pub const ETH_LEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_UDP: u8 = 17;
 const GTPU_PORT: u16 = 2152;
 const GTPU_G_PDU: u8 = 0xff;
 /// Extension headers followed per GTP-U packet.
@@ -61,23 +61,23 @@ pub fn bounds(ctx: &XdpContext) -> (usize, usize) {
 /// bounds check `p + n > end` into `p >= end` or fold `n` into `p` and read at a negative
 /// offset: the verifier only accepts the plain form.
 #[inline(always)]
-fn opaque(mut v: usize) -> usize {
+pub fn opaque(mut v: usize) -> usize {
     unsafe { core::arch::asm!("{0} = {0}", inout(reg) v, options(pure, nomem, nostack)) };
     v
 }
 
 /// The frame's bounds, read once per parse; each header is checked once for its whole length.
-struct Frame {
-    start: usize,
-    end: usize,
+pub struct Frame {
+    pub start: usize,
+    pub end: usize,
 }
 
 /// A header whose `N` bytes are known to be inside the frame.
-struct Hdr<const N: usize>(*const u8);
+pub struct Hdr<const N: usize>(*const u8);
 
 impl<const N: usize> Hdr<N> {
     #[inline(always)]
-    fn u8(&self, i: usize) -> u8 {
+    pub fn u8(&self, i: usize) -> u8 {
         unsafe { *self.0.add(i) }
     }
 
@@ -85,20 +85,37 @@ impl<const N: usize> Hdr<N> {
     // `allows-misaligned-mem-access`, so these are single loads, which the kernel permits on
     // packet data.
     #[inline(always)]
-    fn be16(&self, i: usize) -> u16 {
+    pub fn be16(&self, i: usize) -> u16 {
         u16::from_be(unsafe { core::ptr::read_unaligned(self.0.add(i) as *const u16) })
     }
 
     /// Four bytes as a native word (i.e. still in network byte order).
     #[inline(always)]
-    fn word(&self, i: usize) -> u32 {
+    pub fn word(&self, i: usize) -> u32 {
         unsafe { core::ptr::read_unaligned(self.0.add(i) as *const u32) }
+    }
+
+    // Writes: packet data is writable in XDP.
+    #[inline(always)]
+    pub fn put_u8(&self, i: usize, v: u8) {
+        unsafe { *(self.0.add(i) as *mut u8) = v }
+    }
+
+    #[inline(always)]
+    pub fn put_be16(&self, i: usize, v: u16) {
+        unsafe { core::ptr::write_unaligned(self.0.add(i) as *mut u16, v.to_be()) }
+    }
+
+    /// Four bytes as a native word (already in network byte order).
+    #[inline(always)]
+    pub fn put_word(&self, i: usize, v: u32) {
+        unsafe { core::ptr::write_unaligned(self.0.add(i) as *mut u32, v) }
     }
 }
 
 impl Frame {
     #[inline(always)]
-    fn hdr<const N: usize>(&self, off: usize) -> Option<Hdr<N>> {
+    pub fn hdr<const N: usize>(&self, off: usize) -> Option<Hdr<N>> {
         let p = opaque(self.start + opaque(off));
         if p + N > self.end {
             return None;
@@ -108,7 +125,7 @@ impl Frame {
 }
 
 /// `::ffff:0:0/96` in native words.
-const V4_MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+pub const V4_MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
 /// The IP header at `off` apart from its addresses (which `parse_ip` writes in place): protocol,
 /// DSCP/TC, and the L4 offset (None for non-first fragments, whose ports are not in the packet).

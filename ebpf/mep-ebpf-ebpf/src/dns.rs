@@ -1,0 +1,423 @@
+//! DNS answers in the kernel: a UDP query for the DNS service, for a name and type that an ACTIVE
+//! DNS rule answers, gets the userspace server's answer from `MEP_DNS_ANSWERS` with XDP_TX. The
+//! question stays in place; the program rewrites the header, appends the precompiled records
+//! and an OPT record when the query had one, turns the addresses around and computes the UDP
+//! checksum afresh (a query's own checksum may be a partial one left for offload). Anything it
+//! cannot answer exactly as userspace would passes unchanged.
+
+use aya_ebpf::{
+    bindings::xdp_action, helpers::generated::bpf_xdp_adjust_tail, programs::XdpContext,
+};
+use mep_ebpf_common::{
+    Counter, DnsConfig, DNS_ANSWERED, DNS_NAME_MAX, DNS_PASSED, DNS_RECORDS_MAX,
+};
+
+use crate::maps::{DnsScratch, DNS_ADDRS, DNS_ANSWERS, DNS_CFG, DNS_SCRATCH, DNS_STATS};
+use crate::parse::{
+    bounds, Frame, ETH_LEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP, V4_MAPPED,
+};
+
+const UDP_LEN: usize = 8;
+const DNS_HEADER_LEN: usize = 12;
+const OPT_LEN: usize = 11;
+const FLAG_QR: u16 = 0x8000;
+const FLAG_AA: u16 = 0x0400;
+const FLAG_RD: u16 = 0x0100;
+const FLAG_RA: u16 = 0x0080;
+const FLAG_CD: u16 = 0x0010;
+const OPCODE_MASK: u16 = 0x7800;
+const TYPE_A: u16 = 1;
+const TYPE_AAAA: u16 = 28;
+const TYPE_OPT: u16 = 41;
+const CLASS_IN: u16 = 1;
+const OPT_FLAG_DO: u16 = 0x8000;
+const CLASSIC_UDP_PAYLOAD: usize = 512;
+const REPLY_TTL: u8 = 64;
+
+/// What became of a packet.
+enum Outcome {
+    /// Not a UDP packet for the DNS service.
+    NotForUs,
+    /// A query for the DNS service that userspace answers.
+    Passed,
+    /// Answered with XDP_TX; the frame is this long.
+    Answered(usize),
+    /// The frame was resized but then not found as long as it should be: never seen, but the
+    /// packet is no longer the query.
+    Broken,
+}
+
+/// Answers the frame if it is a query the kernel can answer: XDP_TX, else XDP_PASS. Not
+/// inlined: its stack frame (the lookup key) is its own.
+#[inline(never)]
+pub fn answer(ctx: &XdpContext) -> u32 {
+    let Some(cfg) = DNS_CFG.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    if cfg.enabled == 0 {
+        return xdp_action::XDP_PASS;
+    }
+    match try_answer(ctx, cfg) {
+        Outcome::NotForUs => xdp_action::XDP_PASS,
+        Outcome::Passed => {
+            count(DNS_PASSED, (ctx.data_end() - ctx.data()) as u64);
+            xdp_action::XDP_PASS
+        }
+        Outcome::Answered(len) => {
+            count(DNS_ANSWERED, len as u64);
+            xdp_action::XDP_TX
+        }
+        Outcome::Broken => xdp_action::XDP_ABORTED,
+    }
+}
+
+#[inline(always)]
+fn count(slot: u32, bytes: u64) {
+    if let Some(c) = DNS_STATS.get_ptr_mut(slot) {
+        let c: &mut Counter = unsafe { &mut *c };
+        c.packets += 1;
+        c.bytes += bytes;
+    }
+}
+
+/// Evaluates to the value of an `Option`, or returns `Outcome::Passed`.
+macro_rules! or_pass {
+    ($e:expr) => {
+        match $e {
+            Some(v) => v,
+            None => return Outcome::Passed,
+        }
+    };
+}
+
+/// Evaluates to the value of an `Option`, or returns `Outcome::Broken`.
+macro_rules! or_broken {
+    ($e:expr) => {
+        match $e {
+            Some(v) => v,
+            None => return Outcome::Broken,
+        }
+    };
+}
+
+/// Evaluates to the value of an `Option`, or returns `Outcome::NotForUs`.
+macro_rules! or_ignore {
+    ($e:expr) => {
+        match $e {
+            Some(v) => v,
+            None => return Outcome::NotForUs,
+        }
+    };
+}
+
+/// Adds the bytes of a 16-bit word that sits at an odd (`odd`) or even offset of the checksummed
+/// data: one's-complement sums of byte-swapped words are the byte-swapped sum (RFC 1071).
+#[inline(always)]
+fn at(word: u16, odd: bool) -> u64 {
+    u64::from(if odd { word.swap_bytes() } else { word })
+}
+
+#[inline(always)]
+fn fold(mut sum: u64) -> u16 {
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+#[inline(always)]
+fn word_sum(w: u32) -> u64 {
+    let b = w.to_ne_bytes();
+    u64::from(u16::from_be_bytes([b[0], b[1]])) + u64::from(u16::from_be_bytes([b[2], b[3]]))
+}
+
+#[inline(always)]
+fn lower_ok(b: u8) -> Option<u8> {
+    match b {
+        b'a'..=b'z' | b'0'..=b'9' | b'-' => Some(b),
+        b'A'..=b'Z' => Some(b | 0x20),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn try_answer(ctx: &XdpContext, cfg: &DnsConfig) -> Outcome {
+    let (start, end) = bounds(ctx);
+    let f = Frame { start, end };
+    let eth = or_ignore!(f.hdr::<ETH_LEN>(0));
+    let mut l3 = ETH_LEN;
+    let mut proto = eth.be16(12);
+    for _ in 0..2 {
+        if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+            proto = or_ignore!(f.hdr::<4>(l3)).be16(2);
+            l3 += 4;
+        }
+    }
+    let v6 = match proto {
+        ETH_P_IP => false,
+        ETH_P_IPV6 => true,
+        _ => return Outcome::NotForUs,
+    };
+    // The destination address, and the length the IP header gives the UDP datagram.
+    let (dst, ip_len, ip_udp_len) = if v6 {
+        let h = or_ignore!(f.hdr::<40>(l3));
+        if h.u8(6) != IPPROTO_UDP {
+            return Outcome::NotForUs;
+        }
+        (
+            [h.word(24), h.word(28), h.word(32), h.word(36)],
+            40,
+            usize::from(h.be16(4)),
+        )
+    } else {
+        let h = or_ignore!(f.hdr::<20>(l3));
+        // Options and fragments are left to the stack.
+        if h.u8(0) != 0x45 || h.u8(9) != IPPROTO_UDP || h.be16(6) & 0x3fff != 0 {
+            return Outcome::NotForUs;
+        }
+        (
+            [0, 0, V4_MAPPED, h.word(16)],
+            20,
+            usize::from(h.be16(2)).wrapping_sub(20),
+        )
+    };
+    let udp_at = l3 + ip_len;
+    let udp = or_ignore!(f.hdr::<UDP_LEN>(udp_at));
+    if udp.be16(2) != cfg.port || unsafe { DNS_ADDRS.get(&dst) }.is_none() {
+        return Outcome::NotForUs;
+    }
+    // From here on the packet is a query for the service: what is not answered is counted.
+    let udp_len = usize::from(udp.be16(4));
+    if udp_len != ip_udp_len || udp_len < UDP_LEN + DNS_HEADER_LEN || udp_at + udp_len > end - start
+    {
+        return Outcome::Passed;
+    }
+    let dns_at = udp_at + UDP_LEN;
+    let dns_end = udp_at + udp_len;
+    let header = or_pass!(f.hdr::<DNS_HEADER_LEN>(dns_at));
+    let flags = header.be16(2);
+    let arcount = header.be16(10);
+    if flags & (FLAG_QR | OPCODE_MASK) != 0
+        || header.be16(4) != 1
+        || header.be16(6) != 0
+        || header.be16(8) != 0
+        || arcount > 1
+    {
+        return Outcome::Passed;
+    }
+
+    // The question name: lower-cased into the key (zero-padded), summed as sent. The loop runs
+    // to the end of the key whatever the name's length, and leaves the length in the scratch
+    // map: every name then continues as one verifier state, not one per length.
+    let question_at = dns_at + DNS_HEADER_LEN;
+    let Some(scratch) = DNS_SCRATCH.get_ptr_mut(0) else {
+        return Outcome::Passed;
+    };
+    let scratch: &mut DnsScratch = unsafe { &mut *scratch };
+    let mut sum: u64 = 0;
+    let mut ended = false;
+    unsafe {
+        core::ptr::write_volatile(&mut scratch.name_len, 0);
+        core::ptr::write_volatile(&mut scratch.label_at, 0);
+    }
+    for i in 0..DNS_NAME_MAX {
+        let stored = if ended {
+            0
+        } else {
+            // Bytes past the datagram (Ethernet padding) may be read here; the name's end is
+            // checked against the datagram's after the loop.
+            let b = or_pass!(f.hdr::<1>(question_at + i)).u8(0);
+            sum += if i & 1 == 0 {
+                u64::from(b) << 8
+            } else {
+                u64::from(b)
+            };
+            let label_at = unsafe { core::ptr::read_volatile(&scratch.label_at) } as usize;
+            if i == label_at {
+                if b == 0 {
+                    ended = true;
+                    unsafe { core::ptr::write_volatile(&mut scratch.name_len, (i + 1) as u32) };
+                } else if b > 63 {
+                    // Compression pointers (or reserved label types).
+                    return Outcome::Passed;
+                }
+                let next = (i + 1 + usize::from(b)) as u32;
+                unsafe { core::ptr::write_volatile(&mut scratch.label_at, next) };
+                b
+            } else {
+                or_pass!(lower_ok(b))
+            }
+        };
+        if let Some(slot) = scratch.key.name.get_mut(i) {
+            *slot = stored;
+        }
+    }
+    // Masked so that the register the offsets are computed from is bounded for the verifier
+    // (LLVM checks ranges on a shifted copy).
+    let name_len = (unsafe { core::ptr::read_volatile(&scratch.name_len) } & 0xff) as usize;
+    // Unterminated within the bound, or the root (which no rule names).
+    if !(2..=DNS_NAME_MAX).contains(&name_len) {
+        return Outcome::Passed;
+    }
+    // Fresh bounds: the loop's checks are not carried on (as verifier state, one per length).
+    let (start, end) = bounds(ctx);
+    let f = Frame { start, end };
+    let qtail_at = question_at + name_len;
+    if qtail_at + 4 > dns_end {
+        return Outcome::Passed;
+    }
+    let qtail = or_pass!(f.hdr::<4>(qtail_at));
+    let qtype = qtail.be16(0);
+    let odd = name_len & 1 == 1;
+    if qtail.be16(2) != CLASS_IN || (qtype != TYPE_A && qtype != TYPE_AAAA) {
+        return Outcome::Passed;
+    }
+    sum += at(qtype, odd) + at(CLASS_IN, odd);
+    scratch.key.qtype = qtype;
+    let records_at = qtail_at + 4;
+
+    // EDNS: one OPT record of version 0 owned by the root; its options do not change a local
+    // answer (userspace ignores them too).
+    let mut edns = false;
+    let mut dnssec_ok = false;
+    let mut limit = CLASSIC_UDP_PAYLOAD;
+    if arcount == 1 {
+        let opt = or_pass!(f.hdr::<OPT_LEN>(records_at));
+        if opt.u8(0) != 0 || opt.be16(1) != TYPE_OPT || opt.u8(6) != 0 {
+            return Outcome::Passed;
+        }
+        if records_at + OPT_LEN + usize::from(opt.be16(9)) > dns_end {
+            return Outcome::Passed;
+        }
+        edns = true;
+        dnssec_ok = opt.be16(7) & OPT_FLAG_DO != 0;
+        let payload = usize::from(opt.be16(3)).min(usize::from(cfg.udp_payload));
+        limit = payload.max(CLASSIC_UDP_PAYLOAD);
+    }
+
+    let Some(records) = (unsafe { DNS_ANSWERS.get(&scratch.key) }) else {
+        return Outcome::Passed;
+    };
+    let records_len = usize::from(records.len) & 0x1ff;
+    if usize::from(records.len) > DNS_RECORDS_MAX || records_len & 3 != 0 {
+        return Outcome::Passed;
+    }
+    let opt_len = if edns { OPT_LEN } else { 0 };
+    let dns_len = records_at + records_len + opt_len - dns_at;
+    if dns_len > limit {
+        // Userspace truncates.
+        return Outcome::Passed;
+    }
+
+    let frame_len = records_at + records_len + opt_len;
+    let delta = frame_len as i32 - (end - start) as i32;
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        return Outcome::Passed;
+    }
+    let (start, end) = bounds(ctx);
+    let f = Frame { start, end };
+
+    // Every word is considered (none break out of the loop) and the length is read afresh each
+    // time, so that no narrowed copy of it lives on into the rest of the program.
+    for w in 0..DNS_RECORDS_MAX / 4 {
+        let i = w * 4;
+        if i < usize::from(unsafe { core::ptr::read_volatile(&records.len) }) {
+            let out = or_broken!(f.hdr::<4>(records_at + i));
+            let value = u32::from_ne_bytes([
+                records.data[i],
+                records.data[i + 1],
+                records.data[i + 2],
+                records.data[i + 3],
+            ]);
+            out.put_word(0, value);
+        }
+    }
+    let reread = usize::from(unsafe { core::ptr::read_volatile(&records.len) }) & 0x1ff;
+    if reread != records_len || reread > DNS_RECORDS_MAX {
+        return Outcome::Broken;
+    }
+    sum += at(records.sum as u16, odd);
+    if edns {
+        let out = or_broken!(f.hdr::<OPT_LEN>(records_at + records_len));
+        let payload = cfg.udp_payload;
+        let do_flag = if dnssec_ok { OPT_FLAG_DO } else { 0 };
+        // NAME (root), TYPE, CLASS (our payload size), TTL (extended RCODE, version, flags),
+        // RDLENGTH: the bytes userspace writes.
+        out.put_u8(0, 0);
+        out.put_be16(1, TYPE_OPT);
+        out.put_be16(3, payload);
+        out.put_be16(5, 0);
+        out.put_be16(7, do_flag);
+        out.put_be16(9, 0);
+        // The record starts at an offset of the same parity as the question tail (records are
+        // whole words); its bytes 1..=2 and 3..=4 and 7..=8 are the words written above.
+        sum += at(TYPE_OPT, !odd) + at(payload, !odd) + at(do_flag, !odd);
+    }
+
+    let response_flags = FLAG_QR | FLAG_RA | FLAG_AA | (flags & (OPCODE_MASK | FLAG_RD | FLAG_CD));
+    let header = or_broken!(f.hdr::<DNS_HEADER_LEN>(dns_at));
+    header.put_be16(2, response_flags);
+    header.put_be16(6, records.count);
+    sum += u64::from(header.be16(0))
+        + u64::from(response_flags)
+        + 1
+        + u64::from(records.count)
+        + u64::from(arcount);
+
+    let udp_len = (dns_len + UDP_LEN) as u16;
+    let udp = or_broken!(f.hdr::<UDP_LEN>(udp_at));
+    let sport = udp.be16(0);
+    let dport = udp.be16(2);
+    udp.put_be16(0, dport);
+    udp.put_be16(2, sport);
+    udp.put_be16(4, udp_len);
+    // The UDP header and the pseudo-header's length and protocol.
+    sum += u64::from(sport) + u64::from(dport) + 2 * u64::from(udp_len) + u64::from(IPPROTO_UDP);
+
+    if v6 {
+        let ip = or_broken!(f.hdr::<40>(l3));
+        let mut s = 0u64;
+        for i in 0..4 {
+            let src = ip.word(8 + i * 4);
+            let dst = ip.word(24 + i * 4);
+            ip.put_word(8 + i * 4, dst);
+            ip.put_word(24 + i * 4, src);
+            s += word_sum(src) + word_sum(dst);
+        }
+        sum += s;
+        ip.put_be16(4, udp_len);
+        ip.put_u8(7, REPLY_TTL);
+    } else {
+        let ip = or_broken!(f.hdr::<20>(l3));
+        let src = ip.word(12);
+        let dst = ip.word(16);
+        ip.put_word(12, dst);
+        ip.put_word(16, src);
+        sum += word_sum(src) + word_sum(dst);
+        let total = udp_len + 20;
+        ip.put_be16(2, total);
+        ip.put_be16(4, 0);
+        ip.put_be16(6, 0x4000);
+        ip.put_u8(8, REPLY_TTL);
+        ip.put_be16(10, 0);
+        let mut ip_sum = 0u64;
+        for i in 0..10 {
+            ip_sum += u64::from(ip.be16(i * 2));
+        }
+        ip.put_be16(10, !fold(ip_sum));
+    }
+    let checksum = !fold(sum);
+    udp.put_be16(6, if checksum == 0 { 0xffff } else { checksum });
+
+    let eth = or_broken!(f.hdr::<ETH_LEN>(0));
+    let (d0, d1, d2) = (eth.be16(0), eth.be16(2), eth.be16(4));
+    let (s0, s1, s2) = (eth.be16(6), eth.be16(8), eth.be16(10));
+    eth.put_be16(0, s0);
+    eth.put_be16(2, s1);
+    eth.put_be16(4, s2);
+    eth.put_be16(6, d0);
+    eth.put_be16(8, d1);
+    eth.put_be16(10, d2);
+    Outcome::Answered(frame_len)
+}
