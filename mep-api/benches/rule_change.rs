@@ -75,6 +75,7 @@ async fn main() {
             Some(v) => DataPlaneChoice::Xdp {
                 interfaces: vec![v.0.clone()],
                 native_targets: Vec::new(),
+                dns: false,
             },
             None => DataPlaneChoice::None,
         };

@@ -5,13 +5,15 @@
 
 use std::sync::Arc;
 
+use mep_dns::DnsConfig;
 use mep_rules::none::NoneDataPlane;
 use mep_rules::DataPlane;
 
 use crate::config::DataPlaneChoice;
 
-/// Builds the configured data plane.
-pub fn build(choice: &DataPlaneChoice) -> Result<Arc<dyn DataPlane>, String> {
+/// Builds the configured data plane; `dns` is the DNS server's configuration, which a data plane
+/// answering DNS itself must answer like.
+pub fn build(choice: &DataPlaneChoice, dns: &DnsConfig) -> Result<Arc<dyn DataPlane>, String> {
     match choice {
         DataPlaneChoice::None => Ok(Arc::new(NoneDataPlane)),
         DataPlaneChoice::UpfHttp {
@@ -22,7 +24,8 @@ pub fn build(choice: &DataPlaneChoice) -> Result<Arc<dyn DataPlane>, String> {
         DataPlaneChoice::Xdp {
             interfaces,
             native_targets,
-        } => xdp(interfaces, native_targets),
+            dns: dns_xdp,
+        } => xdp(interfaces, native_targets, dns_xdp.then_some(dns)),
     }
 }
 
@@ -55,13 +58,29 @@ fn upf_http(
 }
 
 #[cfg(feature = "xdp")]
-fn xdp(interfaces: &[String], native_targets: &[String]) -> Result<Arc<dyn DataPlane>, String> {
-    use mep_ebpf::{XdpConfig, XdpDataPlane};
+fn xdp(
+    interfaces: &[String],
+    native_targets: &[String],
+    dns: Option<&DnsConfig>,
+) -> Result<Arc<dyn DataPlane>, String> {
+    use mep_ebpf::{XdpConfig, XdpDataPlane, XdpDnsConfig};
 
+    let dns = dns.map(|d| XdpDnsConfig {
+        port: d.listen.port(),
+        // The unspecified address: every address of the attached interfaces.
+        addresses: if d.listen.ip().is_unspecified() {
+            Vec::new()
+        } else {
+            vec![d.listen.ip()]
+        },
+        udp_payload: d.udp_payload,
+        default_ttl: d.default_ttl,
+    });
     Ok(Arc::new(
         XdpDataPlane::new(XdpConfig {
             interfaces: interfaces.to_vec(),
             native_targets: native_targets.to_vec(),
+            dns,
             ..XdpConfig::default()
         })
         .map_err(|e| e.to_string())?,
@@ -69,7 +88,7 @@ fn xdp(interfaces: &[String], native_targets: &[String]) -> Result<Arc<dyn DataP
 }
 
 #[cfg(not(feature = "xdp"))]
-fn xdp(_: &[String], _: &[String]) -> Result<Arc<dyn DataPlane>, String> {
+fn xdp(_: &[String], _: &[String], _: Option<&DnsConfig>) -> Result<Arc<dyn DataPlane>, String> {
     Err(not_built("xdp"))
 }
 

@@ -77,6 +77,7 @@ pub struct Metrics {
     pub active_dns_rules: Gauge,
     pub traffic_rule_packets: Family<RuleLabels, Gauge>,
     pub forwarded_packets: Family<OutcomeLabels, Gauge>,
+    pub dataplane_dns_queries: Family<OutcomeLabels, Gauge>,
     pub traffic_rule_bytes: Family<RuleLabels, Gauge>,
     pub http_connections: Family<ListenerLabels, Gauge>,
     pub http_connections_closed: Family<ConnCloseLabels, Counter>,
@@ -178,6 +179,12 @@ impl Metrics {
             "Packets matched by FORWARD rules, by how they left (xdp_redirect, tc_redirect) or why they were not delivered (no_route, tc_failed)",
             forwarded_packets.clone(),
         );
+        let dataplane_dns_queries = Family::<OutcomeLabels, Gauge>::default();
+        registry.register(
+            "dataplane_dns_queries",
+            "UDP queries for the DNS service seen by a data plane that answers DNS itself (xdp with dns_xdp), by outcome: answered there, or passed to the DNS server",
+            dataplane_dns_queries.clone(),
+        );
         let traffic_rule_bytes = Family::<RuleLabels, Gauge>::default();
         registry.register(
             "traffic_rule_bytes",
@@ -213,6 +220,7 @@ impl Metrics {
             active_dns_rules,
             traffic_rule_packets,
             forwarded_packets,
+            dataplane_dns_queries,
             traffic_rule_bytes,
             http_connections,
             http_connections_closed,

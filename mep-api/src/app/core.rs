@@ -81,7 +81,9 @@ impl Core {
         })?);
         let dataplane = match substitutes.dataplane {
             Some(dataplane) => dataplane,
-            None => dataplanes::build(&config.dataplane).map_err(StartError::DataPlane)?,
+            None => {
+                dataplanes::build(&config.dataplane, &config.dns).map_err(StartError::DataPlane)?
+            }
         };
         let apps = Arc::new(
             Apps::load(AppsParts {

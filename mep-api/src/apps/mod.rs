@@ -374,7 +374,7 @@ impl Apps {
                     .map(|(app, c)| (app.as_str(), c.app_name.as_str())),
             )
         };
-        self.snapshot.publish(Arc::new(snapshot));
+        self.publish_snapshot(snapshot);
     }
 
     /// Publishes the current snapshot with `app`'s rules replaced by those the index holds now:
@@ -396,7 +396,15 @@ impl Apps {
                 None => current.with_app_rules(*version, app.as_str(), None, [], []),
             }
         };
-        self.snapshot.publish(Arc::new(next));
+        self.publish_snapshot(next);
+    }
+
+    /// Publishes `snapshot` to the readers and then to the data plane (which may keep its own
+    /// copy of the DNS answers); callers hold the version lock, so both see publication order.
+    fn publish_snapshot(&self, snapshot: Snapshot) {
+        let snapshot = Arc::new(snapshot);
+        self.snapshot.publish(Arc::clone(&snapshot));
+        self.dataplane.snapshot_published(&snapshot);
     }
 
     /// The stored configuration of an application instance.

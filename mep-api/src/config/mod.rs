@@ -104,6 +104,8 @@ pub enum DataPlaneChoice {
     Xdp {
         interfaces: Vec<String>,
         native_targets: Vec<String>,
+        /// Local DNS answers in the XDP program (`dns_xdp`).
+        dns: bool,
     },
 }
 
@@ -112,15 +114,22 @@ impl DataPlaneChoice {
         kind: &str,
         xdp_ifaces: Vec<String>,
         native_targets: Vec<String>,
+        dns_xdp: bool,
         upf_endpoint: Option<String>,
         ca_cert: Option<PathBuf>,
         token: Option<Secret>,
     ) -> Result<Self, ConfigError> {
+        if dns_xdp && kind != "xdp" {
+            return Err(ConfigError::Invalid(
+                "dns_xdp answers DNS in the xdp data plane: it needs dataplane = \"xdp\"",
+            ));
+        }
         match kind {
             "none" => Ok(DataPlaneChoice::None),
             "xdp" => Ok(DataPlaneChoice::Xdp {
                 interfaces: xdp_ifaces,
                 native_targets,
+                dns: dns_xdp,
             }),
             "upf-http" => match upf_endpoint {
                 Some(endpoint) => Ok(DataPlaneChoice::UpfHttp {
@@ -209,6 +218,7 @@ impl Config {
                 &key!(s.dataplane),
                 key!(s.xdp_ifaces),
                 key!(s.xdp_native_targets),
+                key!(s.dns_xdp),
                 s.upf_endpoint.take(),
                 s.upf_ca_cert.take(),
                 s.upf_token.take(),

@@ -188,6 +188,11 @@ pub struct Settings {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub xdp_native_targets: Option<Vec<String>>,
+    /// Answer UDP queries for local DNS names in the xdp data plane's program (XDP_TX) on its
+    /// interfaces, for the DNS server's address and port; everything else reaches the server.
+    #[arg(long, env = "MEP_DNS_XDP", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_xdp: Option<bool>,
     /// Base URL of the UPF controller of the upf-http data plane.
     #[arg(long, env = "MEP_UPF_ENDPOINT")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -356,6 +361,7 @@ impl Settings {
             dataplane: Some("none".into()),
             xdp_ifaces: Some(Vec::new()),
             xdp_native_targets: Some(Vec::new()),
+            dns_xdp: Some(false),
             upf_endpoint: None,
             upf_ca_cert: None,
             upf_token: None,

@@ -174,6 +174,15 @@ async fn metrics(State(state): State<OpsState>) -> Response {
             .get_or_create(&OutcomeLabels { outcome: o.outcome })
             .set(i64::try_from(o.packets).unwrap_or(i64::MAX));
     }
+    if let Some(dns) = state.dataplane.dns_answers() {
+        for (outcome, n) in [("answered", dns.answered), ("passed", dns.passed)] {
+            state
+                .metrics
+                .dataplane_dns_queries
+                .get_or_create(&OutcomeLabels { outcome })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
     let mut r = state.metrics.encode().into_response();
     r.headers_mut().insert(
         CONTENT_TYPE,
