@@ -1,0 +1,115 @@
+//! Kernel DNS answers end to end: `dig` in the UPF namespace asks the host's address over a veth
+//! pair, where nothing listens on the DNS port, so every answer it gets is the XDP program's
+//! (counted as such); a rule change is in the next answer. Needs root.
+//!
+//! Only A answers to dig's queries (with its cookie option) are asked for: they grow the frame
+//! by 4 bytes. A frame that comes from a veth as an skb has little tailroom, so an answer that
+//! grows it more (AAAA) is passed to userspace there; `tests/dns.rs` covers those answers
+//! through `BPF_PROG_TEST_RUN`, whose frames have room, as a NIC's page-sized buffers do.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use mep_ebpf::{AttachMode, XdpConfig, XdpDataPlane, XdpDnsConfig};
+use mep_ebpf_testkit::topology::*;
+use mep_ebpf_testkit::*;
+use mep_rules::{DataPlane, DnsRule, IpAddressType, RuleState, Snapshot};
+
+const PORT: u16 = 5300;
+
+fn dns_rule(name: &str, ip: &str) -> DnsRule {
+    DnsRule {
+        dns_rule_id: format!("{name}-{ip}"),
+        domain_name: name.into(),
+        ip_address_type: if ip.contains(':') {
+            IpAddressType::IpV6
+        } else {
+            IpAddressType::IpV4
+        },
+        ip_address: ip.into(),
+        ttl: Some(30),
+        state: RuleState::Active,
+    }
+}
+
+/// `dig +short` from `ns` (with its default EDNS cookie option); empty when no answer came.
+fn dig(ns: &Netns, server: &str, name: &str, qtype: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", &ns.name, "dig", "+short", "+tries=1", "+time=1",
+        ])
+        .args(["-p", &PORT.to_string(), &format!("@{server}"), name, qtype])
+        .output()
+        .expect("run dig (Debian bind9-dnsutils)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with(';'))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn answers_over_the_veth(mode: AttachMode) {
+    let t = topology();
+    let plane: Arc<XdpDataPlane> = t.host.run(move || {
+        Arc::new(
+            XdpDataPlane::new(XdpConfig {
+                interfaces: vec!["h0".into()],
+                pin_path: format!("/sys/fs/bpf/{}", unique("mepn")).into(),
+                mode,
+                dns: Some(XdpDnsConfig {
+                    port: PORT,
+                    // The unspecified address: h0's own addresses.
+                    addresses: Vec::new(),
+                    udp_payload: 1232,
+                    default_ttl: 300,
+                }),
+                ..XdpConfig::default()
+            })
+            .expect("load the XDP data plane"),
+        )
+    });
+    // XDP_TX into a veth in native mode needs the peer to run NAPI, as a NIC's peer does: any
+    // XDP program on it does that (mep's, with no rules, passes everything).
+    let _peer = (mode == AttachMode::Native).then(|| {
+        t.upf
+            .run(|| plane_with(vec!["u0".into()], AttachMode::Native))
+    });
+    let rules = [
+        dns_rule("edge.mec", "192.0.2.10"),
+        dns_rule("edge.mec", "2001:db8::10"),
+    ];
+    let v1 = Snapshot::build(1, [], rules.iter().map(|r| ("app", r)));
+    plane.snapshot_published(&v1);
+    assert_eq!(dig(&t.upf, "10.201.1.2", "edge.mec", "A"), "192.0.2.10");
+    // Upper case in the question, answered in the question's case.
+    assert_eq!(dig(&t.upf, "10.201.1.2", "EDGE.mec", "A"), "192.0.2.10");
+    assert_eq!(
+        dig(&t.upf, "fd00:201:1::2", "edge.mec", "A"),
+        "192.0.2.10",
+        "over IPv6"
+    );
+    // No rule: passed to the (absent) DNS server, so no answer.
+    assert_eq!(dig(&t.upf, "10.201.1.2", "other.mec", "A"), "");
+
+    let moved = [dns_rule("edge.mec", "192.0.2.20")];
+    let v2 = v1.with_app_rules(2, "app", None, [], &moved);
+    plane.snapshot_published(&v2);
+    assert_eq!(dig(&t.upf, "10.201.1.2", "edge.mec", "A"), "192.0.2.20");
+
+    let counters = plane.dns_counters();
+    assert_eq!(counters.answered, 4, "{counters:?}");
+    assert_eq!(
+        counters.passed, 1,
+        "the query for a name without a rule: {counters:?}"
+    );
+}
+
+#[test]
+fn dig_gets_kernel_answers_in_native_mode() {
+    answers_over_the_veth(AttachMode::Native);
+}
+
+#[test]
+fn dig_gets_kernel_answers_in_generic_mode() {
+    answers_over_the_veth(AttachMode::Generic);
+}
