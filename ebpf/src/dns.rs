@@ -11,7 +11,8 @@ use std::sync::Arc;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::Ebpf;
 use mep_ebpf_common::{
-    Counter, DnsConfig, DnsKey, DnsRecords, DNS_ANSWERED, DNS_NAME_MAX, DNS_PASSED, DNS_RECORDS_MAX,
+    Counter, DnsConfig, DnsKey, DnsRecords, DNS_ANSWERED, DNS_NAME_MAX, DNS_PASSED,
+    DNS_RECORDS_CAP, DNS_RECORDS_MAX,
 };
 use mep_rules::{DnsAnswer, KernelDnsCounters, Snapshot};
 
@@ -187,7 +188,7 @@ fn wire_name(name: &str) -> Option<[u8; DNS_NAME_MAX]> {
 fn records(answers: &[DnsAnswer], qtype: u16, default_ttl: u32) -> Option<DnsRecords> {
     let (count, bytes) =
         mep_dns::local_answer_records(answers, qtype, default_ttl, DNS_RECORDS_MAX)?;
-    let mut data = [0u8; DNS_RECORDS_MAX];
+    let mut data = [0u8; DNS_RECORDS_CAP];
     data[..bytes.len()].copy_from_slice(&bytes);
     Some(DnsRecords {
         len: bytes.len() as u16,

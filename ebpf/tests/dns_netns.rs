@@ -2,10 +2,9 @@
 //! pair, where nothing listens on the DNS port, so every answer it gets is the XDP program's
 //! (counted as such); a rule change is in the next answer. Needs root.
 //!
-//! Only A answers to dig's queries (with its cookie option) are asked for: they grow the frame
-//! by 4 bytes. A frame that comes from a veth as an skb has little tailroom, so an answer that
-//! grows it more (AAAA) is passed to userspace there; `tests/dns.rs` covers those answers
-//! through `BPF_PROG_TEST_RUN`, whose frames have room, as a NIC's page-sized buffers do.
+//! AAAA answers and answers to queries without dig's cookie option grow the frame more than A
+//! answers to dig's default query; an answer with twelve addresses grows it by more than a
+//! native-mode veth frame's tailroom, and is built in its headroom instead.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -19,7 +18,8 @@ const PORT: u16 = 5300;
 
 fn dns_rule(name: &str, ip: &str) -> DnsRule {
     DnsRule {
-        dns_rule_id: format!("{name}-{ip}"),
+        // Rule ids are URI-safe: no colons.
+        dns_rule_id: format!("{name}-{}", ip.replace(':', "-")),
         domain_name: name.into(),
         ip_address_type: if ip.contains(':') {
             IpAddressType::IpV6
@@ -32,12 +32,14 @@ fn dns_rule(name: &str, ip: &str) -> DnsRule {
     }
 }
 
-/// `dig +short` from `ns` (with its default EDNS cookie option); empty when no answer came.
-fn dig(ns: &Netns, server: &str, name: &str, qtype: &str) -> String {
+/// `dig +short` from `ns` (with its default EDNS cookie option unless `flags` say otherwise);
+/// empty when no answer came.
+fn dig(ns: &Netns, server: &str, name: &str, qtype: &str, flags: &[&str]) -> String {
     let out = Command::new("ip")
         .args([
             "netns", "exec", &ns.name, "dig", "+short", "+tries=1", "+time=1",
         ])
+        .args(flags)
         .args(["-p", &PORT.to_string(), &format!("@{server}"), name, qtype])
         .output()
         .expect("run dig (Debian bind9-dnsutils)");
@@ -74,30 +76,60 @@ fn answers_over_the_veth(mode: AttachMode) {
         t.upf
             .run(|| plane_with(vec!["u0".into()], AttachMode::Native))
     });
-    let rules = [
+    let mut rules = vec![
         dns_rule("edge.mec", "192.0.2.10"),
         dns_rule("edge.mec", "2001:db8::10"),
     ];
+    // Twelve addresses: 192 bytes more than the query, more than a native-mode veth frame's
+    // tailroom, so the headers move into the headroom.
+    let many: Vec<String> = (100..112).map(|i| format!("192.0.2.{i}")).collect();
+    rules.extend(many.iter().map(|ip| dns_rule("many.mec", ip)));
     let v1 = Snapshot::build(1, [], rules.iter().map(|r| ("app", r)));
     plane.snapshot_published(&v1);
-    assert_eq!(dig(&t.upf, "10.201.1.2", "edge.mec", "A"), "192.0.2.10");
-    // Upper case in the question, answered in the question's case.
-    assert_eq!(dig(&t.upf, "10.201.1.2", "EDGE.mec", "A"), "192.0.2.10");
     assert_eq!(
-        dig(&t.upf, "fd00:201:1::2", "edge.mec", "A"),
+        dig(&t.upf, "10.201.1.2", "edge.mec", "A", &[]),
+        "192.0.2.10"
+    );
+    // Upper case in the question, answered in the question's case.
+    assert_eq!(
+        dig(&t.upf, "10.201.1.2", "EDGE.mec", "A", &[]),
+        "192.0.2.10"
+    );
+    assert_eq!(
+        dig(&t.upf, "fd00:201:1::2", "edge.mec", "A", &[]),
         "192.0.2.10",
         "over IPv6"
     );
+    // Answers that grow the frame by more than its tailroom.
+    assert_eq!(
+        dig(&t.upf, "10.201.1.2", "edge.mec", "AAAA", &[]),
+        "2001:db8::10"
+    );
+    assert_eq!(
+        dig(&t.upf, "fd00:201:1::2", "edge.mec", "AAAA", &["+nocookie"]),
+        "2001:db8::10"
+    );
+    assert_eq!(
+        dig(&t.upf, "10.201.1.2", "edge.mec", "A", &["+noedns"]),
+        "192.0.2.10"
+    );
+    assert_eq!(
+        dig(&t.upf, "10.201.1.2", "many.mec", "A", &["+noedns"]),
+        many.join(" ")
+    );
     // No rule: passed to the (absent) DNS server, so no answer.
-    assert_eq!(dig(&t.upf, "10.201.1.2", "other.mec", "A"), "");
+    assert_eq!(dig(&t.upf, "10.201.1.2", "other.mec", "A", &[]), "");
 
     let moved = [dns_rule("edge.mec", "192.0.2.20")];
     let v2 = v1.with_app_rules(2, "app", None, [], &moved);
     plane.snapshot_published(&v2);
-    assert_eq!(dig(&t.upf, "10.201.1.2", "edge.mec", "A"), "192.0.2.20");
+    assert_eq!(
+        dig(&t.upf, "10.201.1.2", "edge.mec", "A", &[]),
+        "192.0.2.20"
+    );
 
     let counters = plane.dns_counters();
-    assert_eq!(counters.answered, 4, "{counters:?}");
+    assert_eq!(counters.answered, 8, "{counters:?}");
     assert_eq!(
         counters.passed, 1,
         "the query for a name without a rule: {counters:?}"

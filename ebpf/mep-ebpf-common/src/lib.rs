@@ -283,6 +283,9 @@ pub const DNS_NAME_MAX: usize = 128;
 /// Bytes of answer records one kernel answer carries (whole A and AAAA records, which are 16
 /// and 28 bytes long: always a multiple of 4).
 pub const DNS_RECORDS_MAX: usize = 448;
+/// Room for the records in a `DnsRecords`: a power of two, so that a length masked for the
+/// verifier (`((len - 1) & (CAP - 1)) + 1`, never zero) is within the value.
+pub const DNS_RECORDS_CAP: usize = 512;
 /// Kernel answers (a name and a type each) the map holds.
 pub const MAX_DNS_ANSWERS: u32 = 131_072;
 /// Addresses the DNS service is reached at.
@@ -307,7 +310,7 @@ pub struct DnsRecords {
     pub count: u16,
     /// The one's-complement sum of `data[..len]` as 16-bit big-endian words, folded.
     pub sum: u32,
-    pub data: [u8; DNS_RECORDS_MAX],
+    pub data: [u8; DNS_RECORDS_CAP],
 }
 
 /// `MEP_DNS_CFG`: whether the kernel answers, on which UDP port, and the EDNS payload size the

@@ -4,12 +4,20 @@
 //! and an OPT record when the query had one, turns the addresses around and computes the UDP
 //! checksum afresh (a query's own checksum may be a partial one left for offload). Anything it
 //! cannot answer exactly as userspace would passes unchanged.
+//!
+//! The answer grows the frame at its tail where the buffer has room (NIC pages, test runs);
+//! frames built from small socket buffers (veth, generic XDP) have little tailroom but the
+//! XDP headroom, so there the headers and the question move to the front instead.
 
 use aya_ebpf::{
-    bindings::xdp_action, helpers::generated::bpf_xdp_adjust_tail, programs::XdpContext,
+    bindings::xdp_action,
+    helpers::generated::{
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    },
+    programs::XdpContext,
 };
 use mep_ebpf_common::{
-    Counter, DnsConfig, DNS_ANSWERED, DNS_NAME_MAX, DNS_PASSED, DNS_RECORDS_MAX,
+    Counter, DnsConfig, DNS_ANSWERED, DNS_NAME_MAX, DNS_PASSED, DNS_RECORDS_CAP, DNS_RECORDS_MAX,
 };
 
 use crate::maps::{DnsScratch, DNS_ADDRS, DNS_ANSWERS, DNS_CFG, DNS_SCRATCH, DNS_STATS};
@@ -313,30 +321,31 @@ fn try_answer(ctx: &XdpContext, cfg: &DnsConfig) -> Outcome {
     let frame_len = records_at + records_len + opt_len;
     let delta = frame_len as i32 - (end - start) as i32;
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
-        return Outcome::Passed;
+        match grow_at_head(ctx, scratch, records_at, delta) {
+            Growth::Grown => {}
+            Growth::Untouched => return Outcome::Passed,
+            Growth::Broken => return Outcome::Broken,
+        }
+    }
+    // The records in one helper call: a copy loop would be a verifier state per word. The
+    // length is masked into 1..=DNS_RECORDS_CAP, which the verifier can see.
+    let len = ((u32::from(unsafe { core::ptr::read_volatile(&records.len) }).wrapping_sub(1))
+        & (DNS_RECORDS_CAP as u32 - 1))
+        + 1;
+    if len as usize != records_len
+        || unsafe {
+            bpf_xdp_store_bytes(
+                ctx.ctx,
+                records_at as u32,
+                records.data.as_ptr() as *mut _,
+                len,
+            )
+        } != 0
+    {
+        return Outcome::Broken;
     }
     let (start, end) = bounds(ctx);
     let f = Frame { start, end };
-
-    // Every word is considered (none break out of the loop) and the length is read afresh each
-    // time, so that no narrowed copy of it lives on into the rest of the program.
-    for w in 0..DNS_RECORDS_MAX / 4 {
-        let i = w * 4;
-        if i < usize::from(unsafe { core::ptr::read_volatile(&records.len) }) {
-            let out = or_broken!(f.hdr::<4>(records_at + i));
-            let value = u32::from_ne_bytes([
-                records.data[i],
-                records.data[i + 1],
-                records.data[i + 2],
-                records.data[i + 3],
-            ]);
-            out.put_word(0, value);
-        }
-    }
-    let reread = usize::from(unsafe { core::ptr::read_volatile(&records.len) }) & 0x1ff;
-    if reread != records_len || reread > DNS_RECORDS_MAX {
-        return Outcome::Broken;
-    }
     sum += at(records.sum as u16, odd);
     if edns {
         let out = or_broken!(f.hdr::<OPT_LEN>(records_at + records_len));
@@ -420,4 +429,34 @@ fn try_answer(ctx: &XdpContext, cfg: &DnsConfig) -> Outcome {
     eth.put_be16(8, d1);
     eth.put_be16(10, d2);
     Outcome::Answered(frame_len)
+}
+
+/// Grows the frame by `delta` bytes at its head and moves the first `prefix` bytes (headers and
+/// question) there, so that the records follow them as after a tail growth.
+#[inline(always)]
+fn grow_at_head(ctx: &XdpContext, scratch: &mut DnsScratch, prefix: usize, delta: i32) -> Growth {
+    // Masked into 1..=256 (the buffer), which the verifier can see.
+    let len = ((prefix as u32).wrapping_sub(1) & 0xff) + 1;
+    if delta <= 0 || len as usize != prefix {
+        return Growth::Untouched;
+    }
+    let buf = scratch.head.as_mut_ptr() as *mut _;
+    unsafe {
+        if bpf_xdp_load_bytes(ctx.ctx, 0, buf, len) != 0
+            || bpf_xdp_adjust_head(ctx.ctx, -delta) != 0
+        {
+            return Growth::Untouched;
+        }
+        if bpf_xdp_store_bytes(ctx.ctx, 0, buf, len) != 0 {
+            return Growth::Broken;
+        }
+    }
+    Growth::Grown
+}
+
+enum Growth {
+    Grown,
+    /// No headroom either: the frame is as it was.
+    Untouched,
+    Broken,
 }

@@ -78,6 +78,8 @@ pub struct DnsScratch {
     /// Where the next label starts: kept here for the same reason (as a register, each label
     /// length would be a state of its own).
     pub label_at: u32,
+    /// The headers and the question while the frame grows at its head (at most 214 bytes).
+    pub head: [u8; 256],
 }
 
 /// Queries answered and passed, per `DNS_*` slot.
