@@ -16,7 +16,11 @@ use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
-use mep_rules::{DnsRule, IpAddressType, RuleState, Snapshot, SnapshotPublisher, SnapshotReader};
+use mep_rules::{Snapshot, SnapshotPublisher, SnapshotReader};
+
+#[path = "common/bench_rules.rs"]
+mod bench_rules;
+use bench_rules::bench_rules;
 
 struct SnapshotHandler {
     snapshots: SnapshotReader,
@@ -84,16 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(t) => t.parse()?,
         None => std::thread::available_parallelism().map_or(1, usize::from),
     };
-    let rules: Vec<DnsRule> = (0..count)
-        .map(|i| DnsRule {
-            dns_rule_id: format!("rule-{i}"),
-            domain_name: format!("host{i}.{zone}"),
-            ip_address_type: IpAddressType::IpV4,
-            ip_address: format!("198.18.{}.{}", i / 256, i % 256),
-            ttl: Some(3600),
-            state: RuleState::Active,
-        })
-        .collect();
+    let rules = bench_rules(count, zone);
     let snapshots = SnapshotPublisher::new();
     snapshots.publish(Arc::new(Snapshot::build(
         1,

@@ -9,8 +9,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mep_dns::{DnsConfig, DnsServer, EncryptedDns};
-use mep_rules::{DnsRule, IpAddressType, RuleState, Snapshot};
+use mep_rules::Snapshot;
 use tokio_util::sync::CancellationToken;
+
+#[path = "common/bench_rules.rs"]
+mod bench_rules;
+use bench_rules::bench_rules;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,16 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => None,
     };
-    let rules: Vec<DnsRule> = (0..count)
-        .map(|i| DnsRule {
-            dns_rule_id: format!("rule-{i}"),
-            domain_name: format!("host{i}.{zone}"),
-            ip_address_type: IpAddressType::IpV4,
-            ip_address: format!("198.18.{}.{}", i / 256, i % 256),
-            ttl: Some(3600),
-            state: RuleState::Active,
-        })
-        .collect();
+    let rules = bench_rules(count, zone);
     let snapshots = mep_rules::SnapshotPublisher::new();
     snapshots.publish(Arc::new(Snapshot::build(
         1,

@@ -4,10 +4,11 @@
 //! measured in the same run). Also the time to publish the 1,000 names and to change one. Run
 //! as root by `benches/xdp-dns.sh`.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use mep_ebpf::{TestProgram, XdpConfig, XdpDataPlane, XdpDnsConfig};
-use mep_rules::{DataPlane, DnsRule, IpAddressType, RuleState, Snapshot};
+use mep_rules::{DataPlane, DnsRule, Snapshot};
 
 const NAMES: usize = 1_000;
 const CALLS: u32 = 100_000;
@@ -15,22 +16,13 @@ const ROUNDS: usize = 5;
 const PORT: u16 = 53;
 
 fn rule(i: usize, v6: bool) -> DnsRule {
-    DnsRule {
-        dns_rule_id: format!("r{i}{}", if v6 { "v6" } else { "" }),
-        domain_name: format!("app{i}.edge.example"),
-        ip_address_type: if v6 {
-            IpAddressType::IpV6
-        } else {
-            IpAddressType::IpV4
-        },
-        ip_address: if v6 {
-            format!("2001:db8::{i:x}")
-        } else {
-            format!("10.1.{}.{}", i / 256, i % 256)
-        },
-        ttl: Some(30),
-        state: RuleState::Active,
-    }
+    let address: IpAddr = if v6 {
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i as u16).into()
+    } else {
+        Ipv4Addr::new(10, 1, (i / 256) as u8, (i % 256) as u8).into()
+    };
+    let id = format!("r{i}{}", if v6 { "v6" } else { "" });
+    DnsRule::active(id, format!("app{i}.edge.example"), address, Some(30))
 }
 
 fn csum(b: &[u8]) -> u16 {

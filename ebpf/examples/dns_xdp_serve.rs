@@ -1,13 +1,17 @@
 //! Serves kernel DNS answers on one interface for `benches/xdp-dns-veth.sh`: loads the XDP data
-//! plane with `--dns-xdp`'s configuration on port 53, publishes `host<i>.<zone>` A records
-//! (`198.18.<i / 256>.<i % 256>`, the addresses `benches/dns.sh` serves) and prints the kernel's
-//! answered and passed counters every 200 ms until it is killed.
+//! plane with `--dns-xdp`'s configuration on port 53, publishes the DNS benchmarks' rules
+//! (`dns/examples/common/bench_rules.rs`, the names `benches/dns.sh` serves) and prints the
+//! kernel's answered and passed counters every 200 ms until it is killed.
 //! Usage: dns_xdp_serve IFACE native|generic COUNT ZONE   (as root)
 
 use std::time::Duration;
 
 use mep_ebpf::{AttachMode, XdpConfig, XdpDataPlane, XdpDnsConfig};
-use mep_rules::{DataPlane, DnsRule, IpAddressType, RuleState, Snapshot};
+use mep_rules::{DataPlane, Snapshot};
+
+#[path = "../../dns/examples/common/bench_rules.rs"]
+mod bench_rules;
+use bench_rules::bench_rules;
 
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
@@ -19,7 +23,7 @@ fn main() -> Result<(), String> {
         "generic" => AttachMode::Generic,
         other => return Err(format!("unknown mode {other}")),
     };
-    let count: usize = count.parse().map_err(|e| format!("COUNT: {e}"))?;
+    let count: u32 = count.parse().map_err(|e| format!("COUNT: {e}"))?;
     let plane = XdpDataPlane::new(XdpConfig {
         interfaces: vec![iface.clone()],
         pin_path: format!("/sys/fs/bpf/mep-dns-bench-{}", std::process::id()).into(),
@@ -33,16 +37,7 @@ fn main() -> Result<(), String> {
         ..XdpConfig::default()
     })
     .map_err(|e| format!("load the XDP data plane: {e}"))?;
-    let rules: Vec<DnsRule> = (0..count)
-        .map(|i| DnsRule {
-            dns_rule_id: format!("r{i}"),
-            domain_name: format!("host{i}.{zone}"),
-            ip_address_type: IpAddressType::IpV4,
-            ip_address: format!("198.18.{}.{}", i / 256, i % 256),
-            ttl: Some(3600),
-            state: RuleState::Active,
-        })
-        .collect();
+    let rules = bench_rules(count, zone);
     let snapshot = Snapshot::build(1, [], rules.iter().map(|r| ("bench", r)));
     plane.snapshot_published(&snapshot);
     loop {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use mep_dns::{DnsAnswerer, DnsConfig, DnsServer, Transport, Upstream};
 use mep_ebpf::{TestProgram, XdpConfig, XdpDataPlane, XdpDnsConfig};
 use mep_ebpf_testkit::*;
-use mep_rules::{DataPlane, DnsRule, IpAddressType, RuleState, Snapshot, SnapshotPublisher};
+use mep_rules::{DataPlane, DnsRule, Snapshot, SnapshotPublisher};
 use tokio_util::sync::CancellationToken;
 
 const XDP_TX: u32 = 3;
@@ -25,18 +25,7 @@ const UDP_PAYLOAD: u16 = 1232;
 const DEFAULT_TTL: u32 = 300;
 
 fn dns_rule(id: &str, name: &str, ip: &str, ttl: Option<u32>) -> DnsRule {
-    DnsRule {
-        dns_rule_id: id.into(),
-        domain_name: name.into(),
-        ip_address_type: if ip.contains(':') {
-            IpAddressType::IpV6
-        } else {
-            IpAddressType::IpV4
-        },
-        ip_address: ip.into(),
-        ttl,
-        state: RuleState::Active,
-    }
+    DnsRule::active(id, name, ip.parse().expect("an IP address"), ttl)
 }
 
 /// The rules of the generated queries: one or two families, several records, default TTLs,

@@ -7,29 +7,18 @@
 //! native-mode veth frame's tailroom, and is built in its headroom instead.
 
 use std::process::Command;
-use std::sync::Arc;
 
-use mep_ebpf::{AttachMode, XdpConfig, XdpDataPlane, XdpDnsConfig};
+use mep_ebpf::AttachMode;
 use mep_ebpf_testkit::topology::*;
 use mep_ebpf_testkit::*;
-use mep_rules::{DataPlane, DnsRule, IpAddressType, RuleState, Snapshot};
+use mep_rules::{DataPlane, DnsRule, Snapshot};
 
 const PORT: u16 = 5300;
 
 fn dns_rule(name: &str, ip: &str) -> DnsRule {
-    DnsRule {
-        // Rule ids are URI-safe: no colons.
-        dns_rule_id: format!("{name}-{}", ip.replace(':', "-")),
-        domain_name: name.into(),
-        ip_address_type: if ip.contains(':') {
-            IpAddressType::IpV6
-        } else {
-            IpAddressType::IpV4
-        },
-        ip_address: ip.into(),
-        ttl: Some(30),
-        state: RuleState::Active,
-    }
+    // Rule ids are URI-safe: no colons.
+    let id = format!("{name}-{}", ip.replace(':', "-"));
+    DnsRule::active(id, name, ip.parse().expect("an IP address"), Some(30))
 }
 
 /// `dig +short` from `ns` (with its default EDNS cookie option unless `flags` say otherwise);
@@ -52,24 +41,9 @@ fn dig(ns: &Netns, server: &str, name: &str, qtype: &str, flags: &[&str]) -> Str
 
 fn answers_over_the_veth(mode: AttachMode) {
     let t = topology();
-    let plane: Arc<XdpDataPlane> = t.host.run(move || {
-        Arc::new(
-            XdpDataPlane::new(XdpConfig {
-                interfaces: vec!["h0".into()],
-                pin_path: format!("/sys/fs/bpf/{}", unique("mepn")).into(),
-                mode,
-                dns: Some(XdpDnsConfig {
-                    port: PORT,
-                    // The unspecified address: h0's own addresses.
-                    addresses: Vec::new(),
-                    udp_payload: 1232,
-                    default_ttl: 300,
-                }),
-                ..XdpConfig::default()
-            })
-            .expect("load the XDP data plane"),
-        )
-    });
+    let plane = t
+        .host
+        .run(move || dns_plane_with(vec!["h0".into()], mode, PORT));
     // XDP_TX into a veth in native mode needs the peer to run NAPI, as a NIC's peer does: any
     // XDP program on it does that (mep's, with no rules, passes everything).
     let _peer = (mode == AttachMode::Native).then(|| {

@@ -41,6 +41,27 @@ pub struct DnsAnswer {
 }
 
 impl DnsRule {
+    /// An ACTIVE rule that answers `domain_name` with `address`, whose family gives
+    /// `ipAddressType`.
+    pub fn active(
+        id: impl Into<String>,
+        domain_name: impl Into<String>,
+        address: IpAddr,
+        ttl: Option<u32>,
+    ) -> Self {
+        DnsRule {
+            dns_rule_id: id.into(),
+            domain_name: domain_name.into(),
+            ip_address_type: match address {
+                IpAddr::V4(_) => IpAddressType::IpV4,
+                IpAddr::V6(_) => IpAddressType::IpV6,
+            },
+            ip_address: address.to_string(),
+            ttl,
+            state: RuleState::Active,
+        }
+    }
+
     /// Checks the id, the FQDN syntax, the address and that its family matches `ipAddressType`.
     pub fn validate(&self) -> Result<DnsAnswer, RuleError> {
         crate::traffic::validate_rule_id("dnsRuleId", &self.dns_rule_id)?;
@@ -119,6 +140,19 @@ mod tests {
             ip_address: ip.into(),
             ttl: Some(0),
             state: RuleState::Active,
+        }
+    }
+
+    #[test]
+    fn active_rules_take_their_type_from_the_address() {
+        for (ip, kind) in [
+            ("192.0.2.1", IpAddressType::IpV4),
+            ("2001:db8::1", IpAddressType::IpV6),
+        ] {
+            let r = DnsRule::active("r1", "a.example", ip.parse().unwrap(), None);
+            assert_eq!((r.ip_address_type, r.ip_address.as_str()), (kind, ip));
+            assert_eq!(r.state, RuleState::Active);
+            assert!(r.validate().is_ok());
         }
     }
 

@@ -338,21 +338,12 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::IpAddressType;
     use crate::traffic::{Action, FilterType, TrafficFilter};
 
     fn dns(id: &str, name: &str, ip: &str, state: RuleState) -> DnsRule {
         DnsRule {
-            dns_rule_id: id.into(),
-            domain_name: name.into(),
-            ip_address_type: if ip.contains(':') {
-                IpAddressType::IpV6
-            } else {
-                IpAddressType::IpV4
-            },
-            ip_address: ip.into(),
-            ttl: Some(30),
             state,
+            ..DnsRule::active(id, name, ip.parse().expect("an IP address"), Some(30))
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mep_ebpf::{AttachMode, XdpConfig, XdpDataPlane, XdpDnsConfig};
+use mep_ebpf::AttachMode;
 use mep_ebpf_testkit::topology::*;
 use mep_ebpf_testkit::*;
 use mep_rules::DataPlane;
@@ -99,23 +99,10 @@ fn dns_config(ip: &str) -> serde_json::Value {
 #[test]
 fn kernel_answers_follow_mm5_while_other_names_reach_the_server() {
     let t = topology();
-    let xdp = t.host.run(|| {
-        Arc::new(
-            XdpDataPlane::new(XdpConfig {
-                interfaces: vec!["h0".into()],
-                pin_path: format!("/sys/fs/bpf/{}", unique("mepd")).into(),
-                mode: AttachMode::Generic,
-                dns: Some(XdpDnsConfig {
-                    port: PORT,
-                    addresses: Vec::new(),
-                    udp_payload: 1232,
-                    default_ttl: 300,
-                }),
-                ..XdpConfig::default()
-            })
-            .expect("load the XDP data plane"),
-        )
-    });
+    let xdp = Arc::new(
+        t.host
+            .run(|| dns_plane_with(vec!["h0".into()], AttachMode::Generic, PORT)),
+    );
     let plane: Arc<dyn DataPlane> = xdp.clone();
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();

@@ -12,7 +12,7 @@ use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use mep_dns::{DnsConfig, DnsHandle, DnsServer};
-use mep_rules::{DnsRule, IpAddressType, RuleState, Snapshot, SnapshotPublisher};
+use mep_rules::{DnsRule, Snapshot, SnapshotPublisher};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
@@ -21,18 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub const EXCHANGE_LIMIT: Duration = Duration::from_secs(10);
 
 pub fn rule(id: &str, name: &str, ip: &str, ttl: Option<u32>) -> DnsRule {
-    DnsRule {
-        dns_rule_id: id.into(),
-        domain_name: name.into(),
-        ip_address_type: if ip.contains(':') {
-            IpAddressType::IpV6
-        } else {
-            IpAddressType::IpV4
-        },
-        ip_address: ip.into(),
-        ttl,
-        state: RuleState::Active,
-    }
+    DnsRule::active(id, name, ip.parse().expect("an IP address"), ttl)
 }
 
 pub fn snapshot(version: u64, rules: &[DnsRule]) -> Arc<Snapshot> {

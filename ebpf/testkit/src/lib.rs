@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use mep_ebpf::{AttachMode, XdpConfig, XdpDataPlane};
+use mep_ebpf::{AttachMode, XdpConfig, XdpDataPlane, XdpDnsConfig};
 use mep_rules::{
     ActiveTrafficRule, AppInfo, DataPlane, DataPlaneError, RuleChange, Snapshot, TrafficRule,
 };
@@ -47,6 +47,25 @@ pub fn plane_with(interfaces: Vec<String>, mode: AttachMode) -> XdpDataPlane {
         interfaces,
         pin_path: pin_path.into(),
         mode,
+        ..XdpConfig::default()
+    })
+    .expect("load the XDP data plane")
+}
+
+/// A data plane that also answers local DNS names on UDP `port` of the interfaces' own
+/// addresses (`--dns-xdp`).
+pub fn dns_plane_with(interfaces: Vec<String>, mode: AttachMode, port: u16) -> XdpDataPlane {
+    require_root();
+    XdpDataPlane::new(XdpConfig {
+        interfaces,
+        pin_path: format!("/sys/fs/bpf/{}", unique("mepd")).into(),
+        mode,
+        dns: Some(XdpDnsConfig {
+            port,
+            addresses: Vec::new(),
+            udp_payload: 1232,
+            default_ttl: 300,
+        }),
         ..XdpConfig::default()
     })
     .expect("load the XDP data plane")
