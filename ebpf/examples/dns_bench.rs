@@ -25,17 +25,6 @@ fn rule(i: usize, v6: bool) -> DnsRule {
     DnsRule::active(id, format!("app{i}.edge.example"), address, Some(30))
 }
 
-fn csum(b: &[u8]) -> u16 {
-    let mut s: u32 = b
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
 /// An Ethernet/IPv4/UDP frame to the DNS service with a query for `name` of type `qtype`.
 fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
     let mut dns = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)];
@@ -57,7 +46,7 @@ fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
     let mut ip = vec![0x45, 0];
     ip.extend_from_slice(&((20 + udp.len()) as u16).to_be_bytes());
     ip.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 2, 10, 0, 0, 1]);
-    let c = csum(&ip);
+    let c = !mep_ebpf::ones_complement_sum(&ip);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     ip.extend_from_slice(&udp);
     let mut f = vec![2, 0, 0, 0, 0, 0xb, 2, 0, 0, 0, 0, 0xa, 0x08, 0x00];

@@ -24,24 +24,13 @@ fn rule(i: u32) -> TrafficRule {
     .expect("rule")
 }
 
-fn csum(b: &[u8]) -> u16 {
-    let mut s: u32 = b
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
 fn ipv4_udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut ip = vec![0x45, 0];
     ip.extend_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
     ip.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0]);
     ip.extend_from_slice(&src);
     ip.extend_from_slice(&dst);
-    let c = csum(&ip);
+    let c = !mep_ebpf::ones_complement_sum(&ip);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     ip.extend_from_slice(&sport.to_be_bytes());
     ip.extend_from_slice(&dport.to_be_bytes());

@@ -20,6 +20,7 @@ use mep_ebpf_common::{
     Counter, DnsConfig, DNS_ANSWERED, DNS_NAME_MAX, DNS_PASSED, DNS_RECORDS_CAP, DNS_RECORDS_MAX,
 };
 
+use crate::csum::fold;
 use crate::maps::{DnsScratch, DNS_ADDRS, DNS_ANSWERS, DNS_CFG, DNS_SCRATCH, DNS_STATS};
 use crate::parse::{
     bounds, Frame, ETH_LEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP, V4_MAPPED,
@@ -123,15 +124,6 @@ macro_rules! or_ignore {
 #[inline(always)]
 fn at(word: u16, odd: bool) -> u64 {
     u64::from(if odd { word.swap_bytes() } else { word })
-}
-
-#[inline(always)]
-fn fold(mut sum: u64) -> u16 {
-    sum = (sum & 0xffff_ffff) + (sum >> 32);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum as u16
 }
 
 #[inline(always)]

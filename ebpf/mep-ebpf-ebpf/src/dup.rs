@@ -23,6 +23,7 @@ use mep_ebpf_common::{
     META_FWD_MAGIC, META_MAGIC,
 };
 
+use crate::csum::fold;
 use crate::maps::{count_delivery, ENTRIES};
 
 const AF_INET: u8 = 2;
@@ -194,16 +195,6 @@ fn duplicate(ctx: &TcContext, act: &RuleAction, meta: &DupMeta) {
             complete_udp6_checksum(ctx, &saved);
         }
     }
-}
-
-/// Folds a 32-bit one's complement sum to 16 bits.
-#[inline(always)]
-fn fold(mut sum: u64) -> u16 {
-    sum = (sum & 0xffff_ffff) + (sum >> 32);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum as u16
 }
 
 /// Writes the full UDP checksum of the restored original (outer IPv6 header `hdr`, UDP right

@@ -8,6 +8,7 @@
 
 mod action;
 mod classify;
+mod csum;
 mod dns;
 mod dup;
 mod maps;
