@@ -85,7 +85,6 @@ ip -n "$CLI" link set c0 up
 ip -n "$SRV" link set s0 up
 ip netns exec "$SRV" sh -c 'echo 2 > /sys/class/net/s0/queues/rx-0/rps_cpus'
 in_cli() { ip netns exec "$CLI" "$@"; }
-in_srv() { ip netns exec "$SRV" "$@"; }
 
 address() { echo "198.18.$(($1 / 256)).$(($1 % 256))"; }
 for i in $(seq 0 $((RULES - 1))); do echo "host$i.bench.mep A"; done >"$WORK/queries"
