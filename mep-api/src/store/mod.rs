@@ -1,19 +1,21 @@
-//! The embedded store: every durable record of mep lives in one redb file in the data directory.
+//! The store: every durable record of mep, in tables of JSON documents keyed by id.
 //!
-//! Writes go through a single writer thread that commits whatever batches are waiting in one
-//! fsync'd transaction (group commit), so concurrent writers share the cost of durability while each
-//! caller still learns only after its change is on disk. Reads of live state never come here: the
-//! control plane keeps in-memory indexes and uses [`Store::load`] once at start.
+//! Two backends: an embedded redb file (the default, one host) and an etcd cluster (several mep
+//! nodes acting as one platform). Reads of live state never come here: the control plane keeps
+//! in-memory indexes, built with [`Store::load`] at start and, on etcd, kept in step with the
+//! other nodes' commits by [`Store::take_changes`] (see `app::replication`).
+//!
+//! A commit may carry [`Check`]s: preconditions that must hold in the store itself when the
+//! writes apply, so that two nodes cannot both win a create or an `If-Match` update.
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+mod redb;
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::thread;
-
-use redb::{Database, ReadableTable, TableDefinition};
-use tokio::sync::oneshot;
 
 /// The tables of the store. Keys are ids; values are JSON documents owned by the module that writes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
     /// Platform facts fixed at first start (such as the id of the platform's transport).
     Meta,
@@ -43,20 +45,23 @@ impl Table {
         Table::AppCredentials,
     ];
 
-    fn definition(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    /// The table's name: a redb table, and a path segment of the etcd keys.
+    pub const fn name(self) -> &'static str {
         match self {
-            Table::Meta => TableDefinition::new("meta"),
-            Table::Services => TableDefinition::new("services"),
-            Table::SerAvailabilitySubscriptions => {
-                TableDefinition::new("ser_availability_subscriptions")
-            }
-            Table::AppConfigs => TableDefinition::new("app_configs"),
-            Table::Tasks => TableDefinition::new("tasks"),
-            Table::TerminationSubscriptions => TableDefinition::new("termination_subscriptions"),
-            Table::Readiness => TableDefinition::new("readiness"),
-            Table::Registrations => TableDefinition::new("registrations"),
-            Table::AppCredentials => TableDefinition::new("app_credentials"),
+            Table::Meta => "meta",
+            Table::Services => "services",
+            Table::SerAvailabilitySubscriptions => "ser_availability_subscriptions",
+            Table::AppConfigs => "app_configs",
+            Table::Tasks => "tasks",
+            Table::TerminationSubscriptions => "termination_subscriptions",
+            Table::Readiness => "readiness",
+            Table::Registrations => "registrations",
+            Table::AppCredentials => "app_credentials",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
     }
 }
 
@@ -74,6 +79,46 @@ pub enum Write {
     },
 }
 
+impl Write {
+    pub fn target(&self) -> (Table, &str) {
+        match self {
+            Write::Put { table, key, .. } | Write::Delete { table, key } => (*table, key),
+        }
+    }
+}
+
+/// A precondition of a commit, checked by the store when the writes apply.
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// The key holds nothing (a create).
+    Absent { table: Table, key: String },
+    /// The key holds exactly `value` (what this node last saw: an update from a stale view fails).
+    Holds {
+        table: Table,
+        key: String,
+        value: Vec<u8>,
+    },
+}
+
+impl Check {
+    pub fn target(&self) -> (Table, &str) {
+        match self {
+            Check::Absent { table, key } | Check::Holds { table, key, .. } => (*table, key),
+        }
+    }
+}
+
+/// A change another node committed, in commit order (see [`Store::take_changes`]).
+#[derive(Debug, Clone)]
+pub struct Replicated {
+    pub table: Table,
+    pub key: String,
+    /// The new value; `None` for a delete.
+    pub value: Option<Vec<u8>>,
+    /// The store's revision of this change; changes of one key come in increasing revisions.
+    pub revision: i64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create data directory {path}: {source}")]
@@ -82,271 +127,155 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error("embedded store: {0}")]
-    Redb(Box<redb::Error>),
+    Redb(Box<::redb::Error>),
     #[error("the store writer has stopped")]
     WriterGone,
+    /// A [`Check`] did not hold: another writer changed the record first.
+    #[error("the record was changed concurrently (by this or another mep node)")]
+    Conflict,
+    /// The store cannot take writes now (etcd unreachable or without quorum); reads go on from
+    /// memory and writes succeed again once it is back.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the store's configuration is invalid: {0}")]
+    Config(String),
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::Redb(Box::new(e.into()))
-            }
-        }
-    )*};
-}
-from_redb!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
-
-struct Batch {
-    writes: Vec<Write>,
-    /// Whether the caller waits for the writes to be on disk (an fsync), or only for them to be
-    /// committed (visible, and on disk with the next durable commit).
-    durable: bool,
-    done: oneshot::Sender<Result<(), String>>,
-}
-
-/// Handle to the store. Cheap to clone; the writer thread ends when the last handle is dropped.
+/// Handle to the store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: std::sync::Arc<Database>,
-    writer: mpsc::Sender<Batch>,
-    path: PathBuf,
-    closed: tokio::sync::watch::Receiver<bool>,
+    backend: Backend,
 }
 
-/// Most batches one transaction takes; bounds the latency of the first caller in a burst.
-const MAX_BATCHES_PER_COMMIT: usize = 512;
+#[derive(Clone)]
+enum Backend {
+    Redb(redb::RedbStore),
+    #[cfg(feature = "etcd")]
+    Etcd(std::sync::Arc<etcd::EtcdStore>),
+}
 
 impl Store {
-    /// Opens (or creates) `mep.redb` in `data_dir`, recovering from an unclean shutdown if needed.
+    /// Opens (or creates) the embedded store `mep.redb` in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.to_owned(),
-            source,
-        })?;
-        let path = data_dir.join("mep.redb");
-        let db = std::sync::Arc::new(Database::create(&path)?);
-        {
-            let txn = db.begin_write()?;
-            for table in Table::ALL {
-                txn.open_table(table.definition())?;
-            }
-            txn.commit()?;
-        }
-        let (writer, batches) = mpsc::channel::<Batch>();
-        let writer_db = db.clone();
-        let (closed_tx, closed) = tokio::sync::watch::channel(false);
-        thread::Builder::new()
-            .name("mep-store-writer".into())
-            .spawn(move || {
-                run_writer(&writer_db, batches);
-                drop(writer_db);
-                let _ = closed_tx.send(true);
-            })
-            .map_err(|source| StoreError::DataDir {
-                path: data_dir.to_owned(),
-                source,
-            })?;
         Ok(Self {
-            db,
-            writer,
-            path,
-            closed,
+            backend: Backend::Redb(redb::RedbStore::open(data_dir)?),
+        })
+    }
+
+    /// Connects to etcd and lists everything under the prefix (what [`Store::load`] answers).
+    #[cfg(feature = "etcd")]
+    pub async fn open_etcd(config: etcd::EtcdConfig) -> Result<Self, StoreError> {
+        Ok(Self {
+            backend: Backend::Etcd(etcd::EtcdStore::open(config).await?),
         })
     }
 
     /// Applies `writes` atomically and returns once they are durable.
     pub async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        self.send(writes, true).await
+        self.commit_checked(Vec::new(), writes).await
+    }
+
+    /// Applies `writes` atomically if every check holds (else [`StoreError::Conflict`]).
+    pub async fn commit_checked(
+        &self,
+        checks: Vec<Check>,
+        writes: Vec<Write>,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Redb(s) => s.commit(checks, writes, true).await,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(s) => s.commit(checks, writes).await,
+        }
     }
 
     /// Applies `writes` atomically without waiting for the disk: they survive a process crash
     /// only once a later durable commit is done, and a power loss may take them. For records
     /// whose loss costs nothing but a report (the journal entry of a task about to commit).
+    /// On etcd every commit is durable.
     pub async fn commit_volatile(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        self.send(writes, false).await
-    }
-
-    async fn send(&self, writes: Vec<Write>, durable: bool) -> Result<(), StoreError> {
-        let (done, result) = oneshot::channel();
-        self.writer
-            .send(Batch {
-                writes,
-                durable,
-                done,
-            })
-            .map_err(|_| StoreError::WriterGone)?;
-        match result.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => {
-                tracing::error!(%reason, "store commit failed");
-                Err(StoreError::WriterGone)
-            }
-            Err(_) => Err(StoreError::WriterGone),
+        match &self.backend {
+            Backend::Redb(s) => s.commit(Vec::new(), writes, false).await,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(s) => s.commit(Vec::new(), writes).await,
         }
     }
 
-    /// Every `(key, value)` of a table, in key order. Used to build the in-memory indexes at start.
+    /// Every `(key, value)` of a table, in key order: what the store held when it was opened
+    /// (on etcd, the list the node's replication continues from). Used to build the in-memory
+    /// indexes at start.
     pub fn load(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(table.definition())?;
-        let mut out = Vec::new();
-        for entry in t.iter()? {
-            let (k, v) = entry?;
-            out.push((k.value().to_owned(), v.value().to_vec()));
+        match &self.backend {
+            Backend::Redb(s) => s.load(table),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(s) => Ok(s.loaded(table)),
         }
-        Ok(out)
     }
 
-    /// Drops this handle and waits until the database file is closed, which happens once every other
+    /// The stream of other nodes' commits, from right after what [`Store::load`] answered;
+    /// `None` for a store of one node (redb), or once taken.
+    pub fn take_changes(&self) -> Option<tokio::sync::mpsc::Receiver<Replicated>> {
+        match &self.backend {
+            Backend::Redb(_) => None,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(s) => s.take_changes(),
+        }
+    }
+
+    /// Whether a replicated change is newer than what this node applied for its key, recording
+    /// it if so. Callers hold the lock their own writes of that record hold from check to
+    /// memory update, so a node's own commit and the watch's copy of it apply once, and an
+    /// older change never overwrites a newer one.
+    pub fn claim(&self, change: &Replicated) -> bool {
+        match &self.backend {
+            Backend::Redb(_) => true,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(s) => s.claim(change),
+        }
+    }
+
+    /// This node's id among the nodes sharing the store; `None` for a store of one node.
+    pub fn node_id(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Redb(_) => None,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(s) => Some(s.node_id()),
+        }
+    }
+
+    /// The newest store revision this node has applied (0 for redb).
+    pub fn applied_revision(&self) -> i64 {
+        match &self.backend {
+            Backend::Redb(_) => 0,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(s) => s.applied_revision(),
+        }
+    }
+
+    /// The backend's name, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match &self.backend {
+            Backend::Redb(_) => "redb",
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(_) => "etcd",
+        }
+    }
+
+    /// Drops this handle and waits until the store is closed, which happens once every other
     /// handle is gone too. Lets a process reopen the same data directory (a restart in tests).
     pub async fn close(self) {
-        let Self {
-            db,
-            writer,
-            mut closed,
-            ..
-        } = self;
-        drop(writer);
-        drop(db);
-        let _ = closed.wait_for(|c| *c).await;
+        match self.backend {
+            Backend::Redb(s) => s.close().await,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(s) => s.close(),
+        }
     }
 
-    /// Size of the store file in bytes.
+    /// Size of the store file in bytes (0 for etcd).
     pub fn file_size(&self) -> u64 {
-        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
-    }
-}
-
-fn run_writer(db: &Database, batches: mpsc::Receiver<Batch>) {
-    while let Ok(first) = batches.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_BATCHES_PER_COMMIT {
-            match batches.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
-            }
+        match &self.backend {
+            Backend::Redb(s) => s.file_size(),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(_) => 0,
         }
-        let outcome = apply(db, &group).map_err(|e| e.to_string());
-        for batch in group {
-            let _ = batch.done.send(outcome.clone());
-        }
-    }
-}
-
-fn apply(db: &Database, group: &[Batch]) -> Result<(), StoreError> {
-    let mut txn = db.begin_write()?;
-    if !group.iter().any(|b| b.durable) {
-        txn.set_durability(redb::Durability::None);
-    }
-    {
-        for batch in group {
-            for write in &batch.writes {
-                match write {
-                    Write::Put { table, key, value } => {
-                        txn.open_table(table.definition())?
-                            .insert(key.as_str(), value.as_slice())?;
-                    }
-                    Write::Delete { table, key } => {
-                        txn.open_table(table.definition())?.remove(key.as_str())?;
-                    }
-                }
-            }
-        }
-    }
-    txn.commit()?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn committed_writes_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path()).unwrap();
-            let put = |k: &str| Write::Put {
-                table: Table::Services,
-                key: k.into(),
-                value: k.as_bytes().to_vec(),
-            };
-            store.commit(vec![put("a"), put("b")]).await.unwrap();
-            store
-                .commit(vec![Write::Delete {
-                    table: Table::Services,
-                    key: "a".into(),
-                }])
-                .await
-                .unwrap();
-            store.close().await;
-        }
-        let store = Store::open(dir.path()).unwrap();
-        let rows = store.load(Table::Services).unwrap();
-        assert_eq!(rows, vec![("b".to_string(), b"b".to_vec())]);
-        assert!(store
-            .load(Table::SerAvailabilitySubscriptions)
-            .unwrap()
-            .is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_volatile_commit_is_visible_at_once_and_durable_with_the_next_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let put = |k: &str| Write::Put {
-            table: Table::Tasks,
-            key: k.into(),
-            value: k.as_bytes().to_vec(),
-        };
-        {
-            let store = Store::open(dir.path()).unwrap();
-            store.commit_volatile(vec![put("journal")]).await.unwrap();
-            assert_eq!(
-                store.load(Table::Tasks).unwrap().len(),
-                1,
-                "visible at once"
-            );
-            store.commit(vec![put("result")]).await.unwrap();
-            store.close().await;
-        }
-        let store = Store::open(dir.path()).unwrap();
-        let keys: Vec<String> = store
-            .load(Table::Tasks)
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(keys, vec!["journal".to_string(), "result".to_string()]);
-    }
-
-    #[tokio::test]
-    async fn concurrent_commits_all_land() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut tasks = Vec::new();
-        for i in 0..200 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                store
-                    .commit(vec![Write::Put {
-                        table: Table::Services,
-                        key: format!("{i:04}"),
-                        value: vec![1],
-                    }])
-                    .await
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        assert_eq!(store.load(Table::Services).unwrap().len(), 200);
     }
 }

@@ -1,0 +1,621 @@
+//! The etcd backend: the records of every mep node of a site in one etcd cluster, under
+//! `{prefix}/{table}/{key}`.
+//!
+//! At open the node lists the prefix at one revision (what [`EtcdStore::loaded`] answers) and
+//! watches from the next revision on, so its in-memory indexes follow every other node's commits
+//! in order. After a compaction that outran the watch, the node lists again and replays the
+//! difference. Writes are etcd transactions whose compares are the commit's [`Check`]s.
+//!
+//! One client per endpoint, not etcd-client's balanced channel: that channel keeps sending a
+//! share of requests to a dead member, so every request here goes to one endpoint and a failed
+//! one is retried on the next until the write deadline.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn,
+    TxnOp, TxnOpResponse, WatchOptions,
+};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Check, Replicated, StoreError, Table, Write};
+
+/// How a node reaches the cluster.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    /// Client URLs of the members (`http://h1:2379`, `https://…`).
+    pub endpoints: Vec<String>,
+    /// Where mep's keys live, e.g. `/mep/v1`.
+    pub prefix: String,
+    /// This node's id (unique among the nodes of a site).
+    pub node_id: String,
+    pub tls: Option<EtcdTls>,
+    /// How long one request may take before the next endpoint is tried.
+    pub request_timeout: Duration,
+    /// How long a write keeps trying before it is answered as unavailable.
+    pub write_deadline: Duration,
+}
+
+/// TLS towards etcd: the CA that signed the members' certificates, and optionally a client
+/// certificate.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca_file: PathBuf,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The name the members' certificates carry, if not the endpoints' host.
+    pub domain: Option<String>,
+}
+
+/// Most operations (compares and writes) in one transaction: etcd's default `--max-txn-ops`.
+const MAX_TXN_OPS: usize = 128;
+/// Keys per page when listing.
+const LIST_PAGE: i64 = 512;
+/// Replicated changes buffered between the watch and the indexes.
+const CHANGES_BUFFER: usize = 4096;
+
+pub struct EtcdStore {
+    clients: Vec<Client>,
+    preferred: AtomicUsize,
+    /// `{prefix}/`, the start of every key.
+    root: String,
+    node_id: String,
+    request_timeout: Duration,
+    write_deadline: Duration,
+    /// What the list at open found, by table; taken by the indexes as they load.
+    loaded: Mutex<HashMap<Table, Vec<(String, Vec<u8>)>>>,
+    /// Per record, the newest revision this node applied; a delete leaves an entry only until
+    /// the watch delivers it.
+    applied: Mutex<HashMap<Table, HashMap<String, i64>>>,
+    applied_revision: AtomicI64,
+    changes: Mutex<Option<mpsc::Receiver<Replicated>>>,
+    stop: CancellationToken,
+}
+
+/// A request failed in a way another endpoint, or the same one a little later, may not.
+fn retryable(e: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match e {
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Aborted
+        ),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+fn read_file(path: &PathBuf) -> Result<Vec<u8>, StoreError> {
+    std::fs::read(path).map_err(|e| StoreError::Config(format!("{}: {e}", path.display())))
+}
+
+fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions, StoreError> {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(config.request_timeout)
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive_while_idle(true)
+        .with_require_leader(true);
+    if let Some(tls) = &config.tls {
+        let mut t = TlsOptions::new().ca_certificate(Certificate::from_pem(read_file(&tls.ca_file)?));
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(cert), Some(key)) => {
+                t = t.identity(Identity::from_pem(read_file(cert)?, read_file(key)?));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(StoreError::Config(
+                    "an etcd client certificate needs both its certificate and its key file".into(),
+                ))
+            }
+        }
+        if let Some(domain) = &tls.domain {
+            t = t.domain_name(domain.clone());
+        }
+        options = options.with_tls(t);
+    }
+    Ok(options)
+}
+
+/// The first key after every key that starts with `prefix`.
+fn range_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl EtcdStore {
+    pub(super) async fn open(config: EtcdConfig) -> Result<Arc<Self>, StoreError> {
+        if config.endpoints.is_empty() {
+            return Err(StoreError::Config("no etcd endpoints".into()));
+        }
+        let options = connect_options(&config)?;
+        let mut clients = Vec::with_capacity(config.endpoints.len());
+        for endpoint in &config.endpoints {
+            let client = Client::connect([endpoint.as_str()], Some(options.clone()))
+                .await
+                .map_err(|e| StoreError::Config(format!("etcd endpoint {endpoint}: {e}")))?;
+            clients.push(client);
+        }
+        let store = Self {
+            clients,
+            preferred: AtomicUsize::new(0),
+            root: format!("{}/", config.prefix.trim_end_matches('/')),
+            node_id: config.node_id,
+            request_timeout: config.request_timeout,
+            write_deadline: config.write_deadline,
+            loaded: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
+            applied_revision: AtomicI64::new(0),
+            changes: Mutex::new(None),
+            stop: CancellationToken::new(),
+        };
+        // The cluster may still be electing a leader when the nodes start together.
+        let (rows, revision) = store
+            .retrying(Duration::from_secs(30).max(store.write_deadline), |c| {
+                let root = store.root.clone();
+                async move { list(c, &root, 0).await }
+            })
+            .await?;
+        let mut loaded: HashMap<Table, Vec<(String, Vec<u8>)>> = HashMap::new();
+        {
+            let mut applied = store.applied.lock();
+            for row in rows {
+                applied
+                    .entry(row.table)
+                    .or_default()
+                    .insert(row.key.clone(), row.mod_revision);
+                loaded
+                    .entry(row.table)
+                    .or_default()
+                    .push((row.key, row.value));
+            }
+        }
+        *store.loaded.lock() = loaded;
+        store.applied_revision.store(revision, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(CHANGES_BUFFER);
+        *store.changes.lock() = Some(rx);
+        let store = Arc::new(store);
+        tokio::spawn(Arc::clone(&store).watch(tx, revision + 1));
+        tracing::info!(
+            endpoints = store.clients.len(),
+            prefix = %store.root,
+            node = %store.node_id,
+            revision,
+            "etcd store open"
+        );
+        Ok(store)
+    }
+
+    pub(super) fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub(super) fn applied_revision(&self) -> i64 {
+        self.applied_revision.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn loaded(&self, table: Table) -> Vec<(String, Vec<u8>)> {
+        let mut rows = self.loaded.lock().remove(&table).unwrap_or_default();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    }
+
+    pub(super) fn take_changes(&self) -> Option<mpsc::Receiver<Replicated>> {
+        self.changes.lock().take()
+    }
+
+    pub(super) fn close(&self) {
+        self.stop.cancel();
+    }
+
+    fn client(&self) -> Client {
+        self.clients[self.preferred.load(Ordering::Relaxed) % self.clients.len()].clone()
+    }
+
+    fn next_endpoint(&self) {
+        self.preferred.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn full_key(&self, table: Table, key: &str) -> String {
+        format!("{}{}/{key}", self.root, table.name())
+    }
+
+    /// Runs `op` on one endpoint after another until it succeeds, fails for good, or `deadline`
+    /// passes.
+    async fn retrying<T, F, Fut>(&self, deadline: Duration, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let reason = match tokio::time::timeout(self.request_timeout, op(self.client())).await
+            {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if !retryable(&e) => {
+                    return Err(StoreError::Unavailable(format!("etcd refused: {e}")))
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {:?}", self.request_timeout),
+            };
+            self.next_endpoint();
+            if tokio::time::Instant::now() + pause >= until {
+                return Err(StoreError::Unavailable(format!(
+                    "etcd did not take the request within {deadline:?}: {reason}"
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// One transaction per at most [`MAX_TXN_OPS`] operations, the checks in the first; a
+    /// commit larger than that is atomic per part only.
+    pub(super) async fn commit(
+        &self,
+        checks: Vec<Check>,
+        writes: Vec<Write>,
+    ) -> Result<(), StoreError> {
+        if checks.len() >= MAX_TXN_OPS {
+            return Err(StoreError::Config(format!(
+                "{} checks in one commit; etcd takes at most {MAX_TXN_OPS} operations",
+                checks.len()
+            )));
+        }
+        let first = (MAX_TXN_OPS - checks.len()).min(writes.len());
+        let mut rest = writes;
+        let head: Vec<Write> = rest.drain(..first).collect();
+        self.commit_part(&checks, &head).await?;
+        for part in rest.chunks(MAX_TXN_OPS) {
+            self.commit_part(&[], part).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit_part(&self, checks: &[Check], writes: &[Write]) -> Result<(), StoreError> {
+        let compares: Vec<Compare> = checks
+            .iter()
+            .map(|check| {
+                let (table, key) = check.target();
+                let key = self.full_key(table, key);
+                match check {
+                    Check::Absent { .. } => Compare::create_revision(key, CompareOp::Equal, 0),
+                    Check::Holds { value, .. } => {
+                        Compare::value(key, CompareOp::Equal, value.clone())
+                    }
+                }
+            })
+            .collect();
+        let ops: Vec<TxnOp> = writes
+            .iter()
+            .map(|w| match w {
+                Write::Put { table, key, value } => {
+                    TxnOp::put(self.full_key(*table, key), value.clone(), None)
+                }
+                Write::Delete { table, key } => TxnOp::delete(self.full_key(*table, key), None),
+            })
+            .collect();
+        // When the compares fail, read back what the writes touch: a retry after a lost answer
+        // finds its own writes there and is a success, not a conflict.
+        let reads: Vec<TxnOp> = writes
+            .iter()
+            .map(|w| {
+                let (table, key) = w.target();
+                TxnOp::get(self.full_key(table, key), None)
+            })
+            .collect();
+        let mut attempts = 0u32;
+        let response = self
+            .retrying(self.write_deadline, |mut c| {
+                attempts += 1;
+                let txn = Txn::new()
+                    .when(compares.clone())
+                    .and_then(ops.clone())
+                    .or_else(reads.clone());
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        if response.succeeded() {
+            self.record_own(writes, revision);
+            return Ok(());
+        }
+        if attempts > 1 && already_applied(writes, &response.op_responses()) {
+            self.record_own(writes.iter().filter(|w| matches!(w, Write::Put { .. })), revision);
+            return Ok(());
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// Records the revision of this node's own writes, so that the watch's copy of them is not
+    /// applied a second time and never undoes a newer change.
+    fn record_own<'a>(&self, writes: impl IntoIterator<Item = &'a Write>, revision: i64) {
+        let mut applied = self.applied.lock();
+        for write in writes {
+            let (table, key) = write.target();
+            let entry = applied
+                .entry(table)
+                .or_default()
+                .entry(key.to_owned())
+                .or_insert(0);
+            *entry = (*entry).max(revision);
+        }
+    }
+
+    pub(super) fn claim(&self, change: &Replicated) -> bool {
+        let mut applied = self.applied.lock();
+        let per_table = applied.entry(change.table).or_default();
+        match per_table.get(change.key.as_str()) {
+            Some(&newest) if newest >= change.revision => {
+                if change.value.is_none() && newest == change.revision {
+                    per_table.remove(change.key.as_str());
+                }
+                false
+            }
+            _ => {
+                if change.value.is_some() {
+                    per_table.insert(change.key.clone(), change.revision);
+                } else {
+                    per_table.remove(change.key.as_str());
+                }
+                true
+            }
+        }
+    }
+
+    /// The keys this node holds a record of, for the difference after a relist.
+    fn known_keys(&self) -> Vec<(Table, String)> {
+        self.applied
+            .lock()
+            .iter()
+            .flat_map(|(t, keys)| keys.keys().map(move |k| (*t, k.clone())))
+            .collect()
+    }
+}
+
+/// Whether a failed transaction's reads show every write already in place.
+fn already_applied(writes: &[Write], responses: &[TxnOpResponse]) -> bool {
+    writes.len() == responses.len()
+        && writes.iter().zip(responses).all(|(w, r)| match (w, r) {
+            (Write::Put { value, .. }, TxnOpResponse::Get(g)) => {
+                g.kvs().first().is_some_and(|kv| kv.value() == value.as_slice())
+            }
+            (Write::Delete { .. }, TxnOpResponse::Get(g)) => g.kvs().is_empty(),
+            _ => false,
+        })
+}
+
+/// A listed record.
+struct Row {
+    table: Table,
+    key: String,
+    value: Vec<u8>,
+    mod_revision: i64,
+}
+
+/// Splits `{root}{table}/{key}` into its table and key; `None` for keys mep does not own.
+fn parse_key<'a>(root: &str, full: &'a [u8]) -> Option<(Table, &'a str)> {
+    let rest = std::str::from_utf8(full).ok()?.strip_prefix(root)?;
+    let (table, key) = rest.split_once('/')?;
+    Some((Table::from_name(table)?, key))
+}
+
+/// Every record under `root` at one revision (`at`, or the newest when 0), page by page.
+async fn list(
+    mut client: Client,
+    root: &str,
+    at: i64,
+) -> Result<(Vec<Row>, i64), etcd_client::Error> {
+    let end = range_end(root);
+    let mut start = root.as_bytes().to_vec();
+    let mut revision = at;
+    let mut rows = Vec::new();
+    loop {
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE);
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let page = client.get(start.clone(), Some(options)).await?;
+        if revision == 0 {
+            revision = page.header().map_or(0, |h| h.revision());
+        }
+        for kv in page.kvs() {
+            if let Some((table, key)) = parse_key(root, kv.key()) {
+                rows.push(Row {
+                    table,
+                    key: key.to_owned(),
+                    value: kv.value().to_vec(),
+                    mod_revision: kv.mod_revision(),
+                });
+            }
+        }
+        match page.kvs().last() {
+            Some(last) if page.more() => {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            _ => return Ok((rows, revision)),
+        }
+    }
+}
+
+impl EtcdStore {
+    /// Follows every change under the root from revision `from` on, across endpoint failures
+    /// (resuming from the last revision seen) and compactions (listing again), until closed.
+    async fn watch(self: Arc<Self>, tx: mpsc::Sender<Replicated>, mut from: i64) {
+        let mut pause = Duration::from_millis(50);
+        while !self.stop.is_cancelled() {
+            let mut client = self.client();
+            let options = WatchOptions::new()
+                .with_range(range_end(&self.root))
+                .with_start_revision(from)
+                .with_progress_notify();
+            let opened = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                r = tokio::time::timeout(self.request_timeout, client.watch(self.root.clone(), Some(options))) => r,
+            };
+            let mut stream = match opened {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "etcd watch could not start; trying the next endpoint");
+                    self.pause_then_next(&mut pause).await;
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!("etcd watch did not start in time; trying the next endpoint");
+                    self.pause_then_next(&mut pause).await;
+                    continue;
+                }
+            };
+            loop {
+                let message = tokio::select! {
+                    _ = self.stop.cancelled() => return,
+                    m = stream.message() => m,
+                };
+                let response = match message {
+                    Ok(Some(response)) => response,
+                    Ok(None) | Err(_) => {
+                        tracing::warn!(from, "etcd watch broke off; resuming on the next endpoint");
+                        break;
+                    }
+                };
+                if response.canceled() {
+                    if response.compact_revision() > 0 {
+                        tracing::warn!(
+                            from,
+                            compacted = response.compact_revision(),
+                            "etcd compacted past this node's watch; listing again"
+                        );
+                        match self.relist(&tx).await {
+                            Some(revision) => from = revision + 1,
+                            None => return,
+                        }
+                    } else {
+                        tracing::warn!(reason = response.cancel_reason(), "etcd canceled the watch");
+                    }
+                    break;
+                }
+                pause = Duration::from_millis(50);
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    from = from.max(kv.mod_revision() + 1);
+                    let Some((table, key)) = parse_key(&self.root, kv.key()) else {
+                        continue;
+                    };
+                    let value = match event.event_type() {
+                        etcd_client::EventType::Put => Some(kv.value().to_vec()),
+                        etcd_client::EventType::Delete => None,
+                    };
+                    let change = Replicated {
+                        table,
+                        key: key.to_owned(),
+                        value,
+                        revision: kv.mod_revision(),
+                    };
+                    if tx.send(change).await.is_err() {
+                        return;
+                    }
+                }
+                if let Some(header) = response.header() {
+                    from = from.max(header.revision() + 1);
+                }
+                self.applied_revision.fetch_max(from - 1, Ordering::Relaxed);
+            }
+            self.pause_then_next(&mut pause).await;
+        }
+    }
+
+    async fn pause_then_next(&self, pause: &mut Duration) {
+        self.next_endpoint();
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            _ = tokio::time::sleep(*pause) => {}
+        }
+        *pause = (*pause * 2).min(Duration::from_secs(2));
+    }
+
+    /// Lists the root again and sends what differs from what this node applied: every record
+    /// newer than its copy here, and a delete for every record gone. Answers the list's
+    /// revision (`None` once closed).
+    async fn relist(&self, tx: &mpsc::Sender<Replicated>) -> Option<i64> {
+        let (rows, revision) = loop {
+            let listed = self
+                .retrying(self.write_deadline, |c| {
+                    let root = self.root.clone();
+                    async move { list(c, &root, 0).await }
+                })
+                .await;
+            match listed {
+                Ok(listed) => break listed,
+                Err(e) if !self.stop.is_cancelled() => {
+                    tracing::warn!(error = %e, "etcd relist failed; retrying");
+                }
+                Err(_) => return None,
+            }
+        };
+        let mut present: HashMap<Table, std::collections::HashSet<String>> = HashMap::new();
+        for row in &rows {
+            present.entry(row.table).or_default().insert(row.key.clone());
+        }
+        for (table, key) in self.known_keys() {
+            if !present.get(&table).is_some_and(|keys| keys.contains(&key)) {
+                let gone = Replicated {
+                    table,
+                    key,
+                    value: None,
+                    revision,
+                };
+                tx.send(gone).await.ok()?;
+            }
+        }
+        for row in rows {
+            let change = Replicated {
+                table: row.table,
+                key: row.key,
+                value: Some(row.value),
+                revision: row.mod_revision,
+            };
+            tx.send(change).await.ok()?;
+        }
+        Some(revision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_end_is_the_first_key_after_the_prefix() {
+        assert_eq!(range_end("/mep/v1/"), b"/mep/v10".to_vec());
+        assert_eq!(range_end("a\u{7f}"), b"a\x80".to_vec());
+        assert_eq!(range_end(""), vec![0]);
+    }
+
+    #[test]
+    fn keys_outside_mep_tables_are_ignored() {
+        let root = "/mep/v1/";
+        assert_eq!(
+            parse_key(root, b"/mep/v1/services/abc"),
+            Some((Table::Services, "abc"))
+        );
+        assert_eq!(
+            parse_key(root, b"/mep/v1/app_configs/a/b"),
+            Some((Table::AppConfigs, "a/b"))
+        );
+        assert_eq!(parse_key(root, b"/mep/v1/elsewhere/abc"), None);
+        assert_eq!(parse_key(root, b"/other/services/abc"), None);
+    }
+}
