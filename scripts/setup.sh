@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Installs what building, testing and benchmarking mep needs on a fresh Debian machine with a Rust
-# toolchain, then builds the release binary with every data plane (target/release/mep).
+# toolchain, then builds the release binary with every data plane and the etcd store (target/release/mep).
 # Idempotent: a second run only checks (and rebuilds what changed).
 set -euo pipefail
 
 need_apt=()
-for tool in curl:curl wrk:wrk dig:dnsutils knotd:knot kdig:knot-dnsutils unbound:unbound; do
+# etcd and etcdctl for the etcd store's tests and the three-node example; protoc builds its client.
+for tool in curl:curl wrk:wrk dig:dnsutils knotd:knot kdig:knot-dnsutils unbound:unbound \
+    etcd:etcd-server etcdctl:etcd-client protoc:protobuf-compiler; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+        # Debian starts a single-member etcd on the default ports; the tests start their own.
+        if [[ " ${need_apt[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null; then
+            systemctl disable --now etcd >/dev/null 2>&1 || true
+        fi
     else
         echo "setup: please install: ${need_apt[*]} (apt-get, as root)" >&2
         exit 1
@@ -38,5 +44,5 @@ fi
 # The release binary with every data plane (scripts/test.sh skips this: it builds what it tests).
 if [ "${MEP_SETUP_NO_BUILD:-0}" != 1 ]; then
     cd "$(dirname "$0")/.."
-    cargo build --release --locked --features xdp --bin mep
+    cargo build --release --locked --features xdp,etcd --bin mep
 fi

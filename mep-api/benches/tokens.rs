@@ -33,6 +33,7 @@ async fn main() {
     let auth = Auth::open(
         AuthConfig::default(),
         dir.path(),
+        None,
         store.clone(),
         Arc::new(SystemClock),
     )

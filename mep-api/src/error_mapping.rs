@@ -6,6 +6,17 @@ use crate::apps::{AppsError, RuleChangeError};
 use crate::auth::credentials::CredentialError;
 use crate::problem::ApiError;
 use crate::registry::RegistryError;
+use crate::store::StoreError;
+
+/// A store failure: a write that lost a race with another node is a conflict, a store that
+/// cannot take writes now (etcd without quorum) is unavailable, anything else is internal.
+fn store_error(e: &StoreError, detail: String) -> ApiError {
+    match e {
+        StoreError::Conflict => ApiError::Conflict(detail),
+        StoreError::Unavailable(_) => ApiError::ServiceUnavailable(detail),
+        _ => ApiError::Internal(detail),
+    }
+}
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
@@ -18,7 +29,8 @@ impl From<RegistryError> for ApiError {
             RegistryError::NotOwner { .. } => ApiError::Forbidden(detail),
             RegistryError::PreconditionFailed => ApiError::PreconditionFailed(detail),
             RegistryError::Quota(_) => ApiError::Forbidden(detail),
-            RegistryError::Store(_) | RegistryError::Encoding(_) => ApiError::Internal(detail),
+            RegistryError::Store(ref s) => store_error(s, detail),
+            RegistryError::Encoding(_) => ApiError::Internal(detail),
         }
     }
 }
@@ -31,9 +43,8 @@ impl From<AppsError> for ApiError {
             AppsError::NotFound(_) => ApiError::NotFound(detail),
             AppsError::Conflict(_) => ApiError::Conflict(detail),
             AppsError::Quota(_) => ApiError::Forbidden(detail),
-            AppsError::Store(_) | AppsError::Interrupted(_) | AppsError::Encoding(_) => {
-                ApiError::Internal(detail)
-            }
+            AppsError::Store(ref s) => store_error(s, detail),
+            AppsError::Interrupted(_) | AppsError::Encoding(_) => ApiError::Internal(detail),
         }
     }
 }
@@ -46,9 +57,10 @@ impl From<RuleChangeError> for ApiError {
             RuleChangeError::Conflict(_) => ApiError::Conflict(detail),
             RuleChangeError::NotFound(_) => ApiError::NotFound(detail),
             RuleChangeError::PreconditionFailed => ApiError::PreconditionFailed(detail),
-            RuleChangeError::Store(_)
-            | RuleChangeError::Interrupted(_)
-            | RuleChangeError::Encoding(_) => ApiError::Internal(detail),
+            RuleChangeError::Store(ref s) => store_error(s, detail),
+            RuleChangeError::Interrupted(_) | RuleChangeError::Encoding(_) => {
+                ApiError::Internal(detail)
+            }
             RuleChangeError::DataPlaneOutOfSync(_) => ApiError::ServiceUnavailable(detail),
         }
     }
@@ -59,9 +71,8 @@ impl From<CredentialError> for ApiError {
         match e {
             CredentialError::Invalid(d) => ApiError::BadRequest(d),
             CredentialError::AccessKeyTaken => ApiError::Conflict(e.to_string()),
-            CredentialError::Store(_) | CredentialError::Secret(_) => {
-                ApiError::Internal(e.to_string())
-            }
+            CredentialError::Store(ref s) => store_error(s, e.to_string()),
+            CredentialError::Secret(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

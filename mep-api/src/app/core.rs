@@ -22,7 +22,7 @@ use crate::model::service::{
 use crate::notify::{Notifier, NotifyConfig};
 use crate::readiness::{Part, Readiness};
 use crate::registry::{run_liveness_sweeper, Registry, RegistryParts};
-use crate::store::{Store, Table, Write};
+use crate::store::{Check, Store, StoreError, Table, Write};
 use crate::{auth, dataplanes};
 
 /// Everything the routers and the background work share.
@@ -52,6 +52,7 @@ impl Core {
         let auth = Arc::new(Auth::open(
             config.auth.clone(),
             &config.data_dir,
+            config.master_key_file.as_deref(),
             store.clone(),
             clock.clone(),
         )?);
@@ -122,6 +123,15 @@ impl Core {
         tasks.spawn(run_key_maintenance(self.auth.clone(), shutdown.clone()));
         let (apps, until) = (self.apps.clone(), shutdown.clone());
         tasks.spawn(async move { apps.sync_dataplane(until).await });
+        if let Some(changes) = self.store.take_changes() {
+            tasks.spawn(super::replication::run(
+                changes,
+                self.registry.clone(),
+                self.apps.clone(),
+                self.auth.clone(),
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(run_liveness_sweeper(
             self.registry.clone(),
             config.liveness_sweep,
@@ -141,15 +151,30 @@ async fn platform_transport(store: &Store, links: &Links) -> Result<TransportInf
     {
         Some(id) => id,
         None => {
+            // Created once: nodes starting together on one etcd cluster agree on the first.
             let id = new_id();
-            store
-                .commit(vec![Write::Put {
-                    table: Table::Meta,
-                    key: KEY.into(),
-                    value: id.clone().into_bytes(),
-                }])
-                .await?;
-            id
+            let created = store
+                .commit_checked(
+                    vec![Check::Absent {
+                        table: Table::Meta,
+                        key: KEY.into(),
+                    }],
+                    vec![Write::Put {
+                        table: Table::Meta,
+                        key: KEY.into(),
+                        value: id.clone().into_bytes(),
+                    }],
+                )
+                .await;
+            match created {
+                Ok(()) => id,
+                Err(StoreError::Conflict) => store
+                    .get(Table::Meta, KEY)
+                    .await?
+                    .and_then(|v| String::from_utf8(v).ok())
+                    .ok_or(StoreError::Conflict)?,
+                Err(e) => return Err(e.into()),
+            }
         }
     };
     Ok(TransportInfo {

@@ -5,6 +5,7 @@
 
 mod core;
 mod listeners;
+mod replication;
 mod routers;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -87,6 +88,41 @@ pub struct Mep {
     tasks: JoinSet<()>,
 }
 
+/// The store the configuration names.
+async fn open_store(config: &Config) -> Result<Store, StoreError> {
+    match &config.store {
+        crate::config::StoreChoice::Redb => Store::open(&config.data_dir),
+        #[cfg(feature = "etcd")]
+        crate::config::StoreChoice::Etcd {
+            endpoints,
+            prefix,
+            node_id,
+            ca_file,
+            cert_file,
+            key_file,
+        } => {
+            Store::open_etcd(crate::store::etcd::EtcdConfig {
+                endpoints: endpoints.clone(),
+                prefix: prefix.clone(),
+                node_id: node_id.clone(),
+                tls: ca_file.as_ref().map(|ca| crate::store::etcd::EtcdTls {
+                    ca_file: ca.clone(),
+                    cert_file: cert_file.clone(),
+                    key_file: key_file.clone(),
+                    domain: None,
+                }),
+                request_timeout: std::time::Duration::from_secs(2),
+                write_deadline: std::time::Duration::from_secs(5),
+            })
+            .await
+        }
+        #[cfg(not(feature = "etcd"))]
+        crate::config::StoreChoice::Etcd { .. } => Err(StoreError::Config(
+            "this mep was built without the etcd store (cargo feature etcd)".into(),
+        )),
+    }
+}
+
 impl Mep {
     /// Starts with the host clock.
     pub async fn start(config: Config) -> Result<Self, StartError> {
@@ -114,7 +150,7 @@ impl Mep {
     pub async fn start_with(config: Config, substitutes: Substitutes) -> Result<Self, StartError> {
         listeners::check_mm5_protection(&config)?;
         let budget = descriptor_budget(&config);
-        let store = Store::open(&config.data_dir)?;
+        let store = open_store(&config).await?;
         let bound = Bound::bind(&config).await?;
         let tls = TlsAcceptors::new(&config, bound.mp1_addr)?;
         let shutdown = CancellationToken::new();

@@ -47,7 +47,7 @@ impl ChangeOutcome {
 
 /// Which rule changes turn `old` into `new`: DNS rules first, then traffic rules; only ACTIVE
 /// rules live in the data plane.
-fn diff(old: Option<&AppDConfig>, new: Option<&AppDConfig>) -> Vec<RuleChange> {
+pub(super) fn diff(old: Option<&AppDConfig>, new: Option<&AppDConfig>) -> Vec<RuleChange> {
     fn pairs<'a, R, K: Eq + std::hash::Hash + Ord + Clone>(
         old: &'a [R],
         new: &'a [R],
@@ -243,7 +243,7 @@ impl Apps {
     }
 
     /// Resynchronizes the data plane if it is out of sync, waiting for every change in progress.
-    async fn resync_if_needed(&self) -> Result<(), RuleChangeError> {
+    pub(super) async fn resync_if_needed(&self) -> Result<(), RuleChangeError> {
         if self.readiness.is_ready(Part::DataPlane) {
             return Ok(());
         }
@@ -277,7 +277,22 @@ impl Apps {
         }
         writes.push(put_task(&task)?);
         writes.extend(self.expired_tasks());
-        if let Err(e) = self.store.commit(writes).await {
+        // On a store shared by several nodes, the configuration must still be the one this
+        // change was diffed against: two nodes changing one application cannot both win.
+        let checks = match (&previous, self.store.node_id()) {
+            (_, None) => Vec::new(),
+            (Some(p), Some(_)) => vec![crate::store::Check::Holds {
+                table: Table::AppConfigs,
+                key: app.to_string(),
+                value: serde_json::to_vec(p)
+                    .map_err(|e| RuleChangeError::Encoding(e.to_string()))?,
+            }],
+            (None, Some(_)) => vec![crate::store::Check::Absent {
+                table: Table::AppConfigs,
+                key: app.to_string(),
+            }],
+        };
+        if let Err(e) = self.store.commit_checked(checks, writes).await {
             // The data plane holds a change the store does not: take it back. The journal entry
             // stays PROCESSING, so the next start reports the task as rolled back too.
             if applied {
@@ -308,6 +323,7 @@ impl Apps {
             app_instance_id: app.clone(),
             seq: self.task_seq.fetch_add(1, Ordering::SeqCst) + 1,
             result: ConfigResult::Processing,
+            node: self.store.node_id().map(str::to_owned),
             done: 0,
             total,
             detail: String::new(),

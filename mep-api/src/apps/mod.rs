@@ -10,6 +10,7 @@
 
 mod change;
 pub(crate) mod registrations;
+mod replication;
 mod serial;
 pub(crate) mod termination;
 
@@ -68,6 +69,10 @@ struct TaskRecord {
     /// Order of creation, to keep only the newest finished tasks.
     seq: u64,
     result: ConfigResult,
+    /// The node that ran the task (stores shared by several nodes): only that node, restarted,
+    /// may declare its PROCESSING tasks interrupted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
     /// Rule operations done of `total`.
     done: usize,
     total: usize,
@@ -242,7 +247,9 @@ impl Apps {
         for (key, value) in parts.store.load(Table::Tasks)? {
             if let Some(mut task) = decode::<TaskRecord>("tasks", &key, &value) {
                 max_seq = max_seq.max(task.seq);
-                if task.result == ConfigResult::Processing {
+                if task.result == ConfigResult::Processing
+                    && task.node.as_deref() == parts.store.node_id()
+                {
                     task.result = ConfigResult::Failure;
                     task.detail = "interrupted by a stop of mep before it finished; the configuration was rolled back to the last committed state".into();
                     interrupted.push(task.clone());

@@ -319,6 +319,42 @@ impl Credentials {
     }
 }
 
+impl Credentials {
+    /// Applies credentials another node provisioned or removed (etcd store).
+    pub async fn apply_replicated(&self, change: &crate::store::Replicated) {
+        let _serial = self.writer.lock().await;
+        if !self.store.claim(change) {
+            return;
+        }
+        let Ok(app) = AppInstanceId::parse(&change.key) else {
+            return;
+        };
+        let record = match change
+            .value
+            .as_deref()
+            .map(serde_json::from_slice::<Record>)
+        {
+            Some(Ok(record)) => Some(record),
+            Some(Err(e)) => {
+                tracing::error!(key = change.key, error = %e, "skipping unreadable replicated credential");
+                return;
+            }
+            None => None,
+        };
+        let mut index = self.index.write();
+        if let Some(old) = index.by_app.remove(&app) {
+            index.by_access_key.remove(&old.access_key_id);
+        }
+        if let Some(record) = record {
+            let cred = Arc::new(AppCredential::from_record(record));
+            index
+                .by_access_key
+                .insert(cred.access_key_id.clone(), cred.clone());
+            index.by_app.insert(app, cred);
+        }
+    }
+}
+
 /// A generation different from `previous`, unpredictable so that it says nothing about others.
 fn new_generation(previous: Option<u64>) -> u64 {
     loop {

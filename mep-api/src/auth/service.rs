@@ -106,11 +106,15 @@ impl Auth {
     pub fn open(
         config: AuthConfig,
         data_dir: &Path,
+        master_key_file: Option<&Path>,
         store: Store,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, AuthError> {
         let dir = data_dir.join("auth");
-        let master = MasterKey::load_or_create(&dir.join("master.key"))?;
+        let master = match master_key_file {
+            Some(path) => MasterKey::load_or_create(path)?,
+            None => MasterKey::load_or_create(&dir.join("master.key"))?,
+        };
         let keys = KeyRing::load_or_create(&dir.join("jwt"), clock.now())?;
         let credentials = Credentials::load(store, master)?;
         let auth = Self {

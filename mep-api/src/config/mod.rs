@@ -57,6 +57,9 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    pub store: StoreChoice,
+    /// The key that seals application secrets, if not `data_dir/auth/master.key`.
+    pub master_key_file: Option<PathBuf>,
     pub mp1_addr: SocketAddr,
     pub mm5_addr: SocketAddr,
     pub insecure_http: bool,
@@ -90,6 +93,79 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Bearer token required on Mm5.
     pub mm5_token: Option<Secret>,
+}
+
+/// The value of a key that has a default.
+macro_rules! key {
+    ($s:ident . $key:ident) => {
+        $s.$key
+            .take()
+            .ok_or(ConfigError::Missing(stringify!($key)))?
+    };
+}
+
+/// Where the state lives.
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    /// The embedded redb file in `data_dir`.
+    Redb,
+    /// An etcd cluster shared by the nodes of a site.
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+        node_id: String,
+        ca_file: Option<PathBuf>,
+        cert_file: Option<PathBuf>,
+        key_file: Option<PathBuf>,
+    },
+}
+
+impl StoreChoice {
+    fn parse(s: &mut Settings) -> Result<Self, ConfigError> {
+        match key!(s.store).as_str() {
+            "redb" => Ok(StoreChoice::Redb),
+            "etcd" => {
+                let endpoints = key!(s.etcd_endpoints);
+                if endpoints.is_empty() {
+                    return Err(ConfigError::Invalid(
+                        "store = \"etcd\" needs etcd_endpoints",
+                    ));
+                }
+                if s.master_key_file.is_none() {
+                    return Err(ConfigError::Invalid(
+                        "store = \"etcd\" needs master_key_file: every node seals and opens the applications' secrets with the same key",
+                    ));
+                }
+                let node_id = match s.node_id.take() {
+                    Some(id) => id,
+                    None => hostname().ok_or(ConfigError::Invalid(
+                        "node_id is not set and the host name cannot be read",
+                    ))?,
+                };
+                if node_id.is_empty() || node_id.contains('/') {
+                    return Err(ConfigError::Invalid(
+                        "node_id must be non-empty and must not contain '/'",
+                    ));
+                }
+                Ok(StoreChoice::Etcd {
+                    endpoints,
+                    prefix: key!(s.etcd_prefix),
+                    node_id,
+                    ca_file: s.etcd_ca_file.take(),
+                    cert_file: s.etcd_cert_file.take(),
+                    key_file: s.etcd_key_file.take(),
+                })
+            }
+            _ => Err(ConfigError::Invalid("store must be redb or etcd")),
+        }
+    }
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }
 
 /// Which data plane receives rule changes.
@@ -148,15 +224,6 @@ impl DataPlaneChoice {
     }
 }
 
-/// The value of a key that has a default.
-macro_rules! key {
-    ($s:ident . $key:ident) => {
-        $s.$key
-            .take()
-            .ok_or(ConfigError::Missing(stringify!($key)))?
-    };
-}
-
 impl Config {
     /// The defaults, with the store in `data_dir`.
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
@@ -196,6 +263,8 @@ impl Config {
         let secs = Duration::from_secs;
         let config = Config {
             data_dir: key!(s.data_dir),
+            store: StoreChoice::parse(&mut s)?,
+            master_key_file: s.master_key_file.take(),
             mp1_addr: key!(s.mp1_addr),
             mm5_addr: key!(s.mm5_addr),
             insecure_http: key!(s.insecure_http),

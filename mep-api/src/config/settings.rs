@@ -73,6 +73,46 @@ pub struct Settings {
     #[arg(long, env = "MEP_DATA_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// Where mep keeps its state: redb (an embedded file in data_dir, one host) or etcd (a
+    /// cluster shared by several mep nodes of a site).
+    #[arg(long, env = "MEP_STORE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// Client URLs of the etcd members (store = etcd; comma-separated or repeated).
+    #[arg(
+        long = "etcd-endpoints",
+        env = "MEP_ETCD_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// Key prefix of mep's records in etcd; the nodes of one site share it.
+    #[arg(long, env = "MEP_ETCD_PREFIX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_prefix: Option<String>,
+    /// PEM CA of the etcd members' certificates (https endpoints).
+    #[arg(long, env = "MEP_ETCD_CA_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// PEM client certificate for etcd (with etcd_key_file).
+    #[arg(long, env = "MEP_ETCD_CERT_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// PEM private key of etcd_cert_file.
+    #[arg(long, env = "MEP_ETCD_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_key_file: Option<PathBuf>,
+    /// This node's id among the mep nodes on one etcd cluster (store = etcd). Default: the host
+    /// name.
+    #[arg(long, env = "MEP_NODE_ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// File of the 32-byte key that seals application secrets; required with store = etcd,
+    /// where every node is given the same file (it never goes into etcd). Default:
+    /// data_dir/auth/master.key, made at first start.
+    #[arg(long, env = "MEP_MASTER_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key_file: Option<PathBuf>,
     /// Address of the Mp1 listener for MEC applications.
     #[arg(long, env = "MEP_MP1_ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -335,6 +375,14 @@ impl Settings {
         Settings {
             config: None,
             data_dir: Some(PathBuf::from("/var/lib/mep")),
+            store: Some("redb".into()),
+            etcd_endpoints: Some(Vec::new()),
+            etcd_prefix: Some("/mep/v1".into()),
+            etcd_ca_file: None,
+            etcd_cert_file: None,
+            etcd_key_file: None,
+            node_id: None,
+            master_key_file: None,
             mp1_addr: addr("0.0.0.0:8443"),
             mm5_addr: addr("127.0.0.1:8088"),
             insecure_http: Some(false),

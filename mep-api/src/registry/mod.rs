@@ -9,6 +9,7 @@
 mod capabilities;
 mod discovery;
 mod liveness;
+mod replication;
 mod services;
 mod subscriptions;
 

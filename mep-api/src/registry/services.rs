@@ -8,7 +8,7 @@ use crate::model::ids::{new_id, AppInstanceId};
 use crate::model::service::{Service, ServiceSpec, TransportChoice, TransportInfo};
 use crate::model::subscription::ChangeType;
 use crate::registry::discovery::{DiscoveryQuery, Selector};
-use crate::store::{Table, Write};
+use crate::store::{Check, Table, Write};
 
 impl Registry {
     fn resolve_transport(&self, choice: TransportChoice) -> Result<TransportInfo, RegistryError> {
@@ -120,7 +120,7 @@ impl Registry {
     ) -> Result<Rendered, RegistryError> {
         let new = self.build_service(id.to_owned(), app.clone(), spec)?;
         let _serial = self.lock_app(app).await;
-        {
+        let checks = {
             let index = self.index.read();
             let entry = self.owned_entry(&index, app, id)?;
             if !if_match_holds(if_match, &entry.rendered.etag) {
@@ -129,8 +129,25 @@ impl Registry {
             if entry.service == new {
                 return Ok(entry.rendered.clone());
             }
-        }
-        self.store.commit(vec![Self::put_service(&new)?]).await?;
+            // With If-Match on a store shared by several nodes, the store must still hold what
+            // the ETag was computed from: another node may have changed it since this one heard.
+            match if_match {
+                Some(_) if self.store.node_id().is_some() => vec![Check::Holds {
+                    table: Table::Services,
+                    key: id.to_owned(),
+                    value: serde_json::to_vec(&entry.service)
+                        .map_err(|e| RegistryError::Encoding(e.to_string()))?,
+                }],
+                _ => Vec::new(),
+            }
+        };
+        self.store
+            .commit_checked(checks, vec![Self::put_service(&new)?])
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Conflict => RegistryError::PreconditionFailed,
+                other => other.into(),
+            })?;
         let now = self.clock.now();
         let mut index = self.index.write();
         let Some(old) = index.remove(id) else {

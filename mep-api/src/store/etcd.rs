@@ -60,6 +60,9 @@ const LIST_PAGE: i64 = 512;
 /// Replicated changes buffered between the watch and the indexes.
 const CHANGES_BUFFER: usize = 4096;
 
+/// The `(key, value)` rows of a table.
+type Rows = Vec<(String, Vec<u8>)>;
+
 pub struct EtcdStore {
     clients: Vec<Client>,
     preferred: AtomicUsize,
@@ -69,7 +72,7 @@ pub struct EtcdStore {
     request_timeout: Duration,
     write_deadline: Duration,
     /// What the list at open found, by table; taken by the indexes as they load.
-    loaded: Mutex<HashMap<Table, Vec<(String, Vec<u8>)>>>,
+    loaded: Mutex<HashMap<Table, Rows>>,
     /// Per record, the newest revision this node applied; a delete leaves an entry only until
     /// the watch delivers it.
     applied: Mutex<HashMap<Table, HashMap<String, i64>>>,
@@ -102,7 +105,8 @@ fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions, StoreError> {
         .with_keep_alive_while_idle(true)
         .with_require_leader(true);
     if let Some(tls) = &config.tls {
-        let mut t = TlsOptions::new().ca_certificate(Certificate::from_pem(read_file(&tls.ca_file)?));
+        let mut t =
+            TlsOptions::new().ca_certificate(Certificate::from_pem(read_file(&tls.ca_file)?));
         match (&tls.cert_file, &tls.key_file) {
             (Some(cert), Some(key)) => {
                 t = t.identity(Identity::from_pem(read_file(cert)?, read_file(key)?));
@@ -167,7 +171,7 @@ impl EtcdStore {
                 async move { list(c, &root, 0).await }
             })
             .await?;
-        let mut loaded: HashMap<Table, Vec<(String, Vec<u8>)>> = HashMap::new();
+        let mut loaded: HashMap<Table, Rows> = HashMap::new();
         {
             let mut applied = store.applied.lock();
             for row in rows {
@@ -205,7 +209,7 @@ impl EtcdStore {
         self.applied_revision.load(Ordering::Relaxed)
     }
 
-    pub(super) fn loaded(&self, table: Table) -> Vec<(String, Vec<u8>)> {
+    pub(super) fn loaded(&self, table: Table) -> Rows {
         let mut rows = self.loaded.lock().remove(&table).unwrap_or_default();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         rows
@@ -241,8 +245,7 @@ impl EtcdStore {
         let until = tokio::time::Instant::now() + deadline;
         let mut pause = Duration::from_millis(20);
         loop {
-            let reason = match tokio::time::timeout(self.request_timeout, op(self.client())).await
-            {
+            let reason = match tokio::time::timeout(self.request_timeout, op(self.client())).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) if !retryable(&e) => {
                     return Err(StoreError::Unavailable(format!("etcd refused: {e}")))
@@ -259,6 +262,17 @@ impl EtcdStore {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
         }
+    }
+
+    pub(super) async fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let full = self.full_key(table, key);
+        let response = self
+            .retrying(self.write_deadline, |mut c| {
+                let full = full.clone();
+                async move { c.get(full, None).await }
+            })
+            .await?;
+        Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
     /// One transaction per at most [`MAX_TXN_OPS`] operations, the checks in the first; a
@@ -333,7 +347,10 @@ impl EtcdStore {
             return Ok(());
         }
         if attempts > 1 && already_applied(writes, &response.op_responses()) {
-            self.record_own(writes.iter().filter(|w| matches!(w, Write::Put { .. })), revision);
+            self.record_own(
+                writes.iter().filter(|w| matches!(w, Write::Put { .. })),
+                revision,
+            );
             return Ok(());
         }
         Err(StoreError::Conflict)
@@ -389,9 +406,10 @@ impl EtcdStore {
 fn already_applied(writes: &[Write], responses: &[TxnOpResponse]) -> bool {
     writes.len() == responses.len()
         && writes.iter().zip(responses).all(|(w, r)| match (w, r) {
-            (Write::Put { value, .. }, TxnOpResponse::Get(g)) => {
-                g.kvs().first().is_some_and(|kv| kv.value() == value.as_slice())
-            }
+            (Write::Put { value, .. }, TxnOpResponse::Get(g)) => g
+                .kvs()
+                .first()
+                .is_some_and(|kv| kv.value() == value.as_slice()),
             (Write::Delete { .. }, TxnOpResponse::Get(g)) => g.kvs().is_empty(),
             _ => false,
         })
@@ -423,7 +441,9 @@ async fn list(
     let mut revision = at;
     let mut rows = Vec::new();
     loop {
-        let mut options = GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE);
+        let mut options = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(LIST_PAGE);
         if revision > 0 {
             options = options.with_revision(revision);
         }
@@ -503,7 +523,10 @@ impl EtcdStore {
                             None => return,
                         }
                     } else {
-                        tracing::warn!(reason = response.cancel_reason(), "etcd canceled the watch");
+                        tracing::warn!(
+                            reason = response.cancel_reason(),
+                            "etcd canceled the watch"
+                        );
                     }
                     break;
                 }
@@ -567,7 +590,10 @@ impl EtcdStore {
         };
         let mut present: HashMap<Table, std::collections::HashSet<String>> = HashMap::new();
         for row in &rows {
-            present.entry(row.table).or_default().insert(row.key.clone());
+            present
+                .entry(row.table)
+                .or_default()
+                .insert(row.key.clone());
         }
         for (table, key) in self.known_keys() {
             if !present.get(&table).is_some_and(|keys| keys.contains(&key)) {

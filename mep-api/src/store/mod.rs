@@ -211,6 +211,19 @@ impl Store {
         }
     }
 
+    /// One record as the store holds it now (not as it was at open).
+    pub async fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.backend {
+            Backend::Redb(s) => Ok(s
+                .load(table)?
+                .into_iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(s) => s.get(table, key).await,
+        }
+    }
+
     /// The stream of other nodes' commits, from right after what [`Store::load`] answered;
     /// `None` for a store of one node (redb), or once taken.
     pub fn take_changes(&self) -> Option<tokio::sync::mpsc::Receiver<Replicated>> {
@@ -227,7 +240,10 @@ impl Store {
     /// older change never overwrites a newer one.
     pub fn claim(&self, change: &Replicated) -> bool {
         match &self.backend {
-            Backend::Redb(_) => true,
+            Backend::Redb(_) => {
+                let _ = change;
+                true
+            }
             #[cfg(feature = "etcd")]
             Backend::Etcd(s) => s.claim(change),
         }

@@ -1,0 +1,44 @@
+//! Keeps this node in step with the other nodes of a site (etcd store): every change they
+//! commit reaches the index that owns its table, in commit order.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::apps::Apps;
+use crate::auth::Auth;
+use crate::registry::Registry;
+use crate::store::{Replicated, Table};
+
+/// Applies replicated changes until `shutdown` or the end of the stream.
+pub(super) async fn run(
+    mut changes: mpsc::Receiver<Replicated>,
+    registry: Arc<Registry>,
+    apps: Arc<Apps>,
+    auth: Arc<Auth>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let change = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = changes.recv() => match c {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        match change.table {
+            Table::Services => registry.apply_replicated_service(&change).await,
+            Table::SerAvailabilitySubscriptions => {
+                registry.apply_replicated_subscription(&change).await
+            }
+            Table::AppConfigs => apps.apply_replicated_config(&change).await,
+            Table::Tasks
+            | Table::TerminationSubscriptions
+            | Table::Readiness
+            | Table::Registrations => apps.apply_replicated_record(&change),
+            Table::AppCredentials => auth.credentials().apply_replicated(&change).await,
+            Table::Meta => {}
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Services and subscriptions another node committed (etcd store), applied to this node's index.
+//!
+//! Each change is applied under the lock of the owning application, the lock this node's own
+//! writes of that application hold from check to index update, so the watch's copy of an own
+//! write is recognised (`Store::claim`) and an older change never overwrites a newer one. The
+//! node that made a change sent its notifications; the others only update their index.
+
+use super::{Entry, Liveness, Registry};
+use crate::model::ids::AppInstanceId;
+use crate::model::service::Service;
+use crate::model::subscription::SerAvailabilitySubscription;
+use crate::store::Replicated;
+
+impl Registry {
+    /// A service registered, updated or deregistered on another node.
+    pub async fn apply_replicated_service(&self, change: &Replicated) {
+        let service = match change
+            .value
+            .as_deref()
+            .map(serde_json::from_slice::<Service>)
+        {
+            Some(Ok(service)) => Some(service),
+            Some(Err(e)) => {
+                tracing::error!(key = change.key, error = %e, "skipping unreadable replicated service");
+                return;
+            }
+            None => None,
+        };
+        let owner = match &service {
+            Some(s) => s.owner.clone(),
+            None => match self.index.read().services.get(&change.key) {
+                Some(e) => e.service.owner.clone(),
+                None => {
+                    self.store.claim(change);
+                    return;
+                }
+            },
+        };
+        let _serial = self.lock_app(&owner).await;
+        if !self.store.claim(change) {
+            return;
+        }
+        let mut index = self.index.write();
+        let old = index.remove(&change.key);
+        let Some(service) = service else { return };
+        let liveness = (service.liveness_interval > 0).then(|| match old.as_ref() {
+            Some(Entry {
+                liveness: Some(l),
+                service: s,
+                ..
+            }) if s.liveness_interval == service.liveness_interval => *l,
+            _ => Liveness {
+                last_heartbeat: self.clock.now(),
+                suspended: false,
+            },
+        });
+        let rendered = self.render(&service, liveness);
+        index.insert(Entry {
+            service,
+            liveness,
+            rendered,
+        });
+    }
+
+    /// A service availability subscription made or removed on another node.
+    pub async fn apply_replicated_subscription(&self, change: &Replicated) {
+        let sub = match change
+            .value
+            .as_deref()
+            .map(serde_json::from_slice::<SerAvailabilitySubscription>)
+        {
+            Some(Ok(sub)) => Some(sub),
+            Some(Err(e)) => {
+                tracing::error!(key = change.key, error = %e, "skipping unreadable replicated subscription");
+                return;
+            }
+            None => None,
+        };
+        let owner: Option<AppInstanceId> = match &sub {
+            Some(s) => Some(s.app.clone()),
+            None => self
+                .index
+                .read()
+                .subscriptions
+                .get(&change.key)
+                .map(|s| s.app.clone()),
+        };
+        let Some(owner) = owner else {
+            self.store.claim(change);
+            return;
+        };
+        let _serial = self.lock_app(&owner).await;
+        if !self.store.claim(change) {
+            return;
+        }
+        let mut index = self.index.write();
+        match sub {
+            Some(sub) => {
+                index.subscriptions.insert(change.key.clone(), sub);
+            }
+            None => {
+                index.subscriptions.remove(&change.key);
+                self.notifier.forget(&change.key);
+            }
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! Three `mep serve --store etcd` nodes on a real three-member etcd cluster (Debian's
+//! etcd-server, started here on loopback ports) act as one platform: what is written on one node
+//! is read, discovered and answered by DNS on the others; If-Match races between nodes have one
+//! winner; a notification is sent once; a node and an etcd member may die; without quorum reads
+//! and DNS go on while writes answer 503, and writes come back with etcd.
+
+#![cfg(feature = "etcd")]
+
+use std::io::{BufRead, BufReader, Read, Write as _};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const API_ROOT: &str = "http://mep.site.example:8080";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Member {
+    name: String,
+    client: String,
+    peer: String,
+    dir: std::path::PathBuf,
+    proc: Option<Proc>,
+}
+
+struct Etcd {
+    members: Vec<Member>,
+    cluster: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start(n: usize) -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let mut members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: format!("http://127.0.0.1:{}", free_port()),
+                peer: format!("http://127.0.0.1:{}", free_port()),
+                dir: dir.path().join(format!("m{i}")),
+                proc: None,
+            })
+            .collect();
+        let cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut etcd = Etcd {
+            members: Vec::new(),
+            cluster,
+            _dir: dir,
+        };
+        for m in &mut members {
+            m.proc = Some(etcd.spawn(m));
+        }
+        etcd.members = members;
+        etcd.wait_healthy(Duration::from_secs(30));
+        etcd
+    }
+
+    fn spawn(&self, m: &Member) -> Proc {
+        Proc(
+            Command::new("etcd")
+                .args(["--name", &m.name])
+                .arg("--data-dir")
+                .arg(&m.dir)
+                .args(["--listen-client-urls", &m.client])
+                .args(["--advertise-client-urls", &m.client])
+                .args(["--listen-peer-urls", &m.peer])
+                .args(["--initial-advertise-peer-urls", &m.peer])
+                .args(["--initial-cluster", &self.cluster])
+                .args(["--initial-cluster-state", "new"])
+                .args([
+                    "--initial-cluster-token",
+                    &format!("mep-test-{}", std::process::id()),
+                ])
+                .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("etcd starts (Debian etcd-server; scripts/setup.sh installs it)"),
+        )
+    }
+
+    fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn wait_healthy(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let ok = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args([
+                    "--endpoints",
+                    &self.endpoints(),
+                    "put",
+                    "/health-probe",
+                    "1",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the etcd cluster did not become writable");
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.members[i].proc = None;
+    }
+
+    fn restart(&mut self, i: usize) {
+        let p = self.spawn(&self.members[i]);
+        self.members[i].proc = Some(p);
+    }
+}
+
+struct Node {
+    proc: Proc,
+    mp1: String,
+    mm5: String,
+    dns_port: u16,
+}
+
+fn start_node(etcd: &Etcd, id: &str, master_key: &std::path::Path, dir: &std::path::Path) -> Node {
+    let (mp1, mm5, dns) = (free_port(), free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_mep"))
+        .args(["serve", "--insecure-http", "--no-auth", "--store", "etcd"])
+        .args(["--etcd-endpoints", &etcd.endpoints(), "--node-id", id])
+        .arg("--master-key-file")
+        .arg(master_key)
+        .arg("--data-dir")
+        .arg(dir.join(id))
+        .args(["--api-root", API_ROOT])
+        .args(["--mp1-addr", &format!("127.0.0.1:{mp1}")])
+        .args(["--mm5-addr", &format!("127.0.0.1:{mm5}")])
+        .args(["--dns-addr", &format!("127.0.0.1:{dns}")])
+        .args(["--dns-upstream", "127.0.0.1:9"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("mep starts");
+    let node = Node {
+        proc: Proc(child),
+        mp1: format!("http://127.0.0.1:{mp1}/mep/mec_service_mgmt/v1"),
+        mm5: format!("http://127.0.0.1:{mm5}"),
+        dns_port: dns,
+    };
+    wait_until(Duration::from_secs(30), "the node is ready", || {
+        reqwest::blocking::get(format!("{}/ready", node.mm5)).is_ok_and(|r| r.status() == 200)
+    });
+    node
+}
+
+fn wait_until(within: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting until {what}");
+}
+
+fn service(name: &str, version: &str) -> Value {
+    json!({"serName": name, "version": version, "state": "ACTIVE", "serializer": "JSON",
+           "transportInfo": {"id": "t", "name": "REST", "type": "REST_HTTP", "protocol": "HTTP",
+                             "version": "2.0", "endpoint": {"uris": ["http://10.0.0.1/x"]}, "security": {}}})
+}
+
+fn discovered(node: &Node, name: &str) -> Vec<Value> {
+    let r = reqwest::blocking::get(format!("{}/services?ser_name={name}", node.mp1)).unwrap();
+    if r.status() != 200 {
+        return Vec::new();
+    }
+    r.json::<Vec<Value>>().unwrap_or_default()
+}
+
+fn dig(node: &Node, name: &str) -> String {
+    let out = Command::new("dig")
+        .args([
+            "+short",
+            "+tries=1",
+            "+time=1",
+            "-p",
+            &node.dns_port.to_string(),
+        ])
+        .args(["@127.0.0.1", name, "A"])
+        .output()
+        .expect("dig runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn dns_rule(app: &str, name: &str, ip: &str) -> Value {
+    json!({
+        "appName": app,
+        "appDNSRule": [{
+            "dnsRuleId": "dns-1", "domainName": name, "ipAddressType": "IP_V4",
+            "ipAddress": ip, "ttl": 30, "state": "ACTIVE"
+        }]
+    })
+}
+
+fn configure(node: &Node, method: reqwest::Method, app: &str, body: &Value) -> u16 {
+    reqwest::blocking::Client::new()
+        .request(
+            method,
+            format!(
+                "{}/mepcfg/app_lcm/v1/applications/{app}/appd_configuration",
+                node.mm5
+            ),
+        )
+        .json(body)
+        .send()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// An HTTP server that counts the notifications it is sent.
+fn notification_sink() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/notify", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            seen.fetch_add(1, Ordering::SeqCst);
+            let mut stream = reader.into_inner();
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    (url, count)
+}
+
+fn master_key(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("master.key");
+    std::fs::write(&path, [7u8; 32]).unwrap();
+    path
+}
+
+#[test]
+fn three_nodes_on_etcd_act_as_one_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut etcd = Etcd::start(3);
+    let key = master_key(dir.path());
+    let nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| start_node(&etcd, id, &key, dir.path()))
+        .collect();
+    let client = reqwest::blocking::Client::new();
+
+    // A service registered on node 1 is discovered on node 3, with the same ETag everywhere.
+    let r = client
+        .post(format!("{}/applications/app-a/services", nodes[0].mp1))
+        .json(&service("video", "1"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().unwrap()["serInstanceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until(
+        Duration::from_secs(5),
+        "node 3 discovers the service",
+        || discovered(&nodes[2], "video").len() == 1,
+    );
+    let etag = |node: &Node| {
+        client
+            .get(format!("{}/applications/app-a/services/{id}", node.mp1))
+            .send()
+            .unwrap()
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let first = etag(&nodes[0]).expect("an ETag");
+    wait_until(
+        Duration::from_secs(5),
+        "the ETag is the same on every node",
+        || {
+            nodes
+                .iter()
+                .all(|n| etag(n).as_deref() == Some(first.as_str()))
+        },
+    );
+
+    // A DNS rule configured over Mm5 on node 2 is answered by the DNS server of node 1.
+    let status = configure(
+        &nodes[1],
+        reqwest::Method::POST,
+        "app-a",
+        &dns_rule("video", "video.edge.example", "192.0.2.10"),
+    );
+    assert!((200..300).contains(&status), "Mm5 answered {status}");
+    wait_until(Duration::from_secs(5), "node 1 answers the name", || {
+        dig(&nodes[0], "video.edge.example") == "192.0.2.10"
+    });
+
+    // A subscription on node 3 gets exactly one notification for a change made on node 1.
+    let (callback, notified) = notification_sink();
+    let r = client
+        .post(format!("{}/applications/app-c/subscriptions", nodes[2].mp1))
+        .json(
+            &json!({"subscriptionType": "SerAvailabilityNotificationSubscription",
+                      "callbackReference": callback,
+                      "filteringCriteria": {"serNames": ["camera"]}}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    wait_until(
+        Duration::from_secs(5),
+        "node 1 knows the subscription",
+        || {
+            client
+                .get(format!(
+                    "{}/applications/app-c/subscriptions/{}",
+                    nodes[0].mp1,
+                    r.headers()["location"]
+                        .to_str()
+                        .unwrap()
+                        .rsplit('/')
+                        .next()
+                        .unwrap()
+                ))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+        },
+    );
+    let r = client
+        .post(format!("{}/applications/app-b/services", nodes[0].mp1))
+        .json(&service("camera", "1"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    wait_until(Duration::from_secs(5), "the notification arrives", || {
+        notified.load(Ordering::SeqCst) >= 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        notified.load(Ordering::SeqCst),
+        1,
+        "one notification, not one per node"
+    );
+
+    // Two PUTs with the same ETag on two nodes: one 200, one 412.
+    let current = etag(&nodes[0]).unwrap();
+    let put = |node: &Node, version: &str| {
+        reqwest::blocking::Client::new()
+            .put(format!("{}/applications/app-a/services/{id}", node.mp1))
+            .header("if-match", &current)
+            .json(&service("video", version))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| put(&nodes[0], "2"));
+        let b = s.spawn(|| put(&nodes[1], "3"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let mut statuses = [a, b];
+    statuses.sort();
+    assert_eq!(statuses, [200, 412], "one If-Match winner across nodes");
+
+    // kill -9 of node 1 and of one etcd member: the rest serves and takes writes, and nothing
+    // acknowledged is lost.
+    let mut nodes = nodes;
+    let node1 = nodes.remove(0);
+    drop(node1.proc);
+    etcd.kill(0);
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        let r = client
+            .post(format!("{}/applications/app-d/services", nodes[i % 2].mp1))
+            .json(&service(&format!("after-{i}"), "1"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201, "write {i} after the failures");
+        acknowledged.push(format!("after-{i}"));
+    }
+    for name in ["video", "camera"]
+        .iter()
+        .copied()
+        .chain(acknowledged.iter().map(String::as_str))
+    {
+        wait_until(
+            Duration::from_secs(5),
+            "both nodes left discover everything",
+            || nodes.iter().all(|n| discovered(n, name).len() == 1),
+        );
+    }
+    assert_eq!(dig(&nodes[1], "video.edge.example"), "192.0.2.10");
+
+    // The member comes back and catches up; a node started now loads everything.
+    etcd.restart(0);
+    let late = start_node(&etcd, "n4", &key, dir.path());
+    for name in ["video", "camera", "after-19"] {
+        assert_eq!(discovered(&late, name).len(), 1, "{name} on the late node");
+    }
+    assert_eq!(dig(&late, "video.edge.example"), "192.0.2.10");
+}
+
+#[test]
+fn without_quorum_reads_and_dns_answer_and_writes_are_503_until_etcd_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut etcd = Etcd::start(3);
+    let key = master_key(dir.path());
+    let node = start_node(&etcd, "q1", &key, dir.path());
+    let client = reqwest::blocking::Client::new();
+    let r = client
+        .post(format!("{}/applications/app-a/services", node.mp1))
+        .json(&service("video", "1"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let status = configure(
+        &node,
+        reqwest::Method::POST,
+        "app-a",
+        &dns_rule("video", "video.edge.example", "192.0.2.20"),
+    );
+    assert!((200..300).contains(&status), "Mm5 answered {status}");
+    assert_eq!(dig(&node, "video.edge.example"), "192.0.2.20");
+
+    etcd.kill(1);
+    etcd.kill(2);
+    assert_eq!(
+        discovered(&node, "video").len(),
+        1,
+        "discovery answers from memory"
+    );
+    assert_eq!(
+        dig(&node, "video.edge.example"),
+        "192.0.2.20",
+        "DNS answers from memory"
+    );
+    let started = Instant::now();
+    let r = client
+        .post(format!("{}/applications/app-a/services", node.mp1))
+        .json(&service("lost", "1"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 503, "a write without quorum");
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let problem: Value = r.json().unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("unavailable"),
+        "{problem}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the 503 comes in bounded time"
+    );
+    assert!(discovered(&node, "lost").is_empty());
+
+    etcd.restart(1);
+    etcd.restart(2);
+    wait_until(Duration::from_secs(30), "writes succeed again", || {
+        client
+            .post(format!("{}/applications/app-a/services", node.mp1))
+            .json(&service("back", "1"))
+            .send()
+            .is_ok_and(|r| r.status() == 201)
+    });
+    assert_eq!(discovered(&node, "back").len(), 1);
+    assert!(
+        discovered(&node, "lost").is_empty(),
+        "the refused write did not land"
+    );
+}
