@@ -71,6 +71,7 @@ pub struct Metrics {
     pub notification_queue_bytes: Gauge,
     pub notification_subscriptions_failing: Gauge,
     pub store_bytes: Gauge,
+    pub store_applied_revision: Gauge,
     pub services: Gauge,
     pub subscriptions: Gauge,
     pub active_traffic_rules: Gauge,
@@ -147,6 +148,12 @@ impl Metrics {
             "Size of the embedded store file",
             store_bytes.clone(),
         );
+        let store_applied_revision = Gauge::default();
+        registry.register(
+            "store_applied_revision",
+            "Newest etcd revision this node has applied (0 for the embedded store)",
+            store_applied_revision.clone(),
+        );
         let services = Gauge::default();
         registry.register("services", "Registered MEC services", services.clone());
         let subscriptions = Gauge::default();
@@ -214,6 +221,7 @@ impl Metrics {
             notification_queue_bytes,
             notification_subscriptions_failing,
             store_bytes,
+            store_applied_revision,
             services,
             subscriptions,
             active_traffic_rules,

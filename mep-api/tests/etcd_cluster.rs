@@ -320,6 +320,15 @@ fn three_nodes_on_etcd_act_as_one_platform() {
             .get("etag")
             .map(|v| v.to_str().unwrap().to_owned())
     };
+    let ready: Value = client
+        .get(format!("{}/ready", nodes[2].mm5))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(ready["store"], "etcd");
+    assert_eq!(ready["node"], "n3");
+    assert!(ready["appliedRevision"].as_i64().unwrap() > 0, "{ready}");
     let first = etag(&nodes[0]).expect("an ETag");
     wait_until(
         Duration::from_secs(5),

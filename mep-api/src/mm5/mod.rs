@@ -116,7 +116,12 @@ get, path = "/ready", tag = "operations", summary = "Readiness: store loaded, da
 async fn ready(State(state): State<OpsState>) -> Response {
     let missing = state.readiness.missing();
     if missing.is_empty() {
-        return axum::Json(serde_json::json!({"status": "ready"})).into_response();
+        let mut body = serde_json::json!({"status": "ready", "store": state.store.kind()});
+        if let Some(node) = state.store.node_id() {
+            body["node"] = node.into();
+            body["appliedRevision"] = state.store.applied_revision().into();
+        }
+        return axum::Json(body).into_response();
     }
     let mut response = problem_response(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -148,6 +153,10 @@ async fn metrics(State(state): State<OpsState>) -> Response {
         .metrics
         .store_bytes
         .set(state.store.file_size() as i64);
+    state
+        .metrics
+        .store_applied_revision
+        .set(state.store.applied_revision());
     state.metrics.traffic_rule_packets.clear();
     state.metrics.traffic_rule_bytes.clear();
     for c in state.dataplane.counters() {
