@@ -122,6 +122,22 @@ fn config_write(
     })
 }
 
+/// What the data plane is told of the application a change is for: its name from the new
+/// configuration, or the old one when it goes.
+pub(super) fn app_info(
+    app: &AppInstanceId,
+    previous: Option<&AppDConfig>,
+    target: Option<&AppDConfig>,
+) -> AppInfo {
+    AppInfo {
+        app_instance_id: app.to_string(),
+        app_name: target
+            .or(previous)
+            .map(|c| c.app_name.clone())
+            .unwrap_or_default(),
+    }
+}
+
 pub(super) fn put_task(task: &TaskRecord) -> Result<Write, RuleChangeError> {
     Ok(Write::Put {
         table: Table::Tasks,
@@ -262,14 +278,7 @@ impl Apps {
         // for want of an encoding.
         let config_write = config_write(app, target.as_ref())?;
         let mut task = self.open_task(app, ops.len()).await?;
-        let info = AppInfo {
-            app_instance_id: app.to_string(),
-            app_name: target
-                .as_ref()
-                .or(previous.as_ref())
-                .map(|c| c.app_name.clone())
-                .unwrap_or_default(),
-        };
+        let info = app_info(app, previous.as_ref(), target.as_ref());
         let applied = self.apply_or_revert(app, &info, &ops, &mut task).await;
         let mut writes = Vec::new();
         if applied {

@@ -7,14 +7,13 @@
 //! this node holds and handed to this node's data plane; if the data plane refuses, it is marked
 //! out of sync and resynchronized from the snapshot (which follows the committed rules).
 
-use super::change::diff;
+use super::change::{app_info, diff};
 use super::{decode, Apps, Readiness, TaskRecord, TerminationSubscription};
 use crate::apps::registrations::AppRegistration;
 use crate::model::appd::AppDConfig;
 use crate::model::ids::AppInstanceId;
 use crate::readiness::Part;
 use crate::store::{Replicated, Table};
-use mep_rules::AppInfo;
 
 impl Apps {
     /// The committed configuration of an application, changed on another node.
@@ -39,14 +38,7 @@ impl Apps {
             if ops.is_empty() && previous == target {
                 return;
             }
-            let info = AppInfo {
-                app_instance_id: app.to_string(),
-                app_name: target
-                    .as_ref()
-                    .or(previous.as_ref())
-                    .map(|c| c.app_name.clone())
-                    .unwrap_or_default(),
-            };
+            let info = app_info(&app, previous.as_ref(), target.as_ref());
             if self.readiness.is_ready(Part::DataPlane) && !ops.is_empty() {
                 if let Err(e) = self.dataplane.apply(&info, &ops).await {
                     tracing::error!(app = %app, error = %e.error, "the data plane refused a replicated rule change; resynchronizing");

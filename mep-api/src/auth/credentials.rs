@@ -329,17 +329,8 @@ impl Credentials {
         let Ok(app) = AppInstanceId::parse(&change.key) else {
             return;
         };
-        let record = match change
-            .value
-            .as_deref()
-            .map(serde_json::from_slice::<Record>)
-        {
-            Some(Ok(record)) => Some(record),
-            Some(Err(e)) => {
-                tracing::error!(key = change.key, error = %e, "skipping unreadable replicated credential");
-                return;
-            }
-            None => None,
+        let Ok(record) = change.decode::<Record>() else {
+            return;
         };
         let mut index = self.index.write();
         if let Some(old) = index.by_app.remove(&app) {

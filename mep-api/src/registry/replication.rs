@@ -14,17 +14,8 @@ use crate::store::Replicated;
 impl Registry {
     /// A service registered, updated or deregistered on another node.
     pub async fn apply_replicated_service(&self, change: &Replicated) {
-        let service = match change
-            .value
-            .as_deref()
-            .map(serde_json::from_slice::<Service>)
-        {
-            Some(Ok(service)) => Some(service),
-            Some(Err(e)) => {
-                tracing::error!(key = change.key, error = %e, "skipping unreadable replicated service");
-                return;
-            }
-            None => None,
+        let Ok(service) = change.decode::<Service>() else {
+            return;
         };
         let owner = match &service {
             Some(s) => s.owner.clone(),
@@ -64,17 +55,8 @@ impl Registry {
 
     /// A service availability subscription made or removed on another node.
     pub async fn apply_replicated_subscription(&self, change: &Replicated) {
-        let sub = match change
-            .value
-            .as_deref()
-            .map(serde_json::from_slice::<SerAvailabilitySubscription>)
-        {
-            Some(Ok(sub)) => Some(sub),
-            Some(Err(e)) => {
-                tracing::error!(key = change.key, error = %e, "skipping unreadable replicated subscription");
-                return;
-            }
-            None => None,
+        let Ok(sub) = change.decode::<SerAvailabilitySubscription>() else {
+            return;
         };
         let owner: Option<AppInstanceId> = match &sub {
             Some(s) => Some(s.app.clone()),

@@ -119,6 +119,24 @@ pub struct Replicated {
     pub revision: i64,
 }
 
+/// A replicated value that does not decode (logged where it was found).
+#[derive(Debug)]
+pub struct Undecodable;
+
+impl Replicated {
+    /// The new value as a `T` (`None` for a delete); an undecodable value is logged and skipped.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, Undecodable> {
+        match self.value.as_deref().map(serde_json::from_slice::<T>) {
+            Some(Ok(v)) => Ok(Some(v)),
+            None => Ok(None),
+            Some(Err(e)) => {
+                tracing::error!(table = self.table.name(), key = self.key, error = %e, "skipping an unreadable replicated record");
+                Err(Undecodable)
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create data directory {path}: {source}")]
