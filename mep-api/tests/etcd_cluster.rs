@@ -529,3 +529,89 @@ fn without_quorum_reads_and_dns_answer_and_writes_are_503_until_etcd_is_back() {
         "the refused write did not land"
     );
 }
+
+#[test]
+fn heartbeats_on_one_node_keep_a_service_active_everywhere_and_their_end_suspends_it_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(3);
+    let key = master_key(dir.path());
+    let nodes: Vec<Node> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|id| start_node(&etcd, id, &key, dir.path()))
+        .collect();
+    let client = reqwest::blocking::Client::new();
+    let (callback, notified) = notification_sink();
+    let r = client
+        .post(format!("{}/applications/app-s/subscriptions", nodes[2].mp1))
+        .json(
+            &json!({"subscriptionType": "SerAvailabilityNotificationSubscription",
+                      "callbackReference": callback,
+                      "filteringCriteria": {"serNames": ["beating"]}}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut body = service("beating", "1");
+    body["livenessInterval"] = json!(1);
+    let r = client
+        .post(format!("{}/applications/app-h/services", nodes[0].mp1))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().unwrap()["serInstanceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let state = |node: &Node| {
+        client
+            .get(format!("{}/services/{id}", node.mp1))
+            .send()
+            .ok()
+            .and_then(|r| r.json::<Value>().ok())
+            .map(|v| v["state"].as_str().unwrap_or("").to_owned())
+            .unwrap_or_default()
+    };
+    // Heartbeats every 300 ms on node 2 only, for 4 s: twice the suspension deadline (2 s).
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let r = client
+            .patch(format!(
+                "{}/applications/app-h/services/{id}/liveness",
+                nodes[1].mp1
+            ))
+            .json(&json!({"state": "ACTIVE"}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        std::thread::sleep(Duration::from_millis(300));
+        for node in &nodes {
+            assert_eq!(state(node), "ACTIVE", "while node 2 gets heartbeats");
+        }
+    }
+    wait_until(
+        Duration::from_secs(6),
+        "every node suspends the service",
+        || nodes.iter().all(|n| state(n) == "SUSPENDED"),
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    // Added (by node 1, which registered it) and StateChanged (by node 2, which got the last
+    // heartbeat): one each, not one per node.
+    assert_eq!(notified.load(Ordering::SeqCst), 2);
+    // A heartbeat on node 3 revives it everywhere.
+    let r = client
+        .patch(format!(
+            "{}/applications/app-h/services/{id}/liveness",
+            nodes[2].mp1
+        ))
+        .json(&json!({"state": "ACTIVE"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_until(
+        Duration::from_secs(3),
+        "every node revives the service",
+        || nodes.iter().all(|n| state(n) == "ACTIVE"),
+    );
+}

@@ -225,7 +225,7 @@ async fn heartbeat(
     IfMatch(if_match): IfMatch,
     ApiJson(update): ApiJson<ServiceLivenessUpdate>,
 ) -> Result<Response, ApiError> {
-    let rendered = beat(&registry, &app, &service_id, if_match, update)?;
+    let rendered = beat(&registry, &app, &service_id, if_match, update).await?;
     Ok(with_etag(
         json(StatusCode::OK, rendered.json),
         &rendered.etag,
@@ -247,11 +247,11 @@ async fn heartbeat_put(
     IfMatch(if_match): IfMatch,
     ApiJson(update): ApiJson<ServiceLivenessUpdate>,
 ) -> Result<StatusCode, ApiError> {
-    beat(&registry, &app, &service_id, if_match, update)?;
+    beat(&registry, &app, &service_id, if_match, update).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn beat(
+async fn beat(
     registry: &Registry,
     app: &AppInstanceId,
     service_id: &str,
@@ -263,7 +263,9 @@ fn beat(
             "a liveness update may only set state ACTIVE".into(),
         ));
     }
-    Ok(registry.heartbeat(app, service_id, if_match.as_deref())?)
+    let rendered = registry.heartbeat(app, service_id, if_match.as_deref())?;
+    registry.share_heartbeat(service_id).await;
+    Ok(rendered)
 }
 
 #[utoipa::path(

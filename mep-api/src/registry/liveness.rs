@@ -2,7 +2,7 @@
 //! that stop sending heartbeats turn SUSPENDED, and a heartbeat revives them.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{if_match_holds, Liveness, Registry, RegistryError, Rendered};
 use crate::clock::unix_parts;
@@ -10,6 +10,7 @@ use crate::model::common::ServiceState;
 use crate::model::ids::AppInstanceId;
 use crate::model::service::{ServiceLivenessInfo, TimeStamp};
 use crate::model::subscription::ChangeType;
+use crate::store::{Replicated, Table, Write};
 
 /// How the platform chooses heartbeat intervals.
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +97,7 @@ impl Registry {
         let new_liveness = Some(Liveness {
             last_heartbeat: now,
             suspended: false,
+            notifies: true,
         });
         let rendered = revived.then(|| self.render(&entry.service, new_liveness));
         let Some(entry) = index.services.get_mut(id) else {
@@ -111,6 +113,69 @@ impl Registry {
             }
         }
         Ok(info)
+    }
+
+    /// On a store shared by several nodes, records the heartbeat just taken for service `id`
+    /// there, so that every node keeps the service ACTIVE. A failure is logged, not answered:
+    /// the heartbeat counts here, and the next one tries again.
+    pub async fn share_heartbeat(&self, id: &str) {
+        if self.store.node_id().is_none() {
+            return;
+        }
+        let Some(at) = self
+            .index
+            .read()
+            .services
+            .get(id)
+            .and_then(|e| e.liveness)
+            .map(|l| l.last_heartbeat)
+        else {
+            return;
+        };
+        let record = SharedHeartbeat {
+            at_ms: at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        let Ok(value) = serde_json::to_vec(&record) else {
+            return;
+        };
+        let put = Write::Put {
+            table: Table::Liveness,
+            key: id.to_owned(),
+            value,
+        };
+        if let Err(e) = self.store.commit(vec![put]).await {
+            tracing::warn!(service = %id, error = %e, "heartbeat not shared with the other nodes");
+        }
+    }
+
+    /// A heartbeat another node took: the service's last heartbeat moves forward (a suspended
+    /// service revives; the node that took the heartbeat notified that).
+    pub fn apply_replicated_heartbeat(&self, change: &Replicated) {
+        if !self.store.claim(change) {
+            return;
+        }
+        let Ok(Some(record)) = change.decode::<SharedHeartbeat>() else {
+            return;
+        };
+        let at = UNIX_EPOCH + Duration::from_millis(record.at_ms);
+        let mut index = self.index.write();
+        let Some(entry) = index.services.get_mut(&change.key) else {
+            return;
+        };
+        let Some(liveness) = entry.liveness.filter(|l| l.last_heartbeat < at) else {
+            return;
+        };
+        let revived = liveness.suspended;
+        entry.liveness = Some(Liveness {
+            last_heartbeat: at,
+            suspended: false,
+            notifies: false,
+        });
+        if revived {
+            entry.rendered = self.render(&entry.service, entry.liveness);
+        }
     }
 
     /// Suspends every ACTIVE service whose heartbeat is overdue at `now`; answers how many.
@@ -155,6 +220,9 @@ impl Registry {
             entry.rendered = self.render(&entry.service, entry.liveness);
             tracing::info!(service = %id, "missed heartbeats: service SUSPENDED");
             suspended += 1;
+            if !liveness.notifies {
+                continue;
+            }
             let index = &*index;
             if let Some(entry) = index.services.get(&id) {
                 self.emit(index, entry, ChangeType::StateChanged);
@@ -162,6 +230,14 @@ impl Registry {
         }
         suspended
     }
+}
+
+/// A heartbeat as stored for the other nodes.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SharedHeartbeat {
+    /// When it was taken, Unix milliseconds.
+    at_ms: u64,
 }
 
 fn render_liveness(state: ServiceState, last: SystemTime, interval: u32) -> Rendered {

@@ -89,6 +89,9 @@ impl Rendered {
 struct Liveness {
     last_heartbeat: SystemTime,
     suspended: bool,
+    /// Whether this node notifies the suspension: the node that registered the service or got
+    /// its last heartbeat (on a store shared by several nodes each change is notified once).
+    notifies: bool,
 }
 
 struct Entry {
@@ -217,6 +220,7 @@ impl Registry {
                     let liveness = (service.liveness_interval > 0).then_some(Liveness {
                         last_heartbeat: now,
                         suspended: false,
+                        notifies: registry.store.node_id().is_none(),
                     });
                     let rendered = registry.render(&service, liveness);
                     index.insert(Entry {

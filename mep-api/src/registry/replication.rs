@@ -43,6 +43,7 @@ impl Registry {
             _ => Liveness {
                 last_heartbeat: self.clock.now(),
                 suspended: false,
+                notifies: false,
             },
         });
         let rendered = self.render(&service, liveness);

@@ -78,6 +78,7 @@ impl Registry {
         let liveness = (service.liveness_interval > 0).then(|| Liveness {
             last_heartbeat: self.clock.now(),
             suspended: false,
+            notifies: true,
         });
         let rendered = self.render(&service, liveness);
         let entry = Entry {
@@ -161,6 +162,7 @@ impl Registry {
             Some(Liveness {
                 last_heartbeat: now,
                 suspended: false,
+                notifies: true,
             })
         };
         let rendered = self.render(&new, liveness);
@@ -179,16 +181,27 @@ impl Registry {
         Ok(rendered)
     }
 
+    /// The deletes that deregister service `id`: its record, and on a store shared by several
+    /// nodes its shared heartbeat.
+    fn removal(&self, id: &str) -> Vec<Write> {
+        let mut writes = vec![Write::Delete {
+            table: Table::Services,
+            key: id.to_owned(),
+        }];
+        if self.store.node_id().is_some() {
+            writes.push(Write::Delete {
+                table: Table::Liveness,
+                key: id.to_owned(),
+            });
+        }
+        writes
+    }
+
     /// Deregisters a service of `app`.
     pub async fn deregister(&self, app: &AppInstanceId, id: &str) -> Result<(), RegistryError> {
         let _serial = self.lock_app(app).await;
         self.owned_entry(&self.index.read(), app, id)?;
-        self.store
-            .commit(vec![Write::Delete {
-                table: Table::Services,
-                key: id.to_owned(),
-            }])
-            .await?;
+        self.store.commit(self.removal(id)).await?;
         let mut index = self.index.write();
         if let Some(entry) = index.remove(id) {
             self.emit(&index, &entry, ChangeType::Removed);
@@ -210,14 +223,7 @@ impl Registry {
             return Ok(0);
         }
         self.store
-            .commit(
-                ids.iter()
-                    .map(|id| Write::Delete {
-                        table: Table::Services,
-                        key: id.clone(),
-                    })
-                    .collect(),
-            )
+            .commit(ids.iter().flat_map(|id| self.removal(id)).collect())
             .await?;
         let mut index = self.index.write();
         for id in &ids {

@@ -30,10 +30,13 @@ pub enum Table {
     Registrations,
     /// Application credentials provisioned over Mm5 (secret keys sealed, see `auth::secrets`).
     AppCredentials,
+    /// The last heartbeat of each service with a liveness interval, on stores shared by several
+    /// nodes (a single node keeps heartbeats in memory only).
+    Liveness,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Meta,
         Table::Services,
         Table::SerAvailabilitySubscriptions,
@@ -43,6 +46,7 @@ impl Table {
         Table::Readiness,
         Table::Registrations,
         Table::AppCredentials,
+        Table::Liveness,
     ];
 
     /// The table's name: a redb table, and a path segment of the etcd keys.
@@ -57,6 +61,7 @@ impl Table {
             Table::Readiness => "readiness",
             Table::Registrations => "registrations",
             Table::AppCredentials => "app_credentials",
+            Table::Liveness => "liveness",
         }
     }
 
