@@ -479,9 +479,36 @@ fn without_quorum_reads_and_dns_answer_and_writes_are_503_until_etcd_is_back() {
     );
     assert!((200..300).contains(&status), "Mm5 answered {status}");
     assert_eq!(dig(&node, "video.edge.example"), "192.0.2.20");
+    let mut beating = service("beating", "1");
+    beating["livenessInterval"] = json!(30);
+    let r = client
+        .post(format!("{}/applications/app-a/services", node.mp1))
+        .json(&beating)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let beating_id = r.json::<Value>().unwrap()["serInstanceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     etcd.kill(1);
     etcd.kill(2);
+    let started = Instant::now();
+    let r = client
+        .patch(format!(
+            "{}/applications/app-a/services/{beating_id}/liveness",
+            node.mp1
+        ))
+        .json(&json!({"state": "ACTIVE"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "a heartbeat counts without quorum");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "and is not held for the write deadline: {:?}",
+        started.elapsed()
+    );
     assert_eq!(
         discovered(&node, "video").len(),
         1,

@@ -145,8 +145,16 @@ impl Registry {
             key: id.to_owned(),
             value,
         };
-        if let Err(e) = self.store.commit(vec![put]).await {
-            tracing::warn!(service = %id, error = %e, "heartbeat not shared with the other nodes");
+        // Bounded well below any heartbeat interval: an etcd without quorum must not hold the
+        // application's heartbeat for the store's whole write deadline.
+        match tokio::time::timeout(SHARE_WITHIN, self.store.commit(vec![put])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(service = %id, error = %e, "heartbeat not shared with the other nodes")
+            }
+            Err(_) => {
+                tracing::warn!(service = %id, "heartbeat not shared with the other nodes in time")
+            }
         }
     }
 
@@ -231,6 +239,9 @@ impl Registry {
         suspended
     }
 }
+
+/// How long a heartbeat waits for the store before it is answered anyway.
+const SHARE_WITHIN: Duration = Duration::from_millis(500);
 
 /// A heartbeat as stored for the other nodes.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
