@@ -200,6 +200,58 @@ fn service(name: &str, version: &str) -> Value {
                              "version": "2.0", "endpoint": {"uris": ["http://10.0.0.1/x"]}, "security": {}}})
 }
 
+/// Registers `body` as a service of `app` on `node`: the status and, on 201, the service id.
+fn register(node: &Node, app: &str, body: &Value) -> (u16, Option<String>) {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/applications/{app}/services", node.mp1))
+        .json(body)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    let id = r
+        .json::<Value>()
+        .ok()
+        .and_then(|v| v["serInstanceId"].as_str().map(str::to_owned));
+    (status, id)
+}
+
+/// Registers a new service of `app` on `node`, which must succeed; answers its id.
+fn registered(node: &Node, app: &str, body: &Value) -> String {
+    let (status, id) = register(node, app, body);
+    assert_eq!(status, 201, "registration on {}", node.mp1);
+    id.expect("a serInstanceId")
+}
+
+/// Subscribes `app` on `node` to availability changes of `ser_name`; answers the subscription id.
+fn subscribe(node: &Node, app: &str, ser_name: &str, callback: &str) -> String {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/applications/{app}/subscriptions", node.mp1))
+        .json(
+            &json!({"subscriptionType": "SerAvailabilityNotificationSubscription",
+                      "callbackReference": callback,
+                      "filteringCriteria": {"serNames": [ser_name]}}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let location = r.headers()["location"].to_str().unwrap();
+    location.rsplit('/').next().unwrap().to_owned()
+}
+
+/// A heartbeat for service `id` of `app` on `node`; answers the status.
+fn heartbeat(node: &Node, app: &str, id: &str) -> u16 {
+    reqwest::blocking::Client::new()
+        .patch(format!(
+            "{}/applications/{app}/services/{id}/liveness",
+            node.mp1
+        ))
+        .json(&json!({"state": "ACTIVE"}))
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 fn discovered(node: &Node, name: &str) -> Vec<Value> {
     let r = reqwest::blocking::get(format!("{}/services?ser_name={name}", node.mp1)).unwrap();
     if r.status() != 200 {
@@ -296,16 +348,7 @@ fn three_nodes_on_etcd_act_as_one_platform() {
     let client = reqwest::blocking::Client::new();
 
     // A service registered on node 1 is discovered on node 3, with the same ETag everywhere.
-    let r = client
-        .post(format!("{}/applications/app-a/services", nodes[0].mp1))
-        .json(&service("video", "1"))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().unwrap()["serInstanceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = registered(&nodes[0], "app-a", &service("video", "1"));
     wait_until(
         Duration::from_secs(5),
         "node 3 discovers the service",
@@ -354,41 +397,21 @@ fn three_nodes_on_etcd_act_as_one_platform() {
 
     // A subscription on node 3 gets exactly one notification for a change made on node 1.
     let (callback, notified) = notification_sink();
-    let r = client
-        .post(format!("{}/applications/app-c/subscriptions", nodes[2].mp1))
-        .json(
-            &json!({"subscriptionType": "SerAvailabilityNotificationSubscription",
-                      "callbackReference": callback,
-                      "filteringCriteria": {"serNames": ["camera"]}}),
-        )
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let subscription = subscribe(&nodes[2], "app-c", "camera", &callback);
     wait_until(
         Duration::from_secs(5),
         "node 1 knows the subscription",
         || {
             client
                 .get(format!(
-                    "{}/applications/app-c/subscriptions/{}",
-                    nodes[0].mp1,
-                    r.headers()["location"]
-                        .to_str()
-                        .unwrap()
-                        .rsplit('/')
-                        .next()
-                        .unwrap()
+                    "{}/applications/app-c/subscriptions/{subscription}",
+                    nodes[0].mp1
                 ))
                 .send()
                 .is_ok_and(|r| r.status() == 200)
         },
     );
-    let r = client
-        .post(format!("{}/applications/app-b/services", nodes[0].mp1))
-        .json(&service("camera", "1"))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    registered(&nodes[0], "app-b", &service("camera", "1"));
     wait_until(Duration::from_secs(5), "the notification arrives", || {
         notified.load(Ordering::SeqCst) >= 1
     });
@@ -428,12 +451,8 @@ fn three_nodes_on_etcd_act_as_one_platform() {
     etcd.kill(0);
     let mut acknowledged = Vec::new();
     for i in 0..20 {
-        let r = client
-            .post(format!("{}/applications/app-d/services", nodes[i % 2].mp1))
-            .json(&service(&format!("after-{i}"), "1"))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 201, "write {i} after the failures");
+        let (status, _) = register(&nodes[i % 2], "app-d", &service(&format!("after-{i}"), "1"));
+        assert_eq!(status, 201, "write {i} after the failures");
         acknowledged.push(format!("after-{i}"));
     }
     for name in ["video", "camera"]
@@ -465,12 +484,7 @@ fn without_quorum_reads_and_dns_answer_and_writes_are_503_until_etcd_is_back() {
     let key = master_key(dir.path());
     let node = start_node(&etcd, "q1", &key, dir.path());
     let client = reqwest::blocking::Client::new();
-    let r = client
-        .post(format!("{}/applications/app-a/services", node.mp1))
-        .json(&service("video", "1"))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    registered(&node, "app-a", &service("video", "1"));
     let status = configure(
         &node,
         reqwest::Method::POST,
@@ -481,29 +495,16 @@ fn without_quorum_reads_and_dns_answer_and_writes_are_503_until_etcd_is_back() {
     assert_eq!(dig(&node, "video.edge.example"), "192.0.2.20");
     let mut beating = service("beating", "1");
     beating["livenessInterval"] = json!(30);
-    let r = client
-        .post(format!("{}/applications/app-a/services", node.mp1))
-        .json(&beating)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let beating_id = r.json::<Value>().unwrap()["serInstanceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let beating_id = registered(&node, "app-a", &beating);
 
     etcd.kill(1);
     etcd.kill(2);
     let started = Instant::now();
-    let r = client
-        .patch(format!(
-            "{}/applications/app-a/services/{beating_id}/liveness",
-            node.mp1
-        ))
-        .json(&json!({"state": "ACTIVE"}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200, "a heartbeat counts without quorum");
+    assert_eq!(
+        heartbeat(&node, "app-a", &beating_id),
+        200,
+        "a heartbeat counts without quorum"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "and is not held for the write deadline: {:?}",
@@ -544,11 +545,7 @@ fn without_quorum_reads_and_dns_answer_and_writes_are_503_until_etcd_is_back() {
     etcd.restart(1);
     etcd.restart(2);
     wait_until(Duration::from_secs(30), "writes succeed again", || {
-        client
-            .post(format!("{}/applications/app-a/services", node.mp1))
-            .json(&service("back", "1"))
-            .send()
-            .is_ok_and(|r| r.status() == 201)
+        register(&node, "app-a", &service("back", "1")).0 == 201
     });
     assert_eq!(discovered(&node, "back").len(), 1);
     assert!(
@@ -568,29 +565,11 @@ fn heartbeats_on_one_node_keep_a_service_active_everywhere_and_their_end_suspend
         .collect();
     let client = reqwest::blocking::Client::new();
     let (callback, notified) = notification_sink();
-    let r = client
-        .post(format!("{}/applications/app-s/subscriptions", nodes[2].mp1))
-        .json(
-            &json!({"subscriptionType": "SerAvailabilityNotificationSubscription",
-                      "callbackReference": callback,
-                      "filteringCriteria": {"serNames": ["beating"]}}),
-        )
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    subscribe(&nodes[2], "app-s", "beating", &callback);
     std::thread::sleep(Duration::from_millis(300));
     let mut body = service("beating", "1");
     body["livenessInterval"] = json!(1);
-    let r = client
-        .post(format!("{}/applications/app-h/services", nodes[0].mp1))
-        .json(&body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().unwrap()["serInstanceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = registered(&nodes[0], "app-h", &body);
     let state = |node: &Node| {
         client
             .get(format!("{}/services/{id}", node.mp1))
@@ -603,15 +582,7 @@ fn heartbeats_on_one_node_keep_a_service_active_everywhere_and_their_end_suspend
     // Heartbeats every 300 ms on node 2 only, for 4 s: twice the suspension deadline (2 s).
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
-        let r = client
-            .patch(format!(
-                "{}/applications/app-h/services/{id}/liveness",
-                nodes[1].mp1
-            ))
-            .json(&json!({"state": "ACTIVE"}))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(heartbeat(&nodes[1], "app-h", &id), 200);
         std::thread::sleep(Duration::from_millis(300));
         for node in &nodes {
             assert_eq!(state(node), "ACTIVE", "while node 2 gets heartbeats");
@@ -627,15 +598,7 @@ fn heartbeats_on_one_node_keep_a_service_active_everywhere_and_their_end_suspend
     // heartbeat): one each, not one per node.
     assert_eq!(notified.load(Ordering::SeqCst), 2);
     // A heartbeat on node 3 revives it everywhere.
-    let r = client
-        .patch(format!(
-            "{}/applications/app-h/services/{id}/liveness",
-            nodes[2].mp1
-        ))
-        .json(&json!({"state": "ACTIVE"}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(heartbeat(&nodes[2], "app-h", &id), 200);
     wait_until(
         Duration::from_secs(3),
         "every node revives the service",
