@@ -153,9 +153,20 @@ struct Node {
 }
 
 fn start_node(etcd: &Etcd, id: &str, master_key: &std::path::Path, dir: &std::path::Path) -> Node {
+    start_node_with(etcd, id, master_key, dir, &["--no-auth"])
+}
+
+fn start_node_with(
+    etcd: &Etcd,
+    id: &str,
+    master_key: &std::path::Path,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Node {
     let (mp1, mm5, dns) = (free_port(), free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_mep"))
-        .args(["serve", "--insecure-http", "--no-auth", "--store", "etcd"])
+        .args(["serve", "--insecure-http", "--store", "etcd"])
+        .args(extra)
         .args(["--etcd-endpoints", &etcd.endpoints(), "--node-id", id])
         .arg("--master-key-file")
         .arg(master_key)
@@ -604,4 +615,89 @@ fn heartbeats_on_one_node_keep_a_service_active_everywhere_and_their_end_suspend
         "every node revives the service",
         || nodes.iter().all(|n| state(n) == "ACTIVE"),
     );
+}
+
+#[test]
+fn a_token_issued_by_one_node_is_valid_on_every_node_and_a_revocation_reaches_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(3);
+    let key = master_key(dir.path());
+    let nodes: Vec<Node> = ["t1", "t2"]
+        .iter()
+        .map(|id| start_node_with(&etcd, id, &key, dir.path(), &[]))
+        .collect();
+    let client = reqwest::blocking::Client::new();
+    let root = |n: &Node| {
+        n.mp1
+            .trim_end_matches("/mep/mec_service_mgmt/v1")
+            .to_owned()
+    };
+    let jwks = |n: &Node| {
+        client
+            .get(format!("{}/mep/token/jwks", root(n)))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    assert_eq!(
+        jwks(&nodes[0]),
+        jwks(&nodes[1]),
+        "one signing key ring for the site"
+    );
+    let (app, ak) = (
+        "5abe4782-2c70-4e47-9a4e-0ee3a1a0fd1f",
+        "QVUJMSUMgS0VZLS0tLS0",
+    );
+    let sk = "DXPb4sqElKhcHe07Kw5uorayETwId1JOjjOIRomRs5wyszoCR5R7AtVa28KT3lSc";
+    let r = client
+        .put(format!(
+            "{}/mep/appMng/v1/applications/{app}/confs",
+            nodes[0].mm5
+        ))
+        .json(
+            &json!({"authInfo": {"credentials": {"accessKeyId": ak, "secretKey": sk}},
+                      "appInfo": {"appName": "demo", "requiredServices": []}}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let token: Value = client
+        .post(format!("{}/mep/token", root(&nodes[0])))
+        .basic_auth(ak, Some(sk))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let token = token["access_token"].as_str().expect("a token").to_owned();
+    let list = |n: &Node| {
+        client
+            .get(format!("{}/applications/{app}/services", n.mp1))
+            .bearer_auth(&token)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(list(&nodes[0]), 200);
+    wait_until(
+        Duration::from_secs(5),
+        "node 2 takes node 1's token",
+        || list(&nodes[1]) == 200,
+    );
+    let r = client
+        .delete(format!(
+            "{}/mep/appMng/v1/applications/{app}/confs",
+            nodes[1].mm5
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    wait_until(
+        Duration::from_secs(5),
+        "the revocation reaches node 1",
+        || list(&nodes[0]) == 401,
+    );
+    assert_eq!(list(&nodes[1]), 401);
 }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{StartError, Substitutes};
 use crate::apps::{Apps, AppsParts};
 use crate::auth::service::run_key_maintenance;
+use crate::auth::service::AuthError;
 use crate::auth::Auth;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -56,6 +57,7 @@ impl Core {
             store.clone(),
             clock.clone(),
         )?);
+        auth.share_keys().await.map_err(AuthError::from)?;
         if !config.auth.enabled {
             tracing::warn!("authentication is off: every Mp1 caller is trusted (--no-auth)");
         }

@@ -39,7 +39,7 @@ pub(super) async fn run(
             | Table::Registrations => apps.apply_replicated_record(&change),
             Table::AppCredentials => auth.credentials().apply_replicated(&change).await,
             Table::Liveness => registry.apply_replicated_heartbeat(&change),
-            Table::Meta => {}
+            Table::Meta => auth.apply_replicated_keys(&change),
         }
     }
 }

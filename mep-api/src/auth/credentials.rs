@@ -223,6 +223,11 @@ impl Credentials {
         })
     }
 
+    /// The key that seals secrets (shared signing keys are sealed with it too).
+    pub(crate) fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
     pub fn by_app(&self, app: &AppInstanceId) -> Option<Arc<AppCredential>> {
         self.index.read().by_app.get(app).cloned()
     }

@@ -51,6 +51,15 @@ struct KeysFile {
     keys: Vec<KeyMeta>,
 }
 
+/// A key as [`KeyRing::export`] writes it.
+#[derive(Serialize, Deserialize)]
+struct ExportedKey {
+    #[serde(flatten)]
+    meta: KeyMeta,
+    /// The PKCS#8 document, base64.
+    pkcs8: String,
+}
+
 /// The key that signs new tokens.
 pub struct SigningKey {
     pub kid: String,
@@ -165,6 +174,42 @@ impl KeyRing {
             tracing::info!(kid = k.meta.kid, "retired token signing key pruned");
         }
         Ok(gone.len())
+    }
+
+    /// Every key with what `keys.json` says of it, as one document: what nodes sharing a store
+    /// agree on (sealed before it leaves the process, see `auth::shared_keys`).
+    pub fn export(&self) -> Result<Vec<u8>, KeyError> {
+        let keys: Vec<ExportedKey> = self
+            .reload_current()?
+            .into_iter()
+            .map(|k| ExportedKey {
+                meta: k.meta,
+                pkcs8: B64.encode(&k.pkcs8),
+            })
+            .collect();
+        serde_json::to_vec(&keys).map_err(|e| KeyError::Invalid(format!("cannot export keys: {e}")))
+    }
+
+    /// Replaces the keys with those of an [`KeyRing::export`] (another node's rotation).
+    pub fn adopt(&self, exported: &[u8]) -> Result<(), KeyError> {
+        let keys: Vec<ExportedKey> = serde_json::from_slice(exported)
+            .map_err(|e| KeyError::Invalid(format!("shared signing keys: {e}")))?;
+        let _serial = self.changes.lock();
+        let mut loaded = Vec::with_capacity(keys.len());
+        for key in keys {
+            let pkcs8 = B64
+                .decode(&key.pkcs8)
+                .map_err(|e| KeyError::Invalid(format!("shared key {}: {e}", key.meta.kid)))?;
+            let k = parse(key.meta, pkcs8)?;
+            let path = key_path(&self.dir, &k.meta.kid)?;
+            replace_private_file(&path, pem("PRIVATE KEY", &k.pkcs8).as_bytes())
+                .map_err(|source| KeyError::Io { path, source })?;
+            loaded.push(k);
+        }
+        let set = build(&loaded)?;
+        self.write_index(&loaded)?;
+        self.set.store(Arc::new(set));
+        Ok(())
     }
 
     /// Whether the current key is older than `max_age`.

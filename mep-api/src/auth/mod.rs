@@ -16,6 +16,7 @@ pub mod middleware;
 mod replay;
 pub mod secrets;
 pub mod service;
+pub mod shared_keys;
 pub mod signing;
 pub mod tokens;
 

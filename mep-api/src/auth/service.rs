@@ -96,6 +96,9 @@ pub struct Auth {
     lockout: Lockout,
     replays: ReplayGuard,
     clock: Arc<dyn Clock>,
+    store: Store,
+    /// What this node last saw of the key ring shared with other nodes (etcd store).
+    shared_ring: parking_lot::Mutex<super::shared_keys::SharedRing>,
 }
 
 /// How long a retired key keeps verifying beyond the token lifetime (clock differences).
@@ -116,7 +119,7 @@ impl Auth {
             None => MasterKey::load_or_create(&dir.join("master.key"))?,
         };
         let keys = KeyRing::load_or_create(&dir.join("jwt"), clock.now())?;
-        let credentials = Credentials::load(store, master)?;
+        let credentials = Credentials::load(store.clone(), master)?;
         let auth = Self {
             verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
             verifier: Verifier::new(&config.issuer),
@@ -126,6 +129,8 @@ impl Auth {
             credentials,
             keys,
             clock,
+            store,
+            shared_ring: parking_lot::Mutex::new(Default::default()),
         };
         auth.maintain_keys()?;
         Ok(auth)
@@ -141,6 +146,14 @@ impl Auth {
 
     pub fn keys(&self) -> &KeyRing {
         &self.keys
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(super) fn shared_ring(&self) -> &parking_lot::Mutex<super::shared_keys::SharedRing> {
+        &self.shared_ring
     }
 
     pub fn lockout(&self) -> &Lockout {
@@ -245,8 +258,13 @@ pub async fn run_key_maintenance(auth: Arc<Auth>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
                 let auth = auth.clone();
-                match tokio::task::spawn_blocking(move || auth.maintain_keys()).await {
-                    Ok(Ok(())) => {}
+                let maintained = auth.clone();
+                match tokio::task::spawn_blocking(move || maintained.maintain_keys()).await {
+                    Ok(Ok(())) => {
+                        if let Err(e) = auth.publish_keys_if_changed().await {
+                            tracing::error!(error = %e, "cannot share the token signing keys");
+                        }
+                    }
                     Ok(Err(e)) => tracing::error!(error = %e, "token key maintenance failed"),
                     Err(e) => tracing::error!(error = %e, "token key maintenance panicked"),
                 }
