@@ -701,3 +701,87 @@ fn a_token_issued_by_one_node_is_valid_on_every_node_and_a_revocation_reaches_th
     );
     assert_eq!(list(&nodes[1]), 401);
 }
+
+/// Sends a signal to a process (`kill -STOP`, `-CONT`).
+fn signal(proc: &Proc, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &proc.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_node_whose_watch_fell_behind_a_compaction_lists_again_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut etcd = Etcd::start(3);
+    let key = master_key(dir.path());
+    let nodes: Vec<Node> = ["c1", "c2"]
+        .iter()
+        .map(|id| start_node(&etcd, id, &key, dir.path()))
+        .collect();
+    let gone = registered(&nodes[0], "app-a", &service("gone", "1"));
+    let kept = registered(&nodes[0], "app-a", &service("kept", "1"));
+    wait_until(Duration::from_secs(5), "node 2 sees both", || {
+        discovered(&nodes[1], "gone").len() == 1 && discovered(&nodes[1], "kept").len() == 1
+    });
+    // Node 2 stops; the member its watch streams from dies; meanwhile services change and etcd
+    // compacts its history past node 2's position.
+    signal(&nodes[1].proc, "-STOP");
+    etcd.kill(0);
+    let client = reqwest::blocking::Client::new();
+    let r = client
+        .delete(format!(
+            "{}/applications/app-a/services/{gone}",
+            nodes[0].mp1
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let mut updated = service("kept", "2");
+    updated["serInstanceId"] = json!(kept);
+    let r = client
+        .put(format!(
+            "{}/applications/app-a/services/{kept}",
+            nodes[0].mp1
+        ))
+        .json(&updated)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    registered(&nodes[0], "app-b", &service("new", "1"));
+    let others = format!("{},{}", etcd.members[1].client, etcd.members[2].client);
+    let status = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &others,
+            "put",
+            "/compaction-probe",
+            "1",
+            "-w",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let header: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let revision = header["header"]["revision"].as_i64().unwrap();
+    let compacted = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &others, "compact", &revision.to_string()])
+        .status()
+        .unwrap();
+    assert!(compacted.success());
+    signal(&nodes[1].proc, "-CONT");
+    wait_until(
+        Duration::from_secs(15),
+        "node 2 lists again and catches up",
+        || {
+            discovered(&nodes[1], "gone").is_empty()
+                && discovered(&nodes[1], "new").len() == 1
+                && discovered(&nodes[1], "kept")
+                    .first()
+                    .is_some_and(|s| s["version"] == "2")
+        },
+    );
+}

@@ -551,8 +551,13 @@ impl EtcdStore {
                         return;
                     }
                 }
-                if let Some(header) = response.header() {
-                    from = from.max(header.revision() + 1);
+                // Only a progress notification says every change up to its header's revision was
+                // sent; the header of the creation or of a batch of a catching-up watch is the
+                // store's newest revision, not this watch's position.
+                if response.events().is_empty() && !response.created() {
+                    if let Some(header) = response.header() {
+                        from = from.max(header.revision() + 1);
+                    }
                 }
                 self.applied_revision.fetch_max(from - 1, Ordering::Relaxed);
             }
