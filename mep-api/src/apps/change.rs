@@ -277,6 +277,21 @@ impl Apps {
         // Encoded before the data plane is called, so nothing it applied can fail to be stored
         // for want of an encoding.
         let config_write = config_write(app, target.as_ref())?;
+        // On a store shared by several nodes, the configuration must still be the one this
+        // change was diffed against: two nodes changing one application cannot both win.
+        let checks = match (&previous, self.store.is_shared()) {
+            (_, false) => Vec::new(),
+            (Some(p), true) => vec![crate::store::Check::Holds {
+                table: Table::AppConfigs,
+                key: app.to_string(),
+                value: serde_json::to_vec(p)
+                    .map_err(|e| RuleChangeError::Encoding(e.to_string()))?,
+            }],
+            (None, true) => vec![crate::store::Check::Absent {
+                table: Table::AppConfigs,
+                key: app.to_string(),
+            }],
+        };
         let mut task = self.open_task(app, ops.len()).await?;
         let info = app_info(app, previous.as_ref(), target.as_ref());
         let applied = self.apply_or_revert(app, &info, &ops, &mut task).await;
@@ -286,21 +301,6 @@ impl Apps {
         }
         writes.push(put_task(&task)?);
         writes.extend(self.expired_tasks());
-        // On a store shared by several nodes, the configuration must still be the one this
-        // change was diffed against: two nodes changing one application cannot both win.
-        let checks = match (&previous, self.store.node_id()) {
-            (_, None) => Vec::new(),
-            (Some(p), Some(_)) => vec![crate::store::Check::Holds {
-                table: Table::AppConfigs,
-                key: app.to_string(),
-                value: serde_json::to_vec(p)
-                    .map_err(|e| RuleChangeError::Encoding(e.to_string()))?,
-            }],
-            (None, Some(_)) => vec![crate::store::Check::Absent {
-                table: Table::AppConfigs,
-                key: app.to_string(),
-            }],
-        };
         if let Err(e) = self.store.commit_checked(checks, writes).await {
             // The data plane holds a change the store does not: take it back. The journal entry
             // stays PROCESSING, so the next start reports the task as rolled back too.

@@ -58,7 +58,7 @@ impl Auth {
 
     /// At start: adopts the site's ring, or makes this node's the site's if there is none.
     pub async fn share_keys(&self) -> Result<(), KeyError> {
-        if self.store().node_id().is_none() {
+        if !self.store().is_shared() {
             return Ok(());
         }
         if let Some(stored) = self
@@ -69,12 +69,12 @@ impl Auth {
         {
             return self.adopt_sealed(stored);
         }
-        self.publish_keys(None).await
+        self.publish_keys(None, self.keys().export()?).await
     }
 
     /// After maintenance: publishes the ring if maintenance changed it.
     pub async fn publish_keys_if_changed(&self) -> Result<(), KeyError> {
-        if self.store().node_id().is_none() {
+        if !self.store().is_shared() {
             return Ok(());
         }
         let exported = self.keys().export()?;
@@ -85,13 +85,16 @@ impl Auth {
             }
             shared.stored.clone()
         };
-        self.publish_keys(previous).await
+        self.publish_keys(previous, exported).await
     }
 
-    /// Stores this node's ring if the store still holds `previous` (`None`: nothing), else
-    /// adopts what it holds.
-    async fn publish_keys(&self, previous: Option<Vec<u8>>) -> Result<(), KeyError> {
-        let exported = self.keys().export()?;
+    /// Stores this node's ring (`exported`) if the store still holds `previous` (`None`:
+    /// nothing), else adopts what it holds.
+    async fn publish_keys(
+        &self,
+        previous: Option<Vec<u8>>,
+        exported: Vec<u8>,
+    ) -> Result<(), KeyError> {
         let stored = self.seal_ring(&exported)?;
         let check = match previous {
             Some(value) => Check::Holds {

@@ -119,7 +119,7 @@ impl Registry {
     /// there, so that every node keeps the service ACTIVE. A failure is logged, not answered:
     /// the heartbeat counts here, and the next one tries again.
     pub async fn share_heartbeat(&self, id: &str) {
-        if self.store.node_id().is_none() {
+        if !self.store.is_shared() {
             return;
         }
         let Some(at) = self

@@ -220,7 +220,7 @@ impl Registry {
                     let liveness = (service.liveness_interval > 0).then_some(Liveness {
                         last_heartbeat: now,
                         suspended: false,
-                        notifies: registry.store.node_id().is_none(),
+                        notifies: !registry.store.is_shared(),
                     });
                     let rendered = registry.render(&service, liveness);
                     index.insert(Entry {

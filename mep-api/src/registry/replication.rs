@@ -12,25 +12,39 @@ use crate::model::subscription::SerAvailabilitySubscription;
 use crate::store::Replicated;
 
 impl Registry {
+    /// Takes `owner`'s turn for a replicated change and claims the change: `None` when there is
+    /// nothing to apply (a delete of a record this node never had, or a change it already
+    /// applied, or one older than what it holds).
+    async fn claim_replicated(
+        &self,
+        change: &Replicated,
+        owner: Option<AppInstanceId>,
+    ) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        let Some(owner) = owner else {
+            self.store.claim(change);
+            return None;
+        };
+        let serial = self.lock_app(&owner).await;
+        self.store.claim(change).then_some(serial)
+    }
+
     /// A service registered, updated or deregistered on another node.
     pub async fn apply_replicated_service(&self, change: &Replicated) {
         let Ok(service) = change.decode::<Service>() else {
             return;
         };
         let owner = match &service {
-            Some(s) => s.owner.clone(),
-            None => match self.index.read().services.get(&change.key) {
-                Some(e) => e.service.owner.clone(),
-                None => {
-                    self.store.claim(change);
-                    return;
-                }
-            },
+            Some(s) => Some(s.owner.clone()),
+            None => self
+                .index
+                .read()
+                .services
+                .get(&change.key)
+                .map(|e| e.service.owner.clone()),
         };
-        let _serial = self.lock_app(&owner).await;
-        if !self.store.claim(change) {
+        let Some(_serial) = self.claim_replicated(change, owner).await else {
             return;
-        }
+        };
         let mut index = self.index.write();
         let old = index.remove(&change.key);
         let Some(service) = service else { return };
@@ -68,14 +82,9 @@ impl Registry {
                 .get(&change.key)
                 .map(|s| s.app.clone()),
         };
-        let Some(owner) = owner else {
-            self.store.claim(change);
+        let Some(_serial) = self.claim_replicated(change, owner).await else {
             return;
         };
-        let _serial = self.lock_app(&owner).await;
-        if !self.store.claim(change) {
-            return;
-        }
         let mut index = self.index.write();
         match sub {
             Some(sub) => {

@@ -133,7 +133,7 @@ impl Registry {
             // With If-Match on a store shared by several nodes, the store must still hold what
             // the ETag was computed from: another node may have changed it since this one heard.
             match if_match {
-                Some(_) if self.store.node_id().is_some() => vec![Check::Holds {
+                Some(_) if self.store.is_shared() => vec![Check::Holds {
                     table: Table::Services,
                     key: id.to_owned(),
                     value: serde_json::to_vec(&entry.service)
@@ -188,7 +188,7 @@ impl Registry {
             table: Table::Services,
             key: id.to_owned(),
         }];
-        if self.store.node_id().is_some() {
+        if self.store.is_shared() {
             writes.push(Write::Delete {
                 table: Table::Liveness,
                 key: id.to_owned(),

@@ -237,11 +237,7 @@ impl Store {
     /// One record as the store holds it now (not as it was at open).
     pub async fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match &self.backend {
-            Backend::Redb(s) => Ok(s
-                .load(table)?
-                .into_iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v)),
+            Backend::Redb(s) => s.get(table, key),
             #[cfg(feature = "etcd")]
             Backend::Etcd(s) => s.get(table, key).await,
         }
@@ -270,6 +266,12 @@ impl Store {
             #[cfg(feature = "etcd")]
             Backend::Etcd(s) => s.claim(change),
         }
+    }
+
+    /// Whether other nodes share this store (their commits reach this node as replicated
+    /// changes, and records they may change concurrently need checked commits).
+    pub fn is_shared(&self) -> bool {
+        self.node_id().is_some()
     }
 
     /// This node's id among the nodes sharing the store; `None` for a store of one node.

@@ -139,6 +139,12 @@ impl RedbStore {
         Ok(out)
     }
 
+    pub(super) fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(definition(table))?;
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+
     pub(super) async fn close(self) {
         let Self {
             db,
