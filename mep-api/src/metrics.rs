@@ -72,6 +72,8 @@ pub struct Metrics {
     pub notification_subscriptions_failing: Gauge,
     pub store_bytes: Gauge,
     pub store_applied_revision: Gauge,
+    /// 1 while this node sends the site's notifications.
+    pub notifier_leader: Gauge,
     pub services: Gauge,
     pub subscriptions: Gauge,
     pub active_traffic_rules: Gauge,
@@ -154,6 +156,12 @@ impl Metrics {
             "Newest etcd revision this node has applied (0 for the embedded store)",
             store_applied_revision.clone(),
         );
+        let notifier_leader = Gauge::default();
+        registry.register(
+            "notifier_leader",
+            "1 while this node sends the notifications of the site (always on a single node)",
+            notifier_leader.clone(),
+        );
         let services = Gauge::default();
         registry.register("services", "Registered MEC services", services.clone());
         let subscriptions = Gauge::default();
@@ -222,6 +230,7 @@ impl Metrics {
             notification_subscriptions_failing,
             store_bytes,
             store_applied_revision,
+            notifier_leader,
             services,
             subscriptions,
             active_traffic_rules,

@@ -9,8 +9,7 @@
 use std::io::{BufRead, BufReader, Read, Write as _};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -19,7 +18,7 @@ const API_ROOT: &str = "http://mep.site.example:8080";
 
 /// One cluster at a time: five three-member clusters with their nodes at once on two cores
 /// starve etcd's elections (a member kill then took more than the write deadline to heal).
-static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_CLUSTER_AT_A_TIME
@@ -321,12 +320,41 @@ fn configure(node: &Node, method: reqwest::Method, app: &str, body: &Value) -> u
         .unwrap_or(0)
 }
 
-/// An HTTP server that counts the notifications it is sent.
-fn notification_sink() -> (String, Arc<AtomicUsize>) {
+/// The notifications an HTTP sink was sent, in arrival order.
+#[derive(Clone, Default)]
+struct Notified(Arc<Mutex<Vec<Value>>>);
+
+impl Notified {
+    fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    /// `(serInstanceId, state, changeType)` of each service availability notification.
+    fn changes(&self) -> Vec<(String, String, String)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|n| {
+                n["serviceReferences"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|r| {
+                let field = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+                (field("serInstanceId"), field("state"), field("changeType"))
+            })
+            .collect()
+    }
+}
+
+/// An HTTP server that records the notifications it is sent.
+fn notification_sink() -> (String, Notified) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/notify", listener.local_addr().unwrap());
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = count.clone();
+    let notified = Notified::default();
+    let seen = notified.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let mut reader = BufReader::new(stream);
@@ -343,12 +371,15 @@ fn notification_sink() -> (String, Arc<AtomicUsize>) {
             }
             let mut body = vec![0; length];
             let _ = reader.read_exact(&mut body);
-            seen.fetch_add(1, Ordering::SeqCst);
+            seen.0
+                .lock()
+                .unwrap()
+                .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
             let mut stream = reader.into_inner();
             let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
         }
     });
-    (url, count)
+    (url, notified)
 }
 
 fn master_key(dir: &std::path::Path) -> std::path::PathBuf {
@@ -435,14 +466,10 @@ fn three_nodes_on_etcd_act_as_one_platform() {
     );
     registered(&nodes[0], "app-b", &service("camera", "1"));
     wait_until(Duration::from_secs(5), "the notification arrives", || {
-        notified.load(Ordering::SeqCst) >= 1
+        notified.count() >= 1
     });
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        notified.load(Ordering::SeqCst),
-        1,
-        "one notification, not one per node"
-    );
+    assert_eq!(notified.count(), 1, "one notification, not one per node");
 
     // Two PUTs with the same ETag on two nodes: one 200, one 412.
     let current = etag(&nodes[0]).unwrap();
@@ -617,16 +644,167 @@ fn heartbeats_on_one_node_keep_a_service_active_everywhere_and_their_end_suspend
         "every node suspends the service",
         || nodes.iter().all(|n| state(n) == "SUSPENDED"),
     );
+    wait_until(Duration::from_secs(3), "the suspension is notified", || {
+        notified.count() >= 2
+    });
     std::thread::sleep(Duration::from_millis(800));
-    // Added (by node 1, which registered it) and StateChanged (by node 2, which got the last
-    // heartbeat): one each, not one per node.
-    assert_eq!(notified.load(Ordering::SeqCst), 2);
-    // A heartbeat on node 3 revives it everywhere.
+    // Added and StateChanged, sent by the leader: one each, not one per node.
+    let suspended = (
+        id.clone(),
+        "SUSPENDED".to_owned(),
+        "STATE_CHANGED".to_owned(),
+    );
+    assert_eq!(
+        notified.changes(),
+        [
+            (id.clone(), "ACTIVE".to_owned(), "ADDED".to_owned()),
+            suspended.clone()
+        ]
+    );
+    // A heartbeat on node 3 revives it everywhere, and the revival is notified once.
     assert_eq!(heartbeat(&nodes[2], "app-h", &id), 200);
     wait_until(
         Duration::from_secs(3),
         "every node revives the service",
         || nodes.iter().all(|n| state(n) == "ACTIVE"),
+    );
+    wait_until(Duration::from_secs(3), "the revival is notified", || {
+        notified.count() >= 3
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        notified.changes()[2..],
+        [(id.clone(), "ACTIVE".to_owned(), "STATE_CHANGED".to_owned())]
+    );
+}
+
+/// The node that sends the site's notifications now, from `/ready`.
+fn notifier(nodes: &[Node]) -> Vec<usize> {
+    nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| {
+            reqwest::blocking::Client::new()
+                .get(format!("{}/ready", n.mm5))
+                .timeout(Duration::from_millis(500))
+                .send()
+                .ok()
+                .and_then(|r| r.json::<Value>().ok())
+                .is_some_and(|v| v["notifier"] == true)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// How many records etcd's notification outbox holds.
+fn outbox_records(etcd: &Etcd) -> usize {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd.endpoints()])
+        .args([
+            "get",
+            "--prefix",
+            "/mep/v1/outbox/",
+            "--count-only",
+            "-w",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    answer["count"].as_u64().unwrap_or(0) as usize
+}
+
+#[test]
+fn notifications_outlive_the_node_that_was_sending_them() {
+    let _cluster = one_cluster_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(3);
+    let key = master_key(dir.path());
+    let mut nodes: Vec<Node> = ["l1", "l2", "l3"]
+        .iter()
+        .map(|id| start_node(&etcd, id, &key, dir.path()))
+        .collect();
+    wait_until(Duration::from_secs(10), "one node leads", || {
+        notifier(&nodes).len() == 1
+    });
+    let leader = notifier(&nodes)[0];
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let (a, b) = (&nodes[others[0]], &nodes[others[1]]);
+    let (callback, notified) = notification_sink();
+    subscribe(a, "app-w", "watched", &callback);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut body = service("watched", "1");
+    body["livenessInterval"] = json!(1);
+    let beating = registered(a, "app-p", &body);
+    wait_until(Duration::from_secs(5), "the leader sends Added", || {
+        notified.count() == 1
+    });
+    for _ in 0..4 {
+        assert_eq!(heartbeat(b, "app-p", &beating), 200);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The leader freezes with its lease. A registration on another node is committed with its
+    // notification, which nobody sends yet; the heartbeats end, so the service is suspended
+    // (at 2 s) while nobody leads.
+    signal(&nodes[leader].proc, "-STOP");
+    let stopped = Instant::now();
+    let plain = registered(a, "app-p", &service("watched", "2"));
+    assert_eq!(
+        notified.count(),
+        1,
+        "nothing is sent while the leader is frozen"
+    );
+    wait_until(Duration::from_secs(10), "another node leads", || {
+        notifier(&nodes[..]).len() == 1
+    });
+    let took_over = stopped.elapsed();
+    wait_until(
+        Duration::from_secs(10),
+        "the new leader sends what the outbox holds and the suspension",
+        || notified.count() >= 3,
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut changes = notified.changes()[1..].to_vec();
+    changes.sort();
+    let mut expected = vec![
+        (plain.clone(), "ACTIVE".to_owned(), "ADDED".to_owned()),
+        (
+            beating.clone(),
+            "SUSPENDED".to_owned(),
+            "STATE_CHANGED".to_owned(),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(
+        changes, expected,
+        "each once, after {took_over:?} without a leader"
+    );
+    wait_until(Duration::from_secs(5), "the outbox is empty", || {
+        outbox_records(&etcd) == 0
+    });
+    // The old leader wakes up after its lease expired: it does not send anything again.
+    signal(&nodes[leader].proc, "-CONT");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(notified.count(), 3, "the woken leader sent nothing");
+    let leaders = notifier(&nodes);
+    assert_eq!(leaders.len(), 1, "one leader");
+    assert_ne!(leaders[0], leader);
+    // A leader that stops hands the lead on (revokes its lease) instead of leaving it held
+    // for the lease's life.
+    let mut current = nodes.remove(leaders[0]);
+    signal(&current.proc, "-TERM");
+    current.proc.0.wait().unwrap();
+    let holder = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd.endpoints()])
+        .args(["get", "/mep/v1/leader", "--print-value-only"])
+        .output()
+        .unwrap();
+    let holder = String::from_utf8_lossy(&holder.stdout).trim().to_owned();
+    assert!(
+        !holder.starts_with(&["l1", "l2", "l3"][leaders[0]]),
+        "the stopped node still holds the lead: {holder}"
     );
 }
 

@@ -20,10 +20,10 @@ use crate::model::ids::new_id;
 use crate::model::service::{
     EndPointInfo, GrantType, OAuth2Info, SecurityInfo, TransportInfo, TransportType,
 };
-use crate::notify::{Notifier, NotifyConfig};
+use crate::notify::{Notifier, NotifyConfig, Outbox};
 use crate::readiness::{Part, Readiness};
 use crate::registry::{run_liveness_sweeper, Registry, RegistryParts};
-use crate::store::{Check, Store, StoreError, Table, Write};
+use crate::store::{Check, Leadership, Store, StoreError, Table, Write};
 use crate::{auth, dataplanes};
 
 /// Everything the routers and the background work share.
@@ -36,6 +36,9 @@ pub(super) struct Core {
     pub(super) readiness: Arc<Readiness>,
     pub(super) registry: Arc<Registry>,
     pub(super) apps: Arc<Apps>,
+    /// Whether this node sends the site's notifications (always, on a single node).
+    pub(super) leadership: Leadership,
+    outbox: Arc<Outbox>,
 }
 
 impl Core {
@@ -93,7 +96,7 @@ impl Core {
                 store: store.clone(),
                 clock: clock.clone(),
                 links: links.clone(),
-                notifier,
+                notifier: notifier.clone(),
                 dataplane,
                 registry: registry.clone(),
                 config: config.apps.clone(),
@@ -102,7 +105,16 @@ impl Core {
             .await?,
         );
         readiness.set(Part::Store, true);
+        let leadership = store.campaign();
+        let outbox = Outbox::new(
+            store.clone(),
+            notifier,
+            leadership.clone(),
+            shutdown.clone(),
+        );
         Ok(Core {
+            leadership,
+            outbox,
             store,
             clock,
             links,
@@ -131,12 +143,15 @@ impl Core {
                 self.registry.clone(),
                 self.apps.clone(),
                 self.auth.clone(),
+                self.outbox.clone(),
                 shutdown.clone(),
             ));
+            tasks.spawn(self.outbox.clone().run());
         }
         tasks.spawn(run_liveness_sweeper(
             self.registry.clone(),
             config.liveness_sweep,
+            self.leadership.clone(),
             shutdown.clone(),
         ));
     }

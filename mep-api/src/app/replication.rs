@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apps::Apps;
 use crate::auth::Auth;
+use crate::notify::Outbox;
 use crate::registry::Registry;
 use crate::store::{Replicated, Table};
 
@@ -17,6 +18,7 @@ pub(super) async fn run(
     registry: Arc<Registry>,
     apps: Arc<Apps>,
     auth: Arc<Auth>,
+    outbox: Arc<Outbox>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -40,6 +42,8 @@ pub(super) async fn run(
             Table::AppCredentials => auth.credentials().apply_replicated(&change).await,
             Table::Liveness => registry.apply_replicated_heartbeat(&change),
             Table::Meta => auth.apply_replicated_keys(&change),
+            Table::Outbox => outbox.apply_replicated(&change),
+            Table::NotifiedLiveness => registry.apply_replicated_notified_liveness(&change).await,
         }
     }
 }

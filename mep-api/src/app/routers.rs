@@ -138,6 +138,7 @@ pub(super) fn mm5(config: &Config, core: &Core) -> Router {
         metrics: core.metrics.clone(),
         registry: core.registry.clone(),
         store: core.store.clone(),
+        leadership: core.leadership.clone(),
         dataplane: core.apps.dataplane().clone(),
         readiness: core.readiness.clone(),
         snapshots: core.apps.snapshots(),

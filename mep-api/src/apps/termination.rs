@@ -14,6 +14,7 @@ use crate::model::ids::{new_id, AppInstanceId};
 use crate::model::subscription::{
     SelfLinks, SubscriptionLink, SubscriptionLinkList, SubscriptionLinkListLinks,
 };
+use crate::notify::{Outbox, Outgoing};
 use crate::store::{Table, Write};
 
 pub const TERMINATION_SUBSCRIPTION_TYPE: &str = "AppTerminationNotificationSubscription";
@@ -269,7 +270,7 @@ impl Apps {
             .filter(|s| s.app == *app)
             .cloned()
             .collect();
-        self.notify_termination(app, &subscriptions);
+        self.notify_termination(app, &subscriptions).await?;
         let confirmed = !subscriptions.is_empty()
             && tokio::time::timeout(
                 self.config.max_graceful_timeout,
@@ -299,26 +300,48 @@ impl Apps {
         Ok(report)
     }
 
-    /// Sends every termination subscription of `app` its AppTerminationNotification.
-    fn notify_termination(&self, app: &AppInstanceId, subscriptions: &[TerminationSubscription]) {
-        for sub in subscriptions {
-            let notification = AppTerminationNotification {
-                notification_type: TERMINATION_NOTIFICATION_TYPE,
-                operation_action: TERMINATING,
-                max_graceful_timeout: self.config.max_graceful_timeout.as_secs(),
-                links: NotificationLinks {
-                    subscription: LinkType::new(
-                        self.links.termination_subscription(app.as_str(), &sub.id),
-                    ),
-                    confirm_termination: LinkType::new(
-                        self.links.confirm_termination(app.as_str()),
-                    ),
-                },
-            };
-            let body = serde_json::to_vec(&notification).unwrap_or_default();
-            self.notifier
-                .deliver(&sub.id, &sub.callback_reference, Bytes::from(body));
+    /// Sends every termination subscription of `app` its AppTerminationNotification; on a
+    /// store shared by several nodes, commits them to the outbox for the leader to send.
+    async fn notify_termination(
+        &self,
+        app: &AppInstanceId,
+        subscriptions: &[TerminationSubscription],
+    ) -> Result<(), AppsError> {
+        let notifications: Vec<Outgoing> = subscriptions
+            .iter()
+            .map(|sub| {
+                let notification = AppTerminationNotification {
+                    notification_type: TERMINATION_NOTIFICATION_TYPE,
+                    operation_action: TERMINATING,
+                    max_graceful_timeout: self.config.max_graceful_timeout.as_secs(),
+                    links: NotificationLinks {
+                        subscription: LinkType::new(
+                            self.links.termination_subscription(app.as_str(), &sub.id),
+                        ),
+                        confirm_termination: LinkType::new(
+                            self.links.confirm_termination(app.as_str()),
+                        ),
+                    },
+                };
+                Outgoing {
+                    subscription: sub.id.clone(),
+                    callback: sub.callback_reference.clone(),
+                    body: Bytes::from(serde_json::to_vec(&notification).unwrap_or_default()),
+                }
+            })
+            .collect();
+        if self.store.is_shared() {
+            if !notifications.is_empty() {
+                self.store
+                    .commit(notifications.iter().map(Outbox::write).collect())
+                    .await?;
+            }
+            return Ok(());
         }
+        for n in notifications {
+            self.notifier.deliver(&n.subscription, &n.callback, n.body);
+        }
+        Ok(())
     }
 
     /// Removes the app's traffic and DNS rules; answers why not when that failed.

@@ -23,7 +23,7 @@ use crate::metrics::{Metrics, OutcomeLabels, RuleLabels};
 use crate::problem::{problem_response, ProblemDetails};
 use crate::readiness::Readiness;
 use crate::registry::Registry;
-use crate::store::Store;
+use crate::store::{Leadership, Store};
 
 /// What the operations endpoints read.
 #[derive(Clone)]
@@ -31,6 +31,8 @@ pub struct OpsState {
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub store: Store,
+    /// Whether this node sends the site's notifications.
+    pub leadership: Leadership,
     pub dataplane: Arc<dyn DataPlane>,
     pub readiness: Arc<Readiness>,
     /// The newest rule snapshot, for the rule counts.
@@ -120,6 +122,7 @@ async fn ready(State(state): State<OpsState>) -> Response {
         if let Some(node) = state.store.node_id() {
             body["node"] = node.into();
             body["appliedRevision"] = state.store.applied_revision().into();
+            body["notifier"] = state.leadership.is_leader().into();
         }
         return axum::Json(body).into_response();
     }
@@ -157,6 +160,10 @@ async fn metrics(State(state): State<OpsState>) -> Response {
         .metrics
         .store_applied_revision
         .set(state.store.applied_revision());
+    state
+        .metrics
+        .notifier_leader
+        .set(i64::from(state.leadership.is_leader()));
     state.metrics.traffic_rule_packets.clear();
     state.metrics.traffic_rule_bytes.clear();
     for c in state.dataplane.counters() {

@@ -19,6 +19,7 @@
 //!   subscribers all free memory, not only the queues).
 
 mod memory;
+mod outbox;
 mod queue;
 
 use std::collections::HashMap;
@@ -33,7 +34,17 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+pub use outbox::Outbox;
+pub use queue::Settled;
 use queue::{Job, Queue};
+
+/// A notification for one subscription, ready to be delivered.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub subscription: String,
+    pub callback: String,
+    pub body: Bytes,
+}
 
 /// Delivery settings.
 #[derive(Debug, Clone)]
@@ -170,6 +181,27 @@ impl Notifier {
     /// Queues `body` for the subscription's callback. Never waits: a full queue (or a full
     /// budget) drops the oldest waiting notification and counts it.
     pub fn deliver(&self, subscription_id: &str, callback: &str, body: Bytes) {
+        self.queue(
+            subscription_id,
+            callback,
+            Job {
+                body,
+                _settled: None,
+            },
+        );
+    }
+
+    /// Queues `outgoing` like [`Notifier::deliver`] and runs `settled` once it is delivered,
+    /// given up or dropped (not when the process stops first).
+    pub fn deliver_then(&self, outgoing: Outgoing, settled: Settled) {
+        let job = Job {
+            body: outgoing.body,
+            _settled: Some(settled),
+        };
+        self.queue(&outgoing.subscription, &outgoing.callback, job);
+    }
+
+    fn queue(&self, subscription_id: &str, callback: &str, job: Job) {
         let inner = &self.inner;
         let queue = Arc::clone(
             inner
@@ -183,7 +215,6 @@ impl Notifier {
         } else {
             inner.config.queue_capacity
         };
-        let job = Job { body };
         let (added, dropped) = queue.push(job, capacity.max(1));
         self.account(added as isize - dropped.bytes as isize, dropped.count);
         if inner.queued_bytes.load(Ordering::Relaxed) > inner.config.queue_bytes {

@@ -12,6 +12,25 @@ use tokio_util::sync::CancellationToken;
 /// One notification to deliver.
 pub(super) struct Job {
     pub(super) body: Bytes,
+    /// Runs when the job is dropped: once it is delivered, given up, or dropped unsent.
+    pub(super) _settled: Option<Settled>,
+}
+
+/// What runs once a notification is settled (see `Notifier::deliver_then`).
+pub struct Settled(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl Settled {
+    pub fn new(then: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self(Some(Box::new(then)))
+    }
+}
+
+impl Drop for Settled {
+    fn drop(&mut self) {
+        if let Some(then) = self.0.take() {
+            then();
+        }
+    }
 }
 
 /// What a queued notification costs besides its body: the queue slot, the `Bytes` header and
@@ -164,6 +183,7 @@ mod tests {
     fn job(n: usize) -> Job {
         Job {
             body: Bytes::from(vec![b'x'; n]),
+            _settled: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Service liveness (MEC 011 v2.2.1 clause 8.2.10): services registered with a heartbeat interval
 //! that stop sending heartbeats turn SUSPENDED, and a heartbeat revives them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +11,8 @@ use crate::model::common::ServiceState;
 use crate::model::ids::AppInstanceId;
 use crate::model::service::{ServiceLivenessInfo, TimeStamp};
 use crate::model::subscription::ChangeType;
-use crate::store::{Replicated, Table, Write};
+use crate::notify::Outbox;
+use crate::store::{Check, Leadership, Replicated, Store, StoreError, Table, Write};
 
 /// How the platform chooses heartbeat intervals.
 #[derive(Debug, Clone, Copy)]
@@ -97,7 +99,7 @@ impl Registry {
         let new_liveness = Some(Liveness {
             last_heartbeat: now,
             suspended: false,
-            notifies: true,
+            ..liveness
         });
         let rendered = revived.then(|| self.render(&entry.service, new_liveness));
         let Some(entry) = index.services.get_mut(id) else {
@@ -159,7 +161,7 @@ impl Registry {
     }
 
     /// A heartbeat another node took: the service's last heartbeat moves forward (a suspended
-    /// service revives; the node that took the heartbeat notified that).
+    /// service revives; the leader notifies that).
     pub fn apply_replicated_heartbeat(&self, change: &Replicated) {
         if !self.store.claim(change) {
             return;
@@ -179,7 +181,7 @@ impl Registry {
         entry.liveness = Some(Liveness {
             last_heartbeat: at,
             suspended: false,
-            notifies: false,
+            ..liveness
         });
         if revived {
             entry.rendered = self.render(&entry.service, entry.liveness);
@@ -228,15 +230,167 @@ impl Registry {
             entry.rendered = self.render(&entry.service, entry.liveness);
             tracing::info!(service = %id, "missed heartbeats: service SUSPENDED");
             suspended += 1;
-            if !liveness.notifies {
-                continue;
-            }
             let index = &*index;
             if let Some(entry) = index.services.get(&id) {
                 self.emit(index, entry, ChangeType::StateChanged);
             }
         }
         suspended
+    }
+}
+
+impl Registry {
+    /// The leader of nodes sharing a store: notifies every liveness change (suspension or
+    /// revival) not notified yet, with the record of what it notified, in one commit per
+    /// service. A new leader so notifies what its predecessor did not get to.
+    pub async fn notify_liveness_changes(&self) {
+        let due: Vec<(String, AppInstanceId)> = self
+            .index
+            .read()
+            .services
+            .values()
+            .filter(|e| e.liveness.is_some_and(|l| l.notification_due()))
+            .map(|e| (e.service.ser_instance_id.clone(), e.service.owner.clone()))
+            .collect();
+        for (id, owner) in due {
+            let _serial = self.lock_app(&owner).await;
+            let (checks, writes, suspended) = {
+                let index = self.index.read();
+                let Some(entry) = index.services.get(&id) else {
+                    continue;
+                };
+                let Some(liveness) = entry.liveness.filter(|l| l.notification_due()) else {
+                    continue;
+                };
+                let check = match liveness.notified_suspended {
+                    None => Check::Absent {
+                        table: Table::NotifiedLiveness,
+                        key: id.clone(),
+                    },
+                    Some(before) => Check::Holds {
+                        table: Table::NotifiedLiveness,
+                        key: id.clone(),
+                        value: NotifiedLiveness::encode(before),
+                    },
+                };
+                let mut writes = vec![Write::Put {
+                    table: Table::NotifiedLiveness,
+                    key: id.clone(),
+                    value: NotifiedLiveness::encode(liveness.suspended),
+                }];
+                writes.extend(
+                    self.notifications(&index, entry, ChangeType::StateChanged)
+                        .iter()
+                        .map(Outbox::write),
+                );
+                (vec![check], writes, liveness.suspended)
+            };
+            match self.store.commit_checked(checks, writes).await {
+                Ok(()) => {
+                    let mut index = self.index.write();
+                    if let Some(l) = index
+                        .services
+                        .get_mut(&id)
+                        .and_then(|e| e.liveness.as_mut())
+                    {
+                        l.notified_suspended = Some(suspended);
+                    }
+                }
+                // Another leader notified it; its record comes by the watch.
+                Err(StoreError::Conflict) => {}
+                Err(e) => {
+                    tracing::warn!(service = %id, error = %e, "liveness change not notified yet");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// What the leader notified of a service's liveness, as committed by any node.
+    pub async fn apply_replicated_notified_liveness(&self, change: &Replicated) {
+        let Ok(record) = change.decode::<NotifiedLiveness>() else {
+            return;
+        };
+        let owner = self
+            .index
+            .read()
+            .services
+            .get(&change.key)
+            .map(|e| e.service.owner.clone());
+        let Some(_serial) = self.claim_replicated(change, owner).await else {
+            return;
+        };
+        let mut index = self.index.write();
+        if let Some(l) = index
+            .services
+            .get_mut(&change.key)
+            .and_then(|e| e.liveness.as_mut())
+        {
+            l.notified_suspended = record.map(|r| r.suspended);
+        }
+    }
+}
+
+impl Liveness {
+    /// Whether the leader has a liveness change of this service to notify.
+    fn notification_due(&self) -> bool {
+        self.suspended != self.notified_suspended.unwrap_or(false)
+    }
+}
+
+/// What the leader last notified of a service's liveness.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct NotifiedLiveness {
+    suspended: bool,
+}
+
+impl NotifiedLiveness {
+    fn encode(suspended: bool) -> Vec<u8> {
+        if suspended {
+            br#"{"suspended":true}"#.to_vec()
+        } else {
+            br#"{"suspended":false}"#.to_vec()
+        }
+    }
+}
+
+/// The liveness records of a store shared by several nodes, as loaded at start.
+#[derive(Default)]
+pub(super) struct SharedLiveness {
+    heartbeats: HashMap<String, SystemTime>,
+    notified: HashMap<String, bool>,
+}
+
+impl SharedLiveness {
+    /// The shared records; none on a single node.
+    pub(super) fn load(store: &Store) -> Result<Self, StoreError> {
+        let mut shared = Self::default();
+        if !store.is_shared() {
+            return Ok(shared);
+        }
+        for (key, value) in store.load(Table::Liveness)? {
+            if let Ok(record) = serde_json::from_slice::<SharedHeartbeat>(&value) {
+                shared
+                    .heartbeats
+                    .insert(key, UNIX_EPOCH + Duration::from_millis(record.at_ms));
+            }
+        }
+        for (key, value) in store.load(Table::NotifiedLiveness)? {
+            if let Ok(record) = serde_json::from_slice::<NotifiedLiveness>(&value) {
+                shared.notified.insert(key, record.suspended);
+            }
+        }
+        Ok(shared)
+    }
+
+    /// The liveness of service `id` at start: its last shared heartbeat (else now) and what
+    /// the leader notified of it. The sweeper suspends it if that heartbeat is overdue.
+    pub(super) fn take(&mut self, id: &str, now: SystemTime) -> Liveness {
+        Liveness {
+            last_heartbeat: self.heartbeats.remove(id).map_or(now, |at| at.min(now)),
+            suspended: false,
+            notified_suspended: self.notified.remove(id),
+        }
     }
 }
 
@@ -264,10 +418,12 @@ fn render_liveness(state: ServiceState, last: SystemTime, interval: u32) -> Rend
     Rendered::of(serde_json::to_vec(&info).unwrap_or_default())
 }
 
-/// Checks liveness every `period` until `shutdown` fires.
+/// Checks liveness every `period` until `shutdown` fires; on a store shared by several nodes
+/// the leader then notifies the changes.
 pub async fn run_liveness_sweeper(
     registry: Arc<Registry>,
     period: Duration,
+    leadership: Leadership,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut tick = tokio::time::interval(period);
@@ -277,6 +433,9 @@ pub async fn run_liveness_sweeper(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
                 registry.sweep_liveness(registry.clock.now());
+                if registry.store.is_shared() && leadership.is_leader() {
+                    registry.notify_liveness_changes().await;
+                }
             }
         }
     }

@@ -36,8 +36,8 @@ use crate::model::subscription::{
     ChangeType, NotificationLinks, SerAvailabilitySubscription, ServiceAvailabilityNotification,
     ServiceFacts, ServiceReference, SER_AVAILABILITY_NOTIFICATION_TYPE,
 };
-use crate::notify::Notifier;
-use crate::store::{Store, StoreError, Table};
+use crate::notify::{Notifier, Outbox, Outgoing};
+use crate::store::{Store, StoreError, Table, Write};
 
 /// Why a registry operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -83,15 +83,27 @@ impl Rendered {
     }
 }
 
-/// Heartbeat bookkeeping of a service with `livenessInterval > 0`; never persisted, so a restart
-/// starts every timer afresh.
+/// Heartbeat bookkeeping of a service with `livenessInterval > 0`. A single node keeps it in
+/// memory only (a restart starts every timer afresh); nodes sharing a store share the last
+/// heartbeat and what the leader last notified.
 #[derive(Debug, Clone, Copy)]
 struct Liveness {
     last_heartbeat: SystemTime,
     suspended: bool,
-    /// Whether this node notifies the suspension: the node that registered the service or got
-    /// its last heartbeat (on a store shared by several nodes each change is notified once).
-    notifies: bool,
+    /// On a store shared by several nodes: whether the leader last notified the service
+    /// SUSPENDED (`None`: it never notified a liveness change of it). The leader notifies
+    /// wherever this differs from `suspended`.
+    notified_suspended: Option<bool>,
+}
+
+impl Liveness {
+    fn fresh(now: SystemTime) -> Self {
+        Self {
+            last_heartbeat: now,
+            suspended: false,
+            notified_suspended: None,
+        }
+    }
 }
 
 struct Entry {
@@ -197,7 +209,8 @@ pub struct RegistryParts {
 }
 
 impl Registry {
-    /// Builds the registry from what the store holds. Liveness timers start now.
+    /// Builds the registry from what the store holds. Liveness timers start now, or on a store
+    /// shared by several nodes at the last heartbeat any node took.
     pub fn load(parts: RegistryParts) -> Result<Self, RegistryError> {
         let registry = Registry {
             index: RwLock::new(Index::default()),
@@ -214,14 +227,12 @@ impl Registry {
         };
         let now = registry.clock.now();
         let mut index = Index::default();
+        let mut shared = liveness::SharedLiveness::load(&registry.store)?;
         for (key, value) in registry.store.load(Table::Services)? {
             match serde_json::from_slice::<Service>(&value) {
                 Ok(service) => {
-                    let liveness = (service.liveness_interval > 0).then_some(Liveness {
-                        last_heartbeat: now,
-                        suspended: false,
-                        notifies: !registry.store.is_shared(),
-                    });
+                    let liveness = (service.liveness_interval > 0)
+                        .then(|| shared.take(&service.ser_instance_id, now));
                     let rendered = registry.render(&service, liveness);
                     index.insert(Entry {
                         service,
@@ -308,9 +319,9 @@ impl Registry {
         Rendered::of(serde_json::to_vec(&view).unwrap_or_default())
     }
 
-    /// Sends a service availability notification to every subscription whose filter matches.
-    /// Called with the index lock held so that notifications of one service leave in order.
-    fn emit(&self, index: &Index, entry: &Entry, change: ChangeType) {
+    /// The service availability notifications of a change of `entry`, one per subscription
+    /// whose filter matches.
+    fn notifications(&self, index: &Index, entry: &Entry, change: ChangeType) -> Vec<Outgoing> {
         let facts = entry.facts();
         let reference = [ServiceReference {
             link: (change != ChangeType::Removed).then(|| {
@@ -324,6 +335,7 @@ impl Registry {
             state: facts.state,
             change_type: change,
         }];
+        let mut out = Vec::new();
         for sub in index.subscriptions.values() {
             if !sub.filtering_criteria.matches(&facts) {
                 continue;
@@ -338,12 +350,38 @@ impl Registry {
                 },
             };
             match serde_json::to_vec(&notification) {
-                Ok(body) => {
-                    self.notifier
-                        .deliver(&sub.id, &sub.callback_reference, Bytes::from(body))
-                }
+                Ok(body) => out.push(Outgoing {
+                    subscription: sub.id.clone(),
+                    callback: sub.callback_reference.clone(),
+                    body: Bytes::from(body),
+                }),
                 Err(e) => tracing::error!(error = %e, "cannot serialize notification"),
             }
         }
+        out
+    }
+
+    /// On a single node, sends the notifications of a change just applied. Called with the
+    /// index lock held so that notifications of one service leave in order. Nodes sharing a
+    /// store committed them to the outbox with the change instead ([`Registry::outbox`]).
+    fn emit(&self, index: &Index, entry: &Entry, change: ChangeType) {
+        if self.store.is_shared() {
+            return;
+        }
+        for n in self.notifications(index, entry, change) {
+            self.notifier.deliver(&n.subscription, &n.callback, n.body);
+        }
+    }
+
+    /// On a store shared by several nodes, the outbox writes of a change about to be
+    /// committed (see `notify::Outbox`); nothing on a single node.
+    fn outbox(&self, index: &Index, entry: &Entry, change: ChangeType) -> Vec<Write> {
+        if !self.store.is_shared() {
+            return Vec::new();
+        }
+        self.notifications(index, entry, change)
+            .iter()
+            .map(Outbox::write)
+            .collect()
     }
 }

@@ -3,7 +3,8 @@
 //! Each change is applied under the lock of the owning application, the lock this node's own
 //! writes of that application hold from check to index update, so the watch's copy of an own
 //! write is recognised (`Store::claim`) and an older change never overwrites a newer one. The
-//! node that made a change sent its notifications; the others only update their index.
+//! node that made a change committed its notifications to the outbox; the others only update
+//! their index.
 
 use super::{Entry, Liveness, Registry};
 use crate::model::ids::AppInstanceId;
@@ -15,7 +16,7 @@ impl Registry {
     /// Takes `owner`'s turn for a replicated change and claims the change: `None` when there is
     /// nothing to apply (a delete of a record this node never had, or a change it already
     /// applied, or one older than what it holds).
-    async fn claim_replicated(
+    pub(super) async fn claim_replicated(
         &self,
         change: &Replicated,
         owner: Option<AppInstanceId>,
@@ -55,9 +56,11 @@ impl Registry {
                 ..
             }) if s.liveness_interval == service.liveness_interval => *l,
             _ => Liveness {
-                last_heartbeat: self.clock.now(),
-                suspended: false,
-                notifies: false,
+                notified_suspended: old
+                    .as_ref()
+                    .and_then(|e| e.liveness)
+                    .and_then(|l| l.notified_suspended),
+                ..Liveness::fresh(self.clock.now())
             },
         });
         let rendered = self.render(&service, liveness);

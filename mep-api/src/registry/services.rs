@@ -1,5 +1,7 @@
 //! Registration, update, deregistration and discovery of MEC services.
 
+use std::time::SystemTime;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{if_match_holds, Entry, Liveness, Registry, RegistryError, Rendered};
@@ -72,20 +74,16 @@ impl Registry {
                 "application instance {app} already has {owned} services, the limit"
             )));
         }
-        self.store
-            .commit(vec![Self::put_service(&service)?])
-            .await?;
-        let liveness = (service.liveness_interval > 0).then(|| Liveness {
-            last_heartbeat: self.clock.now(),
-            suspended: false,
-            notifies: true,
-        });
+        let liveness = (service.liveness_interval > 0).then(|| Liveness::fresh(self.clock.now()));
         let rendered = self.render(&service, liveness);
         let entry = Entry {
             service,
             liveness,
             rendered: rendered.clone(),
         };
+        let mut writes = vec![Self::put_service(&entry.service)?];
+        writes.extend(self.outbox(&self.index.read(), &entry, ChangeType::Added));
+        self.store.commit(writes).await?;
         let id = entry.service.ser_instance_id.clone();
         let mut index = self.index.write();
         self.emit(&index, &entry, ChangeType::Added);
@@ -121,7 +119,7 @@ impl Registry {
     ) -> Result<Rendered, RegistryError> {
         let new = self.build_service(id.to_owned(), app.clone(), spec)?;
         let _serial = self.lock_app(app).await;
-        let checks = {
+        let (checks, outbox) = {
             let index = self.index.read();
             let entry = self.owned_entry(&index, app, id)?;
             if !if_match_holds(if_match, &entry.rendered.etag) {
@@ -132,7 +130,7 @@ impl Registry {
             }
             // With If-Match on a store shared by several nodes, the store must still hold what
             // the ETag was computed from: another node may have changed it since this one heard.
-            match if_match {
+            let checks = match if_match {
                 Some(_) if self.store.is_shared() => vec![Check::Holds {
                     table: Table::Services,
                     key: id.to_owned(),
@@ -140,10 +138,19 @@ impl Registry {
                         .map_err(|e| RegistryError::Encoding(e.to_string()))?,
                 }],
                 _ => Vec::new(),
-            }
+            };
+            let outbox = if self.store.is_shared() {
+                let (updated, change) = self.updated(entry, new.clone(), self.clock.now());
+                self.outbox(&index, &updated, change)
+            } else {
+                Vec::new()
+            };
+            (checks, outbox)
         };
+        let mut writes = vec![Self::put_service(&new)?];
+        writes.extend(outbox);
         self.store
-            .commit_checked(checks, vec![Self::put_service(&new)?])
+            .commit_checked(checks, writes)
             .await
             .map_err(|e| match e {
                 crate::store::StoreError::Conflict => RegistryError::PreconditionFailed,
@@ -154,31 +161,37 @@ impl Registry {
         let Some(old) = index.remove(id) else {
             return Err(RegistryError::ServiceNotFound(id.to_owned()));
         };
+        let (entry, change) = self.updated(&old, new, now);
+        let rendered = entry.rendered.clone();
+        self.emit(&index, &entry, change);
+        index.insert(entry);
+        Ok(rendered)
+    }
+
+    /// The entry that replaces `old` with `new` at `now`, and the kind of change it is.
+    fn updated(&self, old: &Entry, new: Service, now: SystemTime) -> (Entry, ChangeType) {
         let liveness = if new.liveness_interval == 0 {
             None
         } else if new.liveness_interval == old.service.liveness_interval {
             old.liveness
         } else {
             Some(Liveness {
-                last_heartbeat: now,
-                suspended: false,
-                notifies: true,
+                notified_suspended: old.liveness.and_then(|l| l.notified_suspended),
+                ..Liveness::fresh(now)
             })
         };
         let rendered = self.render(&new, liveness);
         let entry = Entry {
             service: new,
             liveness,
-            rendered: rendered.clone(),
+            rendered,
         };
         let change = if entry.effective_state() != old.effective_state() {
             ChangeType::StateChanged
         } else {
             ChangeType::AttributesChanged
         };
-        self.emit(&index, &entry, change);
-        index.insert(entry);
-        Ok(rendered)
+        (entry, change)
     }
 
     /// The deletes that deregister service `id`: its record, and on a store shared by several
@@ -189,10 +202,21 @@ impl Registry {
             key: id.to_owned(),
         }];
         if self.store.is_shared() {
-            writes.push(Write::Delete {
-                table: Table::Liveness,
-                key: id.to_owned(),
-            });
+            for table in [Table::Liveness, Table::NotifiedLiveness] {
+                writes.push(Write::Delete {
+                    table,
+                    key: id.to_owned(),
+                });
+            }
+        }
+        writes
+    }
+
+    /// The deletes and outbox writes that deregister service `id`, which `index` holds.
+    fn deregistration(&self, index: &super::Index, id: &str) -> Vec<Write> {
+        let mut writes = self.removal(id);
+        if let Some(entry) = index.services.get(id) {
+            writes.extend(self.outbox(index, entry, ChangeType::Removed));
         }
         writes
     }
@@ -200,8 +224,12 @@ impl Registry {
     /// Deregisters a service of `app`.
     pub async fn deregister(&self, app: &AppInstanceId, id: &str) -> Result<(), RegistryError> {
         let _serial = self.lock_app(app).await;
-        self.owned_entry(&self.index.read(), app, id)?;
-        self.store.commit(self.removal(id)).await?;
+        let writes = {
+            let index = self.index.read();
+            self.owned_entry(&index, app, id)?;
+            self.deregistration(&index, id)
+        };
+        self.store.commit(writes).await?;
         let mut index = self.index.write();
         if let Some(entry) = index.remove(id) {
             self.emit(&index, &entry, ChangeType::Removed);
@@ -222,9 +250,13 @@ impl Registry {
         if ids.is_empty() {
             return Ok(0);
         }
-        self.store
-            .commit(ids.iter().flat_map(|id| self.removal(id)).collect())
-            .await?;
+        let writes = {
+            let index = self.index.read();
+            ids.iter()
+                .flat_map(|id| self.deregistration(&index, id))
+                .collect()
+        };
+        self.store.commit(writes).await?;
         let mut index = self.index.write();
         for id in &ids {
             if let Some(entry) = index.remove(id) {

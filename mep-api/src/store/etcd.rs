@@ -78,6 +78,8 @@ pub struct EtcdStore {
     applied: Mutex<HashMap<Table, HashMap<String, i64>>>,
     applied_revision: AtomicI64,
     changes: Mutex<Option<mpsc::Receiver<Replicated>>>,
+    /// The leader campaign, which revokes its lease when the store closes.
+    campaign: Mutex<Option<tokio::task::JoinHandle<()>>>,
     stop: CancellationToken,
 }
 
@@ -162,13 +164,14 @@ impl EtcdStore {
             applied: Mutex::new(HashMap::new()),
             applied_revision: AtomicI64::new(0),
             changes: Mutex::new(None),
+            campaign: Mutex::new(None),
             stop: CancellationToken::new(),
         };
         // The cluster may still be electing a leader when the nodes start together.
         let (rows, revision) = store
             .retrying(Duration::from_secs(30).max(store.write_deadline), |c| {
                 let root = store.root.clone();
-                async move { list(c, &root, 0).await }
+                async move { list(c, &root, &root, 0).await }
             })
             .await?;
         let mut loaded: HashMap<Table, Rows> = HashMap::new();
@@ -219,8 +222,19 @@ impl EtcdStore {
         self.changes.lock().take()
     }
 
-    pub(super) fn close(&self) {
+    /// Stops the watch and the campaign; waits (a little) for the campaign to hand the lead on.
+    pub(super) async fn close(&self) {
         self.stop.cancel();
+        let campaign = self.campaign.lock().take();
+        if let Some(campaign) = campaign {
+            let _ = tokio::time::timeout(self.request_timeout, campaign).await;
+        }
+    }
+
+    /// Starts the campaign for the lead (see [`EtcdStore::campaign`]).
+    pub(super) fn start_campaign(self: &Arc<Self>, leadership: super::Leadership) {
+        let task = tokio::spawn(Arc::clone(self).campaign(leadership));
+        *self.campaign.lock() = Some(task);
     }
 
     fn client(&self) -> Client {
@@ -430,14 +444,16 @@ fn parse_key<'a>(root: &str, full: &'a [u8]) -> Option<(Table, &'a str)> {
     Some((Table::from_name(table)?, key))
 }
 
-/// Every record under `root` at one revision (`at`, or the newest when 0), page by page.
+/// Every record under `prefix` (a part of mep's keys under `root`) at one revision (`at`, or
+/// the newest when 0), page by page.
 async fn list(
     mut client: Client,
     root: &str,
+    prefix: &str,
     at: i64,
 ) -> Result<(Vec<Row>, i64), etcd_client::Error> {
-    let end = range_end(root);
-    let mut start = root.as_bytes().to_vec();
+    let end = range_end(prefix);
+    let mut start = prefix.as_bytes().to_vec();
     let mut revision = at;
     let mut rows = Vec::new();
     loop {
@@ -582,7 +598,7 @@ impl EtcdStore {
             let listed = self
                 .retrying(self.write_deadline, |c| {
                     let root = self.root.clone();
-                    async move { list(c, &root, 0).await }
+                    async move { list(c, &root, &root, 0).await }
                 })
                 .await;
             match listed {
@@ -621,6 +637,151 @@ impl EtcdStore {
             tx.send(change).await.ok()?;
         }
         Some(revision)
+    }
+}
+
+/// Seconds a leader's lease lives without a renewal: how long a dead leader's notifications
+/// wait for another node to take over.
+const LEADER_TTL: i64 = 3;
+/// How often the lease is renewed and a follower tries to take the lead.
+const CAMPAIGN_PERIOD: Duration = Duration::from_millis(500);
+/// Taken off the lease's life by the leader's own clock, for clocks running at other rates.
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
+
+impl EtcdStore {
+    /// Every record of `table` as etcd holds it now, oldest change first.
+    pub(super) async fn list_table(&self, table: Table) -> Result<Vec<Replicated>, StoreError> {
+        let prefix = format!("{}{}/", self.root, table.name());
+        let (rows, _) = self
+            .retrying(self.write_deadline, |c| {
+                let prefix = prefix.clone();
+                async move { list(c, &self.root, &prefix, 0).await }
+            })
+            .await?;
+        let mut changes: Vec<Replicated> = rows
+            .into_iter()
+            .map(|row| Replicated {
+                table: row.table,
+                key: row.key,
+                value: Some(row.value),
+                revision: row.mod_revision,
+            })
+            .collect();
+        changes.sort_by_key(|c| c.revision);
+        Ok(changes)
+    }
+
+    /// Campaigns for the `{prefix}/leader` key until closed: holds a lease, renews it every
+    /// [`CAMPAIGN_PERIOD`], and puts the key with it when nobody holds the key. Leadership ends
+    /// when a renewal says the lease is gone, or when no renewal succeeded for the lease's life.
+    pub(super) async fn campaign(self: Arc<Self>, leadership: super::Leadership) {
+        let key = format!("{}leader", self.root);
+        while !self.stop.is_cancelled() {
+            let granted = self
+                .retrying(self.write_deadline, |mut c| async move {
+                    c.lease_grant(LEADER_TTL, None).await
+                })
+                .await;
+            let (lease, ttl) = match granted {
+                Ok(g) => (g.id(), Duration::from_secs(g.ttl().max(1) as u64)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no etcd lease for the leader election; retrying");
+                    self.sleep(CAMPAIGN_PERIOD).await;
+                    continue;
+                }
+            };
+            let mut renewed = tokio::time::Instant::now();
+            let mut leads = false;
+            loop {
+                let asked = tokio::time::Instant::now();
+                match self.hold_or_take(&key, lease).await {
+                    Ok(true) => {
+                        if !leads {
+                            tracing::info!(node = %self.node_id, "this node now sends the site's notifications");
+                        }
+                        leads = true;
+                        leadership.lead_until(renewed + ttl - LEASE_MARGIN);
+                    }
+                    Ok(false) => {
+                        if leads {
+                            tracing::warn!(node = %self.node_id, "another node took the lead");
+                        }
+                        leads = false;
+                        leadership.step_down();
+                    }
+                    Err(e) => tracing::debug!(error = %e, "leader key not checked"),
+                }
+                self.sleep(CAMPAIGN_PERIOD).await;
+                if self.stop.is_cancelled() {
+                    break;
+                }
+                match self.renew(lease).await {
+                    Ok(true) => renewed = asked,
+                    Ok(false) => {
+                        tracing::warn!(node = %self.node_id, "the leader election lease expired");
+                        break;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "leader election lease not renewed"),
+                }
+                if renewed.elapsed() + LEASE_MARGIN >= ttl {
+                    tracing::warn!(node = %self.node_id, "the leader election lease was not renewed in time");
+                    break;
+                }
+            }
+            if leads {
+                tracing::warn!(node = %self.node_id, "this node no longer sends notifications");
+            }
+            leadership.step_down();
+            if self.stop.is_cancelled() {
+                // A node that stops hands the lead on at once rather than after the lease.
+                let mut client = self.client();
+                let _ =
+                    tokio::time::timeout(self.request_timeout, client.lease_revoke(lease)).await;
+            }
+        }
+        leadership.step_down();
+    }
+
+    /// Puts the leader key with `lease` if nobody holds it; answers whether `lease` holds it.
+    async fn hold_or_take(&self, key: &str, lease: i64) -> Result<bool, StoreError> {
+        let response = self
+            .retrying(self.request_timeout, |mut c| {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(
+                        key,
+                        self.node_id.as_bytes(),
+                        Some(etcd_client::PutOptions::new().with_lease(lease)),
+                    )])
+                    .or_else([TxnOp::get(key, None)]);
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        if response.succeeded() {
+            return Ok(true);
+        }
+        Ok(response.op_responses().iter().any(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().is_some_and(|kv| kv.lease() == lease),
+            _ => false,
+        }))
+    }
+
+    /// Renews `lease` once; `Ok(false)` when etcd says it is gone.
+    async fn renew(&self, lease: i64) -> Result<bool, StoreError> {
+        self.retrying(self.request_timeout, |mut c| async move {
+            let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
+            keeper.keep_alive().await?;
+            let answer = stream.message().await?;
+            Ok(answer.is_some_and(|a| a.ttl() > 0))
+        })
+        .await
+    }
+
+    async fn sleep(&self, period: Duration) {
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            _ = tokio::time::sleep(period) => {}
+        }
     }
 }
 

@@ -10,7 +10,10 @@
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+mod leadership;
 mod redb;
+
+pub use leadership::Leadership;
 
 use std::path::{Path, PathBuf};
 
@@ -33,10 +36,17 @@ pub enum Table {
     /// The last heartbeat of each service with a liveness interval, on stores shared by several
     /// nodes (a single node keeps heartbeats in memory only).
     Liveness,
+    /// Notifications committed with the change they tell of, waiting for the leader to send
+    /// them (stores shared by several nodes; see `notify::Outbox`).
+    Outbox,
+    /// Per service with a liveness interval, whether the leader last notified it SUSPENDED
+    /// (stores shared by several nodes), so that a new leader notifies what its predecessor
+    /// did not.
+    NotifiedLiveness,
 }
 
 impl Table {
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 12] = [
         Table::Meta,
         Table::Services,
         Table::SerAvailabilitySubscriptions,
@@ -47,6 +57,8 @@ impl Table {
         Table::Registrations,
         Table::AppCredentials,
         Table::Liveness,
+        Table::Outbox,
+        Table::NotifiedLiveness,
     ];
 
     /// The table's name: a redb table, and a path segment of the etcd keys.
@@ -62,6 +74,8 @@ impl Table {
             Table::Registrations => "registrations",
             Table::AppCredentials => "app_credentials",
             Table::Liveness => "liveness",
+            Table::Outbox => "outbox",
+            Table::NotifiedLiveness => "notified_liveness",
         }
     }
 
@@ -243,6 +257,39 @@ impl Store {
         }
     }
 
+    /// Every record of `table` as the store holds it now, oldest change first (on etcd, with
+    /// the revision of each record's last change).
+    pub async fn list_now(&self, table: Table) -> Result<Vec<Replicated>, StoreError> {
+        match &self.backend {
+            Backend::Redb(s) => Ok(s
+                .load(table)?
+                .into_iter()
+                .map(|(key, value)| Replicated {
+                    table,
+                    key,
+                    value: Some(value),
+                    revision: 0,
+                })
+                .collect()),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(s) => s.list_table(table).await,
+        }
+    }
+
+    /// Starts this node's campaign to lead the nodes sharing the store (the leader sends the
+    /// site's notifications); a store of one node leads at once.
+    pub fn campaign(&self) -> Leadership {
+        match &self.backend {
+            Backend::Redb(_) => Leadership::always(),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(s) => {
+                let leadership = Leadership::follower();
+                s.start_campaign(leadership.clone());
+                leadership
+            }
+        }
+    }
+
     /// The stream of other nodes' commits, from right after what [`Store::load`] answered;
     /// `None` for a store of one node (redb), or once taken.
     pub fn take_changes(&self) -> Option<tokio::sync::mpsc::Receiver<Replicated>> {
@@ -307,7 +354,7 @@ impl Store {
         match self.backend {
             Backend::Redb(s) => s.close().await,
             #[cfg(feature = "etcd")]
-            Backend::Etcd(s) => s.close(),
+            Backend::Etcd(s) => s.close().await,
         }
     }
 
