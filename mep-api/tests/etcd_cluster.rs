@@ -320,13 +320,22 @@ fn configure(node: &Node, method: reqwest::Method, app: &str, body: &Value) -> u
         .unwrap_or(0)
 }
 
-/// The notifications an HTTP sink was sent, in arrival order.
+/// What an HTTP sink was sent, in arrival order: each request line and JSON body.
 #[derive(Clone, Default)]
-struct Notified(Arc<Mutex<Vec<Value>>>);
+struct Notified(Arc<Mutex<Vec<(String, Value)>>>);
 
 impl Notified {
     fn count(&self) -> usize {
         self.0.lock().unwrap().len()
+    }
+
+    /// The request lines (`PUT /v1/state HTTP/1.1`).
+    fn requests(&self) -> Vec<String> {
+        self.entries().into_iter().map(|(r, _)| r).collect()
+    }
+
+    fn entries(&self) -> Vec<(String, Value)> {
+        self.0.lock().unwrap().clone()
     }
 
     /// `(serInstanceId, state, changeType)` of each service availability notification.
@@ -335,7 +344,7 @@ impl Notified {
             .lock()
             .unwrap()
             .iter()
-            .flat_map(|n| {
+            .flat_map(|(_, n)| {
                 n["serviceReferences"]
                     .as_array()
                     .cloned()
@@ -349,7 +358,8 @@ impl Notified {
     }
 }
 
-/// An HTTP server that records the notifications it is sent.
+/// An HTTP server that records what it is sent (notifications, or a UPF controller's calls)
+/// and answers 204.
 fn notification_sink() -> (String, Notified) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/notify", listener.local_addr().unwrap());
@@ -357,29 +367,45 @@ fn notification_sink() -> (String, Notified) {
     let seen = notified.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream);
-            let mut length = 0usize;
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                if line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                line.clear();
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            seen.0
-                .lock()
-                .unwrap()
-                .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-            let mut stream = reader.into_inner();
-            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
+            let seen = seen.clone();
+            std::thread::spawn(move || serve_recording(stream, &seen));
         }
     });
     (url, notified)
+}
+
+/// Answers the requests of one connection, recording each.
+fn serve_recording(stream: std::net::TcpStream, seen: &Notified) {
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request = String::new();
+        if !reader.read_line(&mut request).is_ok_and(|n| n > 0) {
+            return;
+        }
+        let mut length = 0usize;
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            line.clear();
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        seen.0.lock().unwrap().push((
+            request.trim().to_owned(),
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+        ));
+        let answer = b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n";
+        if reader.get_mut().write_all(answer).is_err() {
+            return;
+        }
+    }
 }
 
 fn master_key(dir: &std::path::Path) -> std::path::PathBuf {
@@ -978,4 +1004,85 @@ fn a_node_whose_watch_fell_behind_a_compaction_lists_again_and_catches_up() {
                     .is_some_and(|s| s["version"] == "2")
         },
     );
+}
+
+#[test]
+fn a_upf_controller_shared_by_the_site_gets_each_rule_change_once() {
+    let _cluster = one_cluster_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(3);
+    let key = master_key(dir.path());
+    let (sink, upf) = notification_sink();
+    let endpoint = sink.replace("/notify", "/upf");
+    let args = [
+        "--no-auth",
+        "--dataplane",
+        "upf-http",
+        "--upf-endpoint",
+        &endpoint,
+    ];
+    let mut nodes: Vec<Node> = ["u1", "u2", "u3"]
+        .iter()
+        .map(|id| start_node_with(&etcd, id, &key, dir.path(), &args))
+        .collect();
+    wait_until(Duration::from_secs(10), "one node leads", || {
+        notifier(&nodes).len() == 1
+    });
+    let states = || {
+        upf.requests()
+            .iter()
+            .filter(|r| r.starts_with("PUT /upf/v1/state "))
+            .count()
+    };
+    wait_until(
+        Duration::from_secs(5),
+        "the leader brings the controller in line",
+        || states() == 1,
+    );
+    let leader = notifier(&nodes)[0];
+    let writer = (leader + 1) % nodes.len();
+    let status = configure(
+        &nodes[writer],
+        reqwest::Method::POST,
+        "app-u",
+        &dns_rule("app-u", "upf.edge.example", "192.0.2.40"),
+    );
+    assert!((200..300).contains(&status), "Mm5 answered {status}");
+    wait_until(
+        Duration::from_secs(5),
+        "every node answers the name",
+        || {
+            nodes
+                .iter()
+                .all(|n| dig(n, "upf.edge.example") == "192.0.2.40")
+        },
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let rule_calls: Vec<String> = upf
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("/dns-rules/"))
+        .collect();
+    assert_eq!(rule_calls.len(), 1, "once, by the writer: {rule_calls:?}");
+    assert!(rule_calls[0].starts_with("PUT /upf/v1/apps/app-u/dns-rules/dns-1 "));
+    assert_eq!(
+        states(),
+        1,
+        "the other nodes leave the controller's state alone"
+    );
+    // The leader dies; the next one brings the controller in line, with the rule.
+    drop(nodes.remove(leader));
+    wait_until(
+        Duration::from_secs(10),
+        "the next leader brings the controller in line",
+        || states() == 2,
+    );
+    let state = upf
+        .entries()
+        .into_iter()
+        .filter(|(r, _)| r.starts_with("PUT /upf/v1/state "))
+        .next_back()
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    assert!(state.contains("upf.edge.example"), "{state}");
 }

@@ -136,6 +136,14 @@ pub trait DataPlane: Send + Sync + 'static {
     /// The configuration name of this kind (`none`, `upf-http`, `xdp`).
     fn kind(&self) -> &'static str;
 
+    /// Whether every node of a site drives this one data plane (an external controller) rather
+    /// than a data plane of its own. On a store shared by several nodes, a change then reaches
+    /// it once, from the node that makes the change, and only the site's leader brings it in
+    /// line with the committed rules.
+    fn shared_by_site(&self) -> bool {
+        false
+    }
+
     /// Checks, at configuration time, that this data plane can honour a rule.
     fn check_traffic_rule(
         &self,

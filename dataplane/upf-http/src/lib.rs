@@ -194,6 +194,11 @@ impl DataPlane for UpfHttpDataPlane {
         PLANE
     }
 
+    /// One controller for the whole site.
+    fn shared_by_site(&self) -> bool {
+        true
+    }
+
     /// A full resync, so that a controller that restarted or missed changes while mep was down
     /// holds exactly the stored ACTIVE rules.
     async fn init(&self, snapshot: &Snapshot) -> Result<(), DataPlaneError> {

@@ -135,8 +135,9 @@ impl Core {
         shutdown: &CancellationToken,
     ) {
         tasks.spawn(run_key_maintenance(self.auth.clone(), shutdown.clone()));
-        let (apps, until) = (self.apps.clone(), shutdown.clone());
-        tasks.spawn(async move { apps.sync_dataplane(until).await });
+        let (apps, leadership, until) =
+            (self.apps.clone(), self.leadership.clone(), shutdown.clone());
+        tasks.spawn(async move { apps.sync_dataplane(leadership, until).await });
         if let Some(changes) = self.store.take_changes() {
             tasks.spawn(super::replication::run(
                 changes,

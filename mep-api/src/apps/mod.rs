@@ -34,7 +34,7 @@ use crate::model::ids::AppInstanceId;
 use crate::notify::Notifier;
 use crate::readiness::{Part, Readiness as PlatformReadiness};
 use crate::registry::Registry;
-use crate::store::{Store, StoreError, Table};
+use crate::store::{Leadership, Store, StoreError, Table};
 
 /// Limits and timings of application support.
 #[derive(Debug, Clone)]
@@ -318,7 +318,32 @@ impl Apps {
 
     /// Brings the data plane in line with the committed rules, retrying until it succeeds or
     /// `shutdown` fires. Rule changes wait meanwhile, so the data plane never misses one.
-    pub async fn sync_dataplane(&self, shutdown: tokio_util::sync::CancellationToken) {
+    ///
+    /// A data plane the nodes of a site share is brought in line by the site's leader only,
+    /// each time a node takes the lead (a new leader cannot know what its predecessor
+    /// finished); the other nodes only apply their own changes to it.
+    pub async fn sync_dataplane(
+        &self,
+        leadership: Leadership,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        if self.store.is_shared() && self.dataplane.shared_by_site() {
+            self.readiness.set(Part::DataPlane, true);
+            let mut leads = leadership.subscribe();
+            loop {
+                if *leads.borrow_and_update() {
+                    self.init_dataplane(&shutdown).await;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    changed = leads.changed() => if changed.is_err() { return },
+                }
+            }
+        }
+        self.init_dataplane(&shutdown).await;
+    }
+
+    async fn init_dataplane(&self, shutdown: &tokio_util::sync::CancellationToken) {
         let mut wait = Duration::from_millis(500);
         loop {
             let result = {

@@ -5,7 +5,9 @@
 //! hold from the diff to the publication, so the watch's copy of an own change is recognised
 //! (`Store::claim`) and finds nothing left to do. Another node's change is diffed against what
 //! this node holds and handed to this node's data plane; if the data plane refuses, it is marked
-//! out of sync and resynchronized from the snapshot (which follows the committed rules).
+//! out of sync and resynchronized from the snapshot (which follows the committed rules). A data
+//! plane the whole site shares (an external controller) is left alone: the node that made the
+//! change applied it there.
 
 use super::change::{app_info, diff};
 use super::{decode, Apps, Readiness, TaskRecord, TerminationSubscription};
@@ -39,7 +41,11 @@ impl Apps {
                 return;
             }
             let info = app_info(&app, previous.as_ref(), target.as_ref());
-            if self.readiness.is_ready(Part::DataPlane) && !ops.is_empty() {
+            // A data plane the whole site shares got the change from the node that made it.
+            if self.readiness.is_ready(Part::DataPlane)
+                && !ops.is_empty()
+                && !self.dataplane.shared_by_site()
+            {
                 if let Err(e) = self.dataplane.apply(&info, &ops).await {
                     tracing::error!(app = %app, error = %e.error, "the data plane refused a replicated rule change; resynchronizing");
                     self.readiness.set(Part::DataPlane, false);
