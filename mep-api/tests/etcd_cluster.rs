@@ -829,7 +829,7 @@ fn notifications_outlive_the_node_that_was_sending_them() {
         .unwrap();
     let holder = String::from_utf8_lossy(&holder.stdout).trim().to_owned();
     assert!(
-        !holder.starts_with(&["l1", "l2", "l3"][leaders[0]]),
+        !holder.starts_with(["l1", "l2", "l3"][leaders[0]]),
         "the stopped node still holds the lead: {holder}"
     );
 }
@@ -1080,8 +1080,7 @@ fn a_upf_controller_shared_by_the_site_gets_each_rule_change_once() {
     let state = upf
         .entries()
         .into_iter()
-        .filter(|(r, _)| r.starts_with("PUT /upf/v1/state "))
-        .next_back()
+        .rfind(|(r, _)| r.starts_with("PUT /upf/v1/state "))
         .map(|(_, body)| body.to_string())
         .unwrap_or_default();
     assert!(state.contains("upf.edge.example"), "{state}");
