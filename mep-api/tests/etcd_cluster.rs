@@ -722,23 +722,23 @@ fn notifier(nodes: &[Node]) -> Vec<usize> {
         .collect()
 }
 
-/// How many records etcd's notification outbox holds.
-fn outbox_records(etcd: &Etcd) -> usize {
+/// How many keys etcd holds under `prefix` (etcdctl 3.4 has no `--count-only`).
+fn etcd_keys(etcd: &Etcd, prefix: &str) -> usize {
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .args(["--endpoints", &etcd.endpoints()])
-        .args([
-            "get",
-            "--prefix",
-            "/mep/v1/outbox/",
-            "--count-only",
-            "-w",
-            "json",
-        ])
+        .args(["get", "--prefix", prefix, "--keys-only"])
         .output()
         .unwrap();
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    answer["count"].as_u64().unwrap_or(0) as usize
+    assert!(
+        out.status.success(),
+        "etcdctl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .count()
 }
 
 #[test]
@@ -807,7 +807,7 @@ fn notifications_outlive_the_node_that_was_sending_them() {
         "each once, after {took_over:?} without a leader"
     );
     wait_until(Duration::from_secs(5), "the outbox is empty", || {
-        outbox_records(&etcd) == 0
+        etcd_keys(&etcd, "/mep/v1/outbox/") == 0
     });
     // The old leader wakes up after its lease expired: it does not send anything again.
     signal(&nodes[leader].proc, "-CONT");
@@ -1084,4 +1084,70 @@ fn a_upf_controller_shared_by_the_site_gets_each_rule_change_once() {
         .map(|(_, body)| body.to_string())
         .unwrap_or_default();
     assert!(state.contains("upf.edge.example"), "{state}");
+}
+
+#[test]
+fn a_termination_run_by_one_node_ends_when_the_app_confirms_on_another() {
+    let _cluster = one_cluster_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(3);
+    let key = master_key(dir.path());
+    let args = ["--no-auth", "--max-graceful-timeout", "30"];
+    let nodes: Vec<Node> = ["x1", "x2"]
+        .iter()
+        .map(|id| start_node_with(&etcd, id, &key, dir.path(), &args))
+        .collect();
+    let app_support = |n: &Node| n.mp1.replace("mec_service_mgmt", "mec_app_support");
+    let client = reqwest::blocking::Client::new();
+    let (callback, notified) = notification_sink();
+    let r = client
+        .post(format!(
+            "{}/applications/app-t/subscriptions",
+            app_support(&nodes[1])
+        ))
+        .json(
+            &json!({"subscriptionType": "AppTerminationNotificationSubscription",
+                      "callbackReference": callback, "appInstanceId": "app-t"}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    std::thread::sleep(Duration::from_millis(500));
+    let mm5 = nodes[0].mm5.clone();
+    let termination = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .delete(format!(
+                "{mm5}/mep/mec_app_support/v1/applications/app-t/AppInstanceTermination"
+            ))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .unwrap()
+            .json::<Value>()
+            .unwrap()
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "the app is told of its termination",
+        || notified.count() == 1,
+    );
+    assert_eq!(
+        notified.entries()[0].1["notificationType"],
+        "AppTerminationNotification"
+    );
+    let r = client
+        .post(format!(
+            "{}/applications/app-t/confirm_termination",
+            app_support(&nodes[1])
+        ))
+        .json(&json!({"operationAction": "TERMINATING"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let report = termination.join().unwrap();
+    assert_eq!(report["confirmed"], true, "{report}");
+    assert_eq!(
+        etcd_keys(&etcd, "/mep/v1/terminations/"),
+        0,
+        "the termination's record is gone"
+    );
 }

@@ -44,6 +44,7 @@ pub(super) async fn run(
             Table::Meta => auth.apply_replicated_keys(&change),
             Table::Outbox => outbox.apply_replicated(&change),
             Table::NotifiedLiveness => registry.apply_replicated_notified_liveness(&change).await,
+            Table::Terminations => apps.apply_replicated_termination(&change),
         }
     }
 }

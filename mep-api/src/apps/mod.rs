@@ -264,6 +264,15 @@ impl Apps {
                 index.subscriptions.insert(sub.id.clone(), sub);
             }
         }
+        let terminations = termination::Terminations::default();
+        for (key, value) in parts.store.load(Table::Terminations)? {
+            if let (Ok(app), Some(record)) = (
+                AppInstanceId::parse(&key),
+                decode::<termination::TerminationRecord>("terminations", &key, &value),
+            ) {
+                terminations.load(app, record);
+            }
+        }
         for (key, value) in parts.store.load(Table::Readiness)? {
             if let (Ok(app), Some(r)) = (
                 AppInstanceId::parse(&key),
@@ -309,7 +318,7 @@ impl Apps {
             snapshot_version: parking_lot::Mutex::new(0),
             task_seq: AtomicU64::new(max_seq),
             changes: serial::Serials::default(),
-            terminations: termination::Terminations::default(),
+            terminations,
             readiness: parts.readiness,
         };
         apps.publish();

@@ -15,7 +15,7 @@ use crate::model::subscription::{
     SelfLinks, SubscriptionLink, SubscriptionLinkList, SubscriptionLinkListLinks,
 };
 use crate::notify::{Outbox, Outgoing};
-use crate::store::{Table, Write};
+use crate::store::{Check, Replicated, Table, Write};
 
 pub const TERMINATION_SUBSCRIPTION_TYPE: &str = "AppTerminationNotificationSubscription";
 const TERMINATION_NOTIFICATION_TYPE: &str = "AppTerminationNotification";
@@ -26,6 +26,25 @@ const TERMINATING: OperationActionType = OperationActionType::Terminating;
 #[derive(Default)]
 pub(super) struct Terminations {
     in_progress: parking_lot::Mutex<HashMap<AppInstanceId, Arc<tokio::sync::Notify>>>,
+    /// On a store shared by several nodes, the terminations any node runs, as stored.
+    shared: parking_lot::Mutex<HashMap<AppInstanceId, TerminationRecord>>,
+}
+
+/// A termination in progress as stored for the other nodes of a site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TerminationRecord {
+    /// The node that terminates the application.
+    node: String,
+    /// Whether the application confirmed (on any node).
+    confirmed: bool,
+}
+
+impl Terminations {
+    /// The stored terminations (at load).
+    pub(super) fn load(&self, app: AppInstanceId, record: TerminationRecord) {
+        self.shared.lock().insert(app, record);
+    }
 }
 
 /// `AppTerminationNotificationSubscription` as the platform returns it.
@@ -200,26 +219,84 @@ impl Apps {
 
     /// `confirm_termination`: 400 when the operation does not match the notified one. With no
     /// termination of `app` in progress it changes nothing (ETSI's tests confirm unprompted and
-    /// expect 204).
-    pub fn confirm_termination(
+    /// expect 204). On a store shared by several nodes, a confirmation of a termination another
+    /// node runs is stored for that node.
+    pub async fn confirm_termination(
         &self,
         app: &AppInstanceId,
         operation_action: OperationActionType,
     ) -> Result<(), AppsError> {
-        let in_progress = self.terminations.in_progress.lock();
-        let Some(confirmed) = in_progress.get(app) else {
+        let check_action = || {
+            if operation_action != TERMINATING {
+                return Err(AppsError::Invalid(format!(
+                    "operationAction {} does not match the notified {}",
+                    operation_action.as_str(),
+                    TERMINATING.as_str()
+                )));
+            }
+            Ok(())
+        };
+        if let Some(confirmed) = self.terminations.in_progress.lock().get(app) {
+            check_action()?;
+            confirmed.notify_one();
+            return Ok(());
+        }
+        let elsewhere = self.terminations.shared.lock().get(app).cloned();
+        let Some(record) = elsewhere.filter(|r| !r.confirmed) else {
             tracing::info!(app = %app, operation_action = operation_action.as_str(), "confirm_termination with no termination in progress; nothing to do");
             return Ok(());
         };
-        if operation_action != TERMINATING {
-            return Err(AppsError::Invalid(format!(
-                "operationAction {} does not match the notified {}",
-                operation_action.as_str(),
-                TERMINATING.as_str()
-            )));
+        check_action()?;
+        let confirmed = TerminationRecord {
+            confirmed: true,
+            ..record.clone()
+        };
+        let stored = self
+            .store
+            .commit_checked(
+                vec![Check::Holds {
+                    table: Table::Terminations,
+                    key: app.to_string(),
+                    value: super::encode(&record)?,
+                }],
+                vec![Write::Put {
+                    table: Table::Terminations,
+                    key: app.to_string(),
+                    value: super::encode(&confirmed)?,
+                }],
+            )
+            .await;
+        match stored {
+            // Confirmed meanwhile, or over: either way nothing is left to confirm.
+            Ok(()) | Err(crate::store::StoreError::Conflict) => Ok(()),
+            Err(e) => Err(e.into()),
         }
-        confirmed.notify_one();
-        Ok(())
+    }
+
+    /// A termination another node started, confirmed or finished.
+    pub fn apply_replicated_termination(&self, change: &Replicated) {
+        if !self.store.claim(change) {
+            return;
+        }
+        let Ok(app) = AppInstanceId::parse(&change.key) else {
+            return;
+        };
+        let Ok(record) = change.decode::<TerminationRecord>() else {
+            return;
+        };
+        match record {
+            Some(record) => {
+                if record.confirmed {
+                    if let Some(confirmed) = self.terminations.in_progress.lock().get(&app) {
+                        confirmed.notify_one();
+                    }
+                }
+                self.terminations.shared.lock().insert(app, record);
+            }
+            None => {
+                self.terminations.shared.lock().remove(&app);
+            }
+        }
     }
 
     /// Terminates `app`: notifies its termination subscriptions, waits for confirmation up to
@@ -254,6 +331,16 @@ impl Apps {
         };
         let result = self.terminate_in_progress(app, &confirmed_signal).await;
         self.terminations.in_progress.lock().remove(app);
+        if self.store.is_shared() {
+            let done = Write::Delete {
+                table: Table::Terminations,
+                key: app.to_string(),
+            };
+            if let Err(e) = self.store.commit(vec![done]).await {
+                tracing::warn!(app = %app, error = %e, "the record of a finished termination stays");
+            }
+            self.terminations.shared.lock().remove(app);
+        }
         result
     }
 
@@ -301,7 +388,8 @@ impl Apps {
     }
 
     /// Sends every termination subscription of `app` its AppTerminationNotification; on a
-    /// store shared by several nodes, commits them to the outbox for the leader to send.
+    /// store shared by several nodes, commits them to the outbox for the leader to send, with
+    /// the record of the termination.
     async fn notify_termination(
         &self,
         app: &AppInstanceId,
@@ -330,12 +418,20 @@ impl Apps {
                 }
             })
             .collect();
-        if self.store.is_shared() {
-            if !notifications.is_empty() {
-                self.store
-                    .commit(notifications.iter().map(Outbox::write).collect())
-                    .await?;
-            }
+        if let Some(node) = self.store.node_id() {
+            // The record tells the other nodes that this one waits for a confirmation.
+            let record = TerminationRecord {
+                node: node.to_owned(),
+                confirmed: false,
+            };
+            let mut writes = vec![Write::Put {
+                table: Table::Terminations,
+                key: app.to_string(),
+                value: super::encode(&record)?,
+            }];
+            writes.extend(notifications.iter().map(Outbox::write));
+            self.store.commit(writes).await?;
+            self.terminations.shared.lock().insert(app.clone(), record);
             return Ok(());
         }
         for n in notifications {

@@ -351,7 +351,9 @@ async fn confirm_termination(
     AppScope(app): AppScope,
     ApiJson(body): ApiJson<AppTerminationConfirmation>,
 ) -> Result<StatusCode, ApiError> {
-    s.apps.confirm_termination(&app, body.operation_action)?;
+    s.apps
+        .confirm_termination(&app, body.operation_action)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -43,10 +43,13 @@ pub enum Table {
     /// (stores shared by several nodes), so that a new leader notifies what its predecessor
     /// did not.
     NotifiedLiveness,
+    /// Terminations in progress and whether the application confirmed (stores shared by
+    /// several nodes: the application may confirm on another node than the one terminating).
+    Terminations,
 }
 
 impl Table {
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 13] = [
         Table::Meta,
         Table::Services,
         Table::SerAvailabilitySubscriptions,
@@ -59,6 +62,7 @@ impl Table {
         Table::Liveness,
         Table::Outbox,
         Table::NotifiedLiveness,
+        Table::Terminations,
     ];
 
     /// The table's name: a redb table, and a path segment of the etcd keys.
@@ -76,6 +80,7 @@ impl Table {
             Table::Liveness => "liveness",
             Table::Outbox => "outbox",
             Table::NotifiedLiveness => "notified_liveness",
+            Table::Terminations => "terminations",
         }
     }
 
