@@ -100,6 +100,8 @@ async fn open_store(config: &Config) -> Result<Store, StoreError> {
             ca_file,
             cert_file,
             key_file,
+            request_timeout,
+            write_deadline,
         } => {
             Store::open_etcd(crate::store::etcd::EtcdConfig {
                 endpoints: endpoints.clone(),
@@ -111,8 +113,8 @@ async fn open_store(config: &Config) -> Result<Store, StoreError> {
                     key_file: key_file.clone(),
                     domain: None,
                 }),
-                request_timeout: std::time::Duration::from_secs(2),
-                write_deadline: std::time::Duration::from_secs(5),
+                request_timeout: *request_timeout,
+                write_deadline: *write_deadline,
             })
             .await
         }

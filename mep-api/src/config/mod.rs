@@ -117,6 +117,10 @@ pub enum StoreChoice {
         ca_file: Option<PathBuf>,
         cert_file: Option<PathBuf>,
         key_file: Option<PathBuf>,
+        /// How long one request may take before the next endpoint is tried.
+        request_timeout: Duration,
+        /// How long a write keeps trying before it is answered as unavailable.
+        write_deadline: Duration,
     },
 }
 
@@ -147,8 +151,18 @@ impl StoreChoice {
                         "node_id must be non-empty and must not contain '/'",
                     ));
                 }
+                let request_timeout = Duration::from_millis(key!(s.etcd_request_timeout_ms));
+                let write_deadline = Duration::from_secs(key!(s.etcd_write_deadline));
+                if request_timeout < Duration::from_millis(100) || write_deadline < request_timeout
+                {
+                    return Err(ConfigError::Invalid(
+                        "etcd_request_timeout_ms must be at least 100 and etcd_write_deadline at least as long",
+                    ));
+                }
                 Ok(StoreChoice::Etcd {
                     endpoints,
+                    request_timeout,
+                    write_deadline,
                     prefix: key!(s.etcd_prefix),
                     node_id,
                     ca_file: s.etcd_ca_file.take(),

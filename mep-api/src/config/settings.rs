@@ -102,6 +102,15 @@ pub struct Settings {
     #[arg(long, env = "MEP_ETCD_KEY_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub etcd_key_file: Option<PathBuf>,
+    /// Milliseconds one etcd request may take before the next endpoint is tried.
+    #[arg(long, env = "MEP_ETCD_REQUEST_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_request_timeout_ms: Option<u64>,
+    /// Seconds a write keeps trying the etcd endpoints before it is answered 503; longer than
+    /// an etcd leader election (a member's death) takes.
+    #[arg(long, env = "MEP_ETCD_WRITE_DEADLINE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_write_deadline: Option<u64>,
     /// This node's id among the mep nodes on one etcd cluster (store = etcd). Default: the host
     /// name.
     #[arg(long, env = "MEP_NODE_ID")]
@@ -381,6 +390,8 @@ impl Settings {
             etcd_ca_file: None,
             etcd_cert_file: None,
             etcd_key_file: None,
+            etcd_request_timeout_ms: Some(2000),
+            etcd_write_deadline: Some(5),
             node_id: None,
             master_key_file: None,
             mp1_addr: addr("0.0.0.0:8443"),
