@@ -656,6 +656,10 @@ fn heartbeats_on_one_node_keep_a_service_active_everywhere_and_their_end_suspend
             .map(|v| v["state"].as_str().unwrap_or("").to_owned())
             .unwrap_or_default()
     };
+    wait_until(Duration::from_secs(5), "Added is sent and settled", || {
+        notified.count() == 1 && etcd_keys(&etcd, "/mep/v1/outbox/") == 0
+    });
+    let before = etcd_revision(&etcd);
     // Heartbeats every 300 ms on node 2 only, for 4 s: twice the suspension deadline (2 s).
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
@@ -665,11 +669,16 @@ fn heartbeats_on_one_node_keep_a_service_active_everywhere_and_their_end_suspend
             assert_eq!(state(node), "ACTIVE", "while node 2 gets heartbeats");
         }
     }
+    // Heartbeats renew the service's etcd lease; they write nothing.
+    assert_eq!(etcd_revision(&etcd), before, "heartbeats are not writes");
+    assert_eq!(etcd_keys(&etcd, &format!("/mep/v1/liveness/{id}")), 1);
     wait_until(
         Duration::from_secs(6),
         "every node suspends the service",
         || nodes.iter().all(|n| state(n) == "SUSPENDED"),
     );
+    // The suspension is the lease's expiry: etcd deleted the record, at one revision for all.
+    assert_eq!(etcd_keys(&etcd, &format!("/mep/v1/liveness/{id}")), 0);
     wait_until(Duration::from_secs(3), "the suspension is notified", || {
         notified.count() >= 2
     });
@@ -720,6 +729,20 @@ fn notifier(nodes: &[Node]) -> Vec<usize> {
         })
         .map(|(i, _)| i)
         .collect()
+}
+
+/// etcd's newest revision.
+fn etcd_revision(etcd: &Etcd) -> i64 {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd.members[0].client])
+        .args(["endpoint", "status", "-w", "json"])
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).expect("etcdctl endpoint status");
+    status[0]["Status"]["header"]["revision"]
+        .as_i64()
+        .expect("a revision")
 }
 
 /// How many keys etcd holds under `prefix` (etcdctl 3.4 has no `--count-only`).

@@ -9,7 +9,7 @@ use super::{if_match_holds, Liveness, Registry, RegistryError, Rendered};
 use crate::clock::unix_parts;
 use crate::model::common::ServiceState;
 use crate::model::ids::AppInstanceId;
-use crate::model::service::{ServiceLivenessInfo, TimeStamp};
+use crate::model::service::{Service, ServiceLivenessInfo, TimeStamp};
 use crate::model::subscription::ChangeType;
 use crate::notify::Outbox;
 use crate::store::{Check, Leadership, Replicated, Store, StoreError, Table, Write};
@@ -117,39 +117,68 @@ impl Registry {
         Ok(info)
     }
 
-    /// On a store shared by several nodes, records the heartbeat just taken for service `id`
-    /// there, so that every node keeps the service ACTIVE. A failure is logged, not answered:
-    /// the heartbeat counts here, and the next one tries again.
+    /// On a store shared by several nodes, the lease and the liveness record a service with a
+    /// liveness interval starts with (committed with the service); none otherwise.
+    pub(super) async fn leased_liveness(
+        &self,
+        service: &Service,
+        now: SystemTime,
+    ) -> Result<(Option<i64>, Vec<Write>), RegistryError> {
+        if !self.store.is_shared() || service.liveness_interval == 0 {
+            return Ok((None, Vec::new()));
+        }
+        let lease = self
+            .store
+            .grant_lease(LivenessPolicy::deadline(service.liveness_interval))
+            .await?;
+        let write = SharedHeartbeat::write(&service.ser_instance_id, now, lease)?;
+        Ok((Some(lease), vec![write]))
+    }
+
+    /// On a store shared by several nodes, passes the heartbeat just taken for service `id` on
+    /// to the store: it renews the service's lease, or, when the lease expired (the service was
+    /// suspended), records the service again under a new lease, which revives it on every
+    /// node. A failure is logged, not answered: the heartbeat counts here, and the next one
+    /// tries again.
     pub async fn share_heartbeat(&self, id: &str) {
         if !self.store.is_shared() {
             return;
         }
-        let Some(at) = self
+        let Some((liveness, interval)) = self
             .index
             .read()
             .services
             .get(id)
-            .and_then(|e| e.liveness)
-            .map(|l| l.last_heartbeat)
+            .and_then(|e| e.liveness.map(|l| (l, e.service.liveness_interval)))
         else {
             return;
         };
-        let record = SharedHeartbeat {
-            at_ms: at
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-        };
-        let Ok(value) = serde_json::to_vec(&record) else {
-            return;
-        };
-        let put = Write::Put {
-            table: Table::Liveness,
-            key: id.to_owned(),
-            value,
+        let share = async {
+            if let Some(lease) = liveness.lease {
+                if self.store.renew_lease(lease).await? {
+                    return Ok(());
+                }
+            }
+            let lease = self
+                .store
+                .grant_lease(LivenessPolicy::deadline(interval))
+                .await?;
+            let write = SharedHeartbeat::write(id, liveness.last_heartbeat, lease)?;
+            self.store.commit(vec![write]).await?;
+            if let Some(l) = self
+                .index
+                .write()
+                .services
+                .get_mut(id)
+                .and_then(|e| e.liveness.as_mut())
+            {
+                l.lease = Some(lease);
+            }
+            Ok::<(), RegistryError>(())
         };
         // Bounded well below any heartbeat interval: an etcd without quorum must not hold the
         // application's heartbeat for the store's whole write deadline.
-        match tokio::time::timeout(SHARE_WITHIN, self.store.commit(vec![put])).await {
+        match tokio::time::timeout(SHARE_WITHIN, share).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::warn!(service = %id, error = %e, "heartbeat not shared with the other nodes")
@@ -160,30 +189,44 @@ impl Registry {
         }
     }
 
-    /// A heartbeat another node took: the service's last heartbeat moves forward (a suspended
-    /// service revives; the leader notifies that).
+    /// A service's liveness record changed on the store: recorded (at registration or revival,
+    /// on any node), the service is ACTIVE under the record's lease; deleted (its lease expired,
+    /// nobody sent heartbeats), it is SUSPENDED, on every node at this same revision. The leader
+    /// notifies both.
     pub fn apply_replicated_heartbeat(&self, change: &Replicated) {
         if !self.store.claim(change) {
             return;
         }
-        let Ok(Some(record)) = change.decode::<SharedHeartbeat>() else {
+        let Ok(record) = change.decode::<SharedHeartbeat>() else {
             return;
         };
-        let at = UNIX_EPOCH + Duration::from_millis(record.at_ms);
         let mut index = self.index.write();
         let Some(entry) = index.services.get_mut(&change.key) else {
             return;
         };
-        let Some(liveness) = entry.liveness.filter(|l| l.last_heartbeat < at) else {
+        let Some(liveness) = entry.liveness else {
             return;
         };
-        let revived = liveness.suspended;
-        entry.liveness = Some(Liveness {
-            last_heartbeat: at,
-            suspended: false,
-            ..liveness
-        });
-        if revived {
+        let updated = match record {
+            Some(record) => Liveness {
+                last_heartbeat: liveness.last_heartbeat.max(record.at()),
+                suspended: false,
+                lease: record.lease.or(liveness.lease),
+                ..liveness
+            },
+            None if entry.service.state == ServiceState::Active => {
+                tracing::info!(service = %change.key, "missed heartbeats: service SUSPENDED");
+                Liveness {
+                    suspended: true,
+                    lease: None,
+                    ..liveness
+                }
+            }
+            None => return,
+        };
+        let rerender = updated.suspended != liveness.suspended;
+        entry.liveness = Some(updated);
+        if rerender {
             entry.rendered = self.render(&entry.service, entry.liveness);
         }
     }
@@ -357,7 +400,8 @@ impl NotifiedLiveness {
 /// The liveness records of a store shared by several nodes, as loaded at start.
 #[derive(Default)]
 pub(super) struct SharedLiveness {
-    heartbeats: HashMap<String, SystemTime>,
+    shared: bool,
+    heartbeats: HashMap<String, SharedHeartbeat>,
     notified: HashMap<String, bool>,
 }
 
@@ -368,11 +412,10 @@ impl SharedLiveness {
         if !store.is_shared() {
             return Ok(shared);
         }
+        shared.shared = true;
         for (key, value) in store.load(Table::Liveness)? {
             if let Ok(record) = serde_json::from_slice::<SharedHeartbeat>(&value) {
-                shared
-                    .heartbeats
-                    .insert(key, UNIX_EPOCH + Duration::from_millis(record.at_ms));
+                shared.heartbeats.insert(key, record);
             }
         }
         for (key, value) in store.load(Table::NotifiedLiveness)? {
@@ -383,13 +426,19 @@ impl SharedLiveness {
         Ok(shared)
     }
 
-    /// The liveness of service `id` at start: its last shared heartbeat (else now) and what
-    /// the leader notified of it. The sweeper suspends it if that heartbeat is overdue.
+    /// The liveness of service `id` at start. On a single node the timer starts now. On a
+    /// shared store: ACTIVE under its lease while its liveness record exists, SUSPENDED when
+    /// the record is gone (its lease expired), and what the leader notified of it.
     pub(super) fn take(&mut self, id: &str, now: SystemTime) -> Liveness {
+        if !self.shared {
+            return Liveness::fresh(now);
+        }
+        let record = self.heartbeats.remove(id);
         Liveness {
-            last_heartbeat: self.heartbeats.remove(id).map_or(now, |at| at.min(now)),
-            suspended: false,
+            last_heartbeat: record.as_ref().map_or(now, |r| r.at().min(now)),
+            suspended: record.is_none(),
             notified_suspended: self.notified.remove(id),
+            lease: record.and_then(|r| r.lease),
         }
     }
 }
@@ -397,12 +446,38 @@ impl SharedLiveness {
 /// How long a heartbeat waits for the store before it is answered anyway.
 const SHARE_WITHIN: Duration = Duration::from_millis(500);
 
-/// A heartbeat as stored for the other nodes.
+/// A service's liveness record on a store shared by several nodes: it lives by the service's
+/// lease.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SharedHeartbeat {
-    /// When it was taken, Unix milliseconds.
+    /// When the lease was granted (registration or revival), Unix milliseconds.
     at_ms: u64,
+    /// The lease heartbeats renew.
+    #[serde(default)]
+    lease: Option<i64>,
+}
+
+impl SharedHeartbeat {
+    fn write(id: &str, at: SystemTime, lease: i64) -> Result<Write, RegistryError> {
+        let record = SharedHeartbeat {
+            at_ms: at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            lease: Some(lease),
+        };
+        Ok(Write::PutLeased {
+            table: Table::Liveness,
+            key: id.to_owned(),
+            value: serde_json::to_vec(&record)
+                .map_err(|e| RegistryError::Encoding(e.to_string()))?,
+            lease,
+        })
+    }
+
+    fn at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.at_ms)
+    }
 }
 
 fn render_liveness(state: ServiceState, last: SystemTime, interval: u32) -> Rendered {
@@ -418,8 +493,8 @@ fn render_liveness(state: ServiceState, last: SystemTime, interval: u32) -> Rend
     Rendered::of(serde_json::to_vec(&info).unwrap_or_default())
 }
 
-/// Checks liveness every `period` until `shutdown` fires; on a store shared by several nodes
-/// the leader then notifies the changes.
+/// Checks liveness every `period` until `shutdown` fires; on a store shared by several nodes,
+/// where the store's leases expire the services, the leader notifies the changes instead.
 pub async fn run_liveness_sweeper(
     registry: Arc<Registry>,
     period: Duration,
@@ -432,8 +507,10 @@ pub async fn run_liveness_sweeper(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                registry.sweep_liveness(registry.clock.now());
-                if registry.store.is_shared() && leadership.is_leader() {
+                // Nodes sharing a store suspend when the store deletes a liveness record.
+                if !registry.store.is_shared() {
+                    registry.sweep_liveness(registry.clock.now());
+                } else if leadership.is_leader() {
                     registry.notify_liveness_changes().await;
                 }
             }

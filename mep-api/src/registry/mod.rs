@@ -94,6 +94,10 @@ struct Liveness {
     /// SUSPENDED (`None`: it never notified a liveness change of it). The leader notifies
     /// wherever this differs from `suspended`.
     notified_suspended: Option<bool>,
+    /// On a store shared by several nodes: the store lease the service's liveness record lives
+    /// by. Heartbeats renew it; when it expires the store deletes the record and every node
+    /// suspends the service at that revision.
+    lease: Option<i64>,
 }
 
 impl Liveness {
@@ -102,6 +106,7 @@ impl Liveness {
             last_heartbeat: now,
             suspended: false,
             notified_suspended: None,
+            lease: None,
         }
     }
 }

@@ -74,7 +74,12 @@ impl Registry {
                 "application instance {app} already has {owned} services, the limit"
             )));
         }
-        let liveness = (service.liveness_interval > 0).then(|| Liveness::fresh(self.clock.now()));
+        let now = self.clock.now();
+        let (lease, liveness_writes) = self.leased_liveness(&service, now).await?;
+        let liveness = (service.liveness_interval > 0).then(|| Liveness {
+            lease,
+            ..Liveness::fresh(now)
+        });
         let rendered = self.render(&service, liveness);
         let entry = Entry {
             service,
@@ -82,6 +87,7 @@ impl Registry {
             rendered: rendered.clone(),
         };
         let mut writes = vec![Self::put_service(&entry.service)?];
+        writes.extend(liveness_writes);
         writes.extend(self.outbox(&self.index.read(), &entry, ChangeType::Added));
         self.store.commit(writes).await?;
         let id = entry.service.ser_instance_id.clone();
@@ -119,7 +125,7 @@ impl Registry {
     ) -> Result<Rendered, RegistryError> {
         let new = self.build_service(id.to_owned(), app.clone(), spec)?;
         let _serial = self.lock_app(app).await;
-        let (checks, outbox) = {
+        let (checks, outbox, old_interval) = {
             let index = self.index.read();
             let entry = self.owned_entry(&index, app, id)?;
             if !if_match_holds(if_match, &entry.rendered.etag) {
@@ -140,15 +146,25 @@ impl Registry {
                 _ => Vec::new(),
             };
             let outbox = if self.store.is_shared() {
-                let (updated, change) = self.updated(entry, new.clone(), self.clock.now());
+                let (updated, change) = self.updated(entry, new.clone(), self.clock.now(), None);
                 self.outbox(&index, &updated, change)
             } else {
                 Vec::new()
             };
-            (checks, outbox)
+            (checks, outbox, entry.service.liveness_interval)
         };
         let mut writes = vec![Self::put_service(&new)?];
         writes.extend(outbox);
+        // A new interval needs a lease of the new length (or none).
+        let mut lease = None;
+        if self.store.is_shared() && new.liveness_interval != old_interval {
+            let (granted, liveness_writes) = self.leased_liveness(&new, self.clock.now()).await?;
+            lease = granted;
+            writes.extend(liveness_writes);
+            if new.liveness_interval == 0 {
+                writes.extend(self.removal(id).into_iter().skip(1));
+            }
+        }
         self.store
             .commit_checked(checks, writes)
             .await
@@ -161,15 +177,22 @@ impl Registry {
         let Some(old) = index.remove(id) else {
             return Err(RegistryError::ServiceNotFound(id.to_owned()));
         };
-        let (entry, change) = self.updated(&old, new, now);
+        let (entry, change) = self.updated(&old, new, now, lease);
         let rendered = entry.rendered.clone();
         self.emit(&index, &entry, change);
         index.insert(entry);
         Ok(rendered)
     }
 
-    /// The entry that replaces `old` with `new` at `now`, and the kind of change it is.
-    fn updated(&self, old: &Entry, new: Service, now: SystemTime) -> (Entry, ChangeType) {
+    /// The entry that replaces `old` with `new` at `now`, and the kind of change it is; `lease`
+    /// is the one granted for a new liveness interval.
+    fn updated(
+        &self,
+        old: &Entry,
+        new: Service,
+        now: SystemTime,
+        lease: Option<i64>,
+    ) -> (Entry, ChangeType) {
         let liveness = if new.liveness_interval == 0 {
             None
         } else if new.liveness_interval == old.service.liveness_interval {
@@ -177,6 +200,7 @@ impl Registry {
         } else {
             Some(Liveness {
                 notified_suspended: old.liveness.and_then(|l| l.notified_suspended),
+                lease,
                 ..Liveness::fresh(now)
             })
         };

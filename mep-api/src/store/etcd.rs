@@ -332,6 +332,16 @@ impl EtcdStore {
                 Write::Put { table, key, value } => {
                     TxnOp::put(self.full_key(*table, key), value.clone(), None)
                 }
+                Write::PutLeased {
+                    table,
+                    key,
+                    value,
+                    lease,
+                } => TxnOp::put(
+                    self.full_key(*table, key),
+                    value.clone(),
+                    Some(etcd_client::PutOptions::new().with_lease(*lease)),
+                ),
                 Write::Delete { table, key } => TxnOp::delete(self.full_key(*table, key), None),
             })
             .collect();
@@ -361,10 +371,7 @@ impl EtcdStore {
             return Ok(());
         }
         if attempts > 1 && already_applied(writes, &response.op_responses()) {
-            self.record_own(
-                writes.iter().filter(|w| matches!(w, Write::Put { .. })),
-                revision,
-            );
+            self.record_own(writes.iter().filter(|w| w.value().is_some()), revision);
             return Ok(());
         }
         Err(StoreError::Conflict)
@@ -420,11 +427,10 @@ impl EtcdStore {
 fn already_applied(writes: &[Write], responses: &[TxnOpResponse]) -> bool {
     writes.len() == responses.len()
         && writes.iter().zip(responses).all(|(w, r)| match (w, r) {
-            (Write::Put { value, .. }, TxnOpResponse::Get(g)) => g
-                .kvs()
-                .first()
-                .is_some_and(|kv| kv.value() == value.as_slice()),
-            (Write::Delete { .. }, TxnOpResponse::Get(g)) => g.kvs().is_empty(),
+            (w, TxnOpResponse::Get(g)) => match w.value() {
+                Some(value) => g.kvs().first().is_some_and(|kv| kv.value() == value),
+                None => g.kvs().is_empty(),
+            },
             _ => false,
         })
 }
@@ -766,8 +772,19 @@ impl EtcdStore {
         }))
     }
 
+    /// A lease of `ttl`, in whole seconds rounded up.
+    pub(super) async fn grant_lease(&self, ttl: Duration) -> Result<i64, StoreError> {
+        let seconds = ttl.as_secs() as i64 + i64::from(ttl.subsec_nanos() > 0);
+        let granted = self
+            .retrying(self.write_deadline, |mut c| async move {
+                c.lease_grant(seconds.max(1), None).await
+            })
+            .await?;
+        Ok(granted.id())
+    }
+
     /// Renews `lease` once; `Ok(false)` when etcd says it is gone.
-    async fn renew(&self, lease: i64) -> Result<bool, StoreError> {
+    pub(super) async fn renew(&self, lease: i64) -> Result<bool, StoreError> {
         self.retrying(self.request_timeout, |mut c| async move {
             let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
             keeper.keep_alive().await?;

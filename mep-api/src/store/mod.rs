@@ -101,12 +101,30 @@ pub enum Write {
         table: Table,
         key: String,
     },
+    /// A put that lives as long as a lease of the store (see [`Store::grant_lease`]): when
+    /// nobody renews the lease, the store deletes the record, and every node sees the delete.
+    PutLeased {
+        table: Table,
+        key: String,
+        value: Vec<u8>,
+        lease: i64,
+    },
 }
 
 impl Write {
     pub fn target(&self) -> (Table, &str) {
         match self {
-            Write::Put { table, key, .. } | Write::Delete { table, key } => (*table, key),
+            Write::Put { table, key, .. }
+            | Write::PutLeased { table, key, .. }
+            | Write::Delete { table, key } => (*table, key),
+        }
+    }
+
+    /// The value written; `None` for a delete.
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            Write::Put { value, .. } | Write::PutLeased { value, .. } => Some(value),
+            Write::Delete { .. } => None,
         }
     }
 }
@@ -278,6 +296,30 @@ impl Store {
                 .collect()),
             #[cfg(feature = "etcd")]
             Backend::Etcd(s) => s.list_table(table).await,
+        }
+    }
+
+    /// A lease of `ttl` (whole seconds, rounded up) for [`Write::PutLeased`] records; only
+    /// stores shared by several nodes have leases.
+    pub async fn grant_lease(&self, ttl: std::time::Duration) -> Result<i64, StoreError> {
+        match &self.backend {
+            Backend::Redb(_) => Err(StoreError::Config(
+                "the embedded store has no leases".into(),
+            )),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(s) => s.grant_lease(ttl).await,
+        }
+    }
+
+    /// Renews `lease` for its whole time to live; `Ok(false)` when it expired (its records
+    /// are gone).
+    pub async fn renew_lease(&self, lease: i64) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Redb(_) => Err(StoreError::Config(
+                "the embedded store has no leases".into(),
+            )),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(s) => s.renew(lease).await,
         }
     }
 

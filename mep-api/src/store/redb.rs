@@ -217,7 +217,10 @@ fn apply(db: &Database, group: &[Batch]) -> Result<Vec<Outcome>, StoreError> {
         }
         for write in &batch.writes {
             match write {
-                Write::Put { table, key, value } => {
+                Write::Put { table, key, value }
+                | Write::PutLeased {
+                    table, key, value, ..
+                } => {
                     txn.open_table(definition(*table))?
                         .insert(key.as_str(), value.as_slice())?;
                 }
