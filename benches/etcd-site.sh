@@ -4,7 +4,9 @@
 #    node 3 discovers it, a DNS rule changed over Mm5 on node 2 until node 1's DNS answers it
 #    (p50/p99, from the write's start);
 #  - registration throughput on etcd (node 1, 3 members) next to redb (one node), same run, with
-#    the CPU the servers used per registration (mep and etcd processes, from /proc).
+#    the CPU the servers used per registration (mep and etcd processes, from /proc);
+#  - heartbeat throughput the same way: on etcd a heartbeat renews the service's lease (sent on
+#    node 2 for services registered on node 1), on redb it is taken in memory.
 # Usage: benches/etcd-site.sh [changes] [rate] [seconds] [clients]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,17 +73,48 @@ request = function()
     {["content-type"] = "application/json"}, body)
 end
 LUA
-measure() { # label url pids...
-    local label=$1 url=$2; shift 2
+measure() { # what label script url pids...
+    local what=$1 label=$2 script=$3 url=$4; shift 4
     local before out after n
     before=$(cpu "$@")
-    out=$(wrk -t 2 -c "$clients" -d "${seconds}s" -s "$work/register.lua" "$url")
+    out=$(wrk -t 2 -c "$clients" -d "${seconds}s" -s "$script" "$url")
     after=$(cpu "$@")
-    if grep -q "Non-2xx" <<<"$out"; then echo "$label: failed registrations:" >&2; echo "$out" >&2; exit 1; fi
+    if grep -q "Non-2xx" <<<"$out"; then echo "$label: failed ${what}s:" >&2; echo "$out" >&2; exit 1; fi
     n=$(awk '/requests in/ {print $1}' <<<"$out")
-    echo "throughput $label: $(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out") registrations/s" \
+    echo "throughput $label: $(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out") ${what}s/s" \
         "($clients connections, $n in ${seconds} s, latency $(awk '/Latency/ {print $2 " avg, " $4 " max"}' <<<"$out"));" \
-        "server CPU $(awk -v t=$((after - before)) -v hz="$hz" -v n="$n" 'BEGIN{printf "%.0f", t / hz * 1e6 / n}') µs/registration"
+        "server CPU $(awk -v t=$((after - before)) -v hz="$hz" -v n="$n" 'BEGIN{printf "%.0f", t / hz * 1e6 / n}') µs/$what"
 }
-measure "etcd (node 1, 3 members, 3 nodes following)" http://127.0.0.1:24301 "$n1" "$n2" "$n3" "${etcd_pids[@]}"
-measure "redb (one node)" http://127.0.0.1:24304 "$solo"
+measure registration "etcd (node 1, 3 members, 3 nodes following)" "$work/register.lua" http://127.0.0.1:24301 \
+    "$n1" "$n2" "$n3" "${etcd_pids[@]}"
+measure registration "redb (one node)" "$work/register.lua" http://127.0.0.1:24304 "$solo"
+
+heartbeats() { # name register-port -> a wrk script of heartbeats over 256 services with liveness
+    local name=$1 port=$2 i id
+    {
+        echo "local ids = {"
+        for i in $(seq 256); do
+            id=$(curl -sf -X POST -H 'content-type: application/json' \
+                "http://127.0.0.1:$port$api/applications/hb-$((i % 16))/services" \
+                -d '{"serName":"hb","version":"1","state":"ACTIVE","serializer":"JSON","livenessInterval":60,"transportInfo":{"id":"t","name":"REST","type":"REST_HTTP","protocol":"HTTP","version":"2.0","endpoint":{"uris":["http://10.0.0.1/x"]},"security":{}}}' |
+                python3 -c 'import json,sys; print(json.load(sys.stdin)["serInstanceId"])')
+            echo "  {\"hb-$((i % 16))\", \"$id\"},"
+        done
+        echo "}"
+        cat <<'LUA'
+local n = 0
+request = function()
+  n = n + 1
+  local s = ids[(n % #ids) + 1]
+  return wrk.format("PATCH", "/mep/mec_service_mgmt/v1/applications/" .. s[1] .. "/services/" .. s[2] .. "/liveness",
+    {["content-type"] = "application/json"}, '{"state":"ACTIVE"}')
+end
+LUA
+    } >"$work/heartbeat-$name.lua"
+}
+heartbeats etcd 24301
+heartbeats redb 24304
+sleep 1
+measure heartbeat "etcd (node 2, lease renewals, 3 members, 3 nodes)" "$work/heartbeat-etcd.lua" http://127.0.0.1:24302 \
+    "$n1" "$n2" "$n3" "${etcd_pids[@]}"
+measure heartbeat "redb (one node, in memory)" "$work/heartbeat-redb.lua" http://127.0.0.1:24304 "$solo"

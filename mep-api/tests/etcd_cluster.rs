@@ -731,6 +731,20 @@ fn notifier(nodes: &[Node]) -> Vec<usize> {
         .collect()
 }
 
+/// The Authorization header of a signed `POST /mep/token` (SDK-HMAC-SHA256 over
+/// `content-type;host;x-sdk-date` and an empty body), computed here with ring.
+fn sdk_signed(ak: &str, sk: &str, host: &str, date: &str) -> String {
+    let sha = |b: &[u8]| hex::encode(ring::digest::digest(&ring::digest::SHA256, b));
+    let canonical = format!(
+        "POST\n/mep/token/\n\ncontent-type:application/json\nhost:{host}\nx-sdk-date:{date}\n\ncontent-type;host;x-sdk-date\n{}",
+        sha(b"")
+    );
+    let to_sign = format!("SDK-HMAC-SHA256\n{date}\n{}", sha(canonical.as_bytes()));
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, sk.as_bytes());
+    let signature = hex::encode(ring::hmac::sign(&key, to_sign.as_bytes()));
+    format!("SDK-HMAC-SHA256 Access={ak}, SignedHeaders=content-type;host;x-sdk-date, Signature={signature}")
+}
+
 /// etcd's newest revision.
 fn etcd_revision(etcd: &Etcd) -> i64 {
     let out = Command::new("etcdctl")
@@ -927,6 +941,39 @@ fn a_token_issued_by_one_node_is_valid_on_every_node_and_a_revocation_reaches_th
         "node 2 takes node 1's token",
         || list(&nodes[1]) == 200,
     );
+    // A signed token request (EdgeGallery's AK/SK signature) is good once for the whole site:
+    // replayed on the other node within its window, it is refused.
+    let host = "mep.site.example:8080";
+    let date = String::from_utf8(
+        Command::new("date")
+            .args(["-u", "+%Y%m%dT%H%M%SZ"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    let authorization = sdk_signed(ak, sk, host, &date);
+    let signed = |n: &Node| {
+        client
+            .post(format!("{}/mep/token", root(n)))
+            .header("host", host)
+            .header("content-type", "application/json")
+            .header("x-sdk-date", &date)
+            .header("authorization", &authorization)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(signed(&nodes[0]), 200, "the signed request, first used");
+    assert_eq!(
+        signed(&nodes[1]),
+        401,
+        "the same request replayed on node 2"
+    );
+    assert_eq!(etcd_keys(&etcd, "/mep/v1/signed_requests/"), 1);
     let r = client
         .delete(format!(
             "{}/mep/appMng/v1/applications/{app}/confs",

@@ -145,6 +145,7 @@ impl Core {
                 self.apps.clone(),
                 self.auth.clone(),
                 self.outbox.clone(),
+                self.store.clone(),
                 shutdown.clone(),
             ));
             tasks.spawn(self.outbox.clone().run());

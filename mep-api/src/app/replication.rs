@@ -10,7 +10,7 @@ use crate::apps::Apps;
 use crate::auth::Auth;
 use crate::notify::Outbox;
 use crate::registry::Registry;
-use crate::store::{Replicated, Table};
+use crate::store::{Replicated, Store, Table};
 
 /// Applies replicated changes until `shutdown` or the end of the stream.
 pub(super) async fn run(
@@ -19,6 +19,7 @@ pub(super) async fn run(
     apps: Arc<Apps>,
     auth: Arc<Auth>,
     outbox: Arc<Outbox>,
+    store: Store,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -45,6 +46,11 @@ pub(super) async fn run(
             Table::Outbox => outbox.apply_replicated(&change),
             Table::NotifiedLiveness => registry.apply_replicated_notified_liveness(&change).await,
             Table::Terminations => apps.apply_replicated_termination(&change),
+            // Only the store's own check reads them; claiming keeps the record of what was
+            // applied from growing with them.
+            Table::SignedRequests => {
+                store.claim(&change);
+            }
         }
     }
 }

@@ -28,7 +28,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use subtle::ConstantTimeEq;
 
 use super::credentials::AppCredential;
-use super::replay::Replay;
+use super::replay::{Replay, SharedReplay, SignedUse};
 use super::service::Auth;
 use super::signing::{self, RequestParts};
 use crate::http::serve::PeerAddr;
@@ -62,6 +62,8 @@ enum TokenRequestError {
     InvalidScope,
     Locked(Duration),
     Server,
+    /// The store could not record a signed request's use (etcd without quorum).
+    Unavailable,
 }
 
 impl IntoResponse for TokenRequestError {
@@ -91,6 +93,11 @@ impl IntoResponse for TokenRequestError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
                 "the token could not be issued".into(),
+            ),
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the platform's store is unavailable; retry with a newly signed request".into(),
             ),
         };
         let body = serde_json::json!({"error": code, "error_description": description});
@@ -146,7 +153,10 @@ async fn token(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with(signing::SCHEME));
     let result = if signed {
-        signed_request(&auth, source, &uri, &headers)
+        match signed_request(&auth, source, &uri, &headers) {
+            Ok((cred, used)) => share_use(&auth, used).await.map(|()| cred),
+            Err(e) => Err(e),
+        }
     } else {
         client_credentials(&auth, source, &headers, body)
     };
@@ -326,12 +336,25 @@ fn failure(
 }
 
 /// EdgeGallery's `SDK-HMAC-SHA256` signed request.
+/// On a store shared by several nodes, records the use of a signed request there, so that it
+/// is not accepted again by another node within its window.
+async fn share_use(auth: &Auth, used: SignedUse) -> Result<(), TokenRequestError> {
+    match auth.record_shared_use(&used).await {
+        Ok(()) => Ok(()),
+        Err(SharedReplay::Used) => Err(TokenRequestError::InvalidClient(
+            Challenge::Signed,
+            "this signed request was already used; sign a new one",
+        )),
+        Err(SharedReplay::Unavailable) => Err(TokenRequestError::Unavailable),
+    }
+}
+
 fn signed_request(
     auth: &Auth,
     source: IpAddr,
     uri: &Uri,
     headers: &HeaderMap,
-) -> Result<Arc<AppCredential>, TokenRequestError> {
+) -> Result<(Arc<AppCredential>, SignedUse), TokenRequestError> {
     let value = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -398,8 +421,12 @@ fn signed_request(
             other => other,
         });
     }
+    let used = SignedUse {
+        signature: parsed.signature,
+        valid_until: date + auth.config().max_clock_skew,
+    };
     auth.replays()
-        .first_use(&parsed.signature, date + auth.config().max_clock_skew, now)
+        .first_use(&used.signature, used.valid_until, now)
         .map_err(|replay| match replay {
             Replay::Used => TokenRequestError::InvalidClient(
                 Challenge::Signed,
@@ -408,7 +435,7 @@ fn signed_request(
             Replay::Full => TokenRequestError::Server,
         })?;
     auth.lockout().record_success(&cred.access_key_id, source);
-    Ok(cred)
+    Ok((cred, used))
 }
 
 #[utoipa::path(

@@ -164,6 +164,14 @@ impl Auth {
         &self.replays
     }
 
+    /// Records a signed request's use for the other nodes sharing the store.
+    pub async fn record_shared_use(
+        &self,
+        used: &super::replay::SignedUse,
+    ) -> Result<(), super::replay::SharedReplay> {
+        used.record(&self.store, self.now()).await
+    }
+
     pub fn now(&self) -> SystemTime {
         self.clock.now()
     }

@@ -46,10 +46,13 @@ pub enum Table {
     /// Terminations in progress and whether the application confirmed (stores shared by
     /// several nodes: the application may confirm on another node than the one terminating).
     Terminations,
+    /// Signed token requests already used, until their window ends (stores shared by several
+    /// nodes; each record lives by a lease).
+    SignedRequests,
 }
 
 impl Table {
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::Meta,
         Table::Services,
         Table::SerAvailabilitySubscriptions,
@@ -63,6 +66,7 @@ impl Table {
         Table::Outbox,
         Table::NotifiedLiveness,
         Table::Terminations,
+        Table::SignedRequests,
     ];
 
     /// The table's name: a redb table, and a path segment of the etcd keys.
@@ -81,6 +85,7 @@ impl Table {
             Table::Outbox => "outbox",
             Table::NotifiedLiveness => "notified_liveness",
             Table::Terminations => "terminations",
+            Table::SignedRequests => "signed_requests",
         }
     }
 
