@@ -55,7 +55,7 @@ api=/mep/mec_service_mgmt/v1
 python3 benches/etcd_site.py "http://127.0.0.1:24301$api" "http://127.0.0.1:24303$api" \
     http://127.0.0.1:24312 127.0.0.1:24321 "$changes" "$rate"
 
-cpu() { # total utime+stime of the given pids, in clock ticks
+cpu() { # total utime+stime of the given pids (none: 0), in clock ticks
     local t=0 p
     for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
     echo $t
@@ -73,20 +73,24 @@ request = function()
     {["content-type"] = "application/json"}, body)
 end
 LUA
-measure() { # what label script url pids...
+per_op() { awk -v t="$1" -v hz="$hz" -v n="$2" 'BEGIN{printf "%.0f", t / hz * 1e6 / n}'; }
+measure() { # what label script url mep-pids... [-- etcd-pids...]
     local what=$1 label=$2 script=$3 url=$4; shift 4
-    local before out after n
-    before=$(cpu "$@")
+    local meps=() etcds=() before_m before_e out after_m after_e n
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do meps+=("$1"); shift; done
+    [ $# -gt 0 ] && shift && etcds=("$@")
+    before_m=$(cpu "${meps[@]}") before_e=$(cpu "${etcds[@]}")
     out=$(wrk -t 2 -c "$clients" -d "${seconds}s" -s "$script" "$url")
-    after=$(cpu "$@")
+    after_m=$(cpu "${meps[@]}") after_e=$(cpu "${etcds[@]}")
     if grep -q "Non-2xx" <<<"$out"; then echo "$label: failed ${what}s:" >&2; echo "$out" >&2; exit 1; fi
     n=$(awk '/requests in/ {print $1}' <<<"$out")
     echo "throughput $label: $(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out") ${what}s/s" \
         "($clients connections, $n in ${seconds} s, latency $(awk '/Latency/ {print $2 " avg, " $4 " max"}' <<<"$out"));" \
-        "server CPU $(awk -v t=$((after - before)) -v hz="$hz" -v n="$n" 'BEGIN{printf "%.0f", t / hz * 1e6 / n}') µs/$what"
+        "server CPU $(per_op $((after_m + after_e - before_m - before_e)) "$n") µs/$what" \
+        "(mep $(per_op $((after_m - before_m)) "$n"), etcd $(per_op $((after_e - before_e)) "$n"))"
 }
 measure registration "etcd (node 1, 3 members, 3 nodes following)" "$work/register.lua" http://127.0.0.1:24301 \
-    "$n1" "$n2" "$n3" "${etcd_pids[@]}"
+    "$n1" "$n2" "$n3" -- "${etcd_pids[@]}"
 measure registration "redb (one node)" "$work/register.lua" http://127.0.0.1:24304 "$solo"
 
 heartbeats() { # name register-port -> a wrk script of heartbeats over 256 services with liveness
@@ -116,5 +120,5 @@ heartbeats etcd 24301
 heartbeats redb 24304
 sleep 1
 measure heartbeat "etcd (node 2, lease renewals, 3 members, 3 nodes)" "$work/heartbeat-etcd.lua" http://127.0.0.1:24302 \
-    "$n1" "$n2" "$n3" "${etcd_pids[@]}"
+    "$n1" "$n2" "$n3" -- "${etcd_pids[@]}"
 measure heartbeat "redb (one node, in memory)" "$work/heartbeat-redb.lua" http://127.0.0.1:24304 "$solo"

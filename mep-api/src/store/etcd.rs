@@ -60,6 +60,22 @@ const LIST_PAGE: i64 = 512;
 /// Replicated changes buffered between the watch and the indexes.
 const CHANGES_BUFFER: usize = 4096;
 
+/// Renewals between two looks for idle keep-alive streams.
+const KEEP_ALIVE_SWEEP: usize = 4096;
+/// A keep-alive stream unused this long is closed.
+const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(600);
+
+/// A lease's open keep-alive stream.
+struct KeepAlive {
+    keeper: etcd_client::LeaseKeeper,
+    stream: etcd_client::LeaseKeepAliveStream,
+}
+
+type KeepAliveSlot = (
+    Arc<tokio::sync::Mutex<Option<KeepAlive>>>,
+    tokio::time::Instant,
+);
+
 /// The `(key, value)` rows of a table.
 type Rows = Vec<(String, Vec<u8>)>;
 
@@ -78,6 +94,9 @@ pub struct EtcdStore {
     applied: Mutex<HashMap<Table, HashMap<String, i64>>>,
     applied_revision: AtomicI64,
     changes: Mutex<Option<mpsc::Receiver<Replicated>>>,
+    /// An open keep-alive stream per lease renewed lately, with when it was last used.
+    keep_alives: Mutex<HashMap<i64, KeepAliveSlot>>,
+    renewals: AtomicUsize,
     /// The leader campaign, which revokes its lease when the store closes.
     campaign: Mutex<Option<tokio::task::JoinHandle<()>>>,
     stop: CancellationToken,
@@ -164,6 +183,8 @@ impl EtcdStore {
             applied: Mutex::new(HashMap::new()),
             applied_revision: AtomicI64::new(0),
             changes: Mutex::new(None),
+            keep_alives: Mutex::new(HashMap::new()),
+            renewals: AtomicUsize::new(0),
             campaign: Mutex::new(None),
             stop: CancellationToken::new(),
         };
@@ -783,15 +804,67 @@ impl EtcdStore {
         Ok(granted.id())
     }
 
-    /// Renews `lease` once; `Ok(false)` when etcd says it is gone.
+    /// Renews `lease` once; `Ok(false)` when etcd says it is gone. Each lease keeps its
+    /// keep-alive stream open between renewals: opening one per renewal cost more CPU than the
+    /// renewal itself (measured with benches/etcd-site.sh).
     pub(super) async fn renew(&self, lease: i64) -> Result<bool, StoreError> {
-        self.retrying(self.request_timeout, |mut c| async move {
-            let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
-            keeper.keep_alive().await?;
-            let answer = stream.message().await?;
-            Ok(answer.is_some_and(|a| a.ttl() > 0))
-        })
-        .await
+        let slot = self.keep_alive_slot(lease);
+        let mut held = slot.lock().await;
+        let until = tokio::time::Instant::now() + self.request_timeout;
+        let mut reason = String::new();
+        for _ in 0..self.clients.len().max(2) {
+            if held.is_none() {
+                let mut client = self.client();
+                match tokio::time::timeout_at(until, client.lease_keep_alive(lease)).await {
+                    Ok(Ok((keeper, stream))) => *held = Some(KeepAlive { keeper, stream }),
+                    Ok(Err(e)) => {
+                        reason = e.to_string();
+                        self.next_endpoint();
+                        continue;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let Some(open) = held.as_mut() else { continue };
+            let answer = tokio::time::timeout_at(until, async {
+                open.keeper.keep_alive().await?;
+                open.stream.message().await
+            })
+            .await;
+            match answer {
+                Ok(Ok(Some(answer))) => {
+                    let alive = answer.ttl() > 0;
+                    if !alive {
+                        *held = None;
+                        self.keep_alives.lock().remove(&lease);
+                    }
+                    return Ok(alive);
+                }
+                Ok(Ok(None)) => reason = "the keep-alive stream ended".into(),
+                Ok(Err(e)) => reason = e.to_string(),
+                Err(_) => break,
+            }
+            *held = None;
+            self.next_endpoint();
+        }
+        *held = None;
+        Err(StoreError::Unavailable(format!(
+            "lease {lease} not renewed within {:?}: {reason}",
+            self.request_timeout
+        )))
+    }
+
+    /// The keep-alive stream slot of `lease`; now and then forgets the slots of leases nobody
+    /// renewed for a while (services deregistered, leases expired).
+    fn keep_alive_slot(&self, lease: i64) -> Arc<tokio::sync::Mutex<Option<KeepAlive>>> {
+        let now = tokio::time::Instant::now();
+        let mut slots = self.keep_alives.lock();
+        if self.renewals.fetch_add(1, Ordering::Relaxed) % KEEP_ALIVE_SWEEP == 0 {
+            slots.retain(|_, (_, used)| now.duration_since(*used) < KEEP_ALIVE_IDLE);
+        }
+        let (slot, used) = slots.entry(lease).or_insert_with(|| (Arc::default(), now));
+        *used = now;
+        Arc::clone(slot)
     }
 
     async fn sleep(&self, period: Duration) {
