@@ -1221,3 +1221,79 @@ fn a_termination_run_by_one_node_ends_when_the_app_confirms_on_another() {
         "the termination's record is gone"
     );
 }
+
+#[test]
+fn rule_changes_of_one_app_racing_on_two_nodes_leave_one_configuration_everywhere() {
+    let _cluster = one_cluster_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(3);
+    let key = master_key(dir.path());
+    let nodes: Vec<Node> = ["r1", "r2"]
+        .iter()
+        .map(|id| start_node(&etcd, id, &key, dir.path()))
+        .collect();
+    let name = "race.edge.example";
+    let status = configure(
+        &nodes[0],
+        reqwest::Method::POST,
+        "app-r",
+        &dns_rule("race", name, "192.0.2.1"),
+    );
+    assert!((200..300).contains(&status), "Mm5 answered {status}");
+    wait_until(Duration::from_secs(5), "both nodes answer", || {
+        nodes.iter().all(|n| dig(n, name) == "192.0.2.1")
+    });
+    let mut conflicts = 0;
+    for round in 0..10u8 {
+        let ips = [
+            format!("192.0.2.{}", 10 + 2 * round),
+            format!("192.0.2.{}", 11 + 2 * round),
+        ];
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let racers: Vec<_> = nodes
+            .iter()
+            .zip(&ips)
+            .map(|(node, ip)| {
+                let (mm5, body, barrier) = (
+                    node.mm5.clone(),
+                    dns_rule("race", name, ip),
+                    barrier.clone(),
+                );
+                std::thread::spawn(move || {
+                    let client = reqwest::blocking::Client::new();
+                    barrier.wait();
+                    client
+                        .put(format!(
+                            "{mm5}/mepcfg/app_lcm/v1/applications/app-r/appd_configuration"
+                        ))
+                        .json(&body)
+                        .send()
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                })
+            })
+            .collect();
+        let statuses: Vec<u16> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+        for s in &statuses {
+            assert!(*s == 200 || *s == 409, "round {round}: {statuses:?}");
+        }
+        assert!(statuses.contains(&200), "round {round}: one change wins");
+        conflicts += statuses.iter().filter(|s| **s == 409).count();
+        let won: Vec<&String> = ips
+            .iter()
+            .zip(&statuses)
+            .filter(|(_, s)| **s == 200)
+            .map(|(ip, _)| ip)
+            .collect();
+        // Both nodes settle on one configuration, one that was accepted.
+        wait_until(
+            Duration::from_secs(5),
+            "both nodes answer the same accepted address",
+            || {
+                let answers: Vec<String> = nodes.iter().map(|n| dig(n, name)).collect();
+                answers[0] == answers[1] && won.iter().any(|ip| **ip == answers[0])
+            },
+        );
+    }
+    eprintln!("{conflicts} of 10 races ended with a 409 for the later change");
+}
