@@ -859,7 +859,11 @@ impl EtcdStore {
     fn keep_alive_slot(&self, lease: i64) -> Arc<tokio::sync::Mutex<Option<KeepAlive>>> {
         let now = tokio::time::Instant::now();
         let mut slots = self.keep_alives.lock();
-        if self.renewals.fetch_add(1, Ordering::Relaxed) % KEEP_ALIVE_SWEEP == 0 {
+        if self
+            .renewals
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(KEEP_ALIVE_SWEEP)
+        {
             slots.retain(|_, (_, used)| now.duration_since(*used) < KEEP_ALIVE_IDLE);
         }
         let (slot, used) = slots.entry(lease).or_insert_with(|| (Arc::default(), now));
