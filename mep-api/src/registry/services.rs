@@ -89,7 +89,17 @@ impl Registry {
         let mut writes = vec![Self::put_service(&entry.service)?];
         writes.extend(liveness_writes);
         writes.extend(self.outbox(&self.index.read(), &entry, ChangeType::Added));
-        self.store.commit(writes).await?;
+        // A create: on a shared store no other node may hold the id (ids are random; this
+        // makes it a guarantee).
+        let checks = if self.store.is_shared() {
+            vec![Check::Absent {
+                table: Table::Services,
+                key: entry.service.ser_instance_id.clone(),
+            }]
+        } else {
+            Vec::new()
+        };
+        self.store.commit_checked(checks, writes).await?;
         let id = entry.service.ser_instance_id.clone();
         let mut index = self.index.write();
         self.emit(&index, &entry, ChangeType::Added);
