@@ -974,6 +974,26 @@ fn a_token_issued_by_one_node_is_valid_on_every_node_and_a_revocation_reaches_th
         "the same request replayed on node 2"
     );
     assert_eq!(etcd_keys(&etcd, "/mep/v1/signed_requests/"), 1);
+    // Three wrong secrets on node 1 lock the key for this source; node 2 then refuses it the
+    // right secret as well.
+    let basic = |n: &Node, secret: &str| {
+        client
+            .post(format!("{}/mep/token", root(n)))
+            .basic_auth(ak, Some(secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(basic(&nodes[0], "wrong"), 401);
+    assert_eq!(basic(&nodes[0], "wrong"), 401);
+    assert_eq!(basic(&nodes[0], "wrong"), 429, "the third failure locks");
+    wait_until(
+        Duration::from_secs(5),
+        "node 2 applies node 1's lock",
+        || basic(&nodes[1], sk) == 429,
+    );
     let r = client
         .delete(format!(
             "{}/mep/appMng/v1/applications/{app}/confs",

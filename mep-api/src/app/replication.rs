@@ -43,6 +43,7 @@ pub(super) async fn run(
             Table::AppCredentials => auth.credentials().apply_replicated(&change).await,
             Table::Liveness => registry.apply_replicated_heartbeat(&change),
             Table::Meta => auth.apply_replicated_keys(&change),
+            Table::Lockouts => auth.apply_replicated_lock(&change),
             Table::Outbox => outbox.apply_replicated(&change),
             Table::NotifiedLiveness => registry.apply_replicated_notified_liveness(&change).await,
             Table::Terminations => apps.apply_replicated_termination(&change),

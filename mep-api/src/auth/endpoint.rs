@@ -325,6 +325,7 @@ fn failure(
         Some(locked_for) => {
             tracing::warn!(app = %cred.app, access_key = %cred.access_key_id, %source,
                 "token requests from this source locked after repeated failures");
+            auth.share_lock(&cred.access_key_id, source, locked_for);
             TokenRequestError::Locked(locked_for)
         }
         None => {

@@ -7,6 +7,10 @@
 //! keys fail without state), and the table holds at most [`MAX_TRACKED`] pairs: when full, pairs
 //! whose window and lock are over are dropped first, and failures beyond that are refused without
 //! being recorded. The state sits behind one mutex, touched once per token request.
+//!
+//! Nodes sharing a store count failures each on their own, and share the locks: a lock one node
+//! sets is stored (living by a lease for its duration) and applied by every node
+//! ([`Lockout::apply_lock`]), so a locked source is refused by all of them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -127,6 +131,24 @@ impl Lockout {
             return Some(self.policy.lock_for);
         }
         None
+    }
+
+    /// A lock another node set (stores shared by several nodes): `key` is refused to `source`
+    /// until `until` here too.
+    pub fn apply_lock(&self, key: &str, source: IpAddr, until: SystemTime) {
+        let mut entries = self.entries.lock();
+        let id = (key.to_owned(), source_key(source));
+        if !entries.contains_key(&id) && entries.len() >= MAX_TRACKED {
+            return;
+        }
+        let entry = entries.entry(id).or_insert(Entry {
+            window_start: until,
+            failures: 0,
+            locked_until: None,
+        });
+        if entry.locked_until.is_none_or(|held| held < until) {
+            entry.locked_until = Some(until);
+        }
     }
 
     /// Clears the failures of `key` from `source`.

@@ -1,9 +1,10 @@
 //! The authentication service of a running mep: credentials, signing keys, the lockout and the
 //! settings that tie them together. Handlers and middleware share it in an `Arc`.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +16,7 @@ use super::secrets::{MasterKey, SecretError};
 use super::tokens::{issue, Claims, TokenError, Verifier};
 use crate::clock::Clock;
 use crate::model::ids::AppInstanceId;
-use crate::store::Store;
+use crate::store::{Replicated, Store, Table, Write};
 
 /// Settings of authentication on Mp1.
 #[derive(Debug, Clone)]
@@ -164,6 +165,55 @@ impl Auth {
         &self.replays
     }
 
+    /// On a store shared by several nodes, stores a lock this node just set, for the others
+    /// to apply; in the background (the refused request does not wait for etcd), and a lost
+    /// one only leaves the lock to this node.
+    pub fn share_lock(&self, access_key: &str, source: IpAddr, locked_for: Duration) {
+        if !self.store.is_shared() {
+            return;
+        }
+        let record = SharedLock {
+            access_key: access_key.to_owned(),
+            source,
+            until_ms: (self.now() + locked_for)
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        let Ok(value) = serde_json::to_vec(&record) else {
+            return;
+        };
+        let key = format!("{access_key}@{source}");
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let shared = async {
+                let lease = store.grant_lease(locked_for).await?;
+                store
+                    .commit(vec![Write::PutLeased {
+                        table: Table::Lockouts,
+                        key,
+                        value,
+                        lease,
+                    }])
+                    .await
+            };
+            if let Err(e) = shared.await {
+                tracing::warn!(error = %e, "a token request lock not shared with the other nodes");
+            }
+        });
+    }
+
+    /// A lock another node set.
+    pub fn apply_replicated_lock(&self, change: &Replicated) {
+        if !self.store.claim(change) {
+            return;
+        }
+        if let Ok(Some(lock)) = change.decode::<SharedLock>() {
+            let until = UNIX_EPOCH + Duration::from_millis(lock.until_ms);
+            self.lockout
+                .apply_lock(&lock.access_key, lock.source, until);
+        }
+    }
+
     /// Records a signed request's use for the other nodes sharing the store.
     pub async fn record_shared_use(
         &self,
@@ -279,4 +329,14 @@ pub async fn run_key_maintenance(auth: Arc<Auth>, shutdown: CancellationToken) {
             }
         }
     }
+}
+
+/// A token request lock as stored for the other nodes.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SharedLock {
+    access_key: String,
+    source: IpAddr,
+    /// Until when, Unix milliseconds.
+    until_ms: u64,
 }

@@ -49,10 +49,13 @@ pub enum Table {
     /// Signed token requests already used, until their window ends (stores shared by several
     /// nodes; each record lives by a lease).
     SignedRequests,
+    /// Token request locks set by one node, for every node to apply (stores shared by several
+    /// nodes; each record lives by a lease for the lock's duration).
+    Lockouts,
 }
 
 impl Table {
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 15] = [
         Table::Meta,
         Table::Services,
         Table::SerAvailabilitySubscriptions,
@@ -67,6 +70,7 @@ impl Table {
         Table::NotifiedLiveness,
         Table::Terminations,
         Table::SignedRequests,
+        Table::Lockouts,
     ];
 
     /// The table's name: a redb table, and a path segment of the etcd keys.
@@ -86,6 +90,7 @@ impl Table {
             Table::NotifiedLiveness => "notified_liveness",
             Table::Terminations => "terminations",
             Table::SignedRequests => "signed_requests",
+            Table::Lockouts => "lockouts",
         }
     }
 
