@@ -203,6 +203,19 @@ fn start_node_with(
     node
 }
 
+/// Nodes `ids` on `etcd`, each started with `extra` arguments.
+fn start_nodes(
+    etcd: &Etcd,
+    ids: &[&str],
+    master_key: &std::path::Path,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Vec<Node> {
+    ids.iter()
+        .map(|id| start_node_with(etcd, id, master_key, dir, extra))
+        .collect()
+}
+
 fn wait_until(within: Duration, what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -420,10 +433,8 @@ fn three_nodes_on_etcd_act_as_one_platform() {
     let dir = tempfile::tempdir().unwrap();
     let mut etcd = Etcd::start(3);
     let key = master_key(dir.path());
-    let nodes: Vec<Node> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|id| start_node(&etcd, id, &key, dir.path()))
-        .collect();
+    let nodes: Vec<Node> =
+        start_nodes(&etcd, &["n1", "n2", "n3"], &key, dir.path(), &["--no-auth"]);
     let client = reqwest::blocking::Client::new();
 
     // A service registered on node 1 is discovered on node 3, with the same ETag everywhere.
@@ -636,10 +647,8 @@ fn heartbeats_on_one_node_keep_a_service_active_everywhere_and_their_end_suspend
     let dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(3);
     let key = master_key(dir.path());
-    let nodes: Vec<Node> = ["h1", "h2", "h3"]
-        .iter()
-        .map(|id| start_node(&etcd, id, &key, dir.path()))
-        .collect();
+    let nodes: Vec<Node> =
+        start_nodes(&etcd, &["h1", "h2", "h3"], &key, dir.path(), &["--no-auth"]);
     let client = reqwest::blocking::Client::new();
     let (callback, notified) = notification_sink();
     subscribe(&nodes[2], "app-s", "beating", &callback);
@@ -784,10 +793,8 @@ fn notifications_outlive_the_node_that_was_sending_them() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(3);
     let key = master_key(dir.path());
-    let mut nodes: Vec<Node> = ["l1", "l2", "l3"]
-        .iter()
-        .map(|id| start_node(&etcd, id, &key, dir.path()))
-        .collect();
+    let mut nodes: Vec<Node> =
+        start_nodes(&etcd, &["l1", "l2", "l3"], &key, dir.path(), &["--no-auth"]);
     wait_until(Duration::from_secs(10), "one node leads", || {
         notifier(&nodes).len() == 1
     });
@@ -877,10 +884,7 @@ fn a_token_issued_by_one_node_is_valid_on_every_node_and_a_revocation_reaches_th
     let dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(3);
     let key = master_key(dir.path());
-    let nodes: Vec<Node> = ["t1", "t2"]
-        .iter()
-        .map(|id| start_node_with(&etcd, id, &key, dir.path(), &[]))
-        .collect();
+    let nodes: Vec<Node> = start_nodes(&etcd, &["t1", "t2"], &key, dir.path(), &[]);
     let client = reqwest::blocking::Client::new();
     let root = |n: &Node| {
         n.mp1
@@ -1025,10 +1029,7 @@ fn a_node_whose_watch_fell_behind_a_compaction_lists_again_and_catches_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut etcd = Etcd::start(3);
     let key = master_key(dir.path());
-    let nodes: Vec<Node> = ["c1", "c2"]
-        .iter()
-        .map(|id| start_node(&etcd, id, &key, dir.path()))
-        .collect();
+    let nodes: Vec<Node> = start_nodes(&etcd, &["c1", "c2"], &key, dir.path(), &["--no-auth"]);
     let gone = registered(&nodes[0], "app-a", &service("gone", "1"));
     let kept = registered(&nodes[0], "app-a", &service("kept", "1"));
     wait_until(Duration::from_secs(5), "node 2 sees both", || {
@@ -1111,10 +1112,7 @@ fn a_upf_controller_shared_by_the_site_gets_each_rule_change_once() {
         "--upf-endpoint",
         &endpoint,
     ];
-    let mut nodes: Vec<Node> = ["u1", "u2", "u3"]
-        .iter()
-        .map(|id| start_node_with(&etcd, id, &key, dir.path(), &args))
-        .collect();
+    let mut nodes: Vec<Node> = start_nodes(&etcd, &["u1", "u2", "u3"], &key, dir.path(), &args);
     wait_until(Duration::from_secs(10), "one node leads", || {
         notifier(&nodes).len() == 1
     });
@@ -1183,10 +1181,7 @@ fn a_termination_run_by_one_node_ends_when_the_app_confirms_on_another() {
     let etcd = Etcd::start(3);
     let key = master_key(dir.path());
     let args = ["--no-auth", "--max-graceful-timeout", "30"];
-    let nodes: Vec<Node> = ["x1", "x2"]
-        .iter()
-        .map(|id| start_node_with(&etcd, id, &key, dir.path(), &args))
-        .collect();
+    let nodes: Vec<Node> = start_nodes(&etcd, &["x1", "x2"], &key, dir.path(), &args);
     let app_support = |n: &Node| n.mp1.replace("mec_service_mgmt", "mec_app_support");
     let client = reqwest::blocking::Client::new();
     let (callback, notified) = notification_sink();
@@ -1248,10 +1243,7 @@ fn rule_changes_of_one_app_racing_on_two_nodes_leave_one_configuration_everywher
     let dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(3);
     let key = master_key(dir.path());
-    let nodes: Vec<Node> = ["r1", "r2"]
-        .iter()
-        .map(|id| start_node(&etcd, id, &key, dir.path()))
-        .collect();
+    let nodes: Vec<Node> = start_nodes(&etcd, &["r1", "r2"], &key, dir.path(), &["--no-auth"]);
     let name = "race.edge.example";
     let status = configure(
         &nodes[0],
