@@ -492,6 +492,54 @@ fn other_packets_pass_unchanged() {
     assert_eq!(Some(got), rig.reference(&dns));
 }
 
+/// Questions that are not a rule's name in any case, though their bytes are close to one: the
+/// datagram ends inside the name (right after a full query for it, whose bytes the program's
+/// scratch buffer still holds), a zero, an underscore, a compression pointer, or a byte with
+/// its top bit set in place of any byte of the name. None is answered or changed.
+#[test]
+fn near_miss_questions_pass_unchanged() {
+    let rig = rig();
+    let rules = rules();
+    rig.publish(Snapshot::build(1, [], rules.iter().map(|r| ("app", r))));
+    let mut tried = 0;
+    for name in ["edge.example.org", "two.mec", "x.y.z.odd-length.example"] {
+        let case = Case {
+            name: name.into(),
+            qtype: 1,
+            qclass: 1,
+            flags: 0x0100,
+            edns: None,
+            v6: false,
+            vlan: None,
+            to_service: true,
+            port: PORT,
+        };
+        let dns = query(&case, 7);
+        let full = frame(&case, &dns);
+        let name_len = wire_name(name).len();
+        let mut variants: Vec<Vec<u8>> =
+            (1..name_len).map(|cut| dns[..12 + cut].to_vec()).collect();
+        for at in 12..12 + name_len - 1 {
+            for byte in [0u8, b'_', 0xc0, 0xe1, b'A' | 0x80] {
+                if dns[at] != byte {
+                    let mut d = dns.clone();
+                    d[at] = byte;
+                    variants.push(d);
+                }
+            }
+        }
+        for variant in variants {
+            assert_eq!(rig.run(&full).0, XDP_TX, "{name} itself is answered");
+            let input = frame(&case, &variant);
+            let (verdict, out) = rig.run(&input);
+            assert_eq!(verdict, XDP_PASS, "{name}: {variant:02x?}");
+            assert_eq!(out, input, "{name}: {variant:02x?}");
+            tried += 1;
+        }
+    }
+    assert!(tried > 250, "{tried}");
+}
+
 #[test]
 fn answering_is_off_without_dns_config_and_before_the_first_snapshot() {
     let rig = rig();

@@ -291,12 +291,13 @@ pub const MAX_DNS_ANSWERS: u32 = 131_072;
 /// Addresses the DNS service is reached at.
 pub const MAX_DNS_ADDRS: u32 = 64;
 
-/// `MEP_DNS_ANSWERS` key: the query type and the lower-case wire name, zero-padded.
+/// `MEP_DNS_ANSWERS` key: the lower-case wire name, zero-padded, and the query type. The name
+/// comes first so that the program, which keeps the key 8-byte aligned, writes it in words.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DnsKey {
-    pub qtype: u16,
     pub name: [u8; DNS_NAME_MAX],
+    pub qtype: u16,
 }
 
 /// `MEP_DNS_ANSWERS` value: the answer records of one local answer as the userspace server

@@ -132,13 +132,27 @@ fn word_sum(w: u32) -> u64 {
     u64::from(u16::from_be_bytes([b[0], b[1]])) + u64::from(u16::from_be_bytes([b[2], b[3]]))
 }
 
+const BYTES_01: u64 = 0x0101_0101_0101_0101;
+const BYTES_80: u64 = 0x8080_8080_8080_8080;
+const LANES_16: u64 = 0x0000_ffff_0000_ffff;
+
+/// The index of the lowest byte of a little-endian word whose top bit `marks` has set.
 #[inline(always)]
-fn lower_ok(b: u8) -> Option<u8> {
-    match b {
-        b'a'..=b'z' | b'0'..=b'9' | b'-' => Some(b),
-        b'A'..=b'Z' => Some(b | 0x20),
-        _ => None,
-    }
+fn first_marked_byte(marks: u64) -> u32 {
+    let lowest = (marks & marks.wrapping_neg()) >> 7;
+    // `lowest` is 1 << 8k: the multiplication moves byte 7 - k of the constant, which is k,
+    // to the top.
+    (lowest.wrapping_mul(0x0001_0203_0405_0607) >> 56) as u32
+}
+
+/// `v`'s bytes with ASCII upper-case letters lowered, all eight at once.
+#[inline(always)]
+fn ascii_lower(v: u64) -> u64 {
+    let low7 = v & (0x7f * BYTES_01);
+    let at_least_a = low7 + (0x80 - u64::from(b'A')) * BYTES_01;
+    let above_z = low7 + (0x7f - u64::from(b'Z')) * BYTES_01;
+    let upper = at_least_a & !above_z & !v & BYTES_80;
+    v | (upper >> 2)
 }
 
 #[inline(always)]
@@ -207,59 +221,68 @@ fn try_answer(ctx: &XdpContext, cfg: &DnsConfig) -> Outcome {
         return Outcome::Passed;
     }
 
-    // The question name: lower-cased into the key (zero-padded), summed as sent. The loop runs
-    // to the end of the key whatever the name's length, and leaves the length in the scratch
-    // map: every name then continues as one verifier state, not one per length.
+    // The question name, from its first DNS_NAME_MAX bytes loaded in one helper call and read
+    // in words: its end is the first zero byte, the key is its bytes lower-cased (ASCII) and
+    // zero-padded, the checksum sums them as sent. The key need not check the labels: the map
+    // holds only well-formed names of letters, digits and hyphens, and a query whose bytes
+    // (lower-cased) equal one up to its first zero is that name, as a compression pointer, a
+    // zero inside a label or another character never is. The length goes through the scratch
+    // map, so every name continues as one verifier state, not one per length.
     let question_at = dns_at + DNS_HEADER_LEN;
     let Some(scratch) = DNS_SCRATCH.get_ptr_mut(0) else {
         return Outcome::Passed;
     };
     let scratch: &mut DnsScratch = unsafe { &mut *scratch };
-    let mut sum: u64 = 0;
-    let mut ended = false;
-    unsafe {
-        core::ptr::write_volatile(&mut scratch.name_len, 0);
-        core::ptr::write_volatile(&mut scratch.label_at, 0);
+    let loaded = (dns_end - question_at).min(DNS_NAME_MAX);
+    // Masked into 1..=DNS_NAME_MAX (a power of two), which the verifier can see.
+    let load_len = ((loaded as u32).wrapping_sub(1) & (DNS_NAME_MAX as u32 - 1)) + 1;
+    if loaded == 0
+        || unsafe {
+            bpf_xdp_load_bytes(
+                ctx.ctx,
+                question_at as u32,
+                scratch.question.as_mut_ptr() as *mut _,
+                load_len,
+            )
+        } != 0
+    {
+        return Outcome::Passed;
     }
-    for i in 0..DNS_NAME_MAX {
-        let stored = if ended {
-            0
-        } else {
-            // Bytes past the datagram (Ethernet padding) may be read here; the name's end is
-            // checked against the datagram's after the loop.
-            let b = or_pass!(f.hdr::<1>(question_at + i)).u8(0);
-            sum += if i & 1 == 0 {
-                u64::from(b) << 8
-            } else {
-                u64::from(b)
-            };
-            let label_at = unsafe { core::ptr::read_volatile(&scratch.label_at) } as usize;
-            if i == label_at {
-                if b == 0 {
-                    ended = true;
-                    unsafe { core::ptr::write_volatile(&mut scratch.name_len, (i + 1) as u32) };
-                } else if b > 63 {
-                    // Compression pointers (or reserved label types).
-                    return Outcome::Passed;
-                }
-                let next = (i + 1 + usize::from(b)) as u32;
-                unsafe { core::ptr::write_volatile(&mut scratch.label_at, next) };
-                b
-            } else {
-                or_pass!(lower_ok(b))
-            }
-        };
-        if let Some(slot) = scratch.key.name.get_mut(i) {
-            *slot = stored;
+    unsafe { core::ptr::write_volatile(&mut scratch.name_len, 0) };
+    for w in 0..DNS_NAME_MAX / 8 {
+        let v = scratch.question[w];
+        let zeros = v.wrapping_sub(BYTES_01) & !v & BYTES_80;
+        if zeros != 0 && unsafe { core::ptr::read_volatile(&scratch.name_len) } == 0 {
+            let end = (w * 8) as u32 + first_marked_byte(zeros) + 1;
+            unsafe { core::ptr::write_volatile(&mut scratch.name_len, end) };
         }
     }
     // Masked so that the register the offsets are computed from is bounded for the verifier
     // (LLVM checks ranges on a shifted copy).
     let name_len = (unsafe { core::ptr::read_volatile(&scratch.name_len) } & 0xff) as usize;
-    // Unterminated within the bound, or the root (which no rule names).
+    // Unterminated within the bound, or the root (which no rule names). A zero among bytes
+    // left from an earlier query, past a datagram that ends in the name, puts the question's
+    // tail past the datagram's end, which is checked below.
     if !(2..=DNS_NAME_MAX).contains(&name_len) {
         return Outcome::Passed;
     }
+    let mut sum_le: u64 = 0;
+    let key_words = scratch.key.name.as_mut_ptr() as *mut u64;
+    for w in 0..DNS_NAME_MAX / 8 {
+        let at = w * 8;
+        let keep = if name_len >= at + 8 {
+            u64::MAX
+        } else if name_len <= at {
+            0
+        } else {
+            (1u64 << ((name_len - at) * 8)) - 1
+        };
+        let v = scratch.question[w] & keep;
+        // Little-endian words of bytes that sit at even offsets: byte-swapped network words.
+        sum_le += (v & LANES_16) + ((v >> 16) & LANES_16);
+        unsafe { key_words.add(w).write(ascii_lower(v)) };
+    }
+    let mut sum = u64::from(fold(sum_le).swap_bytes());
     // Fresh bounds: the loop's checks are not carried on (as verifier state, one per length).
     let (start, end) = bounds(ctx);
     let f = Frame { start, end };

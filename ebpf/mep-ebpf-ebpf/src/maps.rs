@@ -9,8 +9,8 @@ use aya_ebpf::{
 };
 use mep_ebpf_common::{
     AddrKey, Counter, DnsConfig, DnsKey, DnsRecords, Entry, GenConfig, IfaceInfo, ListItem,
-    ListRef, RuleId, DELIVERY_SLOTS, DNS_STAT_SLOTS, MAX_DNS_ADDRS, MAX_DNS_ANSWERS, MAX_ENTRIES,
-    MAX_IFACES, MAX_KEYS, MAX_LIST_ITEMS, MAX_RULES,
+    ListRef, RuleId, DELIVERY_SLOTS, DNS_NAME_MAX, DNS_STAT_SLOTS, MAX_DNS_ADDRS, MAX_DNS_ANSWERS,
+    MAX_ENTRIES, MAX_IFACES, MAX_KEYS, MAX_LIST_ITEMS, MAX_RULES,
 };
 
 #[map(name = "MEP_ACTIVE")]
@@ -71,13 +71,13 @@ pub static DNS_SCRATCH: PerCpuArray<DnsScratch> = PerCpuArray::with_max_entries(
 
 #[repr(C)]
 pub struct DnsScratch {
+    /// The question's first bytes as sent, loaded in one helper call and read in words.
+    pub question: [u64; DNS_NAME_MAX / 8],
+    /// At an offset of 8 × 16 bytes: its name is written in aligned words.
     pub key: DnsKey,
     pub _pad: u16,
     /// Length of the question name, read back as a value the verifier does not know.
     pub name_len: u32,
-    /// Where the next label starts: kept here for the same reason (as a register, each label
-    /// length would be a state of its own).
-    pub label_at: u32,
     /// The headers and the question while the frame grows at its head (at most 214 bytes).
     pub head: [u8; 256],
 }
