@@ -8,20 +8,19 @@
 #   mep-udp      mep's userspace DNS server, one thread (dns/examples/serve_rules.rs);
 #   knot-xdp     Knot DNS in its XDP mode (`xdp: listen:`), one worker;
 #   knot-udp     Knot DNS on its UDP sockets, one worker.
-# The server side gets CPU 1: user-space servers are pinned there and RPS steers the server
-# veth's receive processing (and with it generic XDP) there. Per answered query: "cpu1" is CPU
-# 1's busy time, "other" the rest of the machine's minus dnsperf's own, "total" the whole
-# machine's (dnsperf included). Kernel work is not cleanly attributable on a veth: softirq work
-# done in dnsperf's context (native XDP runs in the veth's NAPI poll on the sender's CPU, for
-# mep-xdp-nat and Knot's XDP program) counts as dnsperf's, and generic XDP_TX delivers the
-# answer into the client's socket from CPU 1. "total" is the one figure that hides nothing.
+# The server side gets CPU 1: user-space servers are pinned there, and so is the kernel thread
+# that does the server veth's receive work (threaded NAPI): XDP native or generic, the UDP stack,
+# Knot's AF_XDP copies. The client veth's receive thread is pinned to CPU 0 with the client. Per
+# answered query: "cpu1" is CPU 1's busy time, "other" the rest of the machine's minus dnsperf's
+# own, "total" the whole machine's (dnsperf included). An answer's transmit into the client veth
+# is done by its sender, on CPU 1; "total" is the one figure that hides nothing.
 # Best of ROUNDS runs of DURATION s. Writes target/bench/xdp-dns-veth.txt.
 #
 # CLIENT=kxdpgun replaces dnsperf with Knot's kxdpgun (AF_XDP on the client veth, on CPU 0),
 # which sends far faster than dnsperf: each row is offered RATES queries/s in turn and its
 # capacity is the most replies/s it sustained with at least 99% of the queries answered, with the
 # CPU per reply at that rate. kxdpgun's own XDP program on the client veth takes the place of the
-# pass-all peer the native rows need. Writes target/bench/xdp-dns-veth-kxdpgun.txt.
+# pass-all peer the native rows need, and the native rows' XDP runs on CPU 1 like the others. Writes target/bench/xdp-dns-veth-kxdpgun.txt.
 # Usage (root): benches/xdp-dns-veth.sh   (tunable: DURATION=6 ROUNDS=2 CLIENTS=4 CLIENT=dnsperf
 #               RATES="50000 75000 100000 125000 150000 200000 300000 400000 600000 1000000")
 set -euo pipefail
@@ -37,7 +36,7 @@ RULES=1000
 OUT_DIR=target/bench
 [[ $(id -u) == 0 ]] || { echo "run as root (namespaces, XDP)" >&2; exit 1; }
 missing=()
-for tool in dnsperf:dnsperf knotd:knot dig:dnsutils kxdpgun:knot-dnsutils; do
+for tool in dnsperf:dnsperf knotd:knot dig:dnsutils kxdpgun:knot-dnsutils ethtool:ethtool; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || [[ -x /usr/sbin/${tool%%:*} ]] || missing+=("${tool##*:}")
 done
 if [[ ${#missing[@]} -gt 0 ]]; then
@@ -92,7 +91,24 @@ for ns in "$CLI" "$SRV"; do
 done
 ip -n "$CLI" link set c0 up
 ip -n "$SRV" link set s0 up
-ip netns exec "$SRV" sh -c 'echo 2 > /sys/class/net/s0/queues/rx-0/rps_cpus'
+# Each veth end gets a NAPI instance (GRO on) served by a kernel thread (threaded NAPI), pinned
+# to its side's CPU: all receive work for the server's veth, XDP native or generic, the UDP stack
+# and Knot's AF_XDP copies included, runs on CPU 1, and the client's on CPU 0. Without this a veth
+# receives in the softirq of whichever CPU transmitted, and the two sides' costs mix.
+for end in "$CLI c0 0" "$SRV s0 1"; do
+  read -r ns dev cpu <<<"$end"
+  # Without TSO a veth hands every UDP datagram to the peer's NAPI (with it, only GSO-able ones).
+  ip netns exec "$ns" ethtool -K "$dev" gro on tso off >/dev/null
+  ip netns exec "$ns" sh -c "echo 1 > /sys/class/net/$dev/threaded"
+done
+pin_napi() { # pins every NAPI thread of c0 to CPU 0 and of s0 to CPU 1
+  local pid name
+  for pid in $(pgrep '^napi/[cs]0-'); do
+    name=$(cat "/proc/$pid/comm" 2>/dev/null) || continue
+    case $name in napi/c0-*) taskset -pc 0 "$pid" >/dev/null ;; napi/s0-*) taskset -pc 1 "$pid" >/dev/null ;; esac
+  done
+}
+pin_napi
 in_cli() { ip netns exec "$CLI" "$@"; }
 
 address() { echo "198.18.$(($1 / 256)).$(($1 % 256))"; }
@@ -156,12 +172,17 @@ start() { # ROW: starts the servers of ROW in the server namespace
       knot_conf "$xdp" >"$WORK/$1.conf"
       ip netns exec "$SRV" taskset -c 1 "$KNOTD" -c "$WORK/$1.conf" >"$WORK/$1.log" 2>&1 &
       SERVER_PIDS+=($!)
+      KNOT_PID=$!
       ;;
   esac
   local got
   for _ in $(seq 100); do
     got=$(in_cli dig +short +time=1 +tries=1 @10.77.0.2 host7.bench.mep A 2>/dev/null || true)
-    [[ $got == "$(address 7)" ]] && return 0
+    if [[ $got == "$(address 7)" ]]; then
+      # Knot pins its workers to CPUs of its own choosing (CPU 0 for the first): back to CPU 1.
+      [[ $1 == knot-* ]] && taskset -a -pc 1 "$KNOT_PID" >/dev/null
+      return 0
+    fi
     sleep 0.1
   done
   echo "$1 does not answer (got: ${got:-nothing})" >&2
@@ -217,6 +238,7 @@ if [[ $CLIENT == kxdpgun ]]; then
     ip -n "$CLI" link set dev c0 xdp off 2>/dev/null || true
     PEER_PID=
     start "$row"
+    pin_napi
     if [[ -n $PEER_PID ]]; then
       # The peer served the check above; kxdpgun brings its own program for the client veth.
       kill -TERM "$PEER_PID" 2>/dev/null || true
@@ -268,6 +290,7 @@ declare -A QPS LOST BAD C1 OTHER TOTAL
 for round in $(seq "$ROUNDS"); do
   for row in "${ROWS[@]}"; do
     start "$row"
+    pin_napi
     read -r qps lost bad c1 other total done < <(run "$row")
     if [[ $row == mep-xdp* ]]; then
       # Every answer must be the kernel's: nothing else listens on port 53 there.
