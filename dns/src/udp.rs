@@ -1,7 +1,9 @@
 //! DNS over UDP: several sockets on one port (SO_REUSEPORT, the kernel spreads clients over
 //! them), each served by one task that takes up to [`BATCH`] datagrams per `recvmmsg`, answers
 //! local and cached names inline, sends those answers with one `sendmmsg` and hands forwarded
-//! queries to a task of their own.
+//! queries to a task of their own. Answers of one batch to the same client with the same
+//! length (a resolver asking for many names) leave as one UDP GSO message (`UDP_SEGMENT`):
+//! the kernel routes and builds them once and cuts them into datagrams at the end.
 
 use std::io;
 use std::mem;
@@ -23,6 +25,20 @@ const RECEIVE_BUFFER_BYTES: usize = 4 << 20;
 
 /// Datagrams received (and answers sent) per system call at most.
 const BATCH: usize = 32;
+
+/// Answers longer than this leave one by one: a GSO segment must fit the path's MTU, and
+/// 1,232 bytes (the DNS flag day's payload size) fits every IPv6 path.
+const GSO_MAX_SEGMENT: usize = 1232;
+
+/// Payload bytes of one GSO message at most (a datagram's, less room for its headers).
+const GSO_MAX_BYTES: usize = 65_000;
+
+/// `UDP_SEGMENT` of `<linux/udp.h>` (Linux 4.18), which `libc` defines for uclibc only.
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Room for one control message carrying a `u16` (`CMSG_SPACE(2)`, 24 bytes on 64-bit Linux),
+/// in words so that it is aligned as a `cmsghdr`.
+type Control = [u64; 4];
 
 /// Binds `count` UDP sockets to `addr`; with port 0 they all share the port the first one got.
 pub(crate) fn bind_udp(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::UdpSocket>> {
@@ -58,6 +74,9 @@ struct Batch {
     answers: Vec<Vec<u8>>,
     /// Slots whose answer is in `answers`, in the order received.
     ready: Vec<usize>,
+    /// Whether answers are still sent as GSO messages: cleared the first time the kernel
+    /// refuses one (no checksum offload on the way, an old kernel).
+    gso: bool,
 }
 
 impl Batch {
@@ -71,6 +90,7 @@ impl Batch {
             peer_lens: [0; BATCH],
             answers: (0..BATCH).map(|_| Vec::with_capacity(4096)).collect(),
             ready: Vec::with_capacity(BATCH),
+            gso: true,
         }
     }
 
@@ -126,36 +146,50 @@ impl Batch {
     /// full the rest are dropped, as the network would drop them, rather than stalling every
     /// other client of this socket.
     fn send_ready(&mut self, fd: RawFd, metrics: &DnsMetrics) {
+        let mut order = [0usize; BATCH];
+        let mut groups = [(0usize, 0usize); BATCH];
+        let group_count = self.group_ready(&mut order, &mut groups);
         let mut iovecs: [libc::iovec; BATCH] = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         }; BATCH];
+        for (iov, &slot) in iovecs.iter_mut().zip(&order[..self.ready.len()]) {
+            let answer = &self.answers[slot];
+            iov.iov_base = answer.as_ptr() as *mut libc::c_void;
+            iov.iov_len = answer.len();
+        }
+        let mut controls: [Control; BATCH] = [[0; 4]; BATCH];
         // SAFETY: as in `receive`, all zeroes is a valid mmsghdr.
         let mut headers: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
-        let count = self.ready.len();
-        for (i, &slot) in self.ready.iter().enumerate() {
-            let answer = &self.answers[slot];
-            iovecs[i].iov_base = answer.as_ptr() as *mut libc::c_void;
-            iovecs[i].iov_len = answer.len();
-            let header = &mut headers[i].msg_hdr;
+        for ((header, &(start, members)), control) in headers
+            .iter_mut()
+            .zip(&groups[..group_count])
+            .zip(controls.iter_mut())
+        {
+            let slot = order[start];
+            let header = &mut header.msg_hdr;
             header.msg_name = (&self.peers[slot] as *const libc::sockaddr_storage)
                 .cast_mut()
                 .cast();
             header.msg_namelen = self.peer_lens[slot];
-            header.msg_iov = &mut iovecs[i];
-            header.msg_iovlen = 1;
+            header.msg_iov = &mut iovecs[start];
+            header.msg_iovlen = members as _;
+            if members > 1 {
+                segment_size(header, control, self.answers[slot].len() as u16);
+            }
         }
         let mut sent = 0;
-        while sent < count {
-            // SAFETY: headers[sent..count] each point at one iovec and one sockaddr_storage that
-            // outlive the call; the iovecs point at answers that are not touched until it
-            // returns, with their true lengths. The kernel only reads through them (sendmmsg
-            // writes nothing but msg_len). `fd` is the open socket owned by the caller.
+        while sent < group_count {
+            // SAFETY: headers[sent..group_count] each point at their group's run of iovecs, at
+            // one sockaddr_storage and at their control words, all of which outlive the call;
+            // the iovecs point at answers that are not touched until it returns, with their
+            // true lengths. The kernel only reads through them (sendmmsg writes nothing but
+            // msg_len). `fd` is the open socket owned by the caller.
             let result = unsafe {
                 libc::sendmmsg(
                     fd,
                     headers[sent..].as_mut_ptr(),
-                    (count - sent) as _,
+                    (group_count - sent) as _,
                     libc::MSG_DONTWAIT,
                 )
             };
@@ -165,25 +199,144 @@ impl Batch {
             }
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::WouldBlock {
-                for _ in sent..count {
-                    metrics.count_drop(DropReason::SendBufferFull);
+                for &(_, members) in &groups[sent..group_count] {
+                    for _ in 0..members {
+                        metrics.count_drop(DropReason::SendBufferFull);
+                    }
                 }
                 break;
             }
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            // This answer cannot be sent (sendmmsg reports an error only for the first
-            // message); skip it and go on with the others.
-            let peer = self.peer(self.ready[sent]);
-            tracing::debug!(?peer, error = %e, "DNS UDP send failed");
+            let (start, members) = groups[sent];
+            if members > 1 {
+                // The kernel takes no GSO message on this socket's way: these answers one by
+                // one, and no more GSO here.
+                tracing::debug!(error = %e, "UDP GSO refused; answers leave one by one");
+                self.gso = false;
+                for &slot in &order[start..start + members] {
+                    self.send_one(fd, slot, metrics);
+                }
+            } else {
+                // This answer cannot be sent (sendmmsg reports an error only for the first
+                // message); skip it and go on with the others.
+                let peer = self.peer(order[start]);
+                tracing::debug!(?peer, error = %e, "DNS UDP send failed");
+            }
             sent += 1;
         }
         self.ready.clear();
     }
 
+    /// Puts the ready slots in `order` group by group and each group's first index in `order`
+    /// and size in `groups`; returns how many groups. A group is one answer, or with GSO on
+    /// several of the same length (at most [`GSO_MAX_SEGMENT`]) to the same address. At most
+    /// `BATCH` answers, so the quadratic search costs less than the system call it saves.
+    fn group_ready(
+        &self,
+        order: &mut [usize; BATCH],
+        groups: &mut [(usize, usize); BATCH],
+    ) -> usize {
+        let count = self.ready.len();
+        let mut taken = [false; BATCH];
+        let (mut placed, mut group_count) = (0, 0);
+        for i in 0..count {
+            if taken[i] {
+                continue;
+            }
+            let slot = self.ready[i];
+            let start = placed;
+            order[placed] = slot;
+            placed += 1;
+            let len = self.answers[slot].len();
+            if self.gso && len <= GSO_MAX_SEGMENT {
+                let mut bytes = len;
+                let later = taken[i + 1..count].iter_mut().zip(&self.ready[i + 1..]);
+                for (taken, &other) in later {
+                    if !*taken
+                        && self.answers[other].len() == len
+                        && bytes + len <= GSO_MAX_BYTES
+                        && self.same_peer(slot, other)
+                    {
+                        *taken = true;
+                        order[placed] = other;
+                        placed += 1;
+                        bytes += len;
+                    }
+                }
+            }
+            groups[group_count] = (start, placed - start);
+            group_count += 1;
+        }
+        group_count
+    }
+
+    fn same_peer(&self, a: usize, b: usize) -> bool {
+        self.peer_lens[a] == self.peer_lens[b] && {
+            let len = (self.peer_lens[a] as usize).min(size_of::<libc::sockaddr_storage>());
+            // SAFETY: both point at whole sockaddr_storage values, and `len` is within them.
+            let (x, y) = unsafe {
+                (
+                    std::slice::from_raw_parts(
+                        (&self.peers[a] as *const libc::sockaddr_storage).cast::<u8>(),
+                        len,
+                    ),
+                    std::slice::from_raw_parts(
+                        (&self.peers[b] as *const libc::sockaddr_storage).cast::<u8>(),
+                        len,
+                    ),
+                )
+            };
+            x == y
+        }
+    }
+
+    /// Sends one answer with its own system call; when the send buffer is full it is dropped.
+    fn send_one(&self, fd: RawFd, slot: usize, metrics: &DnsMetrics) {
+        let answer = &self.answers[slot];
+        // SAFETY: the answer and the peer address outlive the call and are only read, with
+        // their true lengths; `fd` is the open socket owned by the caller.
+        let result = unsafe {
+            libc::sendto(
+                fd,
+                answer.as_ptr().cast(),
+                answer.len(),
+                libc::MSG_DONTWAIT,
+                (&self.peers[slot] as *const libc::sockaddr_storage).cast(),
+                self.peer_lens[slot],
+            )
+        };
+        if result < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                metrics.count_drop(DropReason::SendBufferFull);
+            } else {
+                tracing::debug!(peer = ?self.peer(slot), error = %e, "DNS UDP send failed");
+            }
+        }
+    }
+
     fn peer(&self, slot: usize) -> Option<SocketAddr> {
         sockaddr_to_std(&self.peers[slot], self.peer_lens[slot])
+    }
+}
+
+/// Makes `header` a GSO message whose datagrams carry `size` bytes each: one `UDP_SEGMENT`
+/// control message in `control`.
+fn segment_size(header: &mut libc::msghdr, control: &mut Control, size: u16) {
+    header.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes. `control` is aligned as a cmsghdr
+    // and CMSG_SPACE(2) bytes long at least, so CMSG_FIRSTHDR returns a pointer into it with
+    // room for the header and the two data bytes written through it.
+    unsafe {
+        header.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
+        debug_assert!(header.msg_controllen <= size_of::<Control>());
+        let cmsg = libc::CMSG_FIRSTHDR(header);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+        libc::CMSG_DATA(cmsg).cast::<u16>().write_unaligned(size);
     }
 }
 
@@ -344,6 +497,111 @@ mod tests {
             assert_eq!(from, server_addr);
             assert_eq!(&buf[..len], &[0xA0 + slot as u8; 5]);
         }
+    }
+
+    /// Receives everything `client` is sent within a short while.
+    fn drain(client: &StdUdpSocket) -> Vec<Vec<u8>> {
+        client
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok((len, _)) = client.recv_from(&mut buf) {
+            got.push(buf[..len].to_vec());
+        }
+        got
+    }
+
+    /// Two clients, answers of three lengths interleaved: the answers of one length to one
+    /// client form one group, and each client gets its own answers, each once, in order.
+    fn mixed_batch(
+        server: &StdUdpSocket,
+        batch: &mut Batch,
+    ) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, usize) {
+        let server_addr = server.local_addr().unwrap();
+        let clients = [
+            StdUdpSocket::bind("127.0.0.1:0").unwrap(),
+            StdUdpSocket::bind("127.0.0.1:0").unwrap(),
+        ];
+        for i in 0..24u8 {
+            clients[usize::from(i % 2)]
+                .send_to(&[i], server_addr)
+                .unwrap();
+        }
+        let got = receive_all(server, batch, 24);
+        assert_eq!(got.len(), 24);
+        for slot in 0..24 {
+            let i = slot as u8;
+            let len = [3, 40, 1300][slot % 3];
+            batch.answers[slot].clear();
+            batch.answers[slot].extend(std::iter::repeat_n(i, len));
+            batch.ready.push(slot);
+        }
+        let mut order = [0; BATCH];
+        let mut groups = [(0, 0); BATCH];
+        let group_count = batch.group_ready(&mut order, &mut groups);
+        batch.send_ready(server.as_raw_fd(), &DnsMetrics::new());
+        (drain(&clients[0]), drain(&clients[1]), group_count)
+    }
+
+    fn expected(client: u8) -> Vec<Vec<u8>> {
+        (0..24u8)
+            .filter(|i| i % 2 == client)
+            .map(|i| vec![i; [3, 40, 1300][usize::from(i) % 3]])
+            .collect()
+    }
+
+    fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn answers_to_one_client_of_one_length_leave_as_one_gso_message() {
+        let server = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut batch = Batch::new();
+        let (first, second, group_count) = mixed_batch(&server, &mut batch);
+        // Per client: the 3- and 40-byte answers grouped; the 1,300-byte ones (over
+        // GSO_MAX_SEGMENT) alone, four each.
+        assert_eq!(group_count, 2 * (2 + 4));
+        assert!(batch.gso, "the kernel took the GSO messages");
+        assert_eq!(sorted(first.clone()), sorted(expected(0)));
+        assert_eq!(sorted(second), sorted(expected(1)));
+        // Within a group the datagrams keep the order received.
+        let threes: Vec<_> = first
+            .iter()
+            .filter(|a| a.len() == 3)
+            .map(|a| a[0])
+            .collect();
+        assert_eq!(threes, [0, 6, 12, 18]);
+    }
+
+    #[test]
+    fn a_socket_that_refuses_gso_sends_one_by_one_from_then_on() {
+        let server = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        // Without UDP checksums the kernel refuses GSO messages (EINVAL).
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket and an int option of the stated length.
+        let rc = unsafe {
+            libc::setsockopt(
+                server.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&on as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as _,
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        let mut batch = Batch::new();
+        let (first, second, _) = mixed_batch(&server, &mut batch);
+        assert!(!batch.gso, "GSO is off after the kernel refused it");
+        assert_eq!(sorted(first), sorted(expected(0)));
+        assert_eq!(sorted(second), sorted(expected(1)));
+        let (first, _, group_count) = mixed_batch(&server, &mut batch);
+        assert_eq!(group_count, 24, "every answer alone");
+        assert_eq!(sorted(first), sorted(expected(0)));
     }
 
     #[test]
