@@ -210,17 +210,18 @@ impl Batch {
                 continue;
             }
             let (start, members) = groups[sent];
-            if members > 1 {
-                // The kernel takes no GSO message on this socket's way: these answers one by
-                // one, and no more GSO here.
+            if members > 1 && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) {
+                // The kernel takes no GSO message on this socket's way (no checksum offload,
+                // a segment over the MTU, an old kernel): these answers one by one, and no
+                // more GSO here.
                 tracing::debug!(error = %e, "UDP GSO refused; answers leave one by one");
                 self.gso = false;
                 for &slot in &order[start..start + members] {
                     self.send_one(fd, slot, metrics);
                 }
             } else {
-                // This answer cannot be sent (sendmmsg reports an error only for the first
-                // message); skip it and go on with the others.
+                // These answers (to one address) cannot be sent (sendmmsg reports an error only
+                // for the first message); skip them and go on with the others.
                 let peer = self.peer(order[start]);
                 tracing::debug!(?peer, error = %e, "DNS UDP send failed");
             }
