@@ -20,8 +20,9 @@
 # which sends far faster than dnsperf: each row is offered RATES queries/s in turn and its
 # capacity is the most replies/s it sustained with at least 99% of the queries answered, with the
 # CPU per reply at that rate; its peak the most replies/s at any rate, with CPU 1's time per reply
-# there. kxdpgun's own XDP program on the client veth takes the place of the
-# pass-all peer the native rows need, and the native rows' XDP runs on CPU 1 like the others. Writes target/bench/xdp-dns-veth-kxdpgun.txt.
+# there. kxdpgun's own XDP program on the client veth takes the place of the pass-all peer the
+# native rows need, and the native rows' XDP runs on CPU 1 like the others. Writes
+# target/bench/xdp-dns-veth-kxdpgun.txt.
 # Usage (root): benches/xdp-dns-veth.sh   (tunable: DURATION=6 ROUNDS=2 CLIENTS=4 CLIENT=dnsperf
 #               RATES="50000 75000 100000 125000 150000 200000 300000 400000 600000 1000000")
 set -euo pipefail
@@ -96,8 +97,8 @@ ip -n "$SRV" link set s0 up
 # to its side's CPU: all receive work for the server's veth, XDP native or generic, the UDP stack
 # and Knot's AF_XDP copies included, runs on CPU 1, and the client's on CPU 0. Without this a veth
 # receives in the softirq of whichever CPU transmitted, and the two sides' costs mix.
-for end in "$CLI c0 0" "$SRV s0 1"; do
-  read -r ns dev cpu <<<"$end"
+for end in "$CLI c0" "$SRV s0"; do
+  read -r ns dev <<<"$end"
   # Without TSO a veth hands every UDP datagram to the peer's NAPI (with it, only GSO-able ones).
   ip netns exec "$ns" ethtool -K "$dev" gro on tso off >/dev/null
   ip netns exec "$ns" sh -c "echo 1 > /sys/class/net/$dev/threaded"
