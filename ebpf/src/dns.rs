@@ -11,8 +11,8 @@ use std::sync::Arc;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::Ebpf;
 use mep_ebpf_common::{
-    Counter, DnsConfig, DnsKey, DnsRecords, DNS_ANSWERED, DNS_NAME_MAX, DNS_PASSED,
-    DNS_RECORDS_CAP, DNS_RECORDS_MAX,
+    Counter, DnsConfig, DnsKey, DnsRecords, DnsShortKey, DNS_ANSWERED, DNS_NAME_MAX, DNS_PASSED,
+    DNS_RECORDS_CAP, DNS_RECORDS_MAX, DNS_SHORT_NAME_MAX,
 };
 use mep_rules::{DnsAnswer, KernelDnsCounters, Snapshot};
 
@@ -43,6 +43,8 @@ pub(crate) struct KernelDns {
     config: XdpDnsConfig,
     cfg: Array<MapData, DnsConfig>,
     answers: HashMap<MapData, DnsKey, DnsRecords>,
+    /// The answers of names of at most `DNS_SHORT_NAME_MAX` wire bytes (not in `answers`).
+    short_answers: HashMap<MapData, DnsShortKey, DnsRecords>,
     /// The snapshot version the answers map holds; None: unknown (compare every name).
     applied: Option<u64>,
     /// The names the answers map holds (either type).
@@ -59,6 +61,8 @@ impl KernelDns {
     ) -> Result<Self, XdpError> {
         let cfg: Array<MapData, DnsConfig> = take(ebpf, "MEP_DNS_CFG")?;
         let answers: HashMap<MapData, DnsKey, DnsRecords> = take(ebpf, "MEP_DNS_ANSWERS")?;
+        let short_answers: HashMap<MapData, DnsShortKey, DnsRecords> =
+            take(ebpf, "MEP_DNS_ANSWERS_SHORT")?;
         let mut addrs: HashMap<MapData, [u32; 4], u32> = take(ebpf, "MEP_DNS_ADDRS")?;
         let addresses = if config.addresses.is_empty() {
             interface_addresses(interfaces)?
@@ -75,6 +79,7 @@ impl KernelDns {
             config,
             cfg,
             answers,
+            short_answers,
             applied: None,
             names: HashSet::new(),
         })
@@ -126,21 +131,19 @@ impl KernelDns {
             // Userspace does not answer it locally either (or the kernel cannot hold it).
             return Ok(());
         };
+        let short = wire_len(&wire) <= DNS_SHORT_NAME_MAX;
         let mut held = false;
         for qtype in [TYPE_A, TYPE_AAAA] {
-            let key = DnsKey { qtype, name: wire };
-            match records(answers, qtype, self.config.default_ttl) {
-                Some(value) => {
-                    self.answers
-                        .insert(key, value, 0)
-                        .map_err(XdpError::map("MEP_DNS_ANSWERS"))?;
-                    held = true;
-                }
-                None => match self.answers.remove(&key) {
-                    Ok(()) => {}
-                    Err(e) if absent(&e) => {}
-                    Err(e) => return Err(XdpError::map("MEP_DNS_ANSWERS")(e)),
-                },
+            let value = records(answers, qtype, self.config.default_ttl);
+            held |= value.is_some();
+            if short {
+                let mut name = [0u8; DNS_SHORT_NAME_MAX];
+                name.copy_from_slice(&wire[..DNS_SHORT_NAME_MAX]);
+                let key = DnsShortKey { name, qtype };
+                put(&mut self.short_answers, key, value, "MEP_DNS_ANSWERS_SHORT")?;
+            } else {
+                let key = DnsKey { name: wire, qtype };
+                put(&mut self.answers, key, value, "MEP_DNS_ANSWERS")?;
             }
         }
         if held {
@@ -158,6 +161,30 @@ pub(crate) fn counters(stats: &PerCpuArray<MapData, Counter>) -> KernelDnsCounte
         answered: slot_counter(stats, DNS_ANSWERED).packets,
         passed: slot_counter(stats, DNS_PASSED).packets,
     }
+}
+
+/// Inserts `value` under `key`, or removes the key (absent or not) when there is none.
+fn put<K: aya::Pod>(
+    map: &mut HashMap<MapData, K, DnsRecords>,
+    key: K,
+    value: Option<DnsRecords>,
+    name: &'static str,
+) -> Result<(), XdpError> {
+    match value {
+        Some(value) => map.insert(key, value, 0).map_err(XdpError::map(name)),
+        None => match map.remove(&key) {
+            Ok(()) => Ok(()),
+            Err(e) if absent(&e) => Ok(()),
+            Err(e) => Err(XdpError::map(name)(e)),
+        },
+    }
+}
+
+/// The length of a wire name from [`wire_name`]: through its root label, the first zero.
+fn wire_len(wire: &[u8; DNS_NAME_MAX]) -> usize {
+    wire.iter()
+        .position(|&b| b == 0)
+        .map_or(DNS_NAME_MAX, |i| i + 1)
 }
 
 /// The lower-case wire form of a rule name, zero-padded; None for names the server never

@@ -40,6 +40,8 @@ fn rules() -> Vec<DnsRule> {
         dns_rule("e", "two.mec", "198.51.100.2", None),
         dns_rule("f", "x.y.z.odd-length.example", "203.0.113.7", Some(60)),
         dns_rule("g", "_srv.example.org", "192.0.2.99", None),
+        dns_rule("h", SHORT_MAX, "192.0.2.32", Some(32)),
+        dns_rule("i", SHORT_MAX_PLUS_1, "2001:db8::33", Some(33)),
     ];
     for i in 0..27 {
         r.push(dns_rule(
@@ -65,8 +67,14 @@ fn rules() -> Vec<DnsRule> {
 const LONG: &str =
     "a-rather-long-label-to-make-the-answer-big.and-another-long-label-too.example.org";
 
-const NAMES: [&str; 9] = [
+/// The longest name the short-name map holds (32 wire bytes), and one byte longer.
+const SHORT_MAX: &str = "ssssssssssssssssssssss.example";
+const SHORT_MAX_PLUS_1: &str = "lllllllllllllllllllllll.example";
+
+const NAMES: [&str; 11] = [
     LONG,
+    SHORT_MAX,
+    SHORT_MAX_PLUS_1,
     "edge.example.org",
     "v6only.example.org",
     "two.mec",
@@ -502,7 +510,12 @@ fn near_miss_questions_pass_unchanged() {
     let rules = rules();
     rig.publish(Snapshot::build(1, [], rules.iter().map(|r| ("app", r))));
     let mut tried = 0;
-    for name in ["edge.example.org", "two.mec", "x.y.z.odd-length.example"] {
+    for name in [
+        "edge.example.org",
+        "two.mec",
+        "x.y.z.odd-length.example",
+        SHORT_MAX,
+    ] {
         let case = Case {
             name: name.into(),
             qtype: 1,

@@ -300,6 +300,19 @@ pub struct DnsKey {
     pub qtype: u16,
 }
 
+/// Wire names up to this long are held in `MEP_DNS_ANSWERS_SHORT`: a lookup hashes and
+/// compares the key whole, and most names are short.
+pub const DNS_SHORT_NAME_MAX: usize = 32;
+
+/// `MEP_DNS_ANSWERS_SHORT` key: as [`DnsKey`], for a name of at most [`DNS_SHORT_NAME_MAX`]
+/// wire bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsShortKey {
+    pub name: [u8; DNS_SHORT_NAME_MAX],
+    pub qtype: u16,
+}
+
 /// `MEP_DNS_ANSWERS` value: the answer records of one local answer as the userspace server
 /// writes them (owner names compressed to the question), and their checksum contribution.
 #[repr(C)]
@@ -347,6 +360,7 @@ mod pod {
     unsafe impl aya::Pod for IfaceInfo {}
     unsafe impl aya::Pod for FwdMeta {}
     unsafe impl aya::Pod for DnsKey {}
+    unsafe impl aya::Pod for DnsShortKey {}
     unsafe impl aya::Pod for DnsRecords {}
     unsafe impl aya::Pod for DnsConfig {}
 }

@@ -18,10 +18,13 @@ use aya_ebpf::{
 };
 use mep_ebpf_common::{
     Counter, DnsConfig, DNS_ANSWERED, DNS_NAME_MAX, DNS_PASSED, DNS_RECORDS_CAP, DNS_RECORDS_MAX,
+    DNS_SHORT_NAME_MAX,
 };
 
 use crate::csum::fold;
-use crate::maps::{DnsScratch, DNS_ADDRS, DNS_ANSWERS, DNS_CFG, DNS_SCRATCH, DNS_STATS};
+use crate::maps::{
+    DnsScratch, DNS_ADDRS, DNS_ANSWERS, DNS_ANSWERS_SHORT, DNS_CFG, DNS_SCRATCH, DNS_STATS,
+};
 use crate::parse::{
     bounds, Frame, ETH_LEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP, V4_MAPPED,
 };
@@ -268,6 +271,7 @@ fn try_answer(ctx: &XdpContext, cfg: &DnsConfig) -> Outcome {
     }
     let mut sum_le: u64 = 0;
     let key_words = scratch.key.name.as_mut_ptr() as *mut u64;
+    let short_words = scratch.short_key.name.as_mut_ptr() as *mut u64;
     for w in 0..DNS_NAME_MAX / 8 {
         let at = w * 8;
         let keep = if name_len >= at + 8 {
@@ -280,7 +284,11 @@ fn try_answer(ctx: &XdpContext, cfg: &DnsConfig) -> Outcome {
         let v = scratch.question[w] & keep;
         // Little-endian words of bytes that sit at even offsets: byte-swapped network words.
         sum_le += (v & LANES_16) + ((v >> 16) & LANES_16);
-        unsafe { key_words.add(w).write(ascii_lower(v)) };
+        let lowered = ascii_lower(v);
+        unsafe { key_words.add(w).write(lowered) };
+        if w < DNS_SHORT_NAME_MAX / 8 {
+            unsafe { short_words.add(w).write(lowered) };
+        }
     }
     let mut sum = u64::from(fold(sum_le).swap_bytes());
     // Fresh bounds: the loop's checks are not carried on (as verifier state, one per length).
@@ -297,7 +305,6 @@ fn try_answer(ctx: &XdpContext, cfg: &DnsConfig) -> Outcome {
         return Outcome::Passed;
     }
     sum += at(qtype, odd) + at(CLASS_IN, odd);
-    scratch.key.qtype = qtype;
     let records_at = qtail_at + 4;
 
     // EDNS: one OPT record of version 0 owned by the root; its options do not change a local
@@ -319,7 +326,14 @@ fn try_answer(ctx: &XdpContext, cfg: &DnsConfig) -> Outcome {
         limit = payload.max(CLASSIC_UDP_PAYLOAD);
     }
 
-    let Some(records) = (unsafe { DNS_ANSWERS.get(&scratch.key) }) else {
+    let records = if name_len <= DNS_SHORT_NAME_MAX {
+        scratch.short_key.qtype = qtype;
+        unsafe { DNS_ANSWERS_SHORT.get(&scratch.short_key) }
+    } else {
+        scratch.key.qtype = qtype;
+        unsafe { DNS_ANSWERS.get(&scratch.key) }
+    };
+    let Some(records) = records else {
         return Outcome::Passed;
     };
     let records_len = usize::from(records.len) & 0x1ff;

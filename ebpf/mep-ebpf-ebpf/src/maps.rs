@@ -8,9 +8,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use mep_ebpf_common::{
-    AddrKey, Counter, DnsConfig, DnsKey, DnsRecords, Entry, GenConfig, IfaceInfo, ListItem,
-    ListRef, RuleId, DELIVERY_SLOTS, DNS_NAME_MAX, DNS_STAT_SLOTS, MAX_DNS_ADDRS, MAX_DNS_ANSWERS,
-    MAX_ENTRIES, MAX_IFACES, MAX_KEYS, MAX_LIST_ITEMS, MAX_RULES,
+    AddrKey, Counter, DnsConfig, DnsKey, DnsRecords, DnsShortKey, Entry, GenConfig, IfaceInfo,
+    ListItem, ListRef, RuleId, DELIVERY_SLOTS, DNS_NAME_MAX, DNS_SHORT_NAME_MAX, DNS_STAT_SLOTS,
+    MAX_DNS_ADDRS, MAX_DNS_ANSWERS, MAX_ENTRIES, MAX_IFACES, MAX_KEYS, MAX_LIST_ITEMS, MAX_RULES,
 };
 
 #[map(name = "MEP_ACTIVE")]
@@ -63,6 +63,12 @@ pub static DNS_ADDRS: HashMap<[u32; 4], u32> = HashMap::with_max_entries(MAX_DNS
 pub static DNS_ANSWERS: HashMap<DnsKey, DnsRecords> =
     HashMap::with_max_entries(MAX_DNS_ANSWERS, NO_PREALLOC);
 
+/// The same for names of at most `DNS_SHORT_NAME_MAX` wire bytes, which are not in
+/// `MEP_DNS_ANSWERS`: their lookups hash and compare 34 bytes of key, not 130.
+#[map(name = "MEP_DNS_ANSWERS_SHORT")]
+pub static DNS_ANSWERS_SHORT: HashMap<DnsShortKey, DnsRecords> =
+    HashMap::with_max_entries(MAX_DNS_ANSWERS, NO_PREALLOC);
+
 /// Per-CPU room for the lookup key of the query being answered. Kept out of the stack on
 /// purpose: the verifier tracks stack bytes one by one, so a key on the stack would leave one
 /// state per name length to verify the rest of the program with.
@@ -73,7 +79,10 @@ pub static DNS_SCRATCH: PerCpuArray<DnsScratch> = PerCpuArray::with_max_entries(
 pub struct DnsScratch {
     /// The question's first bytes as sent, loaded in one helper call and read in words.
     pub question: [u64; DNS_NAME_MAX / 8],
-    /// At an offset of 8 × 16 bytes: its name is written in aligned words.
+    /// The key of a short name; 8-byte aligned, so that its name is written in words.
+    pub short_key: DnsShortKey,
+    pub _pad0: [u8; 6],
+    /// The key of a longer name, aligned the same way.
     pub key: DnsKey,
     pub _pad: u16,
     /// Length of the question name, read back as a value the verifier does not know.
@@ -81,6 +90,10 @@ pub struct DnsScratch {
     /// The headers and the question while the frame grows at its head (at most 214 bytes).
     pub head: [u8; 256],
 }
+
+const _: () = assert!(core::mem::offset_of!(DnsScratch, short_key) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(DnsScratch, key) % 8 == 0);
+const _: () = assert!(DNS_SHORT_NAME_MAX % 8 == 0);
 
 /// Queries answered and passed, per `DNS_*` slot.
 #[map(name = "MEP_DNS_STATS")]
