@@ -193,6 +193,23 @@ struct Case {
     port: u16,
 }
 
+impl Case {
+    /// A plain query: type A, class IN, RD, no EDNS, over IPv4 to the service.
+    fn a(name: &str) -> Self {
+        Case {
+            name: name.into(),
+            qtype: 1,
+            qclass: 1,
+            flags: 0x0100,
+            edns: None,
+            v6: false,
+            vlan: None,
+            to_service: true,
+            port: PORT,
+        }
+    }
+}
+
 fn wire_name(name: &str) -> Vec<u8> {
     let mut out = Vec::new();
     for label in name.split('.').filter(|l| !l.is_empty()) {
@@ -418,17 +435,7 @@ fn kernel_answers_are_the_servers_answers() {
 fn rule_changes_reach_the_next_query() {
     let rig = rig();
     let ask = |name: &str| {
-        let case = Case {
-            name: name.into(),
-            qtype: 1,
-            qclass: 1,
-            flags: 0x0100,
-            edns: None,
-            v6: false,
-            vlan: None,
-            to_service: true,
-            port: PORT,
-        };
+        let case = Case::a(name);
         let input = frame(&case, &query(&case, 7));
         let (verdict, out) = rig.run(&input);
         (verdict == XDP_TX).then(|| unwrap_answer(&input, &out))
@@ -467,15 +474,8 @@ fn other_packets_pass_unchanged() {
     let rules = rules();
     rig.publish(Snapshot::build(1, [], rules.iter().map(|r| ("app", r))));
     let case = Case {
-        name: "edge.example.org".into(),
-        qtype: 1,
-        qclass: 1,
         flags: 0,
-        edns: None,
-        v6: false,
-        vlan: None,
-        to_service: true,
-        port: PORT,
+        ..Case::a("edge.example.org")
     };
     let dns = query(&case, 1);
     // TCP to the DNS port, a fragment, a truncated datagram, trailing Ethernet padding.
@@ -516,17 +516,7 @@ fn near_miss_questions_pass_unchanged() {
         "x.y.z.odd-length.example",
         SHORT_MAX,
     ] {
-        let case = Case {
-            name: name.into(),
-            qtype: 1,
-            qclass: 1,
-            flags: 0x0100,
-            edns: None,
-            v6: false,
-            vlan: None,
-            to_service: true,
-            port: PORT,
-        };
+        let case = Case::a(name);
         let dns = query(&case, 7);
         let full = frame(&case, &dns);
         let name_len = wire_name(name).len();
@@ -557,15 +547,9 @@ fn near_miss_questions_pass_unchanged() {
 fn answering_is_off_without_dns_config_and_before_the_first_snapshot() {
     let rig = rig();
     let case = Case {
-        name: "edge.example.org".into(),
-        qtype: 1,
-        qclass: 1,
         flags: 0,
-        edns: None,
         v6: true,
-        vlan: None,
-        to_service: true,
-        port: PORT,
+        ..Case::a("edge.example.org")
     };
     let input = frame(&case, &query(&case, 1));
     assert_eq!(rig.run(&input).0, XDP_PASS, "no snapshot followed yet");
