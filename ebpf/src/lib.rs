@@ -45,3 +45,4 @@ pub use plane::{
 pub use status::{
     read_status, status_text, DeliveryCounters, InterfaceStatus, RuleCounters, XdpStatus,
 };
+pub use testrun::run_live_frames;

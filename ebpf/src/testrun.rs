@@ -6,6 +6,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`: the program's verdicts are carried out (Linux 5.18).
+const LIVE_FRAMES: u32 = 1 << 1;
 
 /// The `test` member of `union bpf_attr`.
 #[repr(C)]
@@ -48,21 +50,47 @@ pub(crate) fn run(
         ..TestAttr::default()
     };
     // SAFETY: `attr` points to buffers that outlive the call, with their true sizes.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestAttr,
-            size_of::<TestAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    unsafe { test_run(&mut attr)? };
     out.truncate(attr.data_size_out as usize);
     Ok((
         attr.retval,
         out,
         Duration::from_nanos(u64::from(attr.duration)),
     ))
+}
+
+/// Runs the XDP program `prog` `repeat` times in live-frame mode: each run gets a fresh page
+/// holding `packet` (or, on a recycled page, what was last written there) and its verdict is
+/// carried out, so an `XDP_REDIRECT` really sends the frame. For load generators: the caller's
+/// CPU runs the program and the redirects, in batches of 64 frames.
+pub fn run_live_frames(prog: BorrowedFd<'_>, packet: &[u8], repeat: u32) -> io::Result<()> {
+    let mut attr = TestAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: packet.len() as u32,
+        data_in: packet.as_ptr() as u64,
+        repeat: repeat.max(1),
+        flags: LIVE_FRAMES,
+        ..TestAttr::default()
+    };
+    // SAFETY: `attr` points to `packet`, which outlives the call, with its true size.
+    unsafe { test_run(&mut attr) }
+}
+
+/// # Safety
+/// The buffers `attr` points to must be valid for the sizes it gives, until this returns.
+unsafe fn test_run(attr: &mut TestAttr) -> io::Result<()> {
+    // SAFETY: the caller keeps what `attr` points to valid.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            attr as *mut TestAttr,
+            size_of::<TestAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
