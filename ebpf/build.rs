@@ -62,9 +62,12 @@ fn build() -> Result<(), String> {
             "building mep-ebpf-ebpf with {toolchain} failed ({status}); scripts/setup-ebpf.sh installs that toolchain, rust-src and bpf-linker"
         ));
     }
-    let object = target_dir.join("bpfel-unknown-none/release/mep-ebpf");
-    std::fs::copy(&object, out_dir.join("mep-ebpf.o"))
-        .map_err(|e| format!("copying {}: {e}", object.display()))?;
+    // mep's programs, and the benchmark's load generator (`examples/dns_xdp_gun.rs`).
+    for name in ["mep-ebpf", "mep-bench-gun"] {
+        let object = target_dir.join("bpfel-unknown-none/release").join(name);
+        std::fs::copy(&object, out_dir.join(format!("{name}.o")))
+            .map_err(|e| format!("copying {}: {e}", object.display()))?;
+    }
     Ok(())
 }
 

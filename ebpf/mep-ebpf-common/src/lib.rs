@@ -344,12 +344,64 @@ pub const DNS_ANSWERED: u32 = 0;
 pub const DNS_PASSED: u32 = 1;
 pub const DNS_STAT_SLOTS: u32 = 2;
 
+/// Room for one frame of the benchmark load generator (`mep-bench-gun`): a DNS query over IPv4
+/// with a name of up to 70 wire bytes. A power of two, for the same masking as
+/// [`DNS_RECORDS_CAP`].
+pub const GUN_FRAME_CAP: usize = 128;
+/// Frames the load generator cycles through.
+pub const GUN_FRAMES_MAX: u32 = 4096;
+
+/// `MEP_GUN_FRAMES` value: one complete frame, checksums included, as the generator sends it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GunFrame {
+    /// Bytes of `data` in use, 1..=`GUN_FRAME_CAP`.
+    pub len: u32,
+    pub data: [u8; GUN_FRAME_CAP],
+}
+
+/// `MEP_GUN_CFG`: the veth the generator sends its frames out of (and counts answers on), how
+/// many of `MEP_GUN_FRAMES` it cycles through, the server's UDP port and the ports its queries
+/// come from (host byte order), and its pace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GunConfig {
+    pub ifindex: u32,
+    pub frames: u32,
+    pub server_port: u16,
+    pub port_base: u16,
+    pub port_count: u16,
+    pub _pad: u16,
+    /// Queries sent back to back when a burst is due, as a NIC's interrupt coalescing would
+    /// hand them to the server together.
+    pub burst: u32,
+    pub _pad2: u32,
+    /// On average one query every this many ns (0: one per run).
+    pub interval_ns: u64,
+    /// No queries from this `CLOCK_MONOTONIC` time on.
+    pub stop_ns: u64,
+}
+
+/// `MEP_GUN_STATE`, per CPU: when the next burst is due, the queries sent, the next frame, and
+/// the queries of the current burst still to send.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GunState {
+    pub next_ns: u64,
+    pub sent: u64,
+    pub cursor: u32,
+    pub burst_left: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
 
     // SAFETY: plain `#[repr(C)]` data without padding or pointers.
     unsafe impl aya::Pod for Entry {}
+    unsafe impl aya::Pod for GunFrame {}
+    unsafe impl aya::Pod for GunConfig {}
+    unsafe impl aya::Pod for GunState {}
     unsafe impl aya::Pod for RuleAction {}
     unsafe impl aya::Pod for AddrKey {}
     unsafe impl aya::Pod for ListRef {}
