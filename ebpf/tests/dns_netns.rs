@@ -5,6 +5,9 @@
 //! AAAA answers and answers to queries without dig's cookie option grow the frame more than A
 //! answers to dig's default query; an answer with twelve addresses grows it by more than a
 //! native-mode veth frame's tailroom, and is built in its headroom instead.
+//!
+//! The benchmark's kernel load generator (`examples/common/gun.rs`) is checked here too: every
+//! query it sends is a kernel answer it counts.
 
 use std::process::Command;
 
@@ -12,6 +15,9 @@ use mep_ebpf::AttachMode;
 use mep_ebpf_testkit::topology::*;
 use mep_ebpf_testkit::*;
 use mep_rules::{DataPlane, DnsRule, Snapshot};
+
+#[path = "../examples/common/gun.rs"]
+mod gun;
 
 const PORT: u16 = 5300;
 
@@ -118,4 +124,53 @@ fn dig_gets_kernel_answers_in_native_mode() {
 #[test]
 fn dig_gets_kernel_answers_in_generic_mode() {
     answers_over_the_veth(AttachMode::Generic);
+}
+
+/// The generator of `CLIENT=gun benches/xdp-dns-veth.sh`, in the UPF namespace, against the
+/// native-mode kernel answers: it sends what it is asked to, every query is answered by the XDP
+/// program, and its sink counts every answer (nothing else is on the DNS port to answer).
+#[test]
+fn the_live_frame_generator_counts_a_kernel_answer_to_each_query() {
+    const NAMES: u32 = 50;
+    let t = topology();
+    let plane = t
+        .host
+        .run(|| dns_plane_with(vec!["h0".into()], AttachMode::Native, PORT));
+    let rules: Vec<DnsRule> = (0..NAMES)
+        .map(|i| dns_rule(&format!("host{i}.gun.mec"), &format!("192.0.2.{i}")))
+        .collect();
+    plane.snapshot_published(&Snapshot::build(1, [], rules.iter().map(|r| ("app", r))));
+    let (h0_mac, u0_mac) = (mac_of(&t.host, "h0"), mac_of(&t.upf, "u0"));
+    let fired = t
+        .upf
+        .run(move || {
+            gun::Gun {
+                iface: "u0",
+                own_mac: u0_mac,
+                peer_mac: h0_mac,
+                src: v4("10.201.1.1"),
+                dst: v4("10.201.1.2"),
+                port: PORT,
+                count: NAMES,
+                zone: "gun.mec",
+                rate: 20_000.0,
+                seconds: 0.5,
+            }
+            .fire()
+        })
+        .expect("the generator runs");
+    assert!(
+        (8_000..=12_000).contains(&fired.sent),
+        "about 20,000 q/s for 0.5 s: {fired:?}"
+    );
+    assert!(
+        fired.replies * 100 >= fired.sent * 99,
+        "at least 99% answered: {fired:?}"
+    );
+    let counters = plane.dns_counters();
+    assert!(
+        counters.answered >= fired.replies && counters.answered <= fired.sent,
+        "every answer is the kernel's: {counters:?}, {fired:?}"
+    );
+    assert_eq!(counters.passed, 0, "{counters:?}");
 }
