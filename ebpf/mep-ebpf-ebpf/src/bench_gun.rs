@@ -18,6 +18,9 @@
 #![no_std]
 #![no_main]
 
+mod runtime;
+mod verifier;
+
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::generated::{
@@ -84,8 +87,7 @@ fn send_query(ctx: &XdpContext, cfg: &GunConfig) -> u32 {
     let Some(frame) = GUN_FRAMES.get(i) else {
         return xdp_action::XDP_ABORTED;
     };
-    // Masked into 1..=GUN_FRAME_CAP, which the verifier can see.
-    let len = (frame.len.wrapping_sub(1) & (GUN_FRAME_CAP as u32 - 1)) + 1;
+    let len = verifier::masked_len::<{ GUN_FRAME_CAP as u32 }>(frame.len);
     let have = ctx.data_end() - ctx.data();
     unsafe {
         if bpf_xdp_adjust_tail(ctx.ctx, len as i32 - have as i32) != 0
@@ -128,13 +130,3 @@ fn count_answer(ctx: &XdpContext, cfg: &GunConfig) -> u32 {
     }
     xdp_action::XDP_DROP
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[link_section = "license"]
-#[no_mangle]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

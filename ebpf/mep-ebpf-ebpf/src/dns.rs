@@ -28,6 +28,7 @@ use crate::maps::{
 use crate::parse::{
     bounds, Frame, ETH_LEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP, V4_MAPPED,
 };
+use crate::verifier::masked_len;
 
 const UDP_LEN: usize = 8;
 const DNS_HEADER_LEN: usize = 12;
@@ -237,8 +238,7 @@ fn try_answer(ctx: &XdpContext, cfg: &DnsConfig) -> Outcome {
     };
     let scratch: &mut DnsScratch = unsafe { &mut *scratch };
     let loaded = (dns_end - question_at).min(DNS_NAME_MAX);
-    // Masked into 1..=DNS_NAME_MAX (a power of two), which the verifier can see.
-    let load_len = ((loaded as u32).wrapping_sub(1) & (DNS_NAME_MAX as u32 - 1)) + 1;
+    let load_len = masked_len::<{ DNS_NAME_MAX as u32 }>(loaded as u32);
     if loaded == 0
         || unsafe {
             bpf_xdp_load_bytes(
@@ -358,9 +358,9 @@ fn try_answer(ctx: &XdpContext, cfg: &DnsConfig) -> Outcome {
     }
     // The records in one helper call: a copy loop would be a verifier state per word. The
     // length is masked into 1..=DNS_RECORDS_CAP, which the verifier can see.
-    let len = ((u32::from(unsafe { core::ptr::read_volatile(&records.len) }).wrapping_sub(1))
-        & (DNS_RECORDS_CAP as u32 - 1))
-        + 1;
+    let len = masked_len::<{ DNS_RECORDS_CAP as u32 }>(u32::from(unsafe {
+        core::ptr::read_volatile(&records.len)
+    }));
     if len as usize != records_len
         || unsafe {
             bpf_xdp_store_bytes(
@@ -464,8 +464,8 @@ fn try_answer(ctx: &XdpContext, cfg: &DnsConfig) -> Outcome {
 /// question) there, so that the records follow them as after a tail growth.
 #[inline(always)]
 fn grow_at_head(ctx: &XdpContext, scratch: &mut DnsScratch, prefix: usize, delta: i32) -> Growth {
-    // Masked into 1..=256 (the buffer), which the verifier can see.
-    let len = ((prefix as u32).wrapping_sub(1) & 0xff) + 1;
+    // 1..=256, the buffer's size.
+    let len = masked_len::<256>(prefix as u32);
     if delta <= 0 || len as usize != prefix {
         return Growth::Untouched;
     }

@@ -25,6 +25,7 @@ use mep_ebpf_common::{
 
 use crate::csum::fold;
 use crate::maps::{count_delivery, ENTRIES};
+use crate::verifier::masked_len;
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -170,7 +171,7 @@ fn duplicate(ctx: &TcContext, act: &RuleAction, meta: &DupMeta) {
             .is_ok()
         && ctx.store(12, &old_proto, BPF_F_RECOMPUTE_CSUM).is_ok()
     {
-        let len = ((strip as u32).wrapping_sub(1) & 0x7f) + 1;
+        let len = masked_len::<128>(strip as u32);
         if len as usize <= MAX_STRIP {
             unsafe {
                 bpf_skb_store_bytes(
@@ -276,8 +277,7 @@ fn complete_udp6_checksum(ctx: &TcContext, hdr: &[u8; MAX_STRIP]) {
 /// Copies `len` (1..=MAX_STRIP) bytes at `off` to `dst`.
 #[inline(always)]
 fn load(ctx: &TcContext, off: usize, dst: *mut u8, len: usize) -> bool {
-    // 1..=128 by construction (0 wraps to 128), so the verifier sees a non-zero size.
-    let len = ((len as u32).wrapping_sub(1) & 0x7f) + 1;
+    let len = masked_len::<128>(len as u32);
     if len as usize > MAX_STRIP {
         return false;
     }

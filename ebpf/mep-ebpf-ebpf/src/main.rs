@@ -13,6 +13,8 @@ mod dns;
 mod dup;
 mod maps;
 mod parse;
+mod runtime;
+mod verifier;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use mep_ebpf_common::{
@@ -91,13 +93,3 @@ fn steer<const G: u32>(ctx: &XdpContext) -> u32 {
 pub fn mep_xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[link_section = "license"]
-#[no_mangle]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
