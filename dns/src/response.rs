@@ -37,10 +37,11 @@ pub(crate) struct LocalAnswerParams {
     pub(crate) udp_payload: u16,
 }
 
-/// Writes the authoritative answer for a name that DNS rules cover: the addresses of the asked
-/// family (both for ANY), or NODATA with an SOA whose MINIMUM is the shortest rule TTL so that
-/// caches do not hold the negative answer longer than a positive one. Whole records that do not
-/// fit in `limit` are left out and TC is set.
+/// Writes the authoritative answer for a name that DNS rules cover, as if the name were its own
+/// zone apex: the addresses of the asked family (both for ANY), the apex SOA for SOA, or NODATA
+/// with that SOA. The SOA's MINIMUM is the shortest rule TTL so that caches do not hold the
+/// negative answer longer than a positive one. Whole records that do not fit in `limit` are
+/// left out and TC is set.
 pub(crate) fn write_local(
     out: &mut Vec<u8>,
     query: &Query<'_>,
@@ -58,23 +59,24 @@ pub(crate) fn write_local(
     );
     out.extend_from_slice(question);
     let reserved = if reply.edns.is_some() { OPT_LEN } else { 0 };
-    let (count, truncated) = push_answers(
-        out,
-        answers,
-        query.qtype,
-        params.default_ttl,
-        limit - reserved.min(limit),
-    );
+    let minimum = || shortest_ttl(answers.iter(), params.default_ttl);
+    let (count, truncated) = if query.qtype == TYPE_SOA {
+        push_soa(out, params.serial, minimum());
+        (1, false)
+    } else {
+        push_answers(
+            out,
+            answers,
+            query.qtype,
+            params.default_ttl,
+            limit - reserved.min(limit),
+        )
+    };
     if truncated {
         let flags = response_flags(reply.request_flags) | FLAG_AA | FLAG_TC;
         put_u16(out, 2, flags);
     } else if count == 0 {
-        let minimum = answers
-            .iter()
-            .map(|a| a.ttl.unwrap_or(params.default_ttl))
-            .min()
-            .unwrap_or(params.default_ttl);
-        push_soa(out, params.serial, minimum);
+        push_soa(out, params.serial, minimum());
         put_u16(out, NSCOUNT_AT, 1);
     }
     put_u16(out, ANCOUNT_AT, count);
@@ -84,8 +86,18 @@ pub(crate) fn write_local(
     }
 }
 
+/// The shortest TTL of `answers`, rules without one counting as `default_ttl`.
+fn shortest_ttl<'a>(answers: impl Iterator<Item = &'a DnsAnswer>, default_ttl: u32) -> u32 {
+    answers
+        .map(|a| a.ttl.unwrap_or(default_ttl))
+        .min()
+        .unwrap_or(default_ttl)
+}
+
 /// Appends the address records of `answers` that answer `qtype` while `out` stays within
-/// `limit`: how many it wrote, and whether some did not fit.
+/// `limit`: how many it wrote, and whether some did not fit. The records of one type form one
+/// RRset and carry one TTL (RFC 2181 section 5.2), the shortest of their rules': rules of
+/// different TTLs for one name then expire together, as a client would treat them anyway.
 fn push_answers(
     out: &mut Vec<u8>,
     answers: &[DnsAnswer],
@@ -99,16 +111,25 @@ fn push_answers(
             (TYPE_ANY, _) | (TYPE_A, IpAddr::V4(_)) | (TYPE_AAAA, IpAddr::V6(_))
         )
     };
+    let rrset_ttl = |v4: bool| {
+        let family = answers.iter().filter(|a| a.address.is_ipv4() == v4);
+        shortest_ttl(family, default_ttl)
+    };
+    let (ttl_a, ttl_aaaa) = match qtype {
+        TYPE_A => (rrset_ttl(true), 0),
+        TYPE_AAAA => (0, rrset_ttl(false)),
+        _ => (rrset_ttl(true), rrset_ttl(false)),
+    };
     let mut count: u16 = 0;
     for answer in answers.iter().filter(wanted) {
-        let (rtype, rdata): (u16, &[u8]) = match &answer.address {
-            IpAddr::V4(a) => (TYPE_A, &a.octets()[..]),
-            IpAddr::V6(a) => (TYPE_AAAA, &a.octets()[..]),
+        let (rtype, ttl, rdata): (u16, u32, &[u8]) = match &answer.address {
+            IpAddr::V4(a) => (TYPE_A, ttl_a, &a.octets()[..]),
+            IpAddr::V6(a) => (TYPE_AAAA, ttl_aaaa, &a.octets()[..]),
         };
         if out.len() + 2 + RR_FIXED_LEN + rdata.len() > limit {
             return (count, true);
         }
-        push_record_head(out, rtype, answer.ttl.unwrap_or(default_ttl), rdata.len());
+        push_record_head(out, rtype, ttl, rdata.len());
         out.extend_from_slice(rdata);
         count += 1;
     }
@@ -232,7 +253,7 @@ mod tests {
     }
 
     #[test]
-    fn answers_the_asked_family_with_rule_ttls() {
+    fn answers_the_asked_family_with_one_ttl_per_rrset() {
         let m = respond("Edge.Example.", RecordType::A, true, 1232);
         assert!(m.metadata.authoritative && m.metadata.recursion_desired);
         assert!(!m.metadata.truncation);
@@ -240,19 +261,45 @@ mod tests {
         assert_eq!(m.queries[0].name().to_ascii(), "Edge.Example.");
         let got: Vec<(RData, u32)> = m.answers.iter().map(|r| (r.data.clone(), r.ttl)).collect();
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0].1, 0);
-        assert_eq!(got[1].1, 60);
+        assert_eq!(
+            (got[0].1, got[1].1),
+            (0, 0),
+            "the shortest rule TTL, 0, for the RRset"
+        );
         assert!(m.edns.is_some());
         let aaaa = respond("edge.example.", RecordType::AAAA, false, 512);
         assert_eq!(aaaa.answers.len(), 1);
         assert_eq!(aaaa.answers[0].ttl, 300);
         assert!(aaaa.edns.is_none());
+        let any = respond("edge.example.", RecordType::ANY, false, 512);
+        let ttls: Vec<(RecordType, u32)> = any
+            .answers
+            .iter()
+            .map(|r| (r.record_type(), r.ttl))
+            .collect();
         assert_eq!(
-            respond("edge.example.", RecordType::ANY, false, 512)
-                .answers
-                .len(),
-            3
+            ttls,
+            [
+                (RecordType::A, 0),
+                (RecordType::AAAA, 300),
+                (RecordType::A, 0)
+            ]
         );
+    }
+
+    #[test]
+    fn an_soa_query_gets_the_apex_soa_as_its_answer() {
+        let m = respond("Edge.Example.", RecordType::SOA, false, 512);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.metadata.authoritative && m.authorities.is_empty());
+        let [record] = m.answers.as_slice() else {
+            panic!("expected one answer, got {:?}", m.answers);
+        };
+        let RData::SOA(soa) = &record.data else {
+            panic!("expected an SOA, got {record:?}");
+        };
+        assert_eq!(record.name.to_ascii(), "Edge.Example.");
+        assert_eq!((soa.serial, soa.minimum, record.ttl), (9, 0, 0));
     }
 
     #[test]

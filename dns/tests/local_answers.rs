@@ -22,14 +22,18 @@ fn edge_rules() -> Vec<mep_rules::DnsRule> {
 }
 
 #[tokio::test]
-async fn a_and_aaaa_answers_are_authoritative_with_the_rule_ttls() {
+async fn a_and_aaaa_answers_are_authoritative_with_the_shortest_rule_ttl() {
     let mep = Mep::start(&edge_rules(), vec![]).await;
     let a = udp(mep.addr(), "edge.example.", RecordType::A, None).await;
     assert_eq!(a.metadata.response_code, ResponseCode::NoError);
     assert!(a.metadata.authoritative);
     assert!(a.metadata.recursion_available && a.metadata.recursion_desired);
     assert_eq!(addresses(&a), vec![ip("192.0.2.1"), ip("192.0.2.2")]);
-    assert_eq!(ttls(&a), vec![0, 60]);
+    assert_eq!(
+        ttls(&a),
+        vec![0, 0],
+        "one RRset, one TTL: the shortest rule TTL"
+    );
 
     let aaaa = udp(mep.addr(), "edge.example.", RecordType::AAAA, Some(1232)).await;
     assert!(aaaa.metadata.authoritative);
