@@ -1,11 +1,11 @@
 //! Local answers against an independent authoritative server: hickory-server's `Catalog` of
 //! in-memory zones, one per rule name (mep answers as if each rule name were its own zone apex,
 //! with an SOA owned by the name). Thousands of generated queries (names in random case, every
-//! common type, with and without EDNS and DO) go to both over UDP; the answers must agree in
-//! everything that is not mep's own choice as a forwarder (RA, its EDNS payload size), but the
-//! DO bit: RFC 3225 has it copied into the response, which mep does (`local_answers.rs`) and
-//! hickory-server without its DNSSEC features does not. ANY is not asked: RFC 8482 lets a server
-//! answer it with a subset, and mep gives the addresses where hickory gives every RRset.
+//! common type, with and without EDNS and DO) go to both over UDP and over TCP; the answers
+//! must agree in everything that is not mep's own choice as a forwarder (RA, its EDNS payload
+//! size), but the DO bit: RFC 3225 has it copied into the response, which mep does and
+//! hickory-server without its DNSSEC features does not. ANY is not asked: RFC 8482 lets a
+//! server answer it with a subset, and mep gives the addresses where hickory gives every RRset.
 
 mod support;
 
@@ -156,11 +156,14 @@ fn zones(rules: &[Spec], serial: u32) -> Catalog {
     catalog
 }
 
+/// hickory-server on UDP and TCP of one loopback port.
 async fn start_hickory(catalog: Catalog) -> (SocketAddr, Server<Catalog>) {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let udp = tokio::net::UdpSocket::bind(addr).await.unwrap();
     let mut server = Server::new(catalog);
-    server.register_socket(socket);
+    server.register_socket(udp);
+    server.register_listener(tcp, std::time::Duration::from_secs(10), 65_535);
     (addr, server)
 }
 
@@ -256,32 +259,56 @@ fn comparable(m: &Message) -> String {
     )
 }
 
-#[tokio::test]
-async fn local_answers_agree_with_hickory_servers_authoritative_zones() {
-    let mut rng = Lcg(0x006d_6570_5f64_6e73);
-    let rules = generated_rules(&mut rng);
-    let serial = 1;
-    let mep_rules: Vec<DnsRule> = rules
-        .iter()
-        .enumerate()
-        .map(|(i, r)| DnsRule::active(format!("r{i}"), &r.name, r.address, r.ttl))
-        .collect();
-    let mep = Mep::start(&mep_rules, vec![]).await;
-    let (hickory, _server) = start_hickory(zones(&rules, serial)).await;
-    let names: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
+/// Both servers for the same generated rules, and questions about their names.
+struct Pair {
+    rng: Lcg,
+    names: Vec<String>,
+    mep: Mep,
+    hickory: SocketAddr,
+    _server: Server<Catalog>,
+}
 
-    // The first disagreement for each query type, and how many there were in all.
+impl Pair {
+    async fn start(seed: u64) -> Pair {
+        let mut rng = Lcg(seed);
+        let rules = generated_rules(&mut rng);
+        let mep_rules: Vec<DnsRule> = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| DnsRule::active(format!("r{i}"), &r.name, r.address, r.ttl))
+            .collect();
+        // `Mep::start` publishes the rules as snapshot version 1: the SOA serial.
+        let mep = Mep::start(&mep_rules, vec![]).await;
+        let (hickory, server) = start_hickory(zones(&rules, 1)).await;
+        let names = rules.iter().map(|r| r.name.clone()).collect();
+        Pair {
+            rng,
+            names,
+            mep,
+            hickory,
+            _server: server,
+        }
+    }
+
+    fn queries(&mut self, count: u16) -> Vec<Message> {
+        (0..count)
+            .map(|id| generated_query(&mut self.rng, id, &self.names))
+            .collect()
+    }
+}
+
+/// Fails with the first disagreement of each query type, and how many there were in all.
+fn assert_agree(queries: &[Message], ours: &[Message], theirs: &[Message]) {
     let mut disagreements: BTreeMap<RecordType, String> = BTreeMap::new();
     let mut disagreeing = 0;
-    let cases = 3000;
-    for id in 0..cases {
-        let query = generated_query(&mut rng, id, &names);
-        let bytes = query.to_vec().unwrap();
-        let ours = Message::from_vec(&exchange_udp_raw(mep.addr(), &bytes).await)
-            .expect("mep answers with a well-formed message");
-        let theirs = Message::from_vec(&exchange_udp_raw(hickory, &bytes).await)
-            .expect("hickory answers with a well-formed message");
-        let (ours, theirs) = (comparable(&ours), comparable(&theirs));
+    for ((query, ours), theirs) in queries.iter().zip(ours).zip(theirs) {
+        let dnssec_ok = |m: &Message| m.edns.as_ref().map(|e| e.flags().dnssec_ok);
+        assert_eq!(
+            dnssec_ok(ours),
+            dnssec_ok(query),
+            "mep copies DO: {query:?}"
+        );
+        let (ours, theirs) = (comparable(ours), comparable(theirs));
         if ours != theirs {
             disagreeing += 1;
             let qtype = query.queries[0].query_type();
@@ -290,9 +317,38 @@ async fn local_answers_agree_with_hickory_servers_authoritative_zones() {
                 .or_insert_with(|| format!("query {query:?}\nmep:\n{ours}\nhickory:\n{theirs}"));
         }
     }
+    assert_eq!((ours.len(), theirs.len()), (queries.len(), queries.len()));
     assert!(
         disagreements.is_empty(),
-        "{disagreeing} of {cases} answers differ; the first of each query type:\n{}",
+        "{disagreeing} of {} answers differ; the first of each query type:\n{}",
+        queries.len(),
         disagreements.into_values().collect::<Vec<_>>().join("\n\n")
     );
+}
+
+async fn over_udp(server: SocketAddr, queries: &[Message]) -> Vec<Message> {
+    let mut answers = Vec::new();
+    for query in queries {
+        let bytes = exchange_udp_raw(server, &query.to_vec().unwrap()).await;
+        answers.push(Message::from_vec(&bytes).expect("a well-formed answer"));
+    }
+    answers
+}
+
+#[tokio::test]
+async fn udp_answers_agree_with_hickory_servers_authoritative_zones() {
+    let mut pair = Pair::start(0x006d_6570_5f64_6e73).await;
+    let queries = pair.queries(3000);
+    let ours = over_udp(pair.mep.addr(), &queries).await;
+    let theirs = over_udp(pair.hickory, &queries).await;
+    assert_agree(&queries, &ours, &theirs);
+}
+
+#[tokio::test]
+async fn tcp_answers_agree_with_hickory_servers_authoritative_zones() {
+    let mut pair = Pair::start(0x0074_6370_0000_0001).await;
+    let queries = pair.queries(1000);
+    let ours = tcp_pipelined(pair.mep.addr(), &queries).await;
+    let theirs = tcp_pipelined(pair.hickory, &queries).await;
+    assert_agree(&queries, &ours, &theirs);
 }
