@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::Serialize;
 
 use super::{Apps, AppsError, TerminationSubscription};
@@ -14,7 +13,7 @@ use crate::model::ids::{new_id, AppInstanceId};
 use crate::model::subscription::{
     SelfLinks, SubscriptionLink, SubscriptionLinkList, SubscriptionLinkListLinks,
 };
-use crate::notify::{Outbox, Outgoing};
+use crate::notify::{json_body, Outbox, Outgoing};
 use crate::store::{Check, Replicated, Table, Write};
 
 pub const TERMINATION_SUBSCRIPTION_TYPE: &str = "AppTerminationNotificationSubscription";
@@ -395,6 +394,7 @@ impl Apps {
         app: &AppInstanceId,
         subscriptions: &[TerminationSubscription],
     ) -> Result<(), AppsError> {
+        let mut scratch = Vec::new();
         let notifications: Vec<Outgoing> = subscriptions
             .iter()
             .map(|sub| {
@@ -414,7 +414,7 @@ impl Apps {
                 Outgoing {
                     subscription: sub.id.clone(),
                     callback: sub.callback_reference.clone(),
-                    body: Bytes::from(serde_json::to_vec(&notification).unwrap_or_default()),
+                    body: json_body(&notification, &mut scratch).unwrap_or_default(),
                 }
             })
             .collect();

@@ -46,6 +46,20 @@ pub struct Outgoing {
     pub body: Bytes,
 }
 
+/// `value` as a JSON notification body holding just its own bytes. `Bytes::from(Vec)` keeps a
+/// vector's spare capacity (and a header of its own), and serde_json grows its vector by
+/// doubling: the queue budget counted less than the bodies held (300 stuck subscribers and a
+/// 32 MiB budget raised RSS by 83 MiB; 48 MiB with exact bodies). `scratch` is the reusable
+/// buffer the value is written to first.
+pub fn json_body(
+    value: &impl serde::Serialize,
+    scratch: &mut Vec<u8>,
+) -> serde_json::Result<Bytes> {
+    scratch.clear();
+    serde_json::to_writer(&mut *scratch, value)?;
+    Ok(Bytes::copy_from_slice(scratch))
+}
+
 /// Delivery settings.
 #[derive(Debug, Clone)]
 pub struct NotifyConfig {

@@ -118,7 +118,8 @@ impl Outbox {
             Outgoing {
                 subscription: record.subscription,
                 callback: record.callback,
-                body: Bytes::from(record.body),
+                // Exactly its bytes: a decoded string may keep spare capacity.
+                body: Bytes::copy_from_slice(record.body.as_bytes()),
             },
             then,
         );

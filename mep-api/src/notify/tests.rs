@@ -9,7 +9,7 @@ use axum::{extract::State, http::StatusCode, routing::post, Router};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::{Notifier, NotifyConfig};
+use super::{json_body, Notifier, NotifyConfig};
 use crate::metrics::Metrics;
 
 /// A callback that answers 503 to the first `fail_first` POSTs and 204 afterwards.
@@ -136,4 +136,25 @@ async fn a_failing_subscriber_keeps_a_short_queue_and_recovers() {
     );
     assert!(hits.load(Ordering::SeqCst) <= 3 + 2 + 1);
     notifier.forget("sub-1");
+}
+
+/// The queue budget counts a body's length, so a body must hold no more memory than that: one
+/// built with `Bytes::from(serde_json::to_vec(..))` keeps the vector's spare capacity (here 512
+/// bytes for 323), which with many stuck subscribers put RSS far past the budget.
+#[test]
+fn a_json_body_holds_only_its_own_bytes() {
+    let value = serde_json::json!({"notificationType": "x".repeat(300)});
+    let exact = serde_json::to_vec(&value).unwrap();
+    let mut scratch = Vec::new();
+    for _ in 0..2 {
+        let body = json_body(&value, &mut scratch).unwrap();
+        assert_eq!(body, exact);
+        let held = body.try_into_mut().expect("the only handle").capacity();
+        assert_eq!(
+            held,
+            exact.len(),
+            "bytes held by a {}-byte body",
+            exact.len()
+        );
+    }
 }

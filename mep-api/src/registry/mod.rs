@@ -36,7 +36,7 @@ use crate::model::subscription::{
     ChangeType, NotificationLinks, SerAvailabilitySubscription, ServiceAvailabilityNotification,
     ServiceFacts, ServiceReference, SER_AVAILABILITY_NOTIFICATION_TYPE,
 };
-use crate::notify::{Notifier, Outbox, Outgoing};
+use crate::notify::{json_body, Notifier, Outbox, Outgoing};
 use crate::store::{Store, StoreError, Table, Write};
 
 /// Why a registry operation was refused.
@@ -341,6 +341,7 @@ impl Registry {
             change_type: change,
         }];
         let mut out = Vec::new();
+        let mut scratch = Vec::new();
         for sub in index.subscriptions.values() {
             if !sub.filtering_criteria.matches(&facts) {
                 continue;
@@ -354,11 +355,11 @@ impl Registry {
                     ),
                 },
             };
-            match serde_json::to_vec(&notification) {
+            match json_body(&notification, &mut scratch) {
                 Ok(body) => out.push(Outgoing {
                     subscription: sub.id.clone(),
                     callback: sub.callback_reference.clone(),
-                    body: Bytes::from(body),
+                    body,
                 }),
                 Err(e) => tracing::error!(error = %e, "cannot serialize notification"),
             }
