@@ -17,7 +17,7 @@ use crate::error::DnsError;
 use crate::handler::{Outcome, QueryHandler};
 use crate::metrics::{DnsMetrics, Transport};
 use crate::tcp::{bind_tcp, serve_tcp, Framing, TcpLimits};
-use crate::udp::{bind_udp, serve_udp};
+use crate::udp::{bind_udp, listen_udp, serve_udp};
 use crate::upstream::{tls_connector, Forwarder};
 
 /// With port 0, how often a fresh UDP port is tried when its TCP twin is taken.
@@ -99,8 +99,7 @@ impl DnsServer {
             source,
         };
         for socket in udp {
-            let socket =
-                tokio::net::UdpSocket::from_std(socket).map_err(|e| bind_error("UDP", e))?;
+            let socket = listen_udp(socket).map_err(|e| bind_error("UDP", e))?;
             let serve = serve_udp(socket, Arc::clone(&handler));
             tasks.spawn(shutdown.clone().run_until_cancelled_owned(serve));
         }

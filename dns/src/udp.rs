@@ -4,6 +4,10 @@
 //! queries to a task of their own. Answers of one batch to the same client with the same
 //! length (a resolver asking for many names) leave as one UDP GSO message (`UDP_SEGMENT`):
 //! the kernel routes and builds them once and cuts them into datagrams at the end.
+//!
+//! A socket is watched for readability only. Every answer freed after delivery signals write
+//! space, and a socket registered for writability too (as tokio's `UdpSocket` is) turns each of
+//! those into an epoll event that can wake an idle worker thread for nothing.
 
 use std::io;
 use std::mem;
@@ -12,8 +16,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 use crate::handler::{Outcome, QueryHandler};
 use crate::metrics::Transport;
@@ -373,18 +377,43 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Op
     }
 }
 
+/// A bound UDP socket registered with the runtime for readability only.
+pub(crate) type UdpListener = AsyncFd<std::net::UdpSocket>;
+
+/// Registers `socket` (non-blocking) with the runtime for readability only.
+pub(crate) fn listen_udp(socket: std::net::UdpSocket) -> io::Result<UdpListener> {
+    // SAFETY: a std `UdpSocket` owns its descriptor: it stays open and is the one `as_raw_fd`
+    // returns until the socket, which the `AsyncFd` owns, is dropped.
+    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }.map_err(io::Error::from)
+}
+
+/// Waits until datagrams are waiting and receives a batch. A batch short of [`BATCH`] emptied
+/// the queue (`recvmmsg` without waiting stops there), so readiness is cleared at once instead
+/// of by one more call that finds nothing. A datagram that arrives after the call is a
+/// readiness event of its own, which clearing this one leaves set.
+async fn receive_batch(socket: &UdpListener, batch: &mut Batch) -> io::Result<usize> {
+    loop {
+        let mut ready = socket.readable().await?;
+        match batch.receive(socket.as_raw_fd()) {
+            Ok(received) => {
+                if received < BATCH {
+                    ready.clear_ready();
+                }
+                return Ok(received);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Serves one socket until the task is dropped.
-pub(crate) async fn serve_udp(socket: UdpSocket, handler: Arc<QueryHandler>) {
+pub(crate) async fn serve_udp(socket: UdpListener, handler: Arc<QueryHandler>) {
     let socket = Arc::new(socket);
     let fd = socket.as_raw_fd();
     let mut batch = Batch::new();
     loop {
-        // Waits for readability, then receives; readiness is cleared only on WouldBlock, so
-        // while datagrams keep coming no wake-up is needed between batches.
-        let received = match socket
-            .async_io(Interest::READABLE, || batch.receive(fd))
-            .await
-        {
+        let received = match receive_batch(&socket, &mut batch).await {
             Ok(received) => received,
             Err(e) => {
                 tracing::debug!(error = %e, "DNS UDP receive failed");
@@ -421,8 +450,8 @@ pub(crate) async fn serve_udp(socket: UdpSocket, handler: Arc<QueryHandler>) {
 }
 
 /// Sends one forwarded answer without waiting: when the send buffer is full it is dropped.
-fn send(socket: &UdpSocket, response: &[u8], peer: SocketAddr, metrics: &DnsMetrics) {
-    match socket.try_send_to(response, peer) {
+fn send(socket: &UdpListener, response: &[u8], peer: SocketAddr, metrics: &DnsMetrics) {
+    match socket.get_ref().send_to(response, peer) {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             metrics.count_drop(DropReason::SendBufferFull)
@@ -616,5 +645,99 @@ mod tests {
             return; // no IPv6 loopback here
         }
         batch_round_trip("[::1]:0");
+    }
+
+    /// The epoll events the runtime registered for `fd`, read from the fdinfo of every epoll
+    /// descriptor of this process.
+    fn epoll_events(fd: RawFd) -> Option<u32> {
+        for entry in std::fs::read_dir("/proc/self/fd").ok()? {
+            let entry = entry.ok()?;
+            let target = std::fs::read_link(entry.path()).unwrap_or_default();
+            if target.to_string_lossy() != "anon_inode:[eventpoll]" {
+                continue;
+            }
+            let info = std::fs::read_to_string(format!(
+                "/proc/self/fdinfo/{}",
+                entry.file_name().to_string_lossy()
+            ))
+            .unwrap_or_default();
+            for line in info.lines() {
+                let mut words = line.split_whitespace();
+                if words.next() == Some("tfd:") && words.next() == Some(&fd.to_string()) {
+                    let events = words.skip_while(|w| *w != "events:").nth(1)?;
+                    return u32::from_str_radix(events, 16).ok();
+                }
+            }
+        }
+        None
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_watched_for_readability_only() {
+        let listener = listen_udp(
+            bind_udp("127.0.0.1:0".parse().unwrap(), 1)
+                .unwrap()
+                .remove(0),
+        )
+        .unwrap();
+        let events = epoll_events(listener.as_raw_fd()).expect("the socket is registered");
+        assert_ne!(events & libc::EPOLLIN as u32, 0, "events {events:#x}");
+        assert_eq!(events & libc::EPOLLOUT as u32, 0, "events {events:#x}");
+    }
+
+    async fn receive_within(listener: &UdpListener, batch: &mut Batch) -> usize {
+        tokio::time::timeout(Duration::from_secs(2), receive_batch(listener, batch))
+            .await
+            .expect("datagrams waiting were received")
+            .unwrap()
+    }
+
+    /// A short batch clears readiness without a call that finds nothing: datagrams that come
+    /// after it, one or a few at a time, still wake the receiver.
+    #[tokio::test]
+    async fn datagrams_after_a_short_batch_are_received() {
+        let listener = listen_udp(
+            bind_udp("127.0.0.1:0".parse().unwrap(), 1)
+                .unwrap()
+                .remove(0),
+        )
+        .unwrap();
+        let to = listener.get_ref().local_addr().unwrap();
+        let client = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut batch = Batch::new();
+        for round in 0..300usize {
+            let count = 1 + round % 5;
+            for i in 0..count {
+                client.send_to(&[round as u8, i as u8], to).unwrap();
+            }
+            let mut got = 0;
+            while got < count {
+                let received = receive_within(&listener, &mut batch).await;
+                assert!(received < BATCH);
+                got += received;
+            }
+            assert_eq!(got, count, "round {round}");
+        }
+    }
+
+    /// A full batch may have left datagrams queued, so readiness stays set: the rest is
+    /// received with no new datagram to raise an event.
+    #[tokio::test]
+    async fn the_rest_after_a_full_batch_is_received_without_a_new_event() {
+        let listener = listen_udp(
+            bind_udp("127.0.0.1:0".parse().unwrap(), 1)
+                .unwrap()
+                .remove(0),
+        )
+        .unwrap();
+        let to = listener.get_ref().local_addr().unwrap();
+        let client = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..BATCH + 3 {
+            client.send_to(&[i as u8], to).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut batch = Batch::new();
+        assert_eq!(receive_within(&listener, &mut batch).await, BATCH);
+        assert_eq!(receive_within(&listener, &mut batch).await, 3);
     }
 }
