@@ -674,15 +674,20 @@ mod tests {
 
     #[tokio::test]
     async fn the_socket_is_watched_for_readability_only() {
-        let listener = listen_udp(
-            bind_udp("127.0.0.1:0".parse().unwrap(), 1)
-                .unwrap()
-                .remove(0),
-        )
-        .unwrap();
+        let (listener, _, _) = listener_and_client();
         let events = epoll_events(listener.as_raw_fd()).expect("the socket is registered");
         assert_ne!(events & libc::EPOLLIN as u32, 0, "events {events:#x}");
         assert_eq!(events & libc::EPOLLOUT as u32, 0, "events {events:#x}");
+    }
+
+    /// A registered loopback socket, a client socket and the address it sends to.
+    fn listener_and_client() -> (UdpListener, StdUdpSocket, SocketAddr) {
+        let socket = bind_udp("127.0.0.1:0".parse().unwrap(), 1)
+            .unwrap()
+            .remove(0);
+        let listener = listen_udp(socket).unwrap();
+        let to = listener.get_ref().local_addr().unwrap();
+        (listener, StdUdpSocket::bind("127.0.0.1:0").unwrap(), to)
     }
 
     async fn receive_within(listener: &UdpListener, batch: &mut Batch) -> usize {
@@ -696,14 +701,7 @@ mod tests {
     /// after it, one or a few at a time, still wake the receiver.
     #[tokio::test]
     async fn datagrams_after_a_short_batch_are_received() {
-        let listener = listen_udp(
-            bind_udp("127.0.0.1:0".parse().unwrap(), 1)
-                .unwrap()
-                .remove(0),
-        )
-        .unwrap();
-        let to = listener.get_ref().local_addr().unwrap();
-        let client = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        let (listener, client, to) = listener_and_client();
         let mut batch = Batch::new();
         for round in 0..300usize {
             let count = 1 + round % 5;
@@ -724,14 +722,7 @@ mod tests {
     /// received with no new datagram to raise an event.
     #[tokio::test]
     async fn the_rest_after_a_full_batch_is_received_without_a_new_event() {
-        let listener = listen_udp(
-            bind_udp("127.0.0.1:0".parse().unwrap(), 1)
-                .unwrap()
-                .remove(0),
-        )
-        .unwrap();
-        let to = listener.get_ref().local_addr().unwrap();
-        let client = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        let (listener, client, to) = listener_and_client();
         for i in 0..BATCH + 3 {
             client.send_to(&[i as u8], to).unwrap();
         }
