@@ -64,6 +64,7 @@ impl Leadership {
     }
 
     /// This node no longer leads (its lease is gone or may be).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(super) fn step_down(&self) {
         *self.inner.until.lock() = None;
         self.inner

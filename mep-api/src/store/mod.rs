@@ -311,6 +311,8 @@ impl Store {
 
     /// A lease of `ttl` (whole seconds, rounded up) for [`Write::PutLeased`] records; only
     /// stores shared by several nodes have leases.
+    // Only the etcd backend, a cargo feature, reads the argument.
+    #[cfg_attr(not(feature = "etcd"), allow(unused_variables))]
     pub async fn grant_lease(&self, ttl: std::time::Duration) -> Result<i64, StoreError> {
         match &self.backend {
             Backend::Redb(_) => Err(StoreError::Config(
@@ -323,6 +325,8 @@ impl Store {
 
     /// Renews `lease` for its whole time to live; `Ok(false)` when it expired (its records
     /// are gone).
+    // Only the etcd backend, a cargo feature, reads the argument.
+    #[cfg_attr(not(feature = "etcd"), allow(unused_variables))]
     pub async fn renew_lease(&self, lease: i64) -> Result<bool, StoreError> {
         match &self.backend {
             Backend::Redb(_) => Err(StoreError::Config(
