@@ -2,6 +2,7 @@
 //! refusal of bad configuration.
 
 use std::net::TcpListener;
+use std::ops::{Deref, DerefMut};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,8 +16,32 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A child process killed when dropped: a test that fails half-way leaves no mep running
+/// behind it (one left running skews every later measurement on the machine).
+struct KillOnDrop(Child);
+
+impl Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Running {
-    child: Child,
+    child: KillOnDrop,
     mp1: String,
     mm5: String,
 }
@@ -27,24 +52,26 @@ fn start(data_dir: &std::path::Path, mp1_port: u16) -> Running {
 
 fn start_with_args(data_dir: &std::path::Path, mp1_port: u16, extra: &[&str]) -> Running {
     let mm5_port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_mep"))
-        .args([
-            "serve",
-            "--insecure-http",
-            "--no-auth",
-            "--dns-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(["--mp1-addr", &format!("127.0.0.1:{mp1_port}")])
-        .args(["--mm5-addr", &format!("127.0.0.1:{mm5_port}")])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mep starts");
+    let child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_mep"))
+            .args([
+                "serve",
+                "--insecure-http",
+                "--no-auth",
+                "--dns-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(["--mp1-addr", &format!("127.0.0.1:{mp1_port}")])
+            .args(["--mm5-addr", &format!("127.0.0.1:{mm5_port}")])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mep starts"),
+    );
     let running = Running {
         child,
         mp1: format!("http://127.0.0.1:{mp1_port}/mep/mec_service_mgmt/v1"),
@@ -177,19 +204,21 @@ fn bad_configuration_is_refused_with_a_reason() {
 fn environment_variables_configure_like_flags() {
     let dir = tempfile::tempdir().unwrap();
     let (mp1, mm5) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mep"))
-        .arg("serve")
-        .env("MEP_DATA_DIR", dir.path())
-        .env("MEP_MP1_ADDR", format!("127.0.0.1:{mp1}"))
-        .env("MEP_MM5_ADDR", format!("127.0.0.1:{mm5}"))
-        .env("MEP_INSECURE_HTTP", "true")
-        .env("MEP_NO_AUTH", "true")
-        .env("MEP_DNS_ADDR", "127.0.0.1:0")
-        .env("MEP_API_ROOT", "http://mep.example:8443")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_mep"))
+            .arg("serve")
+            .env("MEP_DATA_DIR", dir.path())
+            .env("MEP_MP1_ADDR", format!("127.0.0.1:{mp1}"))
+            .env("MEP_MM5_ADDR", format!("127.0.0.1:{mm5}"))
+            .env("MEP_INSECURE_HTTP", "true")
+            .env("MEP_NO_AUTH", "true")
+            .env("MEP_DNS_ADDR", "127.0.0.1:0")
+            .env("MEP_API_ROOT", "http://mep.example:8443")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let transports: Value = loop {
         if let Ok(r) = reqwest::blocking::get(format!(
@@ -273,24 +302,26 @@ mod upf {
 
 fn start_with_upf(data_dir: &std::path::Path, upf_url: &str) -> Running {
     let (mp1_port, mm5_port) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_mep"))
-        .args([
-            "serve",
-            "--insecure-http",
-            "--no-auth",
-            "--dns-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(["--mp1-addr", &format!("127.0.0.1:{mp1_port}")])
-        .args(["--mm5-addr", &format!("127.0.0.1:{mm5_port}")])
-        .args(["--dataplane", "upf-http", "--upf-endpoint", upf_url])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mep starts");
+    let child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_mep"))
+            .args([
+                "serve",
+                "--insecure-http",
+                "--no-auth",
+                "--dns-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(["--mp1-addr", &format!("127.0.0.1:{mp1_port}")])
+            .args(["--mm5-addr", &format!("127.0.0.1:{mm5_port}")])
+            .args(["--dataplane", "upf-http", "--upf-endpoint", upf_url])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mep starts"),
+    );
     let running = Running {
         child,
         mp1: format!("http://127.0.0.1:{mp1_port}/mep/mec_service_mgmt/v1"),
@@ -436,7 +467,7 @@ fn a_descriptor_flood_leaves_mm5_and_mp1_answering() {
             }
         });
     }
-    let mut child = command.spawn().expect("mep starts");
+    let mut child = KillOnDrop(command.spawn().expect("mep starts"));
     let mm5 = format!("http://127.0.0.1:{mm5_port}");
     wait_until(|| reqwest::blocking::get(format!("{mm5}/health")).is_ok_and(|r| r.status() == 200));
 
@@ -828,13 +859,15 @@ fn the_cli_finds_mm5_and_its_token_in_the_configuration_file() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mep"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_mep"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let url = format!("http://127.0.0.1:{mm5}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !reqwest::blocking::get(format!("{url}/health")).is_ok_and(|r| r.status() == 200) {
