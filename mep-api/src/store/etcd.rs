@@ -291,7 +291,7 @@ impl EtcdStore {
             self.next_endpoint();
             if tokio::time::Instant::now() + pause >= until {
                 return Err(StoreError::Unavailable(format!(
-                    "etcd did not take the request within {deadline:?}: {reason}"
+                    "etcd did not confirm the request within {deadline:?}: {reason}"
                 )));
             }
             tokio::time::sleep(pause).await;
