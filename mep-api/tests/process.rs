@@ -50,21 +50,28 @@ fn start(data_dir: &std::path::Path, mp1_port: u16) -> Running {
     start_with_args(data_dir, mp1_port, &[])
 }
 
+/// `mep serve` on loopback ports, without TLS, authentication or a fixed DNS port.
+fn serve_command(data_dir: &std::path::Path, mp1_port: u16, mm5_port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mep"));
+    command
+        .args([
+            "serve",
+            "--insecure-http",
+            "--no-auth",
+            "--dns-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(["--mp1-addr", &format!("127.0.0.1:{mp1_port}")])
+        .args(["--mm5-addr", &format!("127.0.0.1:{mm5_port}")]);
+    command
+}
+
 fn start_with_args(data_dir: &std::path::Path, mp1_port: u16, extra: &[&str]) -> Running {
     let mm5_port = free_port();
     let child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_mep"))
-            .args([
-                "serve",
-                "--insecure-http",
-                "--no-auth",
-                "--dns-addr",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(["--mp1-addr", &format!("127.0.0.1:{mp1_port}")])
-            .args(["--mm5-addr", &format!("127.0.0.1:{mm5_port}")])
+        serve_command(data_dir, mp1_port, mm5_port)
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -301,36 +308,11 @@ mod upf {
 }
 
 fn start_with_upf(data_dir: &std::path::Path, upf_url: &str) -> Running {
-    let (mp1_port, mm5_port) = (free_port(), free_port());
-    let child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_mep"))
-            .args([
-                "serve",
-                "--insecure-http",
-                "--no-auth",
-                "--dns-addr",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(["--mp1-addr", &format!("127.0.0.1:{mp1_port}")])
-            .args(["--mm5-addr", &format!("127.0.0.1:{mm5_port}")])
-            .args(["--dataplane", "upf-http", "--upf-endpoint", upf_url])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mep starts"),
-    );
-    let running = Running {
-        child,
-        mp1: format!("http://127.0.0.1:{mp1_port}/mep/mec_service_mgmt/v1"),
-        mm5: format!("http://127.0.0.1:{mm5_port}"),
-    };
-    wait_until(|| {
-        reqwest::blocking::get(format!("{}/health", running.mm5)).is_ok_and(|r| r.status() == 200)
-    });
-    running
+    start_with_args(
+        data_dir,
+        free_port(),
+        &["--dataplane", "upf-http", "--upf-endpoint", upf_url],
+    )
 }
 
 fn wait_until(mut done: impl FnMut() -> bool) {
@@ -437,19 +419,8 @@ fn a_descriptor_flood_leaves_mm5_and_mp1_answering() {
     let dir = tempfile::tempdir().unwrap();
     let (mp1_port, mm5_port) = (free_port(), free_port());
     let log = dir.path().join("mep.log");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mep"));
+    let mut command = serve_command(dir.path(), mp1_port, mm5_port);
     command
-        .args([
-            "serve",
-            "--insecure-http",
-            "--no-auth",
-            "--dns-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--mp1-addr", &format!("127.0.0.1:{mp1_port}")])
-        .args(["--mm5-addr", &format!("127.0.0.1:{mm5_port}")])
         .env("RUST_LOG", "info")
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::null());
