@@ -11,7 +11,9 @@
 # percentiles come from a run at a fixed LAT_RATE queries/s. Every server gets THREADS threads.
 # For local answers it also runs the design alternative (dns/examples/hickory_baseline.rs: the
 # same rules through hickory-server's Server and a RequestHandler), as the row "hickory".
-# Prints a table with the ratios mep/Knot and mep/Unbound and writes it to target/bench/dns.txt.
+# Prints a table with the ratios mep/Knot and mep/Unbound (each server's best round) and, for
+# local answers, the ratios round by round (a round measures every server once, one after the
+# other, so its ratios compare like with like); writes it all to target/bench/dns.txt.
 # Usage: benches/dns.sh   (tunable: DURATION=8 ROUNDS=2 THREADS=2 CLIENTS=4 LAT_RATE=20000 LAT_SECS=3)
 set -euo pipefail
 shopt -s inherit_errexit
@@ -223,7 +225,7 @@ latency() {
     awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan nan"; exit } printf "%.0f %.0f\n", v[int(NR * 0.5) + 1], v[int(NR * 0.99) + 1] }'
 }
 
-declare -A QPS LAT LOST BAD P50 P99 CPU
+declare -A QPS LAT LOST BAD P50 P99 CPU ROUND_QPS ROUND_CPU
 SCENARIOS=(local cached dot)
 declare -A QUERIES=([local]="$WORK/local.queries" [cached]="$WORK/fwd.queries" [dot]="$WORK/local.queries")
 declare -A SERVERS=([local]="mep knot unbound hickory" [cached]="mep knot unbound" [dot]="mep unbound")
@@ -238,6 +240,7 @@ for round in $(seq "$ROUNDS"); do
         QPS[$key]=$qps LAT[$key]=$lat CPU[$key]=$cpu
       fi
       LOST[$key]=$((${LOST[$key]:-0} + lost)) BAD[$key]=$((${BAD[$key]:-0} + bad))
+      ROUND_QPS[$round/$key]=$qps ROUND_CPU[$round/$key]=$cpu
     done
   done
 done
@@ -283,6 +286,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
   printf '%-8s %13s %13s\n' "" "q/s mep/hickory" "CPU mep/hickory"
   printf '%-8s %13s %13s\n' local "$(ratio "${QPS[local/mep]}" "${QPS[local/hickory]}")" \
     "$(ratio "${CPU[local/mep]}" "${CPU[local/hickory]}")"
+  echo
+  echo "local answers round by round (the table above takes each server's best round):"
+  for round in $(seq "$ROUNDS"); do
+    printf '  round %s: q/s mep/Knot %s, CPU mep/Knot %s\n' "$round" \
+      "$(ratio "${ROUND_QPS[$round/local/mep]}" "${ROUND_QPS[$round/local/knot]}")" \
+      "$(ratio "${ROUND_CPU[$round/local/mep]}" "${ROUND_CPU[$round/local/knot]}")"
+  done
   echo
   echo "q/s: higher is better; p99 and CPU (server CPU time per answered query): lower is better."
   echo "On $(nproc) cores dnsperf itself takes about one, so q/s is capped by the load generator"
