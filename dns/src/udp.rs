@@ -650,8 +650,7 @@ mod tests {
     /// The epoll events the runtime registered for `fd`, read from the fdinfo of every epoll
     /// descriptor of this process.
     fn epoll_events(fd: RawFd) -> Option<u32> {
-        for entry in std::fs::read_dir("/proc/self/fd").ok()? {
-            let entry = entry.ok()?;
+        for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
             let target = std::fs::read_link(entry.path()).unwrap_or_default();
             if target.to_string_lossy() != "anon_inode:[eventpoll]" {
                 continue;

@@ -146,7 +146,7 @@ fn acknowledged_writes_survive_kill_9() {
     mep.child.kill().unwrap(); // SIGKILL right after the last acknowledgement
     mep.child.wait().unwrap();
 
-    let mut mep = start(dir.path(), port);
+    let mep = start(dir.path(), port);
     let all: Value = client
         .get(format!("{}/services", mep.mp1))
         .send()
@@ -163,8 +163,6 @@ fn acknowledged_writes_survive_kill_9() {
     let mut expected: Vec<&str> = ids[1..].iter().map(String::as_str).collect();
     expected.sort();
     assert_eq!(after, expected);
-    mep.child.kill().unwrap();
-    mep.child.wait().unwrap();
 }
 
 #[test]
@@ -187,9 +185,7 @@ fn sigterm_shuts_down_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // The store was closed properly: a new process opens it at once.
-    let mut again = start(dir.path(), free_port());
-    again.child.kill().unwrap();
-    again.child.wait().unwrap();
+    let _again = start(dir.path(), free_port());
 }
 
 #[test]
@@ -211,7 +207,7 @@ fn bad_configuration_is_refused_with_a_reason() {
 fn environment_variables_configure_like_flags() {
     let dir = tempfile::tempdir().unwrap();
     let (mp1, mm5) = (free_port(), free_port());
-    let mut child = KillOnDrop(
+    let _child = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_mep"))
             .arg("serve")
             .env("MEP_DATA_DIR", dir.path())
@@ -245,8 +241,6 @@ fn environment_variables_configure_like_flags() {
         "http://mep.example:8443/mep/token"
     );
     assert!(dir.path().join("mep.redb").exists());
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 /// A UPF controller for the upf-http data plane that records requests and can hang traffic-rule
@@ -364,7 +358,7 @@ fn a_task_interrupted_by_kill_9_is_rolled_back_at_the_next_start() {
 
     upf.hang_traffic.store(false, Ordering::SeqCst);
     upf.requests.lock().unwrap().clear();
-    let mut mep = start_with_upf(dir.path(), &upf_url);
+    let mep = start_with_upf(dir.path(), &upf_url);
     // The data plane is brought back to the last committed state: no rules at all.
     wait_until(|| upf.seen("PUT", "/v1/state").is_some());
     let state: Value = serde_json::from_str(&upf.seen("PUT", "/v1/state").unwrap()).unwrap();
@@ -390,8 +384,6 @@ fn a_task_interrupted_by_kill_9_is_rolled_back_at_the_next_start() {
         .unwrap();
     assert_eq!(progress["configResult"], "SUCCESS", "{progress}");
     assert_eq!(client.get(&appd).send().unwrap().status(), 200);
-    mep.child.kill().unwrap();
-    mep.child.wait().unwrap();
 }
 
 #[cfg(feature = "xdp")]
@@ -677,9 +669,6 @@ fn black_hole_subscriptions_neither_grow_memory_nor_starve_others() {
         mib(peak),
         mib(baseline)
     );
-    let mut child = mep.child;
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[test]
@@ -740,7 +729,7 @@ fn cli(mm5: &str, args: &[&str]) -> String {
 #[test]
 fn the_operator_cli_shows_apps_rules_services_tasks_and_dns_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mep = start(dir.path(), free_port());
+    let mep = start(dir.path(), free_port());
     let client = reqwest::blocking::Client::new();
     let config = json!({
         "appName": "video",
@@ -811,8 +800,6 @@ fn the_operator_cli_shows_apps_rules_services_tasks_and_dns_answers() {
         said.contains("404") && said.contains("no configuration"),
         "{said}"
     );
-    mep.child.kill().unwrap();
-    mep.child.wait().unwrap();
 }
 
 #[test]
@@ -830,7 +817,7 @@ fn the_cli_finds_mm5_and_its_token_in_the_configuration_file() {
         ),
     )
     .unwrap();
-    let mut child = KillOnDrop(
+    let _child = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_mep"))
             .args(["serve", "--config"])
             .arg(&config)
@@ -861,6 +848,4 @@ fn the_cli_finds_mm5_and_its_token_in_the_configuration_file() {
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("401"), "{said}");
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
