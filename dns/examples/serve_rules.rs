@@ -57,7 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let config = DnsConfig {
             listen,
             upstreams: vec![upstream.into()],
-            udp_workers: threads,
+            udp_readers: threads,
             ..DnsConfig::default()
         };
         let shutdown = CancellationToken::new();

@@ -107,8 +107,9 @@ pub struct DnsConfig {
     /// Our EDNS UDP payload size, towards clients and upstreams. 1232 avoids IP fragmentation
     /// on common paths (DNS flag day 2020).
     pub udp_payload: u16,
-    /// UDP sockets (SO_REUSEPORT) each served by its own task; 0 means one per CPU.
-    pub udp_workers: usize,
+    /// Tasks that read the UDP socket: one waits for queries, the others join it only while
+    /// its queue stays deep (DNS load beyond one core); 0 means one per CPU.
+    pub udp_readers: usize,
 }
 
 impl Default for DnsConfig {
@@ -129,7 +130,7 @@ impl Default for DnsConfig {
             tcp_min_idle_timeout: Duration::from_millis(500),
             tcp_message_timeout: Duration::from_secs(2),
             udp_payload: 1232,
-            udp_workers: 0,
+            udp_readers: 0,
         }
     }
 }

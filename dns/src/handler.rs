@@ -10,11 +10,13 @@ use mep_rules::SnapshotReader;
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::AnswerCache;
+use crate::config::{DnsConfig, Upstream};
+use crate::error::DnsError;
 use crate::forwarded::ForwardedAnswer;
 use crate::metrics::{AnswerSource, DnsMetrics, DropReason, Transport};
 use crate::query::{Edns, Query, Rejection, ReplyTo};
 use crate::response::{write_error, write_local, LocalAnswerParams};
-use crate::upstream::Forwarder;
+use crate::upstream::{tls_connector, Forwarder};
 use crate::wire::{rcode, CLASS_IN, MAX_NAME_LEN, MAX_TCP_MESSAGE};
 
 /// What became of a packet.
@@ -58,6 +60,36 @@ pub(crate) struct QueryHandler {
 }
 
 impl QueryHandler {
+    /// The handler `config` describes, asking `upstreams` (settled from the configuration).
+    pub(crate) fn new(
+        config: &DnsConfig,
+        upstreams: &[Upstream],
+        snapshots: SnapshotReader,
+        metrics: Arc<DnsMetrics>,
+    ) -> Result<Self, DnsError> {
+        Ok(QueryHandler {
+            snapshots,
+            cache: AnswerCache::new(config.cache_bytes),
+            forwarder: Forwarder {
+                upstreams: upstreams.into(),
+                tls: match upstreams.iter().any(|u| u.tls_name.is_some()) {
+                    true => Some(tls_connector(&config.upstream_ca)?),
+                    false => None,
+                },
+                attempt_timeout: config.upstream_attempt_timeout,
+                total_timeout: config.upstream_timeout,
+                udp_payload: config.udp_payload,
+                max_ttl: config.cache_max_ttl,
+                metrics: Arc::clone(&metrics),
+            },
+            forward_permits: Arc::new(Semaphore::new(config.max_forwarded_in_flight)),
+            in_flight: Default::default(),
+            metrics,
+            default_ttl: config.default_ttl,
+            udp_payload: config.udp_payload,
+        })
+    }
+
     /// Answers `packet` into `out` (cleared first) if that needs no upstream.
     pub(crate) fn answer_now(
         &self,

@@ -193,6 +193,7 @@ pub struct DnsMetrics {
     tcp_closed: Family<TcpCloseLabels, Counter>,
     tcp_closed_counters: [Counter; TcpClose::ALL.len()],
     tcp_connections: Gauge,
+    udp_helper_calls: Counter,
 }
 
 impl Default for DnsMetrics {
@@ -259,13 +260,14 @@ impl DnsMetrics {
             tcp_closed,
             tcp_closed_counters,
             tcp_connections: Gauge::default(),
+            udp_helper_calls: Counter::default(),
         }
     }
 
     /// Registers `dns_queries_total{transport}`, `dns_responses_total{source,rcode}`,
     /// `dns_dropped_total{reason}`,
     /// `dns_upstream_queries_total{transport,outcome}`, `dns_cache_entries`,
-    /// `dns_tcp_closed_total{reason}` and `dns_tcp_connections`.
+    /// `dns_tcp_closed_total{reason}`, `dns_tcp_connections` and `dns_udp_helper_calls_total`.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "dns_queries",
@@ -302,6 +304,20 @@ impl DnsMetrics {
             "Open DNS-over-TCP connections",
             self.tcp_connections.clone(),
         );
+        registry.register(
+            "dns_udp_helper_calls",
+            "Times a second UDP reader was called in because the queue stayed deep: DNS load beyond one core",
+            self.udp_helper_calls.clone(),
+        );
+    }
+
+    /// Times a UDP helper reader was called in so far.
+    pub fn udp_helper_calls(&self) -> u64 {
+        self.udp_helper_calls.get()
+    }
+
+    pub(crate) fn count_udp_helper_call(&self) {
+        self.udp_helper_calls.inc();
     }
 
     /// TCP connections refused or closed so far for `reason`.

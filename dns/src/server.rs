@@ -6,19 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mep_rules::SnapshotReader;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::AnswerCache;
 use crate::config::{DnsConfig, Upstream, RESOLV_CONF};
 use crate::encrypted::EncryptedDns;
 use crate::error::DnsError;
 use crate::handler::{Outcome, QueryHandler};
 use crate::metrics::{DnsMetrics, Transport};
 use crate::tcp::{bind_tcp, serve_tcp, Framing, TcpLimits};
-use crate::udp::{bind_udp, listen_udp, serve_udp};
-use crate::upstream::{tls_connector, Forwarder};
+use crate::udp::{bind_udp, help_udp, listen_udp, serve_udp, UdpReaders};
 
 /// With port 0, how often a fresh UDP port is tried when its TCP twin is taken.
 const EPHEMERAL_PORT_TRIES: usize = 16;
@@ -59,38 +56,23 @@ impl DnsServer {
         shutdown: CancellationToken,
     ) -> Result<DnsHandle, DnsError> {
         let upstreams = config.resolved_upstreams(|| std::fs::read_to_string(RESOLV_CONF))?;
-        let workers = match config.udp_workers {
+        let readers = match config.udp_readers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
-        let (udp, tcp) = bind_both(config.listen, workers)?;
+        let (udp, tcp) = bind_both(config.listen)?;
         let local_addr = tcp.local_addr().map_err(|source| DnsError::Bind {
             transport: "TCP",
             addr: config.listen,
             source,
         })?;
         let metrics = Arc::new(DnsMetrics::new());
-        let handler = Arc::new(QueryHandler {
+        let handler = Arc::new(QueryHandler::new(
+            &config,
+            &upstreams,
             snapshots,
-            cache: AnswerCache::new(config.cache_bytes),
-            forwarder: Forwarder {
-                upstreams: upstreams.clone().into_boxed_slice(),
-                tls: match upstreams.iter().any(|u| u.tls_name.is_some()) {
-                    true => Some(tls_connector(&config.upstream_ca)?),
-                    false => None,
-                },
-                attempt_timeout: config.upstream_attempt_timeout,
-                total_timeout: config.upstream_timeout,
-                udp_payload: config.udp_payload,
-                max_ttl: config.cache_max_ttl,
-                metrics: Arc::clone(&metrics),
-            },
-            forward_permits: Arc::new(Semaphore::new(config.max_forwarded_in_flight)),
-            in_flight: Default::default(),
-            metrics: Arc::clone(&metrics),
-            default_ttl: config.default_ttl,
-            udp_payload: config.udp_payload,
-        });
+            Arc::clone(&metrics),
+        )?);
 
         let mut tasks = JoinSet::new();
         let bind_error = |transport, source| DnsError::Bind {
@@ -98,10 +80,16 @@ impl DnsServer {
             addr: config.listen,
             source,
         };
-        for socket in udp {
-            let socket = listen_udp(socket).map_err(|e| bind_error("UDP", e))?;
-            let serve = serve_udp(socket, Arc::clone(&handler));
-            tasks.spawn(shutdown.clone().run_until_cancelled_owned(serve));
+        let udp = listen_udp(udp).map_err(|e| bind_error("UDP", e))?;
+        let udp = UdpReaders::new(udp, Arc::clone(&handler));
+        tasks.spawn(
+            shutdown
+                .clone()
+                .run_until_cancelled_owned(serve_udp(Arc::clone(&udp))),
+        );
+        for _ in 1..readers {
+            let help = help_udp(Arc::clone(&udp));
+            tasks.spawn(shutdown.clone().run_until_cancelled_owned(help));
         }
         let listener = tokio::net::TcpListener::from_std(tcp).map_err(|e| bind_error("TCP", e))?;
         let limits = TcpLimits {
@@ -145,7 +133,7 @@ impl DnsServer {
             );
             tasks.spawn(shutdown.run_until_cancelled_owned(serve));
         }
-        tracing::info!(%local_addr, ?upstreams, udp_sockets = workers, ?tls_addr,
+        tracing::info!(%local_addr, ?upstreams, udp_readers = readers, ?tls_addr,
             "DNS server listening");
         Ok(DnsHandle {
             local_addr,
@@ -221,11 +209,8 @@ impl DnsAnswerer {
     }
 }
 
-/// Binds the UDP sockets and the TCP listener to the same port.
-fn bind_both(
-    addr: SocketAddr,
-    udp_sockets: usize,
-) -> Result<(Vec<std::net::UdpSocket>, std::net::TcpListener), DnsError> {
+/// Binds the UDP socket and the TCP listener to the same port.
+fn bind_both(addr: SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpListener), DnsError> {
     let bind_error = |transport, source| DnsError::Bind {
         transport,
         addr,
@@ -234,11 +219,8 @@ fn bind_both(
     let mut tries = 0;
     loop {
         tries += 1;
-        let udp = bind_udp(addr, udp_sockets).map_err(|e| bind_error("UDP", e))?;
-        let port = udp[0]
-            .local_addr()
-            .map_err(|e| bind_error("UDP", e))?
-            .port();
+        let udp = bind_udp(addr).map_err(|e| bind_error("UDP", e))?;
+        let port = udp.local_addr().map_err(|e| bind_error("UDP", e))?.port();
         match bind_tcp(SocketAddr::new(addr.ip(), port)) {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e)

@@ -32,7 +32,7 @@ pub fn snapshot(version: u64, rules: &[DnsRule]) -> Arc<Snapshot> {
     ))
 }
 
-/// mep's DNS server on 127.0.0.1 with one UDP socket, so that a panic in its task would leave
+/// mep's DNS server on 127.0.0.1 with one UDP reader, so that a panic in its task would leave
 /// every later query of the test unanswered.
 pub struct Mep {
     pub handle: DnsHandle,
@@ -69,7 +69,7 @@ impl Mep {
             } else {
                 upstreams.into_iter().map(Into::into).collect()
             },
-            udp_workers: 1,
+            udp_readers: 1,
             upstream_timeout: Duration::from_millis(800),
             upstream_attempt_timeout: Duration::from_millis(400),
             ..DnsConfig::default()
