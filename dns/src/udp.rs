@@ -54,11 +54,40 @@ type Control = [u64; 4];
 pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_nonblocking(true)?;
-    if let Err(e) = socket.set_recv_buffer_size(RECEIVE_BUFFER_BYTES) {
-        tracing::debug!(error = %e, "cannot enlarge the DNS UDP receive buffer");
-    }
+    enlarge_receive_buffer(&socket);
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// Asks for [`RECEIVE_BUFFER_BYTES`] past `net.core.rmem_max` where the process may
+/// (`SO_RCVBUFFORCE` needs CAP_NET_ADMIN), else up to that cap: the kernel's default cap, 208
+/// KiB, holds only some 200 queries, which is all of one client's burst that the one socket
+/// could absorb while its reader is busy.
+fn enlarge_receive_buffer(socket: &Socket) {
+    let bytes = RECEIVE_BUFFER_BYTES as libc::c_int;
+    // SAFETY: the option value is a c_int that outlives the call, passed with its size; the
+    // descriptor is the open socket `socket` owns.
+    let forced = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    if !forced {
+        if let Err(e) = socket.set_recv_buffer_size(RECEIVE_BUFFER_BYTES) {
+            tracing::debug!(error = %e, "cannot enlarge the DNS UDP receive buffer");
+        }
+    }
+    match socket.recv_buffer_size() {
+        Ok(got) if got < RECEIVE_BUFFER_BYTES => tracing::info!(
+            bytes = got,
+            "DNS UDP receive buffer smaller than asked: raise net.core.rmem_max or grant CAP_NET_ADMIN"
+        ),
+        _ => {}
+    }
 }
 
 /// The buffers of one socket's batch: the datagrams as received with their senders, and the
@@ -774,6 +803,17 @@ mod tests {
         let events = epoll_events(listener.as_raw_fd()).expect("the socket is registered");
         assert_ne!(events & libc::EPOLLIN as u32, 0, "events {events:#x}");
         assert_eq!(events & libc::EPOLLOUT as u32, 0, "events {events:#x}");
+    }
+
+    /// Beyond `net.core.rmem_max` when the kernel's default caps it (as root, as CI runs).
+    #[test]
+    fn the_receive_buffer_is_what_was_asked() {
+        let socket = Socket::from(bind_udp("127.0.0.1:0".parse().unwrap()).unwrap());
+        let got = socket.recv_buffer_size().unwrap();
+        assert!(
+            got >= RECEIVE_BUFFER_BYTES,
+            "{got} bytes: needs root (CAP_NET_ADMIN) or net.core.rmem_max >= {RECEIVE_BUFFER_BYTES}"
+        );
     }
 
     /// A registered loopback socket, a client socket and the address it sends to.
