@@ -13,7 +13,9 @@
 # same rules through hickory-server's Server and a RequestHandler), as the row "hickory".
 # Prints a table with the ratios mep/Knot and mep/Unbound (each server's best round) and, for
 # local answers, the ratios round by round (a round measures every server once, one after the
-# other, so its ratios compare like with like); writes it all to target/bench/dns.txt.
+# other, so its ratios compare like with like) with their median; writes it all to
+# target/bench/dns.txt. On a machine whose speed drifts (a shared VM), many short rounds
+# (DURATION=3 ROUNDS=6) and the median of their ratios are steadier than the best rounds.
 # Usage: benches/dns.sh   (tunable: DURATION=8 ROUNDS=2 THREADS=2 CLIENTS=4 LAT_RATE=20000 LAT_SECS=3)
 set -euo pipefail
 shopt -s inherit_errexit
@@ -254,6 +256,7 @@ for pid in "${PIDS[@]}"; do
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 {
   echo "DNS benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $THREADS server threads each,"
   echo "dnsperf $CLIENTS clients, best of $ROUNDS x ${DURATION}s; latency percentiles at $LAT_RATE q/s"
@@ -288,11 +291,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     "$(ratio "${CPU[local/mep]}" "${CPU[local/hickory]}")"
   echo
   echo "local answers round by round (the table above takes each server's best round):"
+  round_qps=() round_cpu=()
   for round in $(seq "$ROUNDS"); do
-    printf '  round %s: q/s mep/Knot %s, CPU mep/Knot %s\n' "$round" \
-      "$(ratio "${ROUND_QPS[$round/local/mep]}" "${ROUND_QPS[$round/local/knot]}")" \
-      "$(ratio "${ROUND_CPU[$round/local/mep]}" "${ROUND_CPU[$round/local/knot]}")"
+    round_qps+=("$(ratio "${ROUND_QPS[$round/local/mep]}" "${ROUND_QPS[$round/local/knot]}")")
+    round_cpu+=("$(ratio "${ROUND_CPU[$round/local/mep]}" "${ROUND_CPU[$round/local/knot]}")")
+    printf '  round %s: q/s mep/Knot %s, CPU mep/Knot %s\n' "$round" "${round_qps[-1]}" "${round_cpu[-1]}"
   done
+  printf '  median of the %s rounds: q/s mep/Knot %s, CPU mep/Knot %s\n' "$ROUNDS" \
+    "$(median "${round_qps[@]}")" "$(median "${round_cpu[@]}")"
   echo
   echo "q/s: higher is better; p99 and CPU (server CPU time per answered query): lower is better."
   echo "On $(nproc) cores dnsperf itself takes about one, so q/s is capped by the load generator"

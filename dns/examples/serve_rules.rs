@@ -1,7 +1,8 @@
 //! Serves N generated DNS rules through mep's DNS server, for benchmarks (benches/dns.sh).
 //! Rule i is `host<i>.<zone>` → 198.18.<i/256>.<i%256>
 //! (the benchmarking range, RFC 2544), TTL 3600. With DOT_ADDR it also serves DNS over TLS there,
-//! with a self-signed certificate. Stops on SIGINT or SIGTERM.
+//! with a self-signed certificate. Stops on SIGINT or SIGTERM, and then prints how often a UDP
+//! helper reader was called in (a load one reader did not keep up with).
 //!
 //! Usage: serve_rules LISTEN RULES ZONE UPSTREAM [THREADS [DOT_ADDR]]
 
@@ -75,7 +76,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = term.recv() => {}
         }
         shutdown.cancel();
+        let helper_calls = handle.metrics().udp_helper_calls();
         handle.stopped().await;
+        println!("UDP helper calls: {helper_calls}");
         Ok(())
     })
 }
