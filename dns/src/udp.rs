@@ -460,8 +460,9 @@ impl UdpReaders {
         })
     }
 
-    /// Wakes a sleeping helper, if there is one, and yields so that another worker can take
-    /// one of the two (a task woken from a worker would otherwise wait for it).
+    /// Wakes a sleeping helper, if there is one, and yields: tokio puts a task woken from a
+    /// worker in that worker's LIFO slot, which other workers cannot steal, so without the
+    /// yield the helper would wait for this reader instead of running beside it.
     async fn call_helper(&self) {
         if self.idle_helpers.load(Ordering::Relaxed) > 0 {
             self.handler.metrics.count_udp_helper_call();
