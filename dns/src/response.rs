@@ -199,13 +199,14 @@ fn push_soa(out: &mut Vec<u8>, serial: u32, minimum: u32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hickory_proto::op::{Message, ResponseCode};
     use hickory_proto::rr::{RData, RecordType};
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    fn query_bytes(name: &str, qtype: RecordType, edns: bool) -> Vec<u8> {
+    /// A query (ID 7, RD) for `name` and `qtype`, with EDNS (payload 4096) when `edns`.
+    pub(crate) fn query_bytes(name: &str, qtype: RecordType, edns: bool) -> Vec<u8> {
         use hickory_proto::op::{Edns, Query as HQuery};
         use hickory_proto::rr::Name;
         let mut m = Message::query();

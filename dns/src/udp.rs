@@ -908,9 +908,12 @@ mod tests {
 
     /// A query for `edge.example` A with ID `id`.
     fn edge_query(id: u16) -> Vec<u8> {
-        let mut packet = id.to_be_bytes().to_vec();
-        packet.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-        packet.extend_from_slice(b"\x04edge\x07example\x00\x00\x01\x00\x01");
+        let mut packet = crate::response::tests::query_bytes(
+            "edge.example.",
+            hickory_proto::rr::RecordType::A,
+            false,
+        );
+        packet[..2].copy_from_slice(&id.to_be_bytes());
         packet
     }
 
