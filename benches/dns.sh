@@ -8,7 +8,15 @@
 #  (c) local answers over DNS over TLS (dnsperf -m dot): mep against Unbound (Knot 3.2 serves no
 #      DoT).
 # Throughput is dnsperf at full speed (best of ROUNDS runs of DURATION s each); latency
-# percentiles come from a run at a fixed LAT_RATE queries/s. Every server gets THREADS threads.
+# percentiles come from a run at a fixed LAT_RATE queries/s. Every server gets THREADS threads
+# and the same 8 MiB UDP receive buffer (mep asks for it; the others get it as the system
+# default, raised while they start).
+# CLIENT=lean sends the UDP throughput rows from dns/examples/udp_load.rs instead of dnsperf
+# (CLIENTS sockets, WINDOW queries outstanding on each, GSO sends): dnsperf costs more CPU per
+# query than the servers, so on two cores it caps them before they are saturated. With
+# THREADS=1 every server runs on CPU 1 and the client on CPU 0, so that q/s is the server's.
+# Few client ports favour a server that sends a batch's answers to one port as one GSO message
+# (mep does); CLIENTS=64 WINDOW=4 is the many-port shape.
 # For local answers it also runs the design alternative (dns/examples/hickory_baseline.rs: the
 # same rules through hickory-server's Server and a RequestHandler), as the row "hickory".
 # Prints a table with the ratios mep/Knot and mep/Unbound (each server's best round) and, for
@@ -16,7 +24,8 @@
 # other, so its ratios compare like with like) with their median; writes it all to
 # target/bench/dns.txt. On a machine whose speed drifts (a shared VM), many short rounds
 # (DURATION=3 ROUNDS=6) and the median of their ratios are steadier than the best rounds.
-# Usage: benches/dns.sh   (tunable: DURATION=8 ROUNDS=2 THREADS=2 CLIENTS=4 LAT_RATE=20000 LAT_SECS=3)
+# Usage: benches/dns.sh   (tunable: DURATION=8 ROUNDS=2 THREADS=2 CLIENTS=4 CLIENT=dnsperf|lean
+#                          WINDOW=50 DOT_CLIENTS=4 LAT_RATE=20000 LAT_SECS=3)
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -26,6 +35,12 @@ DURATION=${DURATION:-8}
 ROUNDS=${ROUNDS:-2}
 THREADS=${THREADS:-2}
 CLIENTS=${CLIENTS:-4}
+# DNS over TLS connections: four, whatever CLIENTS is. mep lets one address hold 32 (Unbound
+# sets no such limit), so more from one loopback address measure refusals instead.
+DOT_CLIENTS=${DOT_CLIENTS:-4}
+CLIENT=${CLIENT:-dnsperf}
+WINDOW=${WINDOW:-50}
+[[ $CLIENT == dnsperf || $CLIENT == lean ]] || { echo "CLIENT must be dnsperf or lean" >&2; exit 2; }
 LAT_RATE=${LAT_RATE:-20000}
 LAT_SECS=${LAT_SECS:-3}
 RULES=1000
@@ -40,15 +55,23 @@ fi
 KNOTD=$(command -v knotd || echo /usr/sbin/knotd)
 UNBOUND=$(command -v unbound || echo /usr/sbin/unbound)
 
-cargo build --release -p mep-dns --example serve_rules --example hickory_baseline
+cargo build --release -p mep-dns --example serve_rules --example hickory_baseline --example udp_load
 MEP_BIN=target/release/examples/serve_rules
 HICKORY_BIN=target/release/examples/hickory_baseline
+LOAD_BIN=target/release/examples/udp_load
+# With one thread each and two cores or more: servers on CPU 1, the load generators on CPU 0.
+PIN=0
+[[ $THREADS == 1 && $(nproc) -ge 2 ]] && PIN=1
+ON_CLIENT_CPU=()
+[[ $PIN == 1 ]] && ON_CLIENT_CPU=(taskset -c 0)
 mkdir -p "$OUT_DIR"
 
 WORK=$(mktemp -d -t mep-dns-bench.XXXXXX)
 PIDS=()
+RMEM_DEFAULT=$(sysctl -n net.core.rmem_default)
 cleanup() {
   local rc=$?
+  sysctl -qw net.core.rmem_default="$RMEM_DEFAULT" 2>/dev/null || true
   for pid in "${PIDS[@]}"; do
     kill -TERM "$pid" 2>/dev/null || true
   done
@@ -157,6 +180,11 @@ EOF
 
 # --- servers --------------------------------------------------------------------------------------
 declare -A PID
+# The receive buffer mep asks for (4 MiB, which the kernel doubles) as every socket's default
+# while the servers start: Knot has no setting for it, and without it Knot drops queries that
+# arrive in bursts.
+sysctl -qw net.core.rmem_default=8388608 ||
+  echo "could not raise net.core.rmem_default (not root?): Knot and Unbound keep $RMEM_DEFAULT bytes" >&2
 "$KNOTD" -c "$WORK/knot.conf" >"$WORK/knot.log" 2>&1 &
 PID[knot]=$!
 "$UNBOUND" -d -c "$WORK/unbound.conf" >"$WORK/unbound.log" 2>&1 &
@@ -192,6 +220,11 @@ for server in mep unbound; do
   done
   [[ $got == "$(address 7)" ]] || { echo "$server does not answer over DNS over TLS" >&2; exit 1; }
 done
+sysctl -qw net.core.rmem_default="$RMEM_DEFAULT" 2>/dev/null || true
+# Once they answer, so that threads a server pins itself while starting (Knot's workers) move too.
+if [[ $PIN == 1 ]]; then
+  for pid in "${PIDS[@]}"; do taskset -a -pc 1 "$pid" >/dev/null; done
+fi
 echo "servers up: mep :$MEP_PORT, Knot $("$KNOTD" --version | awk '{print $NF}') :$KNOT_PORT, Unbound $("$UNBOUND" -V | awk 'NR==1 {print $2}') :$UNBOUND_PORT"
 
 # Warm the caches of mep and Unbound with every forwarded name.
@@ -205,10 +238,18 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${PID[$1]}/stat"; }
 TICKS_PER_SEC=$(getconf CLK_TCK)
 # throughput SERVER QUERIES [dot]: prints "<qps> <avg latency us> <lost> <non-NOERROR> <server CPU us per query>"
 throughput() {
-  local out before after port=${PORT[$1]} mode=udp
-  [[ ${3:-} == dot ]] && port=${DOT_PORT[$1]} mode=dot
+  local out before after port=${PORT[$1]} mode=udp clients=$CLIENTS
+  [[ ${3:-} == dot ]] && port=${DOT_PORT[$1]} mode=dot clients=$DOT_CLIENTS
   before=$(cpu_ticks "$1")
-  out=$(dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d "$2" -l "$DURATION" -c "$CLIENTS" -q 200 2>&1)
+  if [[ $CLIENT == lean && $mode == udp ]]; then
+    # udp_load's one line, in the shape of dnsperf's report.
+    out=$("${ON_CLIENT_CPU[@]}" "$LOAD_BIN" "127.0.0.1:$port" "$2" "$DURATION" "$CLIENTS" "$WINDOW" | awk '{
+      for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+      printf "Queries per second: %s\nAverage Latency (s): %.6f\nQueries lost: %s\n", v["qps"], v["avg_us"] / 1e6, v["lost"]
+      printf "Queries completed: %s\nResponse codes: NOERROR %d (x%%)\n", v["answered"], v["answered"] - v["not_noerror"] }')
+  else
+    out=$("${ON_CLIENT_CPU[@]}" dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d "$2" -l "$DURATION" -c "$clients" -q 200 2>&1)
+  fi
   after=$(cpu_ticks "$1")
   awk -v ticks=$((after - before)) -v hz="$TICKS_PER_SEC" '
     /Queries per second:/ { qps = $4 }
@@ -220,9 +261,9 @@ throughput() {
 }
 # latency SERVER QUERIES [dot]: prints "<p50 us> <p99 us>" at LAT_RATE queries/s
 latency() {
-  local port=${PORT[$1]} mode=udp
-  [[ ${3:-} == dot ]] && port=${DOT_PORT[$1]} mode=dot
-  dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d "$2" -l "$LAT_SECS" -Q "$LAT_RATE" -c "$CLIENTS" -v 2>/dev/null |
+  local port=${PORT[$1]} mode=udp clients=$CLIENTS
+  [[ ${3:-} == dot ]] && port=${DOT_PORT[$1]} mode=dot clients=$DOT_CLIENTS
+  "${ON_CLIENT_CPU[@]}" dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d "$2" -l "$LAT_SECS" -Q "$LAT_RATE" -c "$clients" -v 2>/dev/null |
     awk '/^> / { print $NF * 1e6 }' | sort -n |
     awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan nan"; exit } printf "%.0f %.0f\n", v[int(NR * 0.5) + 1], v[int(NR * 0.99) + 1] }'
 }
@@ -259,7 +300,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 {
   echo "DNS benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $THREADS server threads each,"
-  echo "dnsperf $CLIENTS clients, best of $ROUNDS x ${DURATION}s; latency percentiles at $LAT_RATE q/s"
+  if [[ $CLIENT == lean ]]; then
+    echo "UDP q/s from udp_load ($CLIENTS sockets x $WINDOW outstanding), DoT from dnsperf ($DOT_CLIENTS clients),"
+  else
+    echo "dnsperf $CLIENTS clients ($DOT_CLIENTS over TLS),"
+  fi
+  [[ $PIN == 1 ]] && echo "servers on CPU 1, load generators on CPU 0,"
+  echo "best of $ROUNDS x ${DURATION}s; latency percentiles at $LAT_RATE q/s (dnsperf)"
   echo "1,000 A records: mep DNS rules / Knot zone file / Unbound local-data; loopback only"
   echo
   printf '%-8s %-8s %12s %10s %9s %9s %12s %7s %6s\n' scenario server "queries/s" "avg(us)" "p50(us)" "p99(us)" "CPU us/query" lost errors
@@ -301,10 +348,17 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f
     "$(median "${round_qps[@]}")" "$(median "${round_cpu[@]}")"
   echo
   echo "q/s: higher is better; p99 and CPU (server CPU time per answered query): lower is better."
-  echo "On $(nproc) cores dnsperf itself takes about one, so q/s is capped by the load generator"
-  echo "as much as by the server; CPU us/query is the server's own cost."
+  if [[ $CLIENT == dnsperf ]]; then
+    echo "On $(nproc) cores dnsperf itself takes about one, so q/s is capped by the load generator"
+    echo "as much as by the server; CPU us/query is the server's own cost (CLIENT=lean THREADS=1"
+    echo "gives each server a core of its own and a client that can saturate it)."
+  else
+    echo "CPU us/query is the server's own cost. With $CLIENTS client ports a batch holds several"
+    echo "answers to one port, which mep sends as one GSO message (Knot and Unbound do not);"
+    echo "CLIENTS=64 WINDOW=4 is the many-port shape."
+  fi
   echo "cached: mep and Unbound answer from their caches (upstream: Knot); Knot's row is its"
   echo "authoritative answer for the same names (it has no cache)."
   echo "hickory: the same rules through hickory-server's Server + RequestHandler (local only)."
-  echo "dot: local answers over DNS over TLS, $CLIENTS dnsperf connections (Knot 3.2 has no DoT)."
+  echo "dot: local answers over DNS over TLS, $DOT_CLIENTS dnsperf connections (Knot 3.2 has no DoT)."
 } | tee "$OUT_DIR/dns.txt"
