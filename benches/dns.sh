@@ -353,9 +353,9 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f
     echo "as much as by the server; CPU us/query is the server's own cost (CLIENT=lean THREADS=1"
     echo "gives each server a core of its own and a client that can saturate it)."
   else
-    echo "CPU us/query is the server's own cost. With $CLIENTS client ports a batch holds several"
-    echo "answers to one port, which mep sends as one GSO message (Knot and Unbound do not);"
-    echo "CLIENTS=64 WINDOW=4 is the many-port shape."
+    echo "CPU us/query is the server's own cost. mep sends a batch's answers to one client port as"
+    echo "one GSO message (Knot and Unbound do not), which pays most with few ports (CLIENTS=4);"
+    echo "CLIENTS=64 WINDOW=4 is a many-port shape."
   fi
   echo "cached: mep and Unbound answer from their caches (upstream: Knot); Knot's row is its"
   echo "authoritative answer for the same names (it has no cache)."

@@ -6,7 +6,7 @@
 //!
 //! Why: dnsperf spends more CPU per query than the servers it measures (8.7-14.9 µs against
 //! mep's 7.1 and Knot's 7.9-8.2 in one run, both pinned to the other core), so on two cores it
-//! caps their queries/s before either is saturated. This client costs 1.6-2.1 µs per query
+//! caps their queries/s before either is saturated. This client costs 1.6-2.3 µs per query
 //! against mep, so pinned to one core it can saturate a server pinned to the other, and the q/s
 //! of two servers then compare their costs.
 //!
