@@ -198,14 +198,12 @@ impl Client {
         self.current_id(slot)
     }
 
-    /// Takes every answer waiting on the socket; returns how many arrived.
-    fn receive(&mut self, recv: &mut RecvBatch, totals: &mut Totals) -> io::Result<usize> {
-        let mut received = 0;
+    /// Takes every answer waiting on the socket.
+    fn receive(&mut self, recv: &mut RecvBatch, totals: &mut Totals) -> io::Result<()> {
         loop {
             let count = recv.receive(&self.socket)?;
             let now = Instant::now();
             for message in recv.messages(count) {
-                received += 1;
                 if message.len() < 12 || message[2] & 0x80 == 0 {
                     continue;
                 }
@@ -225,7 +223,7 @@ impl Client {
                 }
             }
             if count < BATCH {
-                return Ok(received);
+                return Ok(());
             }
         }
     }
