@@ -346,6 +346,12 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f
   done
   printf '  median of the %s rounds: q/s mep/Knot %s, CPU mep/Knot %s\n' "$ROUNDS" \
     "$(median "${round_qps[@]}")" "$(median "${round_cpu[@]}")"
+  # The goal of the DNS issue: 1.5x Knot's q/s at 0.67x its CPU per query, round by round.
+  met=0
+  for i in "${!round_qps[@]}"; do
+    awk -v q="${round_qps[$i]}" -v c="${round_cpu[$i]}" 'BEGIN { exit !(q >= 1.5 && c <= 0.67) }' && met=$((met + 1))
+  done
+  printf '  rounds with q/s >= 1.5x and CPU <= 0.67x Knot'"'"'s: %s of %s\n' "$met" "$ROUNDS"
   echo
   echo "q/s: higher is better; p99 and CPU (server CPU time per answered query): lower is better."
   if [[ $CLIENT == dnsperf ]]; then
