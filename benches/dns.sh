@@ -233,10 +233,18 @@ for server in mep unbound; do
 done
 
 # --- measurements ---------------------------------------------------------------------------------
+# The CPU time of the children of the (sub)shell so far, from `times` (whose second line is theirs),
+# as "Client CPU seconds: S". Not in a pipeline: a forked shell starts with no children's time.
+client_cpu() {
+  times >"$WORK/times"
+  awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); s += t[1] * 60 + t[2] } }
+    END { printf "Client CPU seconds: %.3f\n", s }' "$WORK/times"
+}
 # CPU time (user + system) of a server so far, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${PID[$1]}/stat"; }
 TICKS_PER_SEC=$(getconf CLK_TCK)
-# throughput SERVER QUERIES [dot]: prints "<qps> <avg latency us> <lost> <non-NOERROR> <server CPU us per query>"
+# throughput SERVER QUERIES [dot]: prints "<qps> <avg latency us> <lost> <non-NOERROR> <server CPU
+# us per query> <client's share of a core>"; a client near 1.00 of its core set the q/s itself.
 throughput() {
   local out before after port=${PORT[$1]} mode=udp clients=$CLIENTS
   [[ ${3:-} == dot ]] && port=${DOT_PORT[$1]} mode=dot clients=$DOT_CLIENTS
@@ -246,18 +254,21 @@ throughput() {
     out=$("${ON_CLIENT_CPU[@]}" "$LOAD_BIN" "127.0.0.1:$port" "$2" "$DURATION" "$CLIENTS" "$WINDOW" | awk '{
       for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
       printf "Queries per second: %s\nAverage Latency (s): %.6f\nQueries lost: %s\n", v["qps"], v["avg_us"] / 1e6, v["lost"]
-      printf "Queries completed: %s\nResponse codes: NOERROR %d (x%%)\n", v["answered"], v["answered"] - v["not_noerror"] }')
+      printf "Queries completed: %s\nResponse codes: NOERROR %d (x%%)\n", v["answered"], v["answered"] - v["not_noerror"] }'
+      client_cpu)
   else
-    out=$("${ON_CLIENT_CPU[@]}" dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d "$2" -l "$DURATION" -c "$clients" -q 200 2>&1)
+    out=$("${ON_CLIENT_CPU[@]}" dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d "$2" -l "$DURATION" -c "$clients" -q 200 2>&1
+      client_cpu)
   fi
   after=$(cpu_ticks "$1")
-  awk -v ticks=$((after - before)) -v hz="$TICKS_PER_SEC" '
+  awk -v ticks=$((after - before)) -v hz="$TICKS_PER_SEC" -v duration="$DURATION" '
     /Queries per second:/ { qps = $4 }
     /Average Latency/ { lat = $4 * 1e6 }
     /Queries lost:/ { lost = $3 }
     /Queries completed:/ { done = $3 }
     /Response codes:/ { for (i = 3; i <= NF; i += 3) if ($i == "NOERROR") ok = $(i + 1) }
-    END { printf "%.0f %.0f %d %d %.2f\n", qps, lat, lost, done - ok, done ? ticks / hz * 1e6 / done : 0 }' <<<"$out"
+    /^Client CPU seconds:/ { client = $4 }
+    END { printf "%.0f %.0f %d %d %.2f %.2f\n", qps, lat, lost, done - ok, done ? ticks / hz * 1e6 / done : 0, client / duration }' <<<"$out"
 }
 # latency SERVER QUERIES [dot]: prints "<p50 us> <p99 us>" at LAT_RATE queries/s
 latency() {
@@ -268,7 +279,7 @@ latency() {
     awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan nan"; exit } printf "%.0f %.0f\n", v[int(NR * 0.5) + 1], v[int(NR * 0.99) + 1] }'
 }
 
-declare -A QPS LAT LOST BAD P50 P99 CPU ROUND_QPS ROUND_CPU
+declare -A QPS LAT LOST BAD P50 P99 CPU CLIENT_CPU ROUND_QPS ROUND_CPU
 SCENARIOS=(local cached dot)
 declare -A QUERIES=([local]="$WORK/local.queries" [cached]="$WORK/fwd.queries" [dot]="$WORK/local.queries")
 declare -A SERVERS=([local]="mep knot unbound hickory" [cached]="mep knot unbound" [dot]="mep unbound")
@@ -276,11 +287,11 @@ declare -A MODE=([local]=udp [cached]=udp [dot]=dot)
 for round in $(seq "$ROUNDS"); do
   for scenario in "${SCENARIOS[@]}"; do
     for server in ${SERVERS[$scenario]}; do
-      read -r qps lat lost bad cpu < <(throughput "$server" "${QUERIES[$scenario]}" "${MODE[$scenario]}")
+      read -r qps lat lost bad cpu client < <(throughput "$server" "${QUERIES[$scenario]}" "${MODE[$scenario]}")
       key=$scenario/$server
-      echo "round $round $key: $qps q/s, avg $lat us, lost $lost, not NOERROR $bad, server CPU $cpu us/query"
+      echo "round $round $key: $qps q/s, avg $lat us, lost $lost, not NOERROR $bad, server CPU $cpu us/query, client $client of a core"
       if [[ -z ${QPS[$key]:-} || $qps -gt ${QPS[$key]} ]]; then
-        QPS[$key]=$qps LAT[$key]=$lat CPU[$key]=$cpu
+        QPS[$key]=$qps LAT[$key]=$lat CPU[$key]=$cpu CLIENT_CPU[$key]=$client
       fi
       LOST[$key]=$((${LOST[$key]:-0} + lost)) BAD[$key]=$((${BAD[$key]:-0} + bad))
       ROUND_QPS[$round/$key]=$qps ROUND_CPU[$round/$key]=$cpu
@@ -309,12 +320,12 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f
   echo "best of $ROUNDS x ${DURATION}s; latency percentiles at $LAT_RATE q/s (dnsperf)"
   echo "1,000 A records: mep DNS rules / Knot zone file / Unbound local-data; loopback only"
   echo
-  printf '%-8s %-8s %12s %10s %9s %9s %12s %7s %6s\n' scenario server "queries/s" "avg(us)" "p50(us)" "p99(us)" "CPU us/query" lost errors
+  printf '%-8s %-8s %12s %10s %9s %9s %12s %7s %6s %7s\n' scenario server "queries/s" "avg(us)" "p50(us)" "p99(us)" "CPU us/query" lost errors client
   for scenario in "${SCENARIOS[@]}"; do
     for server in ${SERVERS[$scenario]}; do
       key=$scenario/$server
-      printf '%-8s %-8s %12s %10s %9s %9s %12s %7s %6s\n' "$scenario" "$server" "${QPS[$key]}" "${LAT[$key]}" \
-        "${P50[$key]}" "${P99[$key]}" "${CPU[$key]}" "${LOST[$key]}" "${BAD[$key]}"
+      printf '%-8s %-8s %12s %10s %9s %9s %12s %7s %6s %7s\n' "$scenario" "$server" "${QPS[$key]}" "${LAT[$key]}" \
+        "${P50[$key]}" "${P99[$key]}" "${CPU[$key]}" "${LOST[$key]}" "${BAD[$key]}" "${CLIENT_CPU[$key]}"
     done
   done
   echo
@@ -354,6 +365,9 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f
   printf '  rounds with q/s >= 1.5x and CPU <= 0.67x Knot'"'"'s: %s of %s\n' "$met" "$ROUNDS"
   echo
   echo "q/s: higher is better; p99 and CPU (server CPU time per answered query): lower is better."
+  echo "client: the load generator's CPU time over the round's length (its best round), in cores;"
+  echo "near 1.00 with THREADS=1 (pinned to one core) the client may have set that row's q/s, a floor"
+  echo "for the server's."
   if [[ $CLIENT == dnsperf ]]; then
     echo "On $(nproc) cores dnsperf itself takes about one, so q/s is capped by the load generator"
     echo "as much as by the server; CPU us/query is the server's own cost (CLIENT=lean THREADS=1"

@@ -14,7 +14,8 @@
 //! RD set and no EDNS, as dnsperf sends them. An answer counts if its ID is the one outstanding
 //! in its slot of its socket; a query unanswered after 2 s is lost.
 //!
-//! Prints one line: `answered=N qps=Q lost=L not_noerror=E avg_us=A`.
+//! Prints one line: `answered=N qps=Q lost=L not_noerror=E avg_us=A busy=B`, where B is the
+//! share of one core this client used: near 1.0, the client and not the server set the q/s.
 //!
 //! Usage: udp_load SERVER QUERY_FILE SECONDS [SOCKETS [WINDOW]]   (defaults: 4 sockets, 50 each)
 
@@ -80,19 +81,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    let busy = cpu_seconds()? / secs;
     let avg_us = if totals.answered > 0 {
         totals.latency.as_secs_f64() * 1e6 / totals.answered as f64
     } else {
         0.0
     };
     println!(
-        "answered={} qps={:.0} lost={} not_noerror={} avg_us={avg_us:.0}",
+        "answered={} qps={:.0} lost={} not_noerror={} avg_us={avg_us:.0} busy={busy:.2}",
         totals.answered,
         totals.answered as f64 / secs,
         totals.lost,
         totals.not_noerror
     );
     Ok(())
+}
+
+/// CPU time (user and system) this process has used, in seconds.
+fn cpu_seconds() -> io::Result<f64> {
+    // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a live rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
 /// The wire bytes of every query in the file, ID 0.
