@@ -10,6 +10,11 @@
 //! against mep, so pinned to one core it can saturate a server pinned to the other, and the q/s
 //! of two servers then compare their costs.
 //!
+//! Not quinn-udp, whose `Transmit` would do the GSO sends: it turns UDP_GRO on for every socket
+//! it wraps, so the kernel would hand this client mep's GSO answers whole, one receive per
+//! message, while Knot's and Unbound's arrive one datagram each. The client would then be
+//! cheaper against mep than against its peers, and real stub resolvers do not do that.
+//!
 //! Queries are read from a dnsperf-style file (`NAME TYPE` per line) and sent round robin, with
 //! RD set and no EDNS, as dnsperf sends them. An answer counts if its ID is the one outstanding
 //! in its slot of its socket; a query unanswered after 2 s is lost.
@@ -20,7 +25,7 @@
 //! Usage: udp_load SERVER QUERY_FILE SECONDS [SOCKETS [WINDOW]]   (defaults: 4 sockets, 50 each)
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -139,35 +144,36 @@ struct Totals {
     latency: Duration,
 }
 
-/// One connected socket and its outstanding queries: slot `i` carries IDs `i + k * window`.
+/// One connected socket and its outstanding queries: slot `i` carries IDs `i + k * window`,
+/// so an answer's ID names its slot, and a late answer to a slot's earlier query is not counted.
 struct Client {
     socket: UdpSocket,
     window: usize,
-    /// The ID of the query outstanding in each slot, if any, and when its batch was sent.
-    outstanding: Vec<Option<(u16, Instant)>>,
+    /// The ID each slot sent last.
+    ids: Vec<u16>,
+    /// When each slot's outstanding query was sent, if it has one.
+    sent_at: Vec<Option<Instant>>,
     free: Vec<usize>,
     /// The datagrams of one GSO message, back to back.
     segments: Vec<u8>,
-    generation: Vec<u16>,
 }
 
 impl Client {
     fn connect(server: SocketAddr, window: usize) -> io::Result<Self> {
-        let bind: SocketAddr = if server.is_ipv4() {
-            "0.0.0.0:0".parse().map_err(io::Error::other)?
-        } else {
-            "[::]:0".parse().map_err(io::Error::other)?
+        let any: IpAddr = match server {
+            SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
         };
-        let socket = UdpSocket::bind(bind)?;
+        let socket = UdpSocket::bind((any, 0))?;
         socket.connect(server)?;
         socket.set_nonblocking(true)?;
         Ok(Self {
             socket,
             window,
-            outstanding: vec![None; window],
+            ids: (0..window).map(|slot| slot as u16).collect(),
+            sent_at: vec![None; window],
             free: (0..window).rev().collect(),
             segments: vec![0; SEGMENTS * BUF],
-            generation: vec![0; window],
         })
     }
 
@@ -194,7 +200,7 @@ impl Client {
             let now = Instant::now();
             for _ in 0..run {
                 if let Some(slot) = self.free.pop() {
-                    self.outstanding[slot] = Some((self.current_id(slot), now));
+                    self.sent_at[slot] = Some(now);
                 }
             }
             *next_query = next_query.wrapping_add(run);
@@ -202,14 +208,11 @@ impl Client {
         Ok(())
     }
 
-    fn current_id(&self, slot: usize) -> u16 {
-        (slot + usize::from(self.generation[slot]) * self.window) as u16
-    }
-
+    /// The slot's next ID: `window` on from its last, back to `slot` past `u16::MAX`.
     fn next_id(&mut self, slot: usize) -> u16 {
-        let generations = (usize::from(u16::MAX) + 1) / self.window;
-        self.generation[slot] = ((usize::from(self.generation[slot]) + 1) % generations) as u16;
-        self.current_id(slot)
+        let next = usize::from(self.ids[slot]) + self.window;
+        self.ids[slot] = u16::try_from(next).unwrap_or(slot as u16);
+        self.ids[slot]
     }
 
     /// Takes every answer waiting on the socket.
@@ -223,9 +226,9 @@ impl Client {
                 }
                 let id = u16::from_be_bytes([message[0], message[1]]);
                 let slot = usize::from(id) % self.window;
-                match self.outstanding[slot] {
-                    Some((outstanding, sent_at)) if outstanding == id => {
-                        self.outstanding[slot] = None;
+                match self.sent_at[slot] {
+                    Some(sent_at) if self.ids[slot] == id => {
+                        self.sent_at[slot] = None;
                         self.free.push(slot);
                         totals.answered += 1;
                         totals.latency += now - sent_at;
@@ -244,8 +247,8 @@ impl Client {
 
     /// Frees the slots of queries unanswered for [`LOST_AFTER`].
     fn sweep(&mut self, now: Instant, totals: &mut Totals) {
-        for (slot, entry) in self.outstanding.iter_mut().enumerate() {
-            if matches!(entry, Some((_, sent_at)) if now - *sent_at > LOST_AFTER) {
+        for (slot, entry) in self.sent_at.iter_mut().enumerate() {
+            if matches!(entry, Some(sent_at) if now - *sent_at > LOST_AFTER) {
                 *entry = None;
                 self.free.push(slot);
                 totals.lost += 1;
