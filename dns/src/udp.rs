@@ -67,17 +67,7 @@ pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 /// could absorb while its reader is busy.
 fn enlarge_receive_buffer(socket: &Socket) {
     let bytes = RECEIVE_BUFFER_BYTES as libc::c_int;
-    // SAFETY: the option value is a c_int that outlives the call, passed with its size; the
-    // descriptor is the open socket `socket` owns.
-    let forced = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&bytes as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    } == 0;
+    let forced = set_int_option(socket.as_raw_fd(), libc::SO_RCVBUFFORCE, bytes).is_ok();
     if !forced {
         if let Err(e) = socket.set_recv_buffer_size(RECEIVE_BUFFER_BYTES) {
             tracing::debug!(error = %e, "cannot enlarge the DNS UDP receive buffer");
@@ -89,6 +79,26 @@ fn enlarge_receive_buffer(socket: &Socket) {
             "DNS UDP receive buffer smaller than asked: raise net.core.rmem_max or grant CAP_NET_ADMIN"
         ),
         _ => {}
+    }
+}
+
+/// Sets the `SOL_SOCKET` option `name`, whose value is an int, on `fd`; for the options socket2
+/// has no setter for.
+fn set_int_option(fd: RawFd, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: the option value is a c_int that outlives the call, passed with its size; a bad
+    // descriptor is an error the kernel reports.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
 }
 
@@ -744,18 +754,7 @@ mod tests {
         let server = StdUdpSocket::bind("127.0.0.1:0").unwrap();
         server.set_nonblocking(true).unwrap();
         // Without UDP checksums the kernel refuses GSO messages (EINVAL).
-        let on: libc::c_int = 1;
-        // SAFETY: a valid socket and an int option of the stated length.
-        let rc = unsafe {
-            libc::setsockopt(
-                server.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_NO_CHECK,
-                (&on as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as _,
-            )
-        };
-        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        set_int_option(server.as_raw_fd(), libc::SO_NO_CHECK, 1).unwrap();
         let mut batch = Batch::new();
         let (first, second, _) = mixed_batch(&server, &mut batch);
         assert!(!batch.gso, "GSO is off after the kernel refused it");
