@@ -4,7 +4,7 @@
 //! (TLS, HTTP/2, connection limits, slow clients) is the API listeners' machinery.
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,6 +12,7 @@ use base64::Engine;
 use mep_dns::{DnsAnswerer, Transport};
 use serde::Deserialize;
 
+use crate::http::extract::ApiQuery;
 use crate::problem::problem_response;
 
 /// The path of DNS over HTTPS requests.
@@ -34,7 +35,10 @@ struct GetParams {
 #[utoipa::path(
 get, path = PATH, tag = "dns", summary = "A DNS query (RFC 8484 GET)", params(("dns" = String, Query, description = "The DNS message, base64url without padding")), responses((status = 200, description = "The DNS answer", content_type = "application/dns-message"), (status = 400, description = "Not a DNS message", body = crate::problem::ProblemDetails, content_type = "application/problem+json"))
 )]
-async fn by_get(State(answerer): State<DnsAnswerer>, Query(params): Query<GetParams>) -> Response {
+async fn by_get(
+    State(answerer): State<DnsAnswerer>,
+    ApiQuery(params): ApiQuery<GetParams>,
+) -> Response {
     let Some(encoded) = params.dns else {
         return problem_response(
             StatusCode::BAD_REQUEST,

@@ -218,6 +218,16 @@ async fn dns_over_https_answers_get_and_post_like_udp() {
     );
     let garbled = client.get(format!("{base}?dns=%%%")).send().await.unwrap();
     assert_eq!(garbled.status(), 400);
+    let repeated = client
+        .get(format!("{base}?dns={encoded}&dns={encoded}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(repeated.status(), 400);
+    assert_eq!(
+        repeated.headers()["content-type"],
+        "application/problem+json"
+    );
     let wrong_type = client
         .post(&base)
         .header("content-type", "text/plain")

@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 
 use mep_rules::DataPlane;
 
+use crate::http::extract::ApiQuery;
 use crate::metrics::{Metrics, OutcomeLabels, RuleLabels};
 use crate::problem::{problem_response, ProblemDetails};
 use crate::readiness::Readiness;
@@ -60,10 +61,7 @@ struct NameQuery {
 #[utoipa::path(
 get, path = "/mepcfg/dns/v1/answers", tag = "operations", summary = "mep addition: what the DNS server answers for a name, and why", params(("name" = String, Query, description = "The domain name")), responses((status = 200, description = "The ACTIVE DNS rules covering the name (empty: forwarded)", content_type = "application/json"))
 )]
-async fn dns_answers(
-    State(state): State<OpsState>,
-    axum::extract::Query(q): axum::extract::Query<NameQuery>,
-) -> Response {
+async fn dns_answers(State(state): State<OpsState>, ApiQuery(q): ApiQuery<NameQuery>) -> Response {
     let name = q.name.trim_end_matches('.').to_ascii_lowercase();
     let snapshot = state.snapshots.load();
     let answers: Vec<serde_json::Value> = snapshot
@@ -137,7 +135,7 @@ async fn ready(State(state): State<OpsState>) -> Response {
 }
 
 #[utoipa::path(
-get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text"))
+get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", responses((status = 200, description = "The Prometheus text format", content_type = "text/plain; version=0.0.4"))
 )]
 async fn metrics(State(state): State<OpsState>) -> Response {
     let counts = state.registry.counts();

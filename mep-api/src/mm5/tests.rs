@@ -116,6 +116,26 @@ async fn unknown_capabilities_and_routes_are_404_problems() {
         .assert_problem(404);
 }
 
+#[tokio::test]
+async fn a_missing_or_repeated_query_parameter_is_a_400_problem() {
+    let r = routers(|_| {}).await;
+    for uri in [
+        "/mepcfg/dns/v1/answers",
+        "/mepcfg/dns/v1/answers?name=a.example&name=b.example",
+    ] {
+        send(&r.mm5, request("GET", uri, None, None))
+            .await
+            .assert_problem(400);
+    }
+    let answered = send(
+        &r.mm5,
+        request("GET", "/mepcfg/dns/v1/answers?name=a.example", None, None),
+    )
+    .await;
+    assert_eq!(answered.status, 200, "{}", answered.json);
+    assert_eq!(answered.json["source"], "upstream");
+}
+
 const TERMINATE: &str = "/mep/mec_app_support/v1/applications/5abe4782-2c70-4e47-9a4e-0ee3a1a0fd1f/AppInstanceTermination";
 
 /// An app with credentials, one DNS rule and one registered service; answers its token.
