@@ -22,7 +22,16 @@ pub enum IpAddressType {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DnsRule {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._~-]{1,63}$"))]
     pub dns_rule_id: String,
+    /// RFC 1123 host name syntax, at most 253 characters besides the optional trailing dot.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 254,
+            pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$"
+        )
+    )]
     pub domain_name: String,
     pub ip_address_type: IpAddressType,
     pub ip_address: String,

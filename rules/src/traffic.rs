@@ -296,6 +296,7 @@ impl Serialize for TrafficFilter {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TrafficRule {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._~-]{1,63}$"))]
     pub traffic_rule_id: String,
     pub filter_type: FilterType,
     /// 0..=255, 0 is the highest priority.

@@ -22,7 +22,9 @@ pub struct AppRegistration {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ServiceDependency {
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     ser_name: String,
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
     version: String,
     #[serde(default)]
     ser_category: Option<CategoryRef>,
@@ -32,7 +34,9 @@ pub(crate) struct ServiceDependency {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct FeatureDependency {
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     feature_name: String,
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
     version: String,
 }
 
@@ -43,12 +47,15 @@ pub(crate) struct FeatureDependency {
 #[schema(as = AppInfo)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct AppInfoMembers {
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     app_name: String,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     app_provider: Option<String>,
     #[serde(default)]
     app_category: Option<CategoryRef>,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     app_d_id: Option<String>,
     #[serde(default)]
     endpoint: Option<EndPointInfo>,

@@ -41,7 +41,8 @@ pub enum CredentialError {
 }
 
 /// The body of `PUT .../confs`. Deliberately not `Debug`: it holds the secret key.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = Confs)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfsBody {
     auth_info: AuthInfoBody,
@@ -49,25 +50,33 @@ pub struct ConfsBody {
     app_info: Option<AppInfo>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = Confs::AuthInfo)]
 struct AuthInfoBody {
     credentials: CredentialsBody,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = Confs::Credentials)]
 #[serde(rename_all = "camelCase")]
 struct CredentialsBody {
+    #[schema(pattern = "^[A-Za-z0-9_+/=]{20}$")]
     access_key_id: String,
+    #[schema(pattern = "^[A-Za-z0-9_+/=]{64}$")]
     secret_key: String,
 }
 
 /// `appInfo` of the confs resource.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Confs::AppInfo)]
 #[serde(rename_all = "camelCase")]
 pub struct AppInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128)]
     pub app_name: Option<String>,
+    /// At most 256 names of 1 to 128 characters.
     #[serde(default)]
+    #[schema(max_items = 256)]
     pub required_services: Vec<String>,
 }
 

@@ -137,7 +137,7 @@ fn token_json(status: StatusCode, body: serde_json::Value) -> Response {
 }
 
 #[utoipa::path(
-post, path = TOKEN_PATH, tag = "token", summary = "An access token: OAuth 2.0 client credentials (RFC 6749 4.4) or EdgeGallery's signed request", security(()), request_body(content = String, description = "`grant_type=client_credentials`, the client by HTTP Basic or `client_id`/`client_secret`", content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "`{access_token, token_type, expires_in}`", content_type = "application/json"), (status = 400, description = "An RFC 6749 5.2 error", content_type = "application/json"), (status = 401, description = "Bad credentials (RFC 6749 5.2 error)", content_type = "application/json"))
+post, path = TOKEN_PATH, tag = "token", summary = "An access token: OAuth 2.0 client credentials (RFC 6749 4.4) or EdgeGallery's signed request", security(()), request_body(content = crate::openapi::params::TokenRequestForm, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "`{access_token, token_type, expires_in}`", content_type = "application/json"), (status = 400, description = "An RFC 6749 5.2 error", content_type = "application/json"), (status = 401, description = "Bad credentials (RFC 6749 5.2 error)", content_type = "application/json"))
 )]
 async fn token(
     State(auth): State<Arc<Auth>>,

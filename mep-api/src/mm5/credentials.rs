@@ -39,7 +39,7 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response {
 }
 
 #[utoipa::path(
-put, path = CONFS_PATH, tag = "credentials", summary = "Create (201) or replace (200) an instance's AK/SK (EdgeGallery mepauth)", params(crate::openapi::params::AppPath), request_body(content = Object, description = "`{authInfo: {credentials: {accessKeyId, secretKey}}, appInfo}`", content_type = "application/json"), responses((status = 201, description = "Created; the answer never holds the secret", content_type = "application/json"), (status = 200, description = "Replaced", content_type = "application/json"))
+put, path = CONFS_PATH, tag = "credentials", summary = "Create (201) or replace (200) an instance's AK/SK (EdgeGallery mepauth)", params(crate::openapi::params::AppPath), request_body(content = ConfsBody, content_type = "application/json"), responses((status = 201, description = "Created; the answer never holds the secret", content_type = "application/json"), (status = 200, description = "Replaced", content_type = "application/json"))
 )]
 async fn put_confs(
     State(auth): State<Arc<Auth>>,

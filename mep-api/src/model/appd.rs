@@ -16,6 +16,7 @@ pub struct AppDConfig {
     pub app_dns_rule: Vec<DnsRule>,
     #[serde(default)]
     pub app_support_mp1: bool,
+    #[schema(min_length = 1, max_length = 63, pattern = r"\S")]
     pub app_name: String,
 }
 

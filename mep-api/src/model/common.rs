@@ -18,9 +18,13 @@ impl LinkType {
 /// dereferences it), so any non-empty string is accepted: the spec's own examples use `"catItem1"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CategoryRef {
+    #[schema(min_length = 1, max_length = 2048, pattern = r"\S")]
     pub href: String,
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     pub id: String,
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     pub name: String,
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
     pub version: String,
 }
 

@@ -31,6 +31,9 @@ impl fmt::Display for AppInstanceId {
     }
 }
 
+/// What [`validate_id`] accepts, as a regular expression for the OpenAPI document.
+pub const ID_PATTERN: &str = "^[A-Za-z0-9._~-]{1,128}$";
+
 /// Checks that an id is 1..=128 characters of `[A-Za-z0-9._~-]`.
 pub fn validate_id(what: &str, raw: &str) -> Result<(), String> {
     if raw.is_empty() || raw.len() > MAX_ID_LEN {
@@ -63,5 +66,15 @@ mod tests {
         assert!(AppInstanceId::parse("a/b").is_err());
         assert!(AppInstanceId::parse("a b").is_err());
         assert!(AppInstanceId::parse(&"x".repeat(129)).is_err());
+    }
+
+    proptest::proptest! {
+        /// The document's pattern says what the parser does: clients that validate against it
+        /// send what mep takes.
+        #[test]
+        fn the_id_pattern_accepts_what_validate_id_accepts(raw in "[ -~\u{80}-\u{10ffff}]{0,130}|[A-Za-z0-9._~-]{0,130}") {
+            let pattern = regex::Regex::new(ID_PATTERN).expect("a regular expression");
+            proptest::prop_assert_eq!(pattern.is_match(&raw), validate_id("id", &raw).is_ok());
+        }
     }
 }

@@ -76,7 +76,9 @@ pub struct SecurityInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = EndPointInfo::Address)]
 pub struct EndpointAddress {
+    #[schema(min_length = 1, max_length = 253, pattern = r"\S")]
     pub host: String,
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: u32,
 }
 
@@ -148,13 +150,17 @@ fn non_empty_list(what: &str, len: usize) -> Result<(), String> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TransportInfo {
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     pub id: String,
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[serde(rename = "type")]
     pub transport_type: TransportType,
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
     pub protocol: String,
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
     pub version: String,
     pub endpoint: EndPointInfo,
     /// Required by the spec, but v2.2.1's own POST example omits it: absent means `{}`.
@@ -199,9 +205,11 @@ pub struct ServiceInfoBody {
     #[serde(default)]
     #[schema(value_type = Option<String>, read_only)]
     pub ser_instance_id: Option<serde::de::IgnoredAny>,
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     pub ser_name: String,
     #[serde(default)]
     pub ser_category: Option<CategoryRef>,
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
     pub version: String,
     pub state: ServiceState,
     #[serde(default)]
@@ -367,6 +375,8 @@ pub struct TimeStamp {
 /// `ServiceLivenessUpdate` (v2.2.1): the only allowed state is ACTIVE.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ServiceLivenessUpdate {
+    /// Only `ACTIVE`: a heartbeat says the service is alive.
+    #[schema(value_type = String, pattern = "^ACTIVE$")]
     pub state: ServiceState,
 }
 

@@ -91,7 +91,12 @@ impl FilteringCriteria {
 #[schema(as = SerAvailabilityNotificationSubscription::Post)]
 #[serde(rename_all = "camelCase")]
 pub struct SerAvailabilitySubscriptionBody {
+    #[schema(pattern = "^SerAvailabilityNotificationSubscription$")]
     pub subscription_type: String,
+    /// An absolute http(s) URI: mep calls it.
+    #[schema(
+        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3})(:[0-9]{1,4})?([/?#][!-~]*)?$"
+    )]
     pub callback_reference: String,
     #[serde(default)]
     pub filtering_criteria: Option<FilteringCriteria>,

@@ -153,7 +153,7 @@ async fn get_app_service(
 put, path = "/applications/{appInstanceId}/services/{serviceId}", tag = "service management",
     summary = "Replace a service",
     params(AppPath, ServicePath, IfMatchHeader),
-    request_body = ServiceInfoView,
+    request_body = ServiceInfoBody,
     responses((status = 200, description = "The service as replaced", body = ServiceInfoView), (status = 404, description = "No such resource", body = ProblemDetails, content_type = "application/problem+json"), (status = 412, description = "If-Match does not hold the current ETag", body = ProblemDetails, content_type = "application/problem+json"))
 )]
 async fn update(

@@ -11,7 +11,7 @@ use crate::model::service::LocalityType;
 #[into_params(parameter_in = Path)]
 pub struct AppPath {
     /// The application instance the resource belongs to.
-    #[param(rename = "appInstanceId")]
+    #[param(rename = "appInstanceId", pattern = r"^[A-Za-z0-9._~-]{1,128}$")]
     pub app_instance_id: String,
 }
 
@@ -79,4 +79,15 @@ pub struct DiscoveryFilters {
     /// Inline: a parameter's schema reference would not bring the schema into the document.
     #[param(inline)]
     pub scope_of_locality: Option<LocalityType>,
+}
+
+/// The form of a client credentials token request (RFC 6749 4.4.2). The client authenticates
+/// with HTTP Basic or with `client_id` and `client_secret`, not both.
+#[derive(utoipa::ToSchema)]
+#[schema(as = TokenRequest)]
+pub struct TokenRequestForm {
+    #[schema(pattern = "^client_credentials$")]
+    pub grant_type: String,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
 }

@@ -327,3 +327,29 @@ async fn the_documents_are_valid_openapi_3_1() {
         );
     }
 }
+
+/// Every `appInstanceId` path parameter carries the pattern the handlers enforce
+/// (`model::ids::validate_id`, whose own test holds the pattern to it).
+#[tokio::test]
+async fn app_instance_ids_are_documented_with_the_enforced_pattern() {
+    let r = routers(|_| {}).await;
+    let mut seen = 0;
+    for router in [&r.mp1, &r.mm5] {
+        let doc = document(router).await;
+        for item in doc["paths"].as_object().expect("paths").values() {
+            for operation in item.as_object().expect("a path item").values() {
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    if parameter["name"] == "appInstanceId" && parameter["in"] == "path" {
+                        assert_eq!(
+                            parameter["schema"]["pattern"],
+                            crate::model::ids::ID_PATTERN,
+                            "{operation}"
+                        );
+                        seen += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(seen >= 30, "only {seen} appInstanceId parameters");
+}
