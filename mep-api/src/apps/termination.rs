@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{Apps, AppsError, TerminationSubscription};
-use crate::model::common::{require_uri, LinkType};
+use crate::model::common::{require_callback_uri, LinkType};
 use crate::model::confirmation::OperationActionType;
 use crate::model::ids::{new_id, AppInstanceId};
 use crate::model::subscription::{
@@ -126,13 +126,7 @@ impl Apps {
                 "subscriptionType must be \"{TERMINATION_SUBSCRIPTION_TYPE}\""
             )));
         }
-        let url =
-            require_uri("callbackReference", &callback_reference).map_err(AppsError::Invalid)?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(AppsError::Invalid(
-                "callbackReference must be an http or https URI".into(),
-            ));
-        }
+        require_callback_uri(&callback_reference).map_err(AppsError::Invalid)?;
         let sub = TerminationSubscription {
             id: new_id(),
             app: app.clone(),

@@ -69,15 +69,27 @@ pub fn require_text(what: &str, value: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// An absolute URI with a scheme and, for http(s), a host: for URIs mep itself dereferences
-/// (`callbackReference`).
-pub fn require_uri(what: &str, value: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(value).map_err(|e| format!("{what} is not an absolute URI: {e}"))?;
-    if matches!(url.scheme(), "http" | "https") && url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{what} has no host"));
+/// A `callbackReference`, which mep calls: an absolute http(s) URI with a host.
+pub fn require_callback_uri(value: &str) -> Result<(), String> {
+    let url = url::Url::parse(value)
+        .map_err(|e| format!("callbackReference is not an absolute URI: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("callbackReference must be an http or https URI".into());
     }
-    Ok(url)
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("callbackReference has no host".into());
+    }
+    Ok(())
 }
+
+/// An absolute http(s) URI that mep calls. The pattern is a subset of what mep takes (host
+/// names in ASCII, IPv4 addresses), so a URI that matches it is always accepted.
+#[derive(utoipa::ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3})(:[0-9]{1,4})?([/?#][!-~]*)?$"
+)]
+pub struct CallbackUri(pub String);
 
 #[cfg(test)]
 mod tests {
@@ -94,9 +106,10 @@ mod tests {
     }
 
     #[test]
-    fn uris_must_be_absolute() {
-        assert!(require_uri("u", "http://10.0.0.1:8080/cb").is_ok());
-        assert!(require_uri("u", "/relative").is_err());
-        assert!(require_uri("u", "http://").is_err());
+    fn callback_uris_must_be_absolute_http() {
+        assert!(require_callback_uri("http://10.0.0.1:8080/cb").is_ok());
+        assert!(require_callback_uri("/relative").is_err());
+        assert!(require_callback_uri("http://").is_err());
+        assert!(require_callback_uri("mailto:ops@example.com").is_err());
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{require_uri, CategoryRef, LinkType, ServiceState};
+use super::common::{require_callback_uri, CallbackUri, CategoryRef, LinkType, ServiceState};
 use super::ids::AppInstanceId;
 
 pub const SER_AVAILABILITY_SUBSCRIPTION_TYPE: &str = "SerAvailabilityNotificationSubscription";
@@ -93,10 +93,7 @@ impl FilteringCriteria {
 pub struct SerAvailabilitySubscriptionBody {
     #[schema(pattern = "^SerAvailabilityNotificationSubscription$")]
     pub subscription_type: String,
-    /// An absolute http(s) URI: mep calls it.
-    #[schema(
-        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3})(:[0-9]{1,4})?([/?#][!-~]*)?$"
-    )]
+    #[schema(value_type = CallbackUri)]
     pub callback_reference: String,
     #[serde(default)]
     pub filtering_criteria: Option<FilteringCriteria>,
@@ -109,10 +106,7 @@ impl SerAvailabilitySubscriptionBody {
                 "subscriptionType must be \"{SER_AVAILABILITY_SUBSCRIPTION_TYPE}\""
             ));
         }
-        let url = require_uri("callbackReference", &self.callback_reference)?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err("callbackReference must be an http or https URI".into());
-        }
+        require_callback_uri(&self.callback_reference)?;
         let filtering_criteria = self.filtering_criteria.unwrap_or_default();
         filtering_criteria.validate()?;
         Ok(SerAvailabilitySubscription {

@@ -262,10 +262,7 @@ async fn put_dns_rule(
 struct TerminationSubscriptionBody {
     #[schema(pattern = "^AppTerminationNotificationSubscription$")]
     subscription_type: String,
-    /// An absolute http(s) URI: mep calls it.
-    #[schema(
-        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*|(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3})(:[0-9]{1,4})?([/?#][!-~]*)?$"
-    )]
+    #[schema(value_type = crate::model::common::CallbackUri)]
     callback_reference: String,
     /// Required by the spec, but the URI names the instance (ETSI's own test body names another).
     #[serde(default)]
