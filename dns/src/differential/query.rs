@@ -1,6 +1,5 @@
-//! A differential oracle for mep's hand-written query parser: what [`Query::parse`] makes of a
-//! packet, checked against hickory-proto's decoder reading the same bytes. Used by the bounded
-//! property test of this crate and by the `query_differential` cargo-fuzz target (`fuzz/`).
+//! The oracle of the query parser: what [`Query::parse`] makes of a packet, checked against
+//! hickory-proto's decoder reading the same bytes.
 //!
 //! mep is stricter than hickory in documented ways (one question, no compression pointer in the
 //! question, RFC 6891's OPT rules), and more lenient in one: records after the question are
