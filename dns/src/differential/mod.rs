@@ -2,6 +2,8 @@
 //! checked against hickory-proto's decoder reading the same bytes. Each one is used by a bounded
 //! property test in this crate and by a cargo-fuzz target in `fuzz/`.
 //!
-//! - [`query`]: the parser of clients' queries (`query_differential`).
+//! - [`query`]: the parser of clients' queries (`query_differential`);
+//! - [`relay`]: the relay of upstream resolvers' answers (`relay_differential`).
 
 pub mod query;
+pub mod relay;
