@@ -7,3 +7,6 @@
 
 pub mod query;
 pub mod relay;
+
+#[cfg(test)]
+mod damage;

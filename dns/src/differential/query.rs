@@ -196,6 +196,7 @@ pub fn check(packet: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::differential::damage::damage;
     use proptest::prelude::*;
 
     /// A query mep and hickory both read, as a start for mutations.
@@ -233,23 +234,10 @@ mod tests {
 
     /// A query with some of its bytes replaced, inserted or cut off.
     fn mutated() -> impl Strategy<Value = Vec<u8>> {
-        (
-            query_strategy(),
-            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
-            prop::option::of(any::<prop::sample::Index>()),
-            prop::collection::vec(any::<u8>(), 0..16),
-        )
-            .prop_map(|(mut m, flips, cut, tail)| {
-                for (at, byte) in flips {
-                    let i = at.index(m.len());
-                    m[i] = byte;
-                }
-                if let Some(cut) = cut {
-                    m.truncate(cut.index(m.len() + 1));
-                }
-                m.extend_from_slice(&tail);
-                m
-            })
+        (query_strategy(), damage(0..4, 16)).prop_map(|(mut m, damage)| {
+            damage.apply(&mut m);
+            m
+        })
     }
 
     proptest! {

@@ -440,6 +440,7 @@ fn plain_question(msg: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::differential::damage::damage;
     use hickory_proto::op::{Edns, OpCode, ResponseCode};
     use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT};
     use hickory_proto::rr::Name;
@@ -599,24 +600,10 @@ mod tests {
 
     /// An exchange whose response has some bytes replaced, some cut off or some appended.
     fn mutated() -> impl Strategy<Value = Exchange> {
-        (
-            exchange(),
-            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
-            prop::option::of(any::<prop::sample::Index>()),
-            prop::collection::vec(any::<u8>(), 0..8),
-        )
-            .prop_map(|(mut exchange, flips, cut, tail)| {
-                let m = &mut exchange.response;
-                for (at, byte) in flips {
-                    let i = at.index(m.len());
-                    m[i] = byte;
-                }
-                if let Some(cut) = cut {
-                    m.truncate(cut.index(m.len() + 1));
-                }
-                m.extend_from_slice(&tail);
-                exchange
-            })
+        (exchange(), damage(1..4, 8)).prop_map(|(mut exchange, damage)| {
+            damage.apply(&mut exchange.response);
+            exchange
+        })
     }
 
     fn limit() -> impl Strategy<Value = usize> {
