@@ -16,7 +16,7 @@ use crate::forwarded::ForwardedAnswer;
 use crate::metrics::{AnswerSource, DnsMetrics, DropReason, Transport};
 use crate::query::{Edns, Query, Rejection, ReplyTo};
 use crate::response::{write_error, write_local, LocalAnswerParams};
-use crate::upstream::{tls_connector, Forwarder};
+use crate::upstream::{tls_upstreams, Forwarder};
 use crate::wire::{rcode, CLASS_IN, MAX_NAME_LEN, MAX_TCP_MESSAGE};
 
 /// What became of a packet.
@@ -72,10 +72,7 @@ impl QueryHandler {
             cache: AnswerCache::new(config.cache_bytes),
             forwarder: Forwarder {
                 upstreams: upstreams.into(),
-                tls: match upstreams.iter().any(|u| u.tls_name.is_some()) {
-                    true => Some(tls_connector(&config.upstream_ca)?),
-                    false => None,
-                },
+                tls: tls_upstreams(upstreams, &config.upstream_ca, &metrics)?,
                 attempt_timeout: config.upstream_attempt_timeout,
                 total_timeout: config.upstream_timeout,
                 udp_payload: config.udp_payload,

@@ -28,6 +28,7 @@ mod server;
 mod tcp;
 mod udp;
 mod upstream;
+mod upstream_tls;
 mod wire;
 
 pub use config::{nameservers, DnsConfig, Upstream, MAX_UPSTREAMS, RESOLV_CONF};

@@ -194,6 +194,7 @@ pub struct DnsMetrics {
     tcp_closed_counters: [Counter; TcpClose::ALL.len()],
     tcp_connections: Gauge,
     udp_helper_calls: Counter,
+    upstream_tls_connections: Counter,
 }
 
 impl Default for DnsMetrics {
@@ -261,13 +262,15 @@ impl DnsMetrics {
             tcp_closed_counters,
             tcp_connections: Gauge::default(),
             udp_helper_calls: Counter::default(),
+            upstream_tls_connections: Counter::default(),
         }
     }
 
     /// Registers `dns_queries_total{transport}`, `dns_responses_total{source,rcode}`,
     /// `dns_dropped_total{reason}`,
     /// `dns_upstream_queries_total{transport,outcome}`, `dns_cache_entries`,
-    /// `dns_tcp_closed_total{reason}`, `dns_tcp_connections` and `dns_udp_helper_calls_total`.
+    /// `dns_tcp_closed_total{reason}`, `dns_tcp_connections`, `dns_udp_helper_calls_total` and
+    /// `dns_upstream_tls_connections_total`.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "dns_queries",
@@ -288,6 +291,11 @@ impl DnsMetrics {
             "dns_upstream_queries",
             "Queries sent to upstream resolvers, by transport and outcome",
             self.upstream.clone(),
+        );
+        registry.register(
+            "dns_upstream_tls_connections",
+            "Connections opened to DNS-over-TLS upstreams (each one carries many queries)",
+            self.upstream_tls_connections.clone(),
         );
         registry.register(
             "dns_cache_entries",
@@ -368,6 +376,10 @@ impl DnsMetrics {
         self.upstream_counters[transport as usize][outcome as usize].inc();
     }
 
+    pub(crate) fn count_upstream_tls_connection(&self) {
+        self.upstream_tls_connections.inc();
+    }
+
     pub(crate) fn set_cache_entries(&self, entries: usize) {
         self.cache_entries
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
@@ -385,6 +397,7 @@ mod tests {
         metrics.count_response(AnswerSource::Upstream, rcode::NXDOMAIN);
         metrics.count_response(AnswerSource::Error, 23);
         metrics.count_drop(DropReason::Malformed);
+        metrics.count_upstream_tls_connection();
         let mut registry = Registry::with_prefix("mep");
         metrics.register(&mut registry);
         let mut text = String::new();
@@ -393,6 +406,7 @@ mod tests {
         assert!(text.contains(r#"mep_dns_responses_total{source="error",rcode="OTHER"} 1"#));
         assert!(text.contains(r#"mep_dns_dropped_total{reason="malformed"} 1"#));
         assert!(text.contains("mep_dns_cache_entries 0"));
+        assert!(text.contains("mep_dns_upstream_tls_connections_total 1"));
         assert_eq!(
             metrics.responses(AnswerSource::Upstream, ResponseCode::NXDomain),
             1

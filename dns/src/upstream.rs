@@ -1,6 +1,6 @@
 //! Asking the upstream resolvers: over UDP from a fresh socket (random source port and ID), over
-//! TCP when the UDP answer is truncated, or over TLS (a connection per query; rustls resumes
-//! sessions), each upstream in turn until one answers or the overall time is up.
+//! TCP when the UDP answer is truncated, or over TLS (one long-lived connection per upstream,
+//! `upstream_tls`), each upstream in turn until one answers or the overall time is up.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -13,6 +13,7 @@ use tokio::time::{timeout_at, Instant};
 use tokio_rustls::TlsConnector;
 
 use crate::config::Upstream;
+use crate::upstream_tls::TlsUpstream;
 
 use crate::forwarded::{ForwardedAnswer, UpstreamAnswerError};
 use crate::metrics::{DnsMetrics, UpstreamOutcome, UpstreamTransport};
@@ -37,8 +38,8 @@ enum AttemptError {
 
 pub(crate) struct Forwarder {
     pub(crate) upstreams: Box<[Upstream]>,
-    /// For DNS-over-TLS upstreams: the public roots and the configured CA.
-    pub(crate) tls: Option<TlsConnector>,
+    /// The connection of each DNS-over-TLS upstream, by the upstream's index.
+    pub(crate) tls: Box<[Option<TlsUpstream>]>,
     pub(crate) attempt_timeout: Duration,
     pub(crate) total_timeout: Duration,
     pub(crate) udp_payload: u16,
@@ -90,7 +91,7 @@ impl Forwarder {
                 asked = true;
                 let attempt_deadline = deadline.min(now + self.attempt_timeout);
                 match self
-                    .ask(upstream, &mut query, question, attempt_deadline)
+                    .ask(index, &mut query, question, attempt_deadline)
                     .await
                 {
                     Ok(answer) if answer.is_upstream_failure() => {
@@ -117,25 +118,22 @@ impl Forwarder {
 
     async fn ask(
         &self,
-        upstream: &Upstream,
+        index: usize,
         query: &mut [u8],
         question: &[u8],
         deadline: Instant,
     ) -> Result<ForwardedAnswer, AttemptError> {
-        let id = rand::random::<u16>();
-        put_u16(query, 0, id);
-        if let Some(name) = &upstream.tls_name {
-            let tls = timeout_at(
-                deadline,
-                self.ask_tls(upstream.addr, name, query, id, question),
-            )
-            .await
-            .unwrap_or(Err(AttemptError::Timeout));
+        if let Some(Some(tls)) = self.tls.get(index) {
+            let tls = timeout_at(deadline, self.ask_tls(tls, query, question))
+                .await
+                .unwrap_or(Err(AttemptError::Timeout));
             self.metrics
                 .count_upstream(UpstreamTransport::Tls, outcome_of(&tls));
             return tls;
         }
-        let upstream = upstream.addr;
+        let id = rand::random::<u16>();
+        put_u16(query, 0, id);
+        let upstream = self.upstreams[index].addr;
         let udp = timeout_at(deadline, self.ask_udp(upstream, query, id, question)).await;
         let result = match udp {
             Err(_) => Err(AttemptError::Timeout),
@@ -157,27 +155,12 @@ impl Forwarder {
 
     async fn ask_tls(
         &self,
-        upstream: SocketAddr,
-        name: &str,
-        query: &[u8],
-        id: u16,
+        upstream: &TlsUpstream,
+        query: &mut [u8],
         question: &[u8],
     ) -> Result<ForwardedAnswer, AttemptError> {
-        let connector = self
-            .tls
-            .as_ref()
-            .ok_or_else(|| AttemptError::Io(io::Error::other("no TLS client configuration")))?;
-        let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
-            .map_err(|e| AttemptError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        let tcp = TcpStream::connect(upstream)
-            .await
-            .map_err(AttemptError::Io)?;
-        tcp.set_nodelay(true).map_err(AttemptError::Io)?;
-        let stream = connector
-            .connect(server_name, tcp)
-            .await
-            .map_err(AttemptError::Io)?;
-        exchange_framed(stream, query, id, question, self.max_ttl).await
+        let (id, answer) = upstream.exchange(query).await.map_err(AttemptError::Io)?;
+        ForwardedAnswer::parse(&answer, id, question, self.max_ttl).map_err(AttemptError::Answer)
     }
 
     async fn ask_udp(
@@ -243,8 +226,29 @@ async fn exchange_framed<S: AsyncRead + AsyncWrite + Unpin>(
     ForwardedAnswer::parse(&buf, id, question, max_ttl).map_err(AttemptError::Answer)
 }
 
+/// The DNS-over-TLS connection of each upstream that has a TLS name, none for the others.
+pub(crate) fn tls_upstreams(
+    upstreams: &[Upstream],
+    extra_ca: &[rustls::pki_types::CertificateDer<'static>],
+    metrics: &Arc<DnsMetrics>,
+) -> Result<Box<[Option<TlsUpstream>]>, crate::DnsError> {
+    if upstreams.iter().all(|u| u.tls_name.is_none()) {
+        return Ok(upstreams.iter().map(|_| None).collect());
+    }
+    let connector = tls_connector(extra_ca)?;
+    upstreams
+        .iter()
+        .map(|u| {
+            u.tls_name
+                .as_deref()
+                .map(|name| TlsUpstream::new(u.addr, name, connector.clone(), Arc::clone(metrics)))
+                .transpose()
+        })
+        .collect()
+}
+
 /// A TLS client for DNS-over-TLS upstreams: the public roots plus `extra` (ALPN `dot`).
-pub(crate) fn tls_connector(
+fn tls_connector(
     extra: &[rustls::pki_types::CertificateDer<'static>],
 ) -> Result<TlsConnector, crate::DnsError> {
     let mut roots = rustls::RootCertStore {
