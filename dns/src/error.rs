@@ -17,6 +17,8 @@ pub enum DnsError {
     NoUpstreams,
     #[error("the certificate for DNS over TLS and HTTPS: {0}")]
     Tls(String),
+    #[error("DNS-over-TLS upstreams: {0}")]
+    UpstreamTls(String),
     #[error("cannot listen for DNS over {transport} on {addr}: {source}")]
     Bind {
         transport: &'static str,

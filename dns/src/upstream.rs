@@ -257,13 +257,13 @@ fn tls_connector(
     for cert in extra {
         roots
             .add(cert.clone())
-            .map_err(|e| crate::DnsError::Tls(format!("upstream CA: {e}")))?;
+            .map_err(|e| crate::DnsError::UpstreamTls(format!("upstream CA: {e}")))?;
     }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| crate::DnsError::Tls(e.to_string()))?
+    .map_err(|e| crate::DnsError::UpstreamTls(e.to_string()))?
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = vec![b"dot".to_vec()];

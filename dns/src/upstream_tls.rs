@@ -56,7 +56,7 @@ impl TlsUpstream {
         metrics: Arc<DnsMetrics>,
     ) -> Result<Self, crate::DnsError> {
         let name = ServerName::try_from(name.to_owned())
-            .map_err(|e| crate::DnsError::Tls(format!("upstream name {name:?}: {e}")))?;
+            .map_err(|e| crate::DnsError::UpstreamTls(format!("upstream name {name:?}: {e}")))?;
         Ok(TlsUpstream {
             addr,
             name,
