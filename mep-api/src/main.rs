@@ -129,10 +129,27 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, outermost first, leaving out a cause that the message before it
+/// already carries (most of mep's error messages name their source).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -153,4 +170,30 @@ async fn wait_for_signal() -> std::io::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot start the DNS server: {0}")]
+    struct Embeds(#[from] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot load state")]
+    struct Wraps(#[source] std::io::Error);
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = || std::io::Error::other("upstream name \"bad!\": invalid dns name");
+        assert_eq!(
+            error_chain(&Embeds(io()).into()),
+            "cannot start the DNS server: upstream name \"bad!\": invalid dns name"
+        );
+        assert_eq!(
+            error_chain(&anyhow::Error::new(Wraps(io())).context("mep serve")),
+            "mep serve: cannot load state: upstream name \"bad!\": invalid dns name"
+        );
+    }
 }
