@@ -110,7 +110,7 @@ pub struct ConnTable {
 }
 
 /// What groups connections as one client: an IPv4 address, or the /64 of an IPv6 address.
-fn client_key(addr: IpAddr) -> IpAddr {
+pub(crate) fn client_key(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
