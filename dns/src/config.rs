@@ -92,6 +92,10 @@ pub struct DnsConfig {
     pub upstream_attempt_timeout: Duration,
     /// Forwarded queries waiting for an upstream at once; beyond that, SERVFAIL at once.
     pub max_forwarded_in_flight: usize,
+    /// Forwarded queries of one client (an IPv4 address or an IPv6 /64) waiting at once; beyond
+    /// that, SERVFAIL at once for that client, so that one client flooding names the cache
+    /// cannot answer (random subdomains, a hung zone) cannot take every forwarding slot.
+    pub max_forwarded_per_client: usize,
     /// Open client TCP connections at once. A new connection at a full table closes the
     /// longest-idle one; it is refused only when every connection has a query in flight.
     pub max_tcp_connections: usize,
@@ -124,6 +128,7 @@ impl Default for DnsConfig {
             upstream_timeout: Duration::from_secs(2),
             upstream_attempt_timeout: Duration::from_millis(700),
             max_forwarded_in_flight: 1024,
+            max_forwarded_per_client: 64,
             max_tcp_connections: 1024,
             max_tcp_per_client: 32,
             tcp_idle_timeout: Duration::from_secs(10),
@@ -148,11 +153,13 @@ impl DnsConfig {
             return invalid("upstream timeouts must be positive".into());
         }
         if self.max_forwarded_in_flight == 0
+            || self.max_forwarded_per_client == 0
             || self.max_tcp_connections == 0
             || self.max_tcp_per_client == 0
         {
             return invalid(
-                "max_forwarded_in_flight, max_tcp_connections and max_tcp_per_client must be positive"
+                "max_forwarded_in_flight, max_forwarded_per_client, max_tcp_connections and \
+                 max_tcp_per_client must be positive"
                     .into(),
             );
         }

@@ -3,9 +3,11 @@
 //! written at once without locks or allocation; only forwarding waits.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use mep_net::{ClientShare, ClientShares};
 use mep_rules::SnapshotReader;
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
@@ -13,7 +15,7 @@ use crate::cache::AnswerCache;
 use crate::config::{DnsConfig, Upstream};
 use crate::error::DnsError;
 use crate::forwarded::ForwardedAnswer;
-use crate::metrics::{AnswerSource, DnsMetrics, DropReason, Transport};
+use crate::metrics::{AnswerSource, DnsMetrics, DropReason, ForwardLimit, Transport};
 use crate::query::{Edns, Query, Rejection, ReplyTo};
 use crate::response::{write_error, write_local, LocalAnswerParams};
 use crate::upstream::{tls_upstreams, Forwarder};
@@ -41,6 +43,7 @@ pub(crate) struct PendingForward {
     options: Box<[u8]>,
     limit: usize,
     _permit: OwnedSemaphorePermit,
+    _share: ClientShare,
 }
 
 /// One upstream exchange that identical queries arriving meanwhile wait for instead of asking
@@ -52,6 +55,8 @@ pub(crate) struct QueryHandler {
     pub(crate) cache: AnswerCache,
     pub(crate) forwarder: Forwarder,
     pub(crate) forward_permits: Arc<Semaphore>,
+    /// Each client's part of those permits.
+    pub(crate) client_shares: Arc<ClientShares>,
     /// Upstream exchanges in progress, by cache key.
     pub(crate) in_flight: Mutex<HashMap<Box<[u8]>, InFlight>>,
     pub(crate) metrics: Arc<DnsMetrics>,
@@ -80,6 +85,7 @@ impl QueryHandler {
                 metrics: Arc::clone(&metrics),
             },
             forward_permits: Arc::new(Semaphore::new(config.max_forwarded_in_flight)),
+            client_shares: ClientShares::new(config.max_forwarded_per_client),
             in_flight: Default::default(),
             metrics,
             default_ttl: config.default_ttl,
@@ -87,11 +93,13 @@ impl QueryHandler {
         })
     }
 
-    /// Answers `packet` into `out` (cleared first) if that needs no upstream.
+    /// Answers `packet` into `out` (cleared first) if that needs no upstream. `client` says who
+    /// sent it, when a query must go upstream.
     pub(crate) fn answer_now(
         &self,
         packet: &[u8],
         transport: Transport,
+        client: impl FnOnce() -> IpAddr,
         out: &mut Vec<u8>,
     ) -> Outcome {
         out.clear();
@@ -145,7 +153,13 @@ impl QueryHandler {
                 return Outcome::Answered;
             }
         }
+        let Some(share) = self.client_shares.try_take(client()) else {
+            self.metrics.count_forward_refused(ForwardLimit::Client);
+            self.answer_error(out, &query.reply, rcode::SERVFAIL);
+            return Outcome::Answered;
+        };
         let Ok(permit) = self.forward_permits.clone().try_acquire_owned() else {
+            self.metrics.count_forward_refused(ForwardLimit::Total);
             self.answer_error(out, &query.reply, rcode::SERVFAIL);
             return Outcome::Answered;
         };
@@ -160,6 +174,7 @@ impl QueryHandler {
             options: options.into(),
             limit,
             _permit: permit,
+            _share: share,
         })
     }
 

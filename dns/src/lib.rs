@@ -34,6 +34,6 @@ mod wire;
 pub use config::{nameservers, DnsConfig, Upstream, MAX_UPSTREAMS, RESOLV_CONF};
 pub use encrypted::EncryptedDns;
 pub use error::DnsError;
-pub use metrics::{AnswerSource, DnsMetrics, DropReason, TcpClose, Transport};
+pub use metrics::{AnswerSource, DnsMetrics, DropReason, ForwardLimit, TcpClose, Transport};
 pub use response::local_answer_records;
 pub use server::{DnsAnswerer, DnsHandle, DnsServer};

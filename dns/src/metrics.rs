@@ -171,6 +171,31 @@ struct TcpCloseLabels {
     reason: &'static str,
 }
 
+/// Which limit refused to forward a query (it got SERVFAIL at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ForwardLimit {
+    /// The client's share, `max_forwarded_per_client`.
+    Client,
+    /// Every client's together, `max_forwarded_in_flight`.
+    Total,
+}
+
+impl ForwardLimit {
+    const ALL: [ForwardLimit; 2] = [Self::Client, Self::Total];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Total => "total",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ForwardLimitLabels {
+    limit: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     transport: &'static str,
@@ -195,6 +220,8 @@ pub struct DnsMetrics {
     tcp_connections: Gauge,
     udp_helper_calls: Counter,
     upstream_tls_connections: Counter,
+    forwards_refused: Family<ForwardLimitLabels, Counter>,
+    forwards_refused_counters: [Counter; ForwardLimit::ALL.len()],
 }
 
 impl Default for DnsMetrics {
@@ -240,6 +267,14 @@ impl DnsMetrics {
                 })
                 .clone()
         });
+        let forwards_refused = Family::<ForwardLimitLabels, Counter>::default();
+        let forwards_refused_counters = ForwardLimit::ALL.map(|limit| {
+            forwards_refused
+                .get_or_create(&ForwardLimitLabels {
+                    limit: limit.as_str(),
+                })
+                .clone()
+        });
         let upstream = Family::<UpstreamLabels, Counter>::default();
         let upstream_counters = ["udp", "tcp", "tls"].map(|transport| {
             ["answer", "timeout", "error"].map(|outcome| {
@@ -263,14 +298,16 @@ impl DnsMetrics {
             tcp_connections: Gauge::default(),
             udp_helper_calls: Counter::default(),
             upstream_tls_connections: Counter::default(),
+            forwards_refused,
+            forwards_refused_counters,
         }
     }
 
     /// Registers `dns_queries_total{transport}`, `dns_responses_total{source,rcode}`,
     /// `dns_dropped_total{reason}`,
     /// `dns_upstream_queries_total{transport,outcome}`, `dns_cache_entries`,
-    /// `dns_tcp_closed_total{reason}`, `dns_tcp_connections`, `dns_udp_helper_calls_total` and
-    /// `dns_upstream_tls_connections_total`.
+    /// `dns_tcp_closed_total{reason}`, `dns_tcp_connections`, `dns_udp_helper_calls_total`,
+    /// `dns_upstream_tls_connections_total` and `dns_forwards_refused_total{limit}`.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "dns_queries",
@@ -291,6 +328,12 @@ impl DnsMetrics {
             "dns_upstream_queries",
             "Queries sent to upstream resolvers, by transport and outcome",
             self.upstream.clone(),
+        );
+        registry.register(
+            "dns_forwards_refused",
+            "Queries not forwarded because a limit was reached (they got SERVFAIL), by limit \
+             (client, total)",
+            self.forwards_refused.clone(),
         );
         registry.register(
             "dns_upstream_tls_connections",
@@ -380,6 +423,15 @@ impl DnsMetrics {
         self.upstream_tls_connections.inc();
     }
 
+    pub(crate) fn count_forward_refused(&self, limit: ForwardLimit) {
+        self.forwards_refused_counters[limit as usize].inc();
+    }
+
+    /// Queries not forwarded because `limit` was reached.
+    pub fn forwards_refused(&self, limit: ForwardLimit) -> u64 {
+        self.forwards_refused_counters[limit as usize].get()
+    }
+
     pub(crate) fn set_cache_entries(&self, entries: usize) {
         self.cache_entries
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
@@ -398,6 +450,7 @@ mod tests {
         metrics.count_response(AnswerSource::Error, 23);
         metrics.count_drop(DropReason::Malformed);
         metrics.count_upstream_tls_connection();
+        metrics.count_forward_refused(ForwardLimit::Client);
         let mut registry = Registry::with_prefix("mep");
         metrics.register(&mut registry);
         let mut text = String::new();
@@ -407,6 +460,8 @@ mod tests {
         assert!(text.contains(r#"mep_dns_dropped_total{reason="malformed"} 1"#));
         assert!(text.contains("mep_dns_cache_entries 0"));
         assert!(text.contains("mep_dns_upstream_tls_connections_total 1"));
+        assert!(text.contains(r#"mep_dns_forwards_refused_total{limit="client"} 1"#));
+        assert_eq!(metrics.forwards_refused(ForwardLimit::Total), 0);
         assert_eq!(
             metrics.responses(AnswerSource::Upstream, ResponseCode::NXDomain),
             1

@@ -194,11 +194,17 @@ impl DnsAnswerer {
         self.0.forwards_in_flight()
     }
 
-    /// The response to the query `packet` that came over `transport` (no size limit but the
-    /// DNS message's); None when no response is due (not a query, or too short to be one).
-    pub async fn answer(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    /// The response to the query `packet` that came from `client` over `transport` (no size
+    /// limit but the DNS message's); None when no response is due (not a query, or too short to
+    /// be one).
+    pub async fn answer(
+        &self,
+        packet: &[u8],
+        transport: Transport,
+        client: std::net::IpAddr,
+    ) -> Option<Vec<u8>> {
         let mut out = Vec::new();
-        match self.0.answer_now(packet, transport, &mut out) {
+        match self.0.answer_now(packet, transport, || client, &mut out) {
             Outcome::Answered => Some(out),
             Outcome::Ignored => None,
             Outcome::Forward(pending) => {

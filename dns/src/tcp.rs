@@ -113,8 +113,15 @@ pub(crate) async fn serve_tcp(
             let connection = async {
                 match framing {
                     Framing::Tcp => {
-                        serve_connection(stream, transport, &ticket, &handler, message_timeout)
-                            .await
+                        serve_connection(
+                            stream,
+                            transport,
+                            peer.ip(),
+                            &ticket,
+                            &handler,
+                            message_timeout,
+                        )
+                        .await
                     }
                     Framing::Tls(acceptor) => {
                         // A connection in its handshake is idle to the table: at a full table
@@ -129,7 +136,15 @@ pub(crate) async fn serve_tcp(
                                 }
                             }
                         };
-                        serve_connection(tls, transport, &ticket, &handler, message_timeout).await
+                        serve_connection(
+                            tls,
+                            transport,
+                            peer.ip(),
+                            &ticket,
+                            &handler,
+                            message_timeout,
+                        )
+                        .await
                     }
                 }
             };
@@ -152,6 +167,7 @@ fn close_reason(closed: Closed) -> TcpClose {
 async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     transport: Transport,
+    client: std::net::IpAddr,
     ticket: &ConnTicket,
     handler: &QueryHandler,
     message_timeout: Duration,
@@ -174,7 +190,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(Err(_)) => return None,
             Err(_) => return Some(TcpClose::MessageTimeout),
         }
-        match handler.answer_now(&packet, transport, &mut out) {
+        match handler.answer_now(&packet, transport, || client, &mut out) {
             Outcome::Answered => {}
             Outcome::Ignored => return None,
             Outcome::Forward(pending) => handler.answer_forwarded(pending, &mut out).await,

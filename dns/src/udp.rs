@@ -17,7 +17,7 @@
 
 use std::io;
 use std::mem;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -500,9 +500,15 @@ impl UdpReaders {
                 let start = slot * MAX_TCP_MESSAGE;
                 &batch.packets[start..start + batch.lens[slot]]
             };
+            // The client's address is read only for a query that goes upstream.
+            let (peers, peer_lens) = (&batch.peers, &batch.peer_lens);
+            let client = || {
+                sockaddr_to_std(&peers[slot], peer_lens[slot])
+                    .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip())
+            };
             match self
                 .handler
-                .answer_now(packet, Transport::Udp, &mut batch.answers[slot])
+                .answer_now(packet, Transport::Udp, client, &mut batch.answers[slot])
             {
                 Outcome::Answered => batch.ready.push(slot),
                 Outcome::Ignored => {}

@@ -289,6 +289,8 @@ async fn the_do_and_cd_bits_and_edns_options_go_upstream_and_ad_comes_back() {
         .is_some());
 }
 
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 #[tokio::test]
 async fn a_forward_whose_clients_went_away_leaves_nothing_behind() {
     let upstream = ScriptedUpstream::start().await;
@@ -301,7 +303,11 @@ async fn a_forward_whose_clients_went_away_leaves_nothing_behind() {
     let waiting: Vec<_> = (0..2)
         .map(|_| {
             let (answerer, query) = (answerer.clone(), query.clone());
-            tokio::spawn(async move { answerer.answer(&query, mep_dns::Transport::Https).await })
+            tokio::spawn(async move {
+                answerer
+                    .answer(&query, mep_dns::Transport::Https, LOOPBACK)
+                    .await
+            })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -315,9 +321,55 @@ async fn a_forward_whose_clients_went_away_leaves_nothing_behind() {
     assert_eq!(answerer.forwards_in_flight(), 0, "nothing left behind");
     // A finished exchange leaves too.
     let answer = answerer
-        .answer(&query, mep_dns::Transport::Https)
+        .answer(&query, mep_dns::Transport::Https, LOOPBACK)
         .await
         .unwrap();
     assert_eq!(Message::from_vec(&answer).unwrap().answers.len(), 1);
     assert_eq!(answerer.forwards_in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_client_flooding_a_hung_zone_cannot_take_every_forwarding_slot() {
+    let upstream = ScriptedUpstream::start().await;
+    let mep = Mep::start_with(&[], vec![upstream.addr], |c| {
+        c.max_forwarded_in_flight = 32;
+        c.max_forwarded_per_client = 8;
+        c.upstream_timeout = Duration::from_secs(5);
+        c.upstream_attempt_timeout = Duration::from_secs(5);
+    })
+    .await;
+    // 127.0.0.2 asks for 100 names whose servers never answer: without a per-client share its
+    // queries would hold all 32 slots for 5 s.
+    let hostile = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    hostile.connect(mep.addr()).await.unwrap();
+    for i in 0..100u16 {
+        let flood = query(i, &format!("r{i}.silent.test."), RecordType::A, None);
+        hostile.send(&flood.to_vec().unwrap()).await.unwrap();
+    }
+    // Its surplus gets SERVFAIL at once: 92 answers, each for a query beyond its 8.
+    let mut buf = vec![0u8; 512];
+    for _ in 0..92 {
+        let len = tokio::time::timeout(EXCHANGE_LIMIT, hostile.recv(&mut buf))
+            .await
+            .expect("SERVFAIL for the surplus, at once")
+            .unwrap();
+        let m = Message::from_vec(&buf[..len]).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    }
+    let refused = mep
+        .handle
+        .metrics()
+        .forwards_refused(mep_dns::ForwardLimit::Client);
+    assert_eq!(refused, 92);
+    // Another client's cache misses still go upstream and are answered.
+    for i in 0..20 {
+        let m = udp(mep.addr(), &format!("n{i}.ok.test."), RecordType::A, None).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    }
+    assert_eq!(
+        mep.handle
+            .metrics()
+            .forwards_refused(mep_dns::ForwardLimit::Total),
+        0
+    );
 }

@@ -148,7 +148,11 @@ impl Rig {
     }
 
     fn reference(&self, dns: &[u8]) -> Option<Vec<u8>> {
-        self.rt.block_on(self.answerer.answer(dns, Transport::Udp))
+        self.rt.block_on(self.answerer.answer(
+            dns,
+            Transport::Udp,
+            CLIENT_V4.parse().expect("an address"),
+        ))
     }
 
     fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {

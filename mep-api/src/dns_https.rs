@@ -3,16 +3,20 @@
 //! the DNS server's handler, so it gets the answer UDP, TCP and TLS clients get; HTTP itself
 //! (TLS, HTTP/2, connection limits, slow clients) is the API listeners' machinery.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use mep_dns::{DnsAnswerer, Transport};
 use serde::Deserialize;
 
 use crate::http::extract::ApiQuery;
+use crate::http::serve::PeerAddr;
 use crate::problem::problem_response;
 
 /// The path of DNS over HTTPS requests.
@@ -37,6 +41,7 @@ get, path = PATH, tag = "dns", summary = "A DNS query (RFC 8484 GET)", params(("
 )]
 async fn by_get(
     State(answerer): State<DnsAnswerer>,
+    peer: Option<Extension<PeerAddr>>,
     ApiQuery(params): ApiQuery<GetParams>,
 ) -> Response {
     let Some(encoded) = params.dns else {
@@ -47,7 +52,7 @@ async fn by_get(
     };
     // RFC 8484 §6: no padding, but accept it.
     match URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')) {
-        Ok(query) => answer(&answerer, &query).await,
+        Ok(query) => answer(&answerer, peer, &query).await,
         Err(_) => problem_response(
             StatusCode::BAD_REQUEST,
             "the dns parameter is not base64url".into(),
@@ -58,7 +63,12 @@ async fn by_get(
 #[utoipa::path(
 post, path = PATH, tag = "dns", summary = "A DNS query (RFC 8484 POST)", request_body(content = Vec<u8>, content_type = "application/dns-message"), responses((status = 200, description = "The DNS answer", content_type = "application/dns-message"), (status = 415, description = "Not application/dns-message", body = crate::problem::ProblemDetails, content_type = "application/problem+json"))
 )]
-async fn by_post(State(answerer): State<DnsAnswerer>, headers: HeaderMap, body: Bytes) -> Response {
+async fn by_post(
+    State(answerer): State<DnsAnswerer>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -70,11 +80,18 @@ async fn by_post(State(answerer): State<DnsAnswerer>, headers: HeaderMap, body: 
             format!("a POST carries a DNS message as {DNS_MESSAGE}"),
         );
     }
-    answer(&answerer, &body).await
+    answer(&answerer, peer, &body).await
 }
 
-async fn answer(answerer: &DnsAnswerer, query: &[u8]) -> Response {
-    match answerer.answer(query, Transport::Https).await {
+/// `peer` is the client's address; a request that did not come over a listener (a test's
+/// `oneshot`) counts as one unspecified client.
+async fn answer(
+    answerer: &DnsAnswerer,
+    peer: Option<Extension<PeerAddr>>,
+    query: &[u8],
+) -> Response {
+    let client = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0 .0.ip());
+    match answerer.answer(query, Transport::Https, client).await {
         Some(message) => ([(header::CONTENT_TYPE, DNS_MESSAGE)], message).into_response(),
         None => problem_response(StatusCode::BAD_REQUEST, "not a DNS query".into()),
     }

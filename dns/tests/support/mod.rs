@@ -200,7 +200,7 @@ pub fn ttls(m: &Message) -> Vec<u32> {
 /// - `nx.test.`: NXDOMAIN with an SOA (TTL 30);
 /// - `fail.test.`: SERVFAIL;
 /// - `big.test.`: over UDP an empty answer with TC set; over TCP 40 A records;
-/// - `silent.test.`: no answer at all;
+/// - `silent.test.` and names under it: no answer at all;
 /// - `slow.ok.test.`: like any `.ok.test.` name, 300 ms late.
 ///
 /// A query with the DO bit gets AD set (as a validating resolver would) and DO echoed.
@@ -321,7 +321,7 @@ fn scripted_response(packet: &[u8], over_tcp: bool) -> Option<Vec<u8>> {
         )
     };
     match qname.as_str() {
-        "silent.test." => return None,
+        n if n == "silent.test." || n.ends_with(".silent.test.") => return None,
         "fail.test." => response.metadata.response_code = ResponseCode::ServFail,
         "nx.test." => {
             response.metadata.response_code = ResponseCode::NXDomain;

@@ -462,6 +462,7 @@ fn dns_config(s: &mut Settings) -> Result<DnsConfig, ConfigError> {
         upstream_ca,
         max_tcp_connections: key!(s.dns_tcp_max_connections),
         max_tcp_per_client: key!(s.dns_tcp_max_per_client),
+        max_forwarded_per_client: key!(s.dns_max_forwarded_per_client),
         tcp_idle_timeout: Duration::from_millis(key!(s.dns_tcp_idle_timeout_ms)),
         ..DnsConfig::default()
     })
@@ -560,12 +561,14 @@ mod tests {
             (
                 c.dns.max_tcp_connections,
                 c.dns.max_tcp_per_client,
-                c.dns.tcp_idle_timeout
+                c.dns.tcp_idle_timeout,
+                c.dns.max_forwarded_per_client
             ),
             (
                 dns.max_tcp_connections,
                 dns.max_tcp_per_client,
-                dns.tcp_idle_timeout
+                dns.tcp_idle_timeout,
+                dns.max_forwarded_per_client
             )
         );
         let a = AuthConfig::default();

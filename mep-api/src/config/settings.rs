@@ -312,6 +312,11 @@ pub struct Settings {
     #[arg(long, env = "MEP_DNS_TCP_MAX_PER_CLIENT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_tcp_max_per_client: Option<usize>,
+    /// Forwarded DNS queries of one client (an IPv4 address or IPv6 /64) waiting for an upstream
+    /// at once; beyond that the client gets SERVFAIL at once, and others keep theirs.
+    #[arg(long, env = "MEP_DNS_MAX_FORWARDED_PER_CLIENT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_max_forwarded_per_client: Option<usize>,
     /// Milliseconds a DNS-over-TCP connection may wait for its next query; falls to 500 as the
     /// table fills.
     #[arg(long, env = "MEP_DNS_TCP_IDLE_TIMEOUT_MS")]
@@ -436,6 +441,7 @@ impl Settings {
             dns_upstream_ca: None,
             dns_tcp_max_connections: Some(1024),
             dns_tcp_max_per_client: Some(32),
+            dns_max_forwarded_per_client: Some(64),
             dns_tcp_idle_timeout_ms: Some(10_000),
             no_auth: Some(false),
             token_ttl: Some(3600),
