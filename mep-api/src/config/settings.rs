@@ -441,7 +441,7 @@ impl Settings {
             dns_upstream_ca: None,
             dns_tcp_max_connections: Some(1024),
             dns_tcp_max_per_client: Some(32),
-            dns_max_forwarded_per_client: Some(64),
+            dns_max_forwarded_per_client: Some(256),
             dns_tcp_idle_timeout_ms: Some(10_000),
             no_auth: Some(false),
             token_ttl: Some(3600),
