@@ -108,21 +108,17 @@ pub(crate) async fn serve_tcp(
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY on a DNS connection");
             }
-            let transport = framing.transport();
             let message_timeout = limits.message_timeout;
+            let context = Connection {
+                transport: framing.transport(),
+                client: peer.ip(),
+                ticket: &ticket,
+                handler: &handler,
+                message_timeout,
+            };
             let connection = async {
                 match framing {
-                    Framing::Tcp => {
-                        serve_connection(
-                            stream,
-                            transport,
-                            peer.ip(),
-                            &ticket,
-                            &handler,
-                            message_timeout,
-                        )
-                        .await
-                    }
+                    Framing::Tcp => serve_connection(stream, &context).await,
                     Framing::Tls(acceptor) => {
                         // A connection in its handshake is idle to the table: at a full table
                         // a newcomer may take its place.
@@ -136,15 +132,7 @@ pub(crate) async fn serve_tcp(
                                 }
                             }
                         };
-                        serve_connection(
-                            tls,
-                            transport,
-                            peer.ip(),
-                            &ticket,
-                            &handler,
-                            message_timeout,
-                        )
-                        .await
+                        serve_connection(tls, &context).await
                     }
                 }
             };
@@ -163,15 +151,27 @@ fn close_reason(closed: Closed) -> TcpClose {
     }
 }
 
+/// One client connection's place, its client and how it is served, besides its stream.
+struct Connection<'a> {
+    transport: Transport,
+    client: std::net::IpAddr,
+    ticket: &'a ConnTicket,
+    handler: &'a QueryHandler,
+    message_timeout: Duration,
+}
+
 /// Serves one connection; answers why the server closed it, if it did.
 async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
-    transport: Transport,
-    client: std::net::IpAddr,
-    ticket: &ConnTicket,
-    handler: &QueryHandler,
-    message_timeout: Duration,
+    connection: &Connection<'_>,
 ) -> Option<TcpClose> {
+    let Connection {
+        transport,
+        client,
+        ticket,
+        handler,
+        message_timeout,
+    } = *connection;
     let (reader, mut writer) = tokio::io::split(stream);
     let mut reader = BufReader::new(reader);
     let mut packet = Vec::new();
