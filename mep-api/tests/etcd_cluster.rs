@@ -191,16 +191,25 @@ fn start_node_with(
         .stderr(Stdio::inherit())
         .spawn()
         .expect("mep starts");
-    let node = Node {
+    let mut node = Node {
         proc: Proc(child),
         mp1: format!("http://127.0.0.1:{mp1}/mep/mec_service_mgmt/v1"),
         mm5: format!("http://127.0.0.1:{mm5}"),
         dns_port: dns,
     };
-    wait_until(Duration::from_secs(30), "the node is ready", || {
-        reqwest::blocking::get(format!("{}/ready", node.mm5)).is_ok_and(|r| r.status() == 200)
-    });
-    node
+    // On a timeout, say what /ready said last (what is missing) and whether the node is alive.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        match reqwest::blocking::get(format!("{}/ready", node.mm5)) {
+            Ok(r) if r.status() == 200 => return node,
+            Ok(r) => last = format!("{}: {}", r.status(), r.text().unwrap_or_default()),
+            Err(e) => last = format!("no answer: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let exited = node.proc.0.try_wait().ok().flatten();
+    panic!("node {id} was not ready within 30 s; /ready said {last}; exited: {exited:?}");
 }
 
 /// Nodes `ids` on `etcd`, each started with `extra` arguments.
