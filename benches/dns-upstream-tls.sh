@@ -4,12 +4,14 @@
 # by side in one run. The upstream is another Unbound serving DoT with NAMES records of TTL 0,
 # so no forwarder answers from its cache: every query is a DoT exchange upstream.
 # dnsperf sends the names over UDP (CLIENTS clients, 200 outstanding each) for DURATION s, each
-# forwarder once per round, ROUNDS rounds. Each row: q/s, mean latency, the forwarder's CPU per
-# query and the upstream's (both from /proc), and how many TCP connections were accepted during
-# the run (the kernel's PassiveOpens: the upstream is the only TCP server in use then). BASE_BIN, if set, is another mep build measured in the
-# same rounds (a before/after comparison). Writes the table to target/bench/dns-upstream-tls.txt.
+# forwarder once per round, ROUNDS rounds. Each row: q/s, mean latency, answers other than NOERROR
+# (errors), the forwarder's CPU per query and the upstream's (both from /proc), and how many TCP
+# connections were accepted during the run (the kernel's PassiveOpens: the upstream is the only
+# TCP server in use then). BASE_BIN, if set, is another mep build measured in the same rounds (a
+# before/after comparison); MEP_BIN, if set, replaces the tree's own release build. Writes the
+# table to target/bench/dns-upstream-tls.txt.
 # Usage: benches/dns-upstream-tls.sh   (tunable: DURATION=5 ROUNDS=3 CLIENTS=4 NAMES=1000
-#                                       MEP_BIN=target/release/mep BASE_BIN=)
+#                                       MEP_BIN= BASE_BIN=)
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -19,7 +21,11 @@ DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-4}
 NAMES=${NAMES:-1000}
-MEP_BIN=${MEP_BIN:-target/release/mep}
+# The tree's own build unless MEP_BIN names another.
+if [[ -z ${MEP_BIN:-} ]]; then
+  cargo build --release --bin mep
+  MEP_BIN=target/release/mep
+fi
 BASE_BIN=${BASE_BIN:-}
 
 missing=()
@@ -30,7 +36,6 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 UNBOUND=$(command -v unbound || echo /usr/sbin/unbound)
-[[ -x $MEP_BIN ]] || cargo build --release --bin mep
 mkdir -p "$OUT_DIR"
 
 WORK=$(mktemp -d -t mep-dot-upstream-bench.XXXXXX)
@@ -140,7 +145,8 @@ passive_opens() {
   awk '/^Tcp:/ { if (!seen) { for (i = 1; i <= NF; i++) if ($i == "PassiveOpens") col = i; seen = 1 } else print $col }' /proc/net/snmp
 }
 
-# run SERVER: prints "<qps> <avg latency us> <lost> <forwarder CPU us/q> <upstream CPU us/q> <connections accepted>"
+# run SERVER: prints "<qps> <avg latency us> <lost> <not NOERROR> <forwarder CPU us/q> <upstream CPU us/q>
+# <connections accepted>"
 run() {
   local out fwd_before up_before opens_before fwd_after up_after conns
   fwd_before=$(cpu_ticks "$1")
@@ -155,17 +161,18 @@ run() {
     /Average Latency/ { lat = $4 * 1e6 }
     /Queries lost:/ { lost = $3 }
     /Queries completed:/ { done = $3 }
-    END { printf "%.0f %.0f %d %.2f %.2f %d\n", qps, lat, lost, done ? fwd / hz * 1e6 / done : 0, done ? up / hz * 1e6 / done : 0, conns }' <<<"$out"
+    /Response codes:/ { for (i = 3; i <= NF; i += 3) if ($i == "NOERROR") ok = $(i + 1) }
+    END { printf "%.0f %.0f %d %d %.2f %.2f %d\n", qps, lat, lost, done - ok, done ? fwd / hz * 1e6 / done : 0, done ? up / hz * 1e6 / done : 0, conns }' <<<"$out"
 }
 
 REPORT="$OUT_DIR/dns-upstream-tls.txt"
 {
   echo "# Forwarding to a DoT upstream (Unbound, $NAMES names at TTL 0): dnsperf -c $CLIENTS -q 200, ${DURATION}s, $ROUNDS rounds, $(date -u +%FT%TZ)"
-  printf '%-6s %-9s %9s %9s %6s %14s %14s %12s\n' round server 'q/s' 'avg us' lost 'fwd CPU us/q' 'up CPU us/q' 'connections'
+  printf '%-6s %-9s %9s %9s %6s %8s %14s %14s %12s\n' round server 'q/s' 'avg us' lost errors 'fwd CPU us/q' 'up CPU us/q' 'connections'
   for ((round = 1; round <= ROUNDS; round++)); do
     for server in "${SERVERS[@]}"; do
-      read -r qps lat lost fwd up conns < <(run "$server")
-      printf '%-6s %-9s %9s %9s %6s %14s %14s %12s\n' "$round" "$server" "$qps" "$lat" "$lost" "$fwd" "$up" "$conns"
+      read -r qps lat lost errors fwd up conns < <(run "$server")
+      printf '%-6s %-9s %9s %9s %6s %8s %14s %14s %12s\n' "$round" "$server" "$qps" "$lat" "$lost" "$errors" "$fwd" "$up" "$conns"
       sleep 1
     done
   done
