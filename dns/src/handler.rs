@@ -18,7 +18,7 @@ use crate::forwarded::ForwardedAnswer;
 use crate::metrics::{AnswerSource, DnsMetrics, DropReason, ForwardLimit, Transport};
 use crate::query::{Edns, Query, Rejection, ReplyTo};
 use crate::response::{write_error, write_local, LocalAnswerParams};
-use crate::upstream::{tls_upstreams, Forwarder};
+use crate::upstream::{routes, Forwarder};
 use crate::wire::{rcode, CLASS_IN, MAX_NAME_LEN, MAX_TCP_MESSAGE};
 
 /// What became of a packet.
@@ -76,8 +76,7 @@ impl QueryHandler {
             snapshots,
             cache: AnswerCache::new(config.cache_bytes),
             forwarder: Forwarder {
-                upstreams: upstreams.into(),
-                tls: tls_upstreams(upstreams, &config.upstream_ca, &metrics)?,
+                routes: routes(upstreams, &config.upstream_ca, &metrics)?,
                 attempt_timeout: config.upstream_attempt_timeout,
                 total_timeout: config.upstream_timeout,
                 udp_payload: config.udp_payload,

@@ -36,10 +36,26 @@ enum AttemptError {
     Answer(UpstreamAnswerError),
 }
 
+/// How one upstream is asked.
+pub(crate) enum Route {
+    /// Over UDP, and TCP when the answer is truncated.
+    Plain(SocketAddr),
+    /// Over TLS, on the upstream's long-lived connection.
+    Tls(TlsUpstream),
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Plain(addr) => write!(f, "{addr}"),
+            Route::Tls(tls) => write!(f, "{tls}"),
+        }
+    }
+}
+
 pub(crate) struct Forwarder {
-    pub(crate) upstreams: Box<[Upstream]>,
-    /// The connection of each DNS-over-TLS upstream, by the upstream's index.
-    pub(crate) tls: Box<[Option<TlsUpstream>]>,
+    /// The upstreams, in the order they are asked.
+    pub(crate) routes: Box<[Route]>,
     pub(crate) attempt_timeout: Duration,
     pub(crate) total_timeout: Duration,
     pub(crate) udp_payload: u16,
@@ -80,7 +96,7 @@ impl Forwarder {
         let mut fallback: Option<ForwardedAnswer> = None;
         loop {
             let mut asked = false;
-            for (index, upstream) in self.upstreams.iter().enumerate() {
+            for (index, upstream) in self.routes.iter().enumerate() {
                 if given_up & (1 << index) != 0 {
                     continue;
                 }
@@ -91,7 +107,7 @@ impl Forwarder {
                 asked = true;
                 let attempt_deadline = deadline.min(now + self.attempt_timeout);
                 match self
-                    .ask(index, &mut query, question, attempt_deadline)
+                    .ask(upstream, &mut query, question, attempt_deadline)
                     .await
                 {
                     Ok(answer) if answer.is_upstream_failure() => {
@@ -118,22 +134,24 @@ impl Forwarder {
 
     async fn ask(
         &self,
-        index: usize,
+        route: &Route,
         query: &mut [u8],
         question: &[u8],
         deadline: Instant,
     ) -> Result<ForwardedAnswer, AttemptError> {
-        if let Some(Some(tls)) = self.tls.get(index) {
-            let tls = timeout_at(deadline, self.ask_tls(tls, query, question))
-                .await
-                .unwrap_or(Err(AttemptError::Timeout));
-            self.metrics
-                .count_upstream(UpstreamTransport::Tls, outcome_of(&tls));
-            return tls;
-        }
+        let upstream = match route {
+            Route::Plain(addr) => *addr,
+            Route::Tls(tls) => {
+                let tls = timeout_at(deadline, self.ask_tls(tls, query, question))
+                    .await
+                    .unwrap_or(Err(AttemptError::Timeout));
+                self.metrics
+                    .count_upstream(UpstreamTransport::Tls, outcome_of(&tls));
+                return tls;
+            }
+        };
         let id = rand::random::<u16>();
         put_u16(query, 0, id);
-        let upstream = self.upstreams[index].addr;
         let udp = timeout_at(deadline, self.ask_udp(upstream, query, id, question)).await;
         let result = match udp {
             Err(_) => Err(AttemptError::Timeout),
@@ -212,37 +230,51 @@ async fn exchange_framed<S: AsyncRead + AsyncWrite + Unpin>(
     question: &[u8],
     max_ttl: u32,
 ) -> Result<ForwardedAnswer, AttemptError> {
-    let mut framed = Vec::with_capacity(2 + query.len());
-    framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
-    framed.extend_from_slice(query);
-    stream.write_all(&framed).await.map_err(AttemptError::Io)?;
-    stream.flush().await.map_err(AttemptError::Io)?;
-    let len = stream.read_u16().await.map_err(AttemptError::Io)?;
-    let mut buf = vec![0u8; usize::from(len)];
     stream
-        .read_exact(&mut buf)
+        .write_all(&framed(query))
         .await
         .map_err(AttemptError::Io)?;
-    ForwardedAnswer::parse(&buf, id, question, max_ttl).map_err(AttemptError::Answer)
+    stream.flush().await.map_err(AttemptError::Io)?;
+    let answer = read_framed(&mut stream).await.map_err(AttemptError::Io)?;
+    ForwardedAnswer::parse(&answer, id, question, max_ttl).map_err(AttemptError::Answer)
 }
 
-/// The DNS-over-TLS connection of each upstream that has a TLS name, none for the others.
-pub(crate) fn tls_upstreams(
+/// `message` with the two-byte length in front that streams carry (RFC 1035 §4.2.2).
+pub(crate) fn framed(message: &[u8]) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(2 + message.len());
+    framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    framed.extend_from_slice(message);
+    framed
+}
+
+/// The next length-prefixed message on a stream.
+pub(crate) async fn read_framed<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Vec<u8>> {
+    let len = reader.read_u16().await?;
+    let mut message = vec![0u8; usize::from(len)];
+    reader.read_exact(&mut message).await?;
+    Ok(message)
+}
+
+/// How each of `upstreams` is asked; a TLS client (trusting `extra_ca` too) only if one of them
+/// is a DNS-over-TLS upstream.
+pub(crate) fn routes(
     upstreams: &[Upstream],
     extra_ca: &[rustls::pki_types::CertificateDer<'static>],
     metrics: &Arc<DnsMetrics>,
-) -> Result<Box<[Option<TlsUpstream>]>, crate::DnsError> {
-    if upstreams.iter().all(|u| u.tls_name.is_none()) {
-        return Ok(upstreams.iter().map(|_| None).collect());
-    }
-    let connector = tls_connector(extra_ca)?;
+) -> Result<Box<[Route]>, crate::DnsError> {
+    let connector = upstreams
+        .iter()
+        .any(|u| u.tls_name.is_some())
+        .then(|| tls_connector(extra_ca))
+        .transpose()?;
     upstreams
         .iter()
-        .map(|u| {
-            u.tls_name
-                .as_deref()
-                .map(|name| TlsUpstream::new(u.addr, name, connector.clone(), Arc::clone(metrics)))
-                .transpose()
+        .map(|u| match (u.tls_name.as_deref(), &connector) {
+            (Some(name), Some(connector)) => {
+                TlsUpstream::new(u.addr, name, connector.clone(), Arc::clone(metrics))
+                    .map(Route::Tls)
+            }
+            _ => Ok(Route::Plain(u.addr)),
         })
         .collect()
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::client::TlsStream;
@@ -26,7 +26,8 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::DnsMetrics;
-use crate::wire::put_u16;
+use crate::upstream::{framed, read_framed};
+use crate::wire::{put_u16, u16_at};
 
 /// Queries waiting for their answers on one connection, at most (forwarding is bounded before
 /// this by `max_forwarded_in_flight`).
@@ -46,6 +47,12 @@ pub(crate) struct TlsUpstream {
     /// instead of each opening their own.
     connecting: tokio::sync::Mutex<()>,
     metrics: Arc<DnsMetrics>,
+}
+
+impl std::fmt::Display for TlsUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tls://{}#{}", self.addr, self.name.to_str())
+    }
 }
 
 impl TlsUpstream {
@@ -180,11 +187,8 @@ impl Connection {
             answers_before: self.answers.load(Ordering::Relaxed),
         };
         put_u16(query, 0, id);
-        let mut framed = Vec::with_capacity(2 + query.len());
-        framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
-        framed.extend_from_slice(query);
         self.queries
-            .try_send(framed)
+            .try_send(framed(query))
             .map_err(|_| io::Error::other("the connection's write queue is full or closed"))?;
         let answer = answer.await.map_err(|_| closed())?;
         Ok((id, answer))
@@ -277,7 +281,7 @@ async fn read_answers(connection: Arc<Connection>, mut reader: ReadHalf<TlsStrea
                 break;
             }
         };
-        let Some(id) = answer.get(..2).map(|id| u16::from_be_bytes([id[0], id[1]])) else {
+        let Some(id) = u16_at(&answer, 0) else {
             break;
         };
         connection.answers.fetch_add(1, Ordering::Relaxed);
@@ -287,11 +291,4 @@ async fn read_answers(connection: Arc<Connection>, mut reader: ReadHalf<TlsStrea
         }
     }
     connection.close();
-}
-
-async fn read_framed(reader: &mut ReadHalf<TlsStream<TcpStream>>) -> io::Result<Vec<u8>> {
-    let len = reader.read_u16().await?;
-    let mut answer = vec![0u8; usize::from(len)];
-    reader.read_exact(&mut answer).await?;
-    Ok(answer)
 }

@@ -30,8 +30,8 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use crate::forwarded::{ForwardedAnswer, UpstreamAnswerError};
 use crate::query::{Query, ReplyTo};
 use crate::wire::{
-    push_header, push_opt_with, rcode, FLAG_AA, FLAG_AD, FLAG_CD, FLAG_QR, FLAG_RA, FLAG_RD,
-    FLAG_TC, HEADER_LEN, OPCODE_MASK, OPT_LEN,
+    push_header, push_opt_with, rcode, u16_at, FLAG_AA, FLAG_AD, FLAG_CD, FLAG_QR, FLAG_RA,
+    FLAG_RD, FLAG_TC, HEADER_LEN, OPCODE_MASK, OPT_LEN,
 };
 
 /// The EDNS payload size mep announces in relayed answers.
@@ -136,8 +136,9 @@ pub fn check(case: &Relay<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// The 16-bit field at `at`; 0 past the end (only read where the length was checked).
 fn be16(bytes: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([bytes[at], bytes[at + 1]])
+    u16_at(bytes, at).unwrap_or_default()
 }
 
 /// How a response must be refused for its header and question alone, if it must.
@@ -414,7 +415,7 @@ pub fn check_bytes(data: &[u8]) -> Result<(), String> {
     }
     check(&Relay {
         client_query: &client_query,
-        sent_id: response.get(..2).map_or(0, |id| be16(id, 0)),
+        sent_id: be16(response, 0),
         response,
         limit: usize::from(u16::from_be_bytes([limit_high, limit_low])),
         age: u32::from(age),
